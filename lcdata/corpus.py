@@ -1,0 +1,436 @@
+"""Streaming corpus reader: one input file -> Polars batches of documents.
+
+Every batch has the columns ``doc_id, file, row, source, text`` (``row`` is the 0-based line of a JSONL
+file, or the 0-based row of a Parquet file; ``doc_id`` is ``"{file}:{row}"`` unless an id field is set).
+
+Algorithm. Compressed bytes are streamed through a frame-aware zstd / gzip decoder, cut into chunks of
+about ``chunk_bytes`` that end at a newline, and each chunk is parsed by Arrow's JSON reader against an
+explicit schema holding only the needed fields (strict types: ``"text": 5`` is an error, not "5"). Parquet
+is read in record batches of only the needed columns. Memory is O(chunk_bytes), independent of file size.
+
+Bad input. When the fast parse of a chunk fails (malformed JSON, invalid UTF-8, missing field, wrong
+type, blank lines) the chunk is re-read line by line to find each bad line; with ``on_error="raise"`` the
+first one raises an `InputError` naming file, line and fix, with ``"skip"`` each bad record is counted by
+reason in the file's `FileReport`. Invariant: ``n_read == n_counted + sum(skipped.values())`` where
+``n_read`` counts non-blank lines / rows. A file that cannot be read to its end (corrupt or truncated
+zstd/gzip, corrupt parquet, empty file) sets ``FileReport.error``; in skip mode the records before the
+break are kept.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import zlib
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import fsspec
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pj
+import zstandard
+
+from .config import ReadConfig
+from .errors import InputError
+from .inputs import InputFile, resolve_inputs
+
+READ_BLOCK = 1 << 20  # compressed bytes per read() call
+
+SKIP_REASONS = (
+    "malformed_json",
+    "invalid_utf8",
+    "missing_text",
+    "non_string_text",
+    "missing_source",
+    "non_string_source",
+    "missing_id",
+)
+
+_FIX = {
+    "malformed_json": "fix or remove the line, or pass --on-error skip to skip bad records",
+    "invalid_utf8": "re-encode the file as UTF-8, or pass --on-error skip",
+    "missing_text": "set --text-field to the field holding the text, or pass --on-error skip",
+    "non_string_text": "the text field must be a JSON string; fix the record or pass --on-error skip",
+    "missing_source": "set --source-field, or use --source-from-path / --source NAME, or --on-error skip",
+    "non_string_source": "the source field must be a string; fix the record or use --source NAME",
+    "missing_id": "set --id-field to a field every record has, or leave it unset to use file:row ids",
+    "corrupt_compressed": "the compressed stream is corrupt or truncated; re-download or re-compress the file",
+    "corrupt_file": "the file cannot be decoded in its format; re-create it or remove it from the inputs",
+    "empty_file": "remove the empty file from the inputs, or pass --on-error skip to ignore it",
+}
+
+BATCH_SCHEMA = {"doc_id": pl.String, "file": pl.String, "row": pl.Int64, "source": pl.String, "text": pl.String}
+
+
+@dataclass
+class FileReport:
+    """What happened to one input file. ``n_read == n_counted + sum(skipped.values())``."""
+
+    file: str
+    bytes: int
+    n_read: int = 0
+    n_counted: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    error: str | None = None  # reason tag of a file-level failure (skip mode only)
+    error_detail: str | None = None
+
+    def skip(self, reason: str, n: int = 1) -> None:
+        self.skipped[reason] = self.skipped.get(reason, 0) + n
+
+    @property
+    def n_skipped(self) -> int:
+        return sum(self.skipped.values())
+
+
+def empty_batch() -> pl.DataFrame:
+    return pl.DataFrame(schema=BATCH_SCHEMA)
+
+
+# ----------------------------------------------------------------------------------------- decoding
+
+
+def _zstd_pieces(raw, path: str) -> Iterator[bytes]:
+    """Decompress a (multi-frame) zstd stream; raise on corruption *and* on truncation."""
+    dctx = zstandard.ZstdDecompressor()
+    dobj, in_frame = dctx.decompressobj(), False
+    while True:
+        data = raw.read(READ_BLOCK)
+        if not data:
+            break
+        while data:
+            try:
+                out = dobj.decompress(data)
+            except zstandard.ZstdError as e:
+                raise _Corrupt(f"zstd: {e}") from None
+            in_frame = True
+            if out:
+                yield out
+            if dobj.eof:
+                data, dobj, in_frame = dobj.unused_data, dctx.decompressobj(), False
+            else:
+                data = b""
+    if in_frame:
+        raise _Corrupt("zstd stream ends inside a frame (file truncated)")
+
+
+def _gzip_pieces(raw, path: str) -> Iterator[bytes]:
+    gz = gzip.GzipFile(fileobj=raw, mode="rb")
+    while True:
+        try:
+            out = gz.read(4 * READ_BLOCK)
+        except (EOFError, OSError, zlib.error) as e:
+            raise _Corrupt(f"gzip: {e}") from None
+        if not out:
+            return
+        yield out
+
+
+def _plain_pieces(raw, path: str) -> Iterator[bytes]:
+    while data := raw.read(4 * READ_BLOCK):
+        yield data
+
+
+class _Corrupt(Exception):
+    pass
+
+
+def _line_chunks(pieces: Iterator[bytes], chunk_bytes: int) -> Iterator[bytes]:
+    """Re-cut decompressed pieces into chunks that end at a newline (the last one may not)."""
+    buf: list[bytes] = []
+    size = 0
+    for piece in pieces:
+        buf.append(piece)
+        size += len(piece)
+        if size >= chunk_bytes:
+            data = b"".join(buf)
+            cut = data.rfind(b"\n") + 1
+            if cut == 0:  # one line longer than the chunk: keep accumulating
+                buf, size = [data], len(data)
+                continue
+            yield data[:cut]
+            rest = data[cut:]
+            buf, size = ([rest], len(rest)) if rest else ([], 0)
+    if size:
+        yield b"".join(buf)
+
+
+# ------------------------------------------------------------------------------------------ parsing
+
+
+def _tree(paths: dict[str, pa.DataType]) -> pa.Schema:
+    tree: dict = {}
+    for path, typ in paths.items():
+        node = tree
+        parts = path.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise InputError("<config>", "bad_field", f"field {path!r} conflicts with another field", "")
+        node[parts[-1]] = typ
+
+    def build(node) -> list[pa.Field]:
+        return [pa.field(k, pa.struct(build(v)) if isinstance(v, dict) else v) for k, v in node.items()]
+
+    return pa.schema(build(tree))
+
+
+def _get_path(table, path: str):
+    parts = path.split(".")
+    col = table.column(parts[0])
+    for p in parts[1:]:
+        col = pc.struct_field(col, p)
+    return col
+
+
+def _dig(obj, path: str):
+    """Return (found, value) for a dotted path into nested dicts."""
+    for p in path.split("."):
+        if not isinstance(obj, dict) or p not in obj:
+            return False, None
+        obj = obj[p]
+    return True, obj
+
+
+class _Parser:
+    """Parses one file's chunks into batches, counting or raising on bad records."""
+
+    def __init__(self, f: InputFile, cfg: ReadConfig, report: FileReport):
+        self.f, self.cfg, self.report = f, cfg, report
+        fields = {cfg.text_field: pa.string()}
+        if cfg.source_mode == "field":
+            fields[cfg.source_field] = pa.string()
+        if cfg.id_field:
+            fields[cfg.id_field] = pa.string()
+        self.schema = _tree(fields)
+        self.const_source = cfg.source if cfg.source_mode == "constant" else (
+            f.parent_name if cfg.source_mode == "path" else None
+        )
+
+    def bad(self, reason: str, detail: str, line: int | None) -> None:
+        """Raise or count one bad record."""
+        if self.cfg.on_error == "raise":
+            raise InputError(self.f.url, reason, detail, _FIX[reason], line=line)
+        self.report.skip(reason)
+
+    def frame(self, rows: list[int], texts, sources, ids) -> pl.DataFrame:
+        n = len(rows)
+        rows_s = pl.Series("row", rows, dtype=pl.Int64)
+        src = pl.Series("source", [self.const_source] * n if sources is None else sources, dtype=pl.String)
+        df = pl.DataFrame([rows_s, src, pl.Series("text", texts, dtype=pl.String)])
+        if ids is None:
+            df = df.with_columns(
+                doc_id=pl.format("{}:{}", pl.lit(self.f.rel), pl.col("row")), file=pl.lit(self.f.rel)
+            )
+        else:
+            df = df.with_columns(doc_id=pl.Series(ids, dtype=pl.String), file=pl.lit(self.f.rel))
+        return df.select(list(BATCH_SCHEMA))
+
+    # -- JSONL -------------------------------------------------------------------------------------
+    def jsonl_chunk(self, chunk: bytes, first_line: int) -> pl.DataFrame:
+        n_lines = chunk.count(b"\n") + (0 if chunk.endswith(b"\n") else 1)
+        try:
+            table = pj.read_json(
+                io.BytesIO(chunk),
+                read_options=pj.ReadOptions(block_size=len(chunk) + 1, use_threads=False),
+                parse_options=pj.ParseOptions(explicit_schema=self.schema, unexpected_field_behavior="ignore"),
+            )
+        except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError):
+            return self.jsonl_slow(chunk, first_line)
+        if table.num_rows != n_lines:  # blank lines: rows no longer map to lines
+            return self.jsonl_slow(chunk, first_line)
+        cols = {"text": _get_path(table, self.cfg.text_field)}
+        if self.const_source is None:
+            cols["source"] = _get_path(table, self.cfg.source_field)
+        if self.cfg.id_field:
+            cols["id"] = _get_path(table, self.cfg.id_field)
+        for col in cols.values():
+            if col.null_count:
+                return self.jsonl_slow(chunk, first_line)
+            try:
+                col.validate(full=True)
+            except pa.ArrowInvalid:
+                return self.jsonl_slow(chunk, first_line)
+        self.report.n_read += n_lines
+        self.report.n_counted += n_lines
+        rows = range(first_line, first_line + n_lines)
+        return self.frame(
+            list(rows), cols["text"], cols.get("source"), cols["id"] if "id" in cols else None
+        )
+
+    def jsonl_slow(self, chunk: bytes, first_line: int) -> pl.DataFrame:
+        rows, texts, sources, ids = [], [], [], []
+        cfg = self.cfg
+        for i, raw in enumerate(chunk.split(b"\n")):
+            line_no = first_line + i
+            if not raw.strip():
+                continue
+            self.report.n_read += 1
+            try:
+                s = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                self.bad("invalid_utf8", f"invalid UTF-8 at byte {e.start} of the line", line_no + 1)
+                continue
+            try:
+                obj = json.loads(s)
+            except json.JSONDecodeError as e:
+                self.bad("malformed_json", f"malformed JSON ({e.msg} at column {e.colno})", line_no + 1)
+                continue
+            if not isinstance(obj, dict):
+                self.bad("malformed_json", f"a JSON {type(obj).__name__} where an object is expected", line_no + 1)
+                continue
+            found, text = _dig(obj, cfg.text_field)
+            if not found or text is None:
+                self.bad("missing_text", f"no text field {cfg.text_field!r}", line_no + 1)
+                continue
+            if not isinstance(text, str):
+                self.bad("non_string_text", f"text field {cfg.text_field!r} is a {type(text).__name__}", line_no + 1)
+                continue
+            if self.const_source is None:
+                found, src = _dig(obj, cfg.source_field)
+                if not found or src is None:
+                    self.bad("missing_source", f"no source field {cfg.source_field!r}", line_no + 1)
+                    continue
+                if not isinstance(src, str):
+                    self.bad("non_string_source", f"source field {cfg.source_field!r} is a {type(src).__name__}",
+                             line_no + 1)
+                    continue
+                sources.append(src)
+            if cfg.id_field:
+                found, did = _dig(obj, cfg.id_field)
+                if not found or did is None or isinstance(did, (dict, list)):
+                    if sources and self.const_source is None:
+                        sources.pop()
+                    self.bad("missing_id", f"no scalar id field {cfg.id_field!r}", line_no + 1)
+                    continue
+                ids.append(str(did))
+            rows.append(line_no)
+            texts.append(text)
+            self.report.n_counted += 1
+        return self.frame(rows, texts, None if self.const_source is not None else sources,
+                          ids if cfg.id_field else None)
+
+    # -- Parquet -----------------------------------------------------------------------------------
+    def parquet_batches(self, fh) -> Iterator[pl.DataFrame]:
+        import pyarrow.parquet as pq
+
+        cfg = self.cfg
+        try:
+            pf = pq.ParquetFile(fh)
+        except (pa.ArrowInvalid, OSError) as e:
+            raise _Corrupt(f"parquet: {e}") from None
+        names = set(pf.schema_arrow.names)
+        paths = {"text": cfg.text_field}
+        if self.const_source is None:
+            paths["source"] = cfg.source_field
+        if cfg.id_field:
+            paths["id"] = cfg.id_field
+        missing = {k: p for k, p in paths.items() if p.split(".")[0] not in names}
+        columns = sorted({p.split(".")[0] for p in paths.values()} & names)
+        first = 0
+        for rb in pf.iter_batches(batch_size=4096, columns=columns or None):
+            n = rb.num_rows
+            self.report.n_read += n
+            table = pa.Table.from_batches([rb])
+            keep = pa.array([True] * n)
+            cols = {}
+            for key, path in paths.items():
+                reason = {"text": "missing_text", "source": "missing_source", "id": "missing_id"}[key]
+                if key in missing:
+                    col = pa.nulls(n, pa.string())
+                else:
+                    try:
+                        col = _get_path(table, path)
+                    except (KeyError, pa.ArrowInvalid, pa.ArrowTypeError):
+                        col = pa.nulls(n, pa.string())
+                    if key == "id" and not pa.types.is_string(col.type) and not pa.types.is_large_string(col.type):
+                        col = pc.cast(col, pa.string())
+                    elif not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+                        r = "non_string_text" if key == "text" else "non_string_source"
+                        if cfg.on_error == "raise":
+                            raise InputError(self.f.url, r, f"column {path!r} has type {col.type}", _FIX[r], line=None)
+                        self.report.skip(r, n)
+                        keep = pa.array([False] * n)
+                        continue
+                valid = pc.is_valid(col)
+                bad = pc.and_(keep, pc.invert(valid))
+                nbad = pc.sum(bad).as_py() or 0
+                if nbad:
+                    if cfg.on_error == "raise":
+                        idx = pc.index(bad, True).as_py()
+                        raise InputError(self.f.url, reason, f"row {first + idx} (0-based) has no {path!r}",
+                                         _FIX[reason])
+                    self.report.skip(reason, nbad)
+                    keep = pc.and_(keep, valid)
+                cols[key] = col
+            rows = pa.array(range(first, first + n), pa.int64())
+            first += n
+            if len(cols) < len(paths):  # a whole column had the wrong type and was skipped
+                continue
+            if not pc.all(keep).as_py():
+                rows = rows.filter(keep)
+                cols = {k: v.filter(keep) for k, v in cols.items()}
+            self.report.n_counted += len(rows)
+            yield self.frame(rows, cols["text"], cols.get("source"), cols.get("id"))
+
+
+def iter_batches(f: InputFile, cfg: ReadConfig, report: FileReport | None = None) -> Iterator[pl.DataFrame]:
+    """Stream the documents of one file as Polars batches (see the module docstring for the contract).
+
+    >>> from lcdata.inputs import resolve_inputs
+    >>> f = resolve_inputs("data/demo/web")[0]  # doctest: +SKIP
+    >>> next(iter_batches(f, ReadConfig())).columns  # doctest: +SKIP
+    ['doc_id', 'file', 'row', 'source', 'text']
+    """
+    report = report if report is not None else FileReport(file=f.rel, bytes=f.size)
+    parser = _Parser(f, cfg, report)
+    produced = False
+
+    def fail(reason: str, detail: str, line: int | None = None):
+        if cfg.on_error == "raise":
+            raise InputError(f.url, reason, detail, _FIX[reason], line=line)
+        report.error, report.error_detail = reason, detail
+
+    try:
+        with fsspec.open(f.url, "rb") as raw:
+            if f.format == "parquet":
+                try:
+                    for batch in parser.parquet_batches(raw):
+                        produced = True
+                        yield batch
+                except _Corrupt as e:
+                    fail("corrupt_file", str(e))
+                    return
+                except (pa.ArrowInvalid, OSError) as e:
+                    fail("corrupt_file", f"parquet: {e}")
+                    return
+            else:
+                decode = {"jsonl.zst": _zstd_pieces, "jsonl.gz": _gzip_pieces, "jsonl": _plain_pieces}[f.format]
+                line = 0
+                try:
+                    for chunk in _line_chunks(decode(raw, f.url), cfg.chunk_bytes):
+                        produced = True
+                        batch = parser.jsonl_chunk(chunk, line)
+                        line += chunk.count(b"\n") + (0 if chunk.endswith(b"\n") else 1)
+                        yield batch
+                except _Corrupt as e:
+                    # Complete lines before the break were already yielded; the break is after `line`.
+                    fail("corrupt_compressed", f"{e} (after {line} complete lines)", line=line + 1)
+                    return
+    except FileNotFoundError:
+        raise InputError(f.url, "not_found", "no such file", "check the path or URL") from None
+    if not produced and report.n_read == 0:
+        fail("empty_file", "the file holds no records")
+
+
+def read_corpus(inputs, cfg: ReadConfig | None = None) -> pl.DataFrame:
+    """Read a whole (small) corpus into one frame. For large corpora iterate `iter_batches` per file.
+
+    >>> df = read_corpus(["data/demo"])  # doctest: +SKIP
+    """
+    cfg = cfg or ReadConfig()
+    files = resolve_inputs(inputs)
+    frames = [b for f in files for b in iter_batches(f, cfg)]
+    return pl.concat(frames) if frames else empty_batch()

@@ -1,0 +1,81 @@
+"""Atomic writes of output artifacts to local paths or fsspec URLs.
+
+Every file is written to ``NAME.tmp-<pid>-<n>`` in the same folder and renamed into place, so a reader
+never sees a half-written file and a crash leaves at most a temp file (cleaned on the next write).
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import os
+from contextlib import contextmanager
+from typing import Iterator
+
+import fsspec
+import polars as pl
+
+_counter = itertools.count()
+
+
+def join(base: str, name: str) -> str:
+    return base.rstrip("/") + "/" + name
+
+
+def make_dirs(path: str) -> None:
+    fs, p = fsspec.core.url_to_fs(path)
+    fs.makedirs(p, exist_ok=True)
+
+
+@contextmanager
+def atomic_open(path: str, mode: str = "wb") -> Iterator[io.IOBase]:
+    """Open ``path`` for writing; the file appears under its name only if the block succeeds."""
+    fs, p = fsspec.core.url_to_fs(path)
+    tmp = f"{p}.tmp-{os.getpid()}-{next(_counter)}"
+    fh = fs.open(tmp, mode)
+    try:
+        yield fh
+        fh.close()
+        if fs.exists(p) and not _is_local(fs):
+            fs.rm(p)
+        if _is_local(fs):
+            os.replace(tmp, p)
+        else:
+            fs.mv(tmp, p)
+    except BaseException:
+        fh.close()
+        if fs.exists(tmp):
+            fs.rm(tmp)
+        raise
+
+
+def _is_local(fs) -> bool:
+    protos = fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)
+    return "file" in protos or "local" in protos
+
+
+def write_parquet(df: pl.DataFrame, path: str) -> None:
+    with atomic_open(path) as fh:
+        df.write_parquet(fh, compression="zstd", statistics=True)
+
+
+def write_json(obj, path: str) -> None:
+    with atomic_open(path) as fh:
+        fh.write((json.dumps(obj, indent=2, sort_keys=False, default=_default) + "\n").encode())
+
+
+def write_bytes(data: bytes, path: str) -> None:
+    with atomic_open(path) as fh:
+        fh.write(data)
+
+
+def read_json(path: str):
+    with fsspec.open(path, "rb") as fh:
+        return json.loads(fh.read())
+
+
+def _default(o):
+    if hasattr(o, "item"):
+        return o.item()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")

@@ -1,0 +1,185 @@
+"""Per-source document-length statistics as pure functions over Polars frames.
+
+Pipeline: documents -> ``measure`` (per-document ``n_chars``, ``n_tokens``) -> ``histogram`` (one row per
+distinct (source, n_tokens): ``n_docs, n_chars, n_est_tokens, n_empty``) -> ``summarize`` (the
+``sources`` and ``buckets`` tables).
+
+Invariants. The histogram is the *exact, mergeable* partial statistic: histograms of disjoint parts of a
+corpus merge by summing rows with the same key (`merge_histograms`), and every summary (counts, shares,
+exact percentiles, bucket tables) is a function of the histogram alone. So stats of two halves merged
+equal stats of the whole, bit for bit, whatever the split or the number of workers. Its size is bounded by
+the number of *distinct* lengths per source (at most the longest document), not by the number of
+documents, so memory does not grow with the corpus.
+
+Percentiles are exact "inverted CDF" order statistics: pXX is the smallest length L such that at least
+XX% of the source's documents have length <= L (NumPy's ``method="inverted_cdf"``).
+
+Estimated lengths (no tokenizer) are ``ceil(n_chars / chars_per_token)``, the paper's 3.68 chars/token
+by default; with a tokenizer, ``n_est_tokens`` keeps that estimate so its error can be reported per
+source (calibration).
+
+Cost: O(documents) vectorised Polars work per batch; summarising is O(histogram rows).
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+QUANTILES = {"p50": 0.50, "p90": 0.90, "p99": 0.99}
+
+HIST_SCHEMA = {
+    "source": pl.String,
+    "n_tokens": pl.Int64,
+    "n_docs": pl.Int64,
+    "n_chars": pl.Int64,
+    "n_est_tokens": pl.Int64,
+    "n_empty": pl.Int64,
+}
+
+
+def estimate_tokens(n_chars: pl.Expr, chars_per_token: float) -> pl.Expr:
+    """ceil(chars / chars_per_token) as Int64 (0 for empty texts)."""
+    return (n_chars.cast(pl.Float64) / chars_per_token).ceil().cast(pl.Int64)
+
+
+def measure(batch: pl.DataFrame, chars_per_token: float, n_tokens=None) -> pl.DataFrame:
+    """Per-document lengths: ``doc_id, file, row, source, n_chars, n_tokens, n_est_tokens``.
+
+    ``n_tokens``: exact token counts aligned with ``batch`` (from `lcdata.tokenizer.count_tokens`), or
+    None to use the character estimate.
+
+    >>> b = pl.DataFrame({"doc_id": ["a:0"], "file": ["a"], "row": [0], "source": ["web"], "text": ["hello"]})
+    >>> measure(b, 3.68)["n_tokens"].to_list()
+    [2]
+    """
+    out = batch.select("doc_id", "file", "row", "source", n_chars=pl.col("text").str.len_chars().cast(pl.Int64))
+    est = estimate_tokens(pl.col("n_chars"), chars_per_token)
+    out = out.with_columns(n_est_tokens=est)
+    if n_tokens is None:
+        return out.with_columns(n_tokens=pl.col("n_est_tokens")).select(DOC_COLUMNS)
+    return out.with_columns(n_tokens=pl.Series(n_tokens, dtype=pl.Int64)).select(DOC_COLUMNS)
+
+
+DOC_COLUMNS = ["doc_id", "file", "row", "source", "n_chars", "n_tokens", "n_est_tokens"]
+
+
+def histogram(docs: pl.DataFrame) -> pl.DataFrame:
+    """Aggregate per-document lengths into the mergeable length histogram (sorted by source, n_tokens)."""
+    return (
+        docs.group_by("source", "n_tokens")
+        .agg(
+            n_docs=pl.len().cast(pl.Int64),
+            n_chars=pl.col("n_chars").sum(),
+            n_est_tokens=pl.col("n_est_tokens").sum(),
+            n_empty=(pl.col("n_chars") == 0).sum().cast(pl.Int64),
+        )
+        .select(list(HIST_SCHEMA))
+        .cast(HIST_SCHEMA)
+        .sort("source", "n_tokens")
+    )
+
+
+def merge_histograms(parts) -> pl.DataFrame:
+    """Exact merge of partial histograms (any number, any split of the corpus)."""
+    parts = [p for p in parts if p is not None and p.height]
+    if not parts:
+        return pl.DataFrame(schema=HIST_SCHEMA)
+    return (
+        pl.concat([p.select(list(HIST_SCHEMA)).cast(HIST_SCHEMA) for p in parts])
+        .group_by("source", "n_tokens")
+        .agg(pl.col("n_docs", "n_chars", "n_est_tokens", "n_empty").sum())
+        .select(list(HIST_SCHEMA))
+        .sort("source", "n_tokens")
+    )
+
+
+def _quantile_expr(q: float) -> pl.Expr:
+    # smallest n_tokens whose cumulative doc count reaches q * total (inverted CDF)
+    cum = pl.col("n_docs").cum_sum()
+    total = pl.col("n_docs").sum()
+    return pl.col("n_tokens").filter(cum >= total.cast(pl.Float64) * q).first()
+
+
+def summarize_sources(hist: pl.DataFrame, long_threshold: int = 4096, calibrated: bool = False) -> pl.DataFrame:
+    """One row per source: counts, token share, mean/p50/p90/p99/max length, long-document token share.
+
+    Columns: ``source, n_docs, n_empty, n_chars, n_tokens, token_share, doc_share, mean_tokens, p50_tokens,
+    p90_tokens, p99_tokens, max_tokens, long_token_share`` (share of the source's tokens in documents with
+    ``n_tokens >= long_threshold``), plus ``chars_per_token, est_tokens, est_error`` when ``calibrated``
+    (est_error = estimated / exact - 1).
+    """
+    tok = pl.col("n_tokens") * pl.col("n_docs")
+    per = (
+        hist.sort("source", "n_tokens")
+        .group_by("source", maintain_order=True)
+        .agg(
+            n_docs=pl.col("n_docs").sum(),
+            n_empty=pl.col("n_empty").sum(),
+            n_chars=pl.col("n_chars").sum(),
+            n_tokens=tok.sum(),
+            n_long_tokens=tok.filter(pl.col("n_tokens") >= long_threshold).sum(),
+            n_est_tokens=pl.col("n_est_tokens").sum(),
+            **{f"{k}_tokens": _quantile_expr(q) for k, q in QUANTILES.items()},
+            max_tokens=pl.col("n_tokens").max(),
+        )
+    )
+    total_tokens = per["n_tokens"].sum()
+    total_docs = per["n_docs"].sum()
+    per = per.with_columns(
+        token_share=pl.col("n_tokens") / total_tokens if total_tokens else pl.lit(0.0),
+        doc_share=pl.col("n_docs") / total_docs if total_docs else pl.lit(0.0),
+        mean_tokens=pl.col("n_tokens") / pl.col("n_docs"),
+        long_token_share=pl.when(pl.col("n_tokens") > 0)
+        .then(pl.col("n_long_tokens") / pl.col("n_tokens"))
+        .otherwise(0.0),
+    )
+    cols = ["source", "n_docs", "n_empty", "n_chars", "n_tokens", "token_share", "doc_share", "mean_tokens",
+            "p50_tokens", "p90_tokens", "p99_tokens", "max_tokens", "long_token_share"]
+    if calibrated:
+        per = per.with_columns(
+            chars_per_token=pl.col("n_chars") / pl.col("n_tokens"),
+            est_tokens=pl.col("n_est_tokens"),
+            est_error=pl.col("n_est_tokens") / pl.col("n_tokens") - 1.0,
+        )
+        cols += ["chars_per_token", "est_tokens", "est_error"]
+    return per.select(cols).sort("source")
+
+
+def bucket_table(edges) -> pl.DataFrame:
+    """``bucket, bucket_min, bucket_max`` for edges e0=0 < e1 < ...; the last bucket is open (max null)."""
+    edges = list(edges)
+    return pl.DataFrame(
+        {"bucket": list(range(len(edges))), "bucket_min": edges, "bucket_max": edges[1:] + [None]},
+        schema={"bucket": pl.Int32, "bucket_min": pl.Int64, "bucket_max": pl.Int64},
+    )
+
+
+def bucket_index(n_tokens: pl.Expr, edges) -> pl.Expr:
+    """Index of the bucket [edge_i, edge_i+1) holding each length."""
+    edges = list(edges)
+    expr = pl.lit(0, dtype=pl.Int32)
+    for i, e in enumerate(edges[1:], start=1):
+        expr = pl.when(n_tokens >= e).then(pl.lit(i, dtype=pl.Int32)).otherwise(expr)
+    return expr
+
+
+def summarize_buckets(hist: pl.DataFrame, edges) -> pl.DataFrame:
+    """Per source x length bucket: ``source, bucket, bucket_min, bucket_max, n_docs, n_tokens,
+    token_share_in_source, token_share`` (every bucket listed, zeros included)."""
+    b = bucket_table(edges)
+    agg = (
+        hist.with_columns(bucket=bucket_index(pl.col("n_tokens"), edges))
+        .group_by("source", "bucket")
+        .agg(n_docs=pl.col("n_docs").sum(), n_tokens=(pl.col("n_tokens") * pl.col("n_docs")).sum())
+    )
+    sources = hist.select("source").unique().sort("source")
+    grid = sources.join(b, how="cross").join(agg, on=["source", "bucket"], how="left").with_columns(
+        pl.col("n_docs", "n_tokens").fill_null(0)
+    )
+    total = grid["n_tokens"].sum()
+    return grid.with_columns(
+        token_share_in_source=pl.when(pl.col("n_tokens").sum().over("source") > 0)
+        .then(pl.col("n_tokens") / pl.col("n_tokens").sum().over("source"))
+        .otherwise(0.0),
+        token_share=(pl.col("n_tokens") / total) if total else pl.lit(0.0),
+    ).sort("source", "bucket")

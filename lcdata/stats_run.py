@@ -1,0 +1,283 @@
+"""`lcdata stats`: run the length statistics over a corpus, merge partials, read/write the stats folder.
+
+Flow: `resolve_inputs` -> for each file, in a worker (`parallel.ordered_map`): stream batches
+(`corpus.iter_batches`), count tokens (exact with a tokenizer, else the char estimate), keep the per-file
+histogram and per-document lengths -> fold the per-file results *in file order* (so results do not depend
+on ``workers``) -> summaries -> the stats folder.
+
+The stats folder (schema in docs/stats.md; these names are a contract):
+``sources.parquet``, ``buckets.parquet``, ``histogram.parquet`` (the exact mergeable partial),
+``files.parquet`` and ``skips.parquet`` (per-file read / counted / skipped-by-reason), ``doc_lengths.parquet``
+(one row per document: doc_id, file, row, source, n_chars, n_tokens, n_est_tokens; used by `lcdata sample`),
+``stats.json`` (all of it plus config, inputs and fingerprint) and ``length_distribution.png``.
+
+Memory: the per-document table of one file at a time plus the histogram (bounded by distinct lengths).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from . import __version__
+from .config import StatsConfig
+from .corpus import FileReport, iter_batches
+from .errors import LcdataError
+from .inputs import InputFile, resolve_inputs
+from .outputs import join, make_dirs, read_json, write_bytes, write_json, write_parquet
+from .parallel import ordered_map, resolve_workers
+from .progress import Progress
+from .stats import DOC_COLUMNS, histogram, measure, merge_histograms, summarize_buckets, summarize_sources
+from .tokenizer import count_tokens, load_tokenizer, tokenizer_info
+
+FILES_SCHEMA = {"file": pl.String, "bytes": pl.Int64, "n_read": pl.Int64, "n_counted": pl.Int64,
+                "n_skipped": pl.Int64, "error": pl.String, "error_detail": pl.String}
+SKIPS_SCHEMA = {"file": pl.String, "reason": pl.String, "n_docs": pl.Int64}
+DOC_SCHEMA = {"doc_id": pl.String, "file": pl.String, "row": pl.Int64, "source": pl.String,
+              "n_chars": pl.Int64, "n_tokens": pl.Int64, "n_est_tokens": pl.Int64}
+
+
+@dataclass
+class StatsResult:
+    """Everything `lcdata stats` computes. Frames are Polars; see docs/stats.md for columns."""
+
+    config: StatsConfig
+    inputs: list[InputFile]
+    histogram: pl.DataFrame
+    files: pl.DataFrame
+    skips: pl.DataFrame
+    fingerprint: str
+    tokenizer: dict | None = None
+    doc_lengths: pl.DataFrame | None = None
+    elapsed_s: float = 0.0
+    sources: pl.DataFrame = field(init=False)
+    buckets: pl.DataFrame = field(init=False)
+
+    def __post_init__(self):
+        self.sources = summarize_sources(self.histogram, self.config.long_threshold, self.config.calibrate)
+        self.buckets = summarize_buckets(self.histogram, self.config.buckets)
+
+    @property
+    def totals(self) -> dict:
+        f = self.files
+        return {
+            "n_files": f.height,
+            "bytes": int(f["bytes"].sum()),
+            "n_read": int(f["n_read"].sum()),
+            "n_counted": int(f["n_counted"].sum()),
+            "n_skipped": int(f["n_skipped"].sum()),
+            "n_file_errors": int(f["error"].is_not_null().sum()),
+            "n_docs": int(self.sources["n_docs"].sum()),
+            "n_chars": int(self.sources["n_chars"].sum()),
+            "n_tokens": int(self.sources["n_tokens"].sum()),
+        }
+
+    def to_json(self) -> dict:
+        return {
+            "lcdata_version": __version__,
+            "kind": "lcdata.stats",
+            "fingerprint": self.fingerprint,
+            "length_unit": "tokens" if self.config.tokenizer else f"estimated tokens (chars / {self.config.chars_per_token})",
+            "config": self.config.to_dict(),
+            "tokenizer": self.tokenizer,
+            "inputs": [{"url": f.url, "rel": f.rel, "bytes": f.size, "format": f.format} for f in self.inputs],
+            "totals": self.totals,
+            "sources": self.sources.to_dicts(),
+            "buckets": self.buckets.to_dicts(),
+            "files": self.files.to_dicts(),
+            "skips": self.skips.to_dicts(),
+            "elapsed_s": round(self.elapsed_s, 3),
+            "command": sys.argv if sys.argv and sys.argv[0].endswith("lcdata") else None,
+        }
+
+
+def fingerprint(inputs: list[InputFile], config: StatsConfig, tokenizer_sha: str | None) -> str:
+    """Identity of (corpus files, read config, length unit): what a stats folder was computed from."""
+    r = config.read
+    ident = {
+        "files": sorted((f.rel, f.size) for f in inputs),
+        "read": [r.text_field, r.source_field, r.source_from_path, r.source, r.id_field],
+        "length": tokenizer_sha or f"chars/{config.chars_per_token}",
+    }
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _stats_one_file(args) -> tuple[FileReport, pl.DataFrame, pl.DataFrame]:
+    f, config = args
+    report = FileReport(file=f.rel, bytes=f.size)
+    tok = load_tokenizer(config.tokenizer) if config.tokenizer else None
+    docs = []
+    for batch in iter_batches(f, config.read, report):
+        if not batch.height:
+            continue
+        n_tokens = count_tokens(tok, batch["text"].to_list()) if tok is not None else None
+        docs.append(measure(batch, config.chars_per_token, n_tokens))
+    d = pl.concat(docs) if docs else pl.DataFrame(schema=DOC_SCHEMA)
+    return report, histogram(d), d
+
+
+def compute_stats(inputs, config: StatsConfig | None = None, *, workers: int | None = None,
+                  progress: bool = False, doc_sink=None) -> StatsResult:
+    """Compute length statistics of a corpus.
+
+    ``inputs``: files, directories, globs or fsspec URLs. ``doc_sink``: optional callable receiving each
+    file's per-document length frame in file order (the CLI streams them to parquet); without it, and with
+    ``config.doc_lengths``, they are returned in ``result.doc_lengths``.
+
+    >>> r = compute_stats(["data/demo"], StatsConfig(tokenizer="data/demo/tokenizer.json"))  # doctest: +SKIP
+    >>> r.sources.select("source", "n_docs", "token_share")  # doctest: +SKIP
+    """
+    config = config or StatsConfig()
+    t0 = time.perf_counter()
+    files = resolve_inputs(inputs)
+    tok_info = None
+    if config.tokenizer:
+        info = tokenizer_info(config.tokenizer)
+        tok_info = {"path": info.path, "sha256": info.sha256, "vocab_size": info.vocab_size}
+    n_workers = resolve_workers(workers, len(files), (f.protocol for f in files))
+    prog = Progress(len(files), sum(f.size for f in files), progress)
+    reports, hists, keep = [], [], []
+    for f, (report, hist, docs) in zip(files, ordered_map(_stats_one_file, [(f, config) for f in files], n_workers)):
+        reports.append(report)
+        hists.append(hist)
+        if doc_sink is not None:
+            doc_sink(docs)
+        elif config.doc_lengths:
+            keep.append(docs)
+        prog.update(f.size)
+    files_df, skips_df = reports_to_frames(reports)
+    return StatsResult(
+        config=config, inputs=files, histogram=merge_histograms(hists), files=files_df, skips=skips_df,
+        fingerprint=fingerprint(files, config, tok_info and tok_info["sha256"]), tokenizer=tok_info,
+        doc_lengths=pl.concat(keep) if keep else None, elapsed_s=time.perf_counter() - t0,
+    )
+
+
+def reports_to_frames(reports: list[FileReport]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    files = pl.DataFrame(
+        [{"file": r.file, "bytes": r.bytes, "n_read": r.n_read, "n_counted": r.n_counted,
+          "n_skipped": r.n_skipped, "error": r.error, "error_detail": r.error_detail} for r in reports],
+        schema=FILES_SCHEMA,
+    )
+    skips = pl.DataFrame(
+        [{"file": r.file, "reason": k, "n_docs": v} for r in reports for k, v in sorted(r.skipped.items())],
+        schema=SKIPS_SCHEMA,
+    )
+    return files, skips
+
+
+def merge_stats(parts: list[StatsResult]) -> StatsResult:
+    """Exact merge of stats computed on disjoint sets of files (same config and length unit)."""
+    if not parts:
+        raise LcdataError("merge_stats needs at least one StatsResult")
+    base = parts[0]
+    for p in parts[1:]:
+        if p.config != base.config or (p.tokenizer or {}).get("sha256") != (base.tokenizer or {}).get("sha256"):
+            raise LcdataError("cannot merge stats computed with different configs or tokenizers; rerun with one config")
+    inputs = sorted({f.rel: f for p in parts for f in p.inputs}.values(), key=lambda f: f.rel)
+    if len(inputs) != sum(len(p.inputs) for p in parts):
+        raise LcdataError("cannot merge stats whose inputs overlap: the same file would be counted twice")
+    order = {f.rel: i for i, f in enumerate(inputs)}
+    files = pl.concat([p.files for p in parts]).sort(pl.col("file").replace_strict(order, default=None))
+    skips = pl.concat([p.skips for p in parts]).sort("file", "reason")
+    docs = [p.doc_lengths for p in parts if p.doc_lengths is not None]
+    return StatsResult(
+        config=base.config, inputs=inputs, histogram=merge_histograms([p.histogram for p in parts]),
+        files=files, skips=skips, fingerprint=fingerprint(inputs, base.config, (base.tokenizer or {}).get("sha256")),
+        tokenizer=base.tokenizer,
+        doc_lengths=pl.concat(docs).sort(pl.col("file").replace_strict(order, default=None), "row") if docs else None,
+        elapsed_s=sum(p.elapsed_s for p in parts),
+    )
+
+
+class _DocWriter:
+    """Streams per-file document-length frames into one parquet file (atomic on close)."""
+
+    def __init__(self, path: str):
+        import pyarrow.parquet as pq
+
+        from .outputs import atomic_open
+
+        self._ctx = atomic_open(path)
+        self._fh = self._ctx.__enter__()
+        self._w = pq.ParquetWriter(self._fh, pl.DataFrame(schema=DOC_SCHEMA).to_arrow().schema, compression="zstd")
+
+    def __call__(self, docs: pl.DataFrame) -> None:
+        if docs.height:
+            self._w.write_table(docs.select(list(DOC_SCHEMA)).cast(DOC_SCHEMA).to_arrow())
+
+    def close(self, ok: bool) -> None:
+        self._w.close()
+        if ok:
+            self._ctx.__exit__(None, None, None)
+        else:
+            try:
+                self._ctx.__exit__(RuntimeError, RuntimeError("aborted"), None)
+            except RuntimeError:
+                pass
+
+
+def run_stats(inputs, out_dir: str, config: StatsConfig | None = None, *, workers: int | None = None,
+              progress: bool = False, figure: bool = True) -> StatsResult:
+    """Compute stats and write the stats folder ``out_dir`` (local path or fsspec URL)."""
+    config = config or StatsConfig()
+    make_dirs(out_dir)
+    sink = _DocWriter(join(out_dir, "doc_lengths.parquet")) if config.doc_lengths else None
+    ok = False
+    try:
+        result = compute_stats(inputs, config, workers=workers, progress=progress, doc_sink=sink)
+        ok = True
+    finally:
+        if sink is not None:
+            sink.close(ok)
+    write_stats(result, out_dir, figure=figure)
+    return result
+
+
+def write_stats(result: StatsResult, out_dir: str, figure: bool = True) -> None:
+    make_dirs(out_dir)
+    write_parquet(result.sources, join(out_dir, "sources.parquet"))
+    write_parquet(result.buckets, join(out_dir, "buckets.parquet"))
+    write_parquet(result.histogram, join(out_dir, "histogram.parquet"))
+    write_parquet(result.files, join(out_dir, "files.parquet"))
+    write_parquet(result.skips, join(out_dir, "skips.parquet"))
+    if result.doc_lengths is not None:
+        write_parquet(result.doc_lengths, join(out_dir, "doc_lengths.parquet"))
+    if figure:
+        from .plots import length_figure
+
+        write_bytes(length_figure(result.buckets, title="Token share by length bucket"),
+                    join(out_dir, "length_distribution.png"))
+    write_json(result.to_json(), join(out_dir, "stats.json"))  # last: its presence marks a complete folder
+
+
+def load_stats(out_dir: str, with_doc_lengths: bool = False) -> StatsResult:
+    """Read a stats folder written by `run_stats` back into a `StatsResult`."""
+    from .config import ReadConfig
+
+    try:
+        meta = read_json(join(out_dir, "stats.json"))
+    except FileNotFoundError:
+        raise LcdataError(f"{out_dir!r} holds no stats.json; run `lcdata stats ... --out {out_dir}` first") from None
+    c = dict(meta["config"])
+    c["read"] = ReadConfig(**c["read"])
+    c["buckets"] = tuple(c["buckets"])
+    config = StatsConfig(**c)
+    inputs = [InputFile(url=i["url"], rel=i["rel"], size=i["bytes"], format=i["format"]) for i in meta["inputs"]]
+    import fsspec
+
+    def rd(name):
+        with fsspec.open(join(out_dir, name), "rb") as fh:
+            return pl.read_parquet(fh)
+
+    res = StatsResult(
+        config=config, inputs=inputs, histogram=rd("histogram.parquet"), files=rd("files.parquet"),
+        skips=rd("skips.parquet"), fingerprint=meta["fingerprint"], tokenizer=meta.get("tokenizer"),
+        doc_lengths=rd("doc_lengths.parquet") if with_doc_lengths else None, elapsed_s=meta.get("elapsed_s", 0.0),
+    )
+    return res

@@ -1,0 +1,53 @@
+"""Plain-text tables for the terminal (no dependency, stable for logs and docs)."""
+
+from __future__ import annotations
+
+import polars as pl
+
+
+def _fmt(v, kind: str) -> str:
+    if v is None:
+        return "-"
+    if kind == "pct":
+        return f"{100 * v:.1f}%"
+    if kind == "int":
+        return f"{int(v):,}"
+    if kind == "float":
+        return f"{v:,.1f}"
+    if kind == "signed_pct":
+        return f"{100 * v:+.1f}%"
+    return str(v)
+
+
+def render(df: pl.DataFrame, columns: list[tuple[str, str, str]], total: dict | None = None) -> str:
+    """``columns``: (column, header, kind) with kind in str|int|float|pct|signed_pct."""
+    rows = [[_fmt(r[c], k) for c, _, k in columns] for r in df.iter_rows(named=True)]
+    if total:
+        rows.append([_fmt(total.get(c), k) if c in total else "" for c, _, k in columns])
+    heads = [h for _, h, _ in columns]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(heads)]
+    align = [str.ljust if k == "str" else str.rjust for _, _, k in columns]
+    line = lambda cells: "  ".join(a(c, w) for a, c, w in zip(align, cells, widths))  # noqa: E731
+    out = [line(heads), "  ".join("-" * w for w in widths)]
+    body = [line(r) for r in rows]
+    if total:
+        body.insert(len(body) - 1, "  ".join("-" * w for w in widths))
+    return "\n".join(out + body)
+
+
+def stats_table(result) -> str:
+    cols = [("source", "source", "str"), ("n_docs", "docs", "int"), ("n_tokens", "tokens", "int"),
+            ("token_share", "share", "pct"), ("mean_tokens", "mean", "float"), ("p50_tokens", "p50", "int"),
+            ("p90_tokens", "p90", "int"), ("p99_tokens", "p99", "int"), ("max_tokens", "max", "int"),
+            ("long_token_share", f">={result.config.long_threshold}", "pct")]
+    if result.config.calibrate:
+        cols += [("chars_per_token", "chars/tok", "float"), ("est_error", "est.err", "signed_pct")]
+    t = result.totals
+    total = {"source": "total", "n_docs": t["n_docs"], "n_tokens": t["n_tokens"], "token_share": 1.0 if t["n_tokens"] else 0}
+    text = render(result.sources, cols, total)
+    unit = "tokens" if result.config.tokenizer else f"estimated tokens (chars/{result.config.chars_per_token})"
+    skipped = f", skipped {t['n_skipped']:,}" if t["n_skipped"] else ""
+    errors = f", {t['n_file_errors']} file(s) unreadable" if t["n_file_errors"] else ""
+    head = (f"{t['n_files']} files, {t['bytes'] / 1e6:,.1f} MB, read {t['n_read']:,} = counted {t['n_counted']:,}"
+            f"{skipped}{errors}; lengths in {unit}; {result.elapsed_s:.1f} s")
+    return head + "\n" + text
