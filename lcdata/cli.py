@@ -56,7 +56,68 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-figure", action="store_true", help="do not write the PNG figure")
     s.add_argument("--quiet", action="store_true", help="no progress line and no table")
     s.set_defaults(func=cmd_stats)
+
+    sp = sub.add_parser("sample", help="sample under a target length distribution (the paper's mixtures)",
+                        description="Decide how many copies of each document go into the training data.")
+    _add_read_args(sp)
+    sp.set_defaults(inputs=[])
+    sp._actions[[a.dest for a in sp._actions].index("inputs")].nargs = "*"
+    sp.add_argument("--strategy", required=True,
+                    choices=["natural", "cut", "per-source", "global", "upsample-sources", "target"])
+    sp.add_argument("--budget-tokens", required=True, type=_int_tokens, help="total tokens, e.g. 5000000 or 5M or 1B")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--out", required=True, help="plan folder")
+    sp.add_argument("--stats", default=None, help="stats folder from `lcdata stats` (else lengths are computed now)")
+    sp.add_argument("--tokenizer", default=None, help="tokenizer.json (when computing lengths now, or to check --stats)")
+    sp.add_argument("--chars-per-token", type=float, default=None, help="char estimate when no tokenizer (3.68)")
+    sp.add_argument("--max-repeat", type=int, default=4, help="most copies of one document (default 4)")
+    sp.add_argument("--cap", action="store_true", help="cap unreachable targets and report them instead of failing")
+    sp.add_argument("--threshold", type=int, default=4096, help="per-source/global: short/long threshold (tokens)")
+    sp.add_argument("--short-keep", type=float, default=0.1, help="per-source/global: relative weight of short docs")
+    sp.add_argument("--max-length", type=int, default=None, help="cut: truncate documents to this many tokens")
+    sp.add_argument("--chunk", action="store_true", help="cut: split long documents into max-length chunks instead")
+    sp.add_argument("--source-share", action="append", default=[], metavar="NAME=SHARE",
+                    help="upsample-sources: target share of a source (repeatable)")
+    sp.add_argument("--target-spec", default=None, help="target: JSON/YAML spec file (see docs/sample.md)")
+    sp.add_argument("--buckets", default=None, help="report length buckets (default 0,1K,...,128K)")
+    sp.add_argument("--no-figure", action="store_true")
+    sp.add_argument("--quiet", action="store_true")
+    sp.set_defaults(func=cmd_sample)
     return p
+
+
+def _int_tokens(s: str) -> int:
+    t = s.strip().upper().replace("_", "")
+    mult = {"K": 10**3, "M": 10**6, "B": 10**9, "G": 10**9, "T": 10**12}.get(t[-1:], 1)
+    try:
+        return int(float(t[:-1] if mult > 1 else t) * mult)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{s!r} is not a token count; use e.g. 5000000, 5M or 1B") from None
+
+
+def cmd_sample(a) -> int:
+    from .sample_run import run_sample, sample_table
+    from .strategies import SampleConfig, TargetSpec, parse_source_shares
+
+    kw = {}
+    if a.buckets:
+        kw["report_buckets"] = parse_buckets(a.buckets)
+    cfg = SampleConfig(
+        strategy=a.strategy, budget_tokens=a.budget_tokens, seed=a.seed, max_repeat=a.max_repeat,
+        threshold=a.threshold, short_keep=a.short_keep, max_length=a.max_length, chunk=a.chunk,
+        source_shares=parse_source_shares(a.source_share),
+        target=TargetSpec.load(a.target_spec) if a.target_spec else None,
+        on_cap="cap" if a.cap else "error", **kw)
+    scfg = None
+    if a.stats is None or a.tokenizer:
+        skw = {"chars_per_token": a.chars_per_token} if a.chars_per_token else {}
+        scfg = StatsConfig(tokenizer=a.tokenizer, read=_read_config(a), **skw)
+    res = run_sample(a.inputs, a.out, cfg, stats_dir=a.stats, stats_config=scfg, workers=a.workers,
+                     progress=not a.quiet, figure=not a.no_figure)
+    if not a.quiet:
+        print(sample_table(res, cfg.threshold))
+        print(f"\nwrote {a.out}/ (plan.parquet, report.parquet, report.json, plan.json, sample.png)")
+    return 0
 
 
 def cmd_stats(a) -> int:
