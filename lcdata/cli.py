@@ -83,7 +83,95 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--no-figure", action="store_true")
     sp.add_argument("--quiet", action="store_true")
     sp.set_defaults(func=cmd_sample)
+
+    b = sub.add_parser("build", help="tokenize and write packed token shards",
+                       description="Tokenize a corpus (optionally through a sample plan) into packed token shards.")
+    _add_read_args(b)
+    b.add_argument("--plan", default=None, help="plan folder from `lcdata sample` (default: every document once)")
+    b.add_argument("--tokenizer", required=True, help="local tokenizer.json")
+    b.add_argument("--seq-len", type=int, required=True, help="tokens per sequence, e.g. 131072")
+    b.add_argument("--out", required=True, help="shard folder (local path or fsspec URL)")
+    b.add_argument("--packing", choices=["concat", "best-fit"], default="concat",
+                   help="concat = the paper's concatenate-and-chunk; best-fit = best-fit-decreasing bins + padding")
+    b.add_argument("--bos", default="auto", help="BOS at each document: auto (the tokenizer's, if any), none, or a token")
+    b.add_argument("--eos", default="auto", help="EOS after each document: auto (only if there is no BOS), none, or a token")
+    b.add_argument("--shard-size", type=_int_tokens, default=1 << 26, help="tokens per shard file (default 64Mi)")
+    b.add_argument("--seed", type=int, default=0, help="seed of the document and sequence shuffles")
+    b.add_argument("--overwrite", action="store_true", help="replace whatever the output folder holds")
+    b.add_argument("--resume", action="store_true", help="continue an interrupted build with the same config")
+    b.add_argument("--no-split", action="store_true", help="never cut long texts before encoding")
+    b.add_argument("--quiet", action="store_true")
+    b.set_defaults(func=cmd_build)
+
+    v = sub.add_parser("verify", help="check a shard folder against its manifest")
+    v.add_argument("folder")
+    v.set_defaults(func=cmd_verify)
+
+    i = sub.add_parser("inspect", help="decode a sequence with document boundaries and sources marked")
+    i.add_argument("folder")
+    i.add_argument("--seq", type=int, default=0)
+    i.add_argument("--tokenizer", default=None, help="tokenizer.json (default: the one in the manifest)")
+    i.add_argument("--max-chars", type=int, default=400, help="characters shown per document piece")
+    i.set_defaults(func=cmd_inspect)
+
+    e = sub.add_parser("export", help="export shards for datatrove or Megatron-Core readers")
+    e.add_argument("folder")
+    e.add_argument("--format", choices=["datatrove", "megatron"], required=True)
+    e.add_argument("--out", required=True)
+    e.set_defaults(func=cmd_export)
     return p
+
+
+def cmd_build(a) -> int:
+    from .build import BuildConfig, run_build
+
+    cfg = BuildConfig(tokenizer=a.tokenizer, seq_len=a.seq_len, packing=a.packing, bos=a.bos, eos=a.eos,
+                      shard_tokens=a.shard_size, seed=a.seed, plan=a.plan, split_long=not a.no_split,
+                      read=_read_config(a))
+    r = run_build(a.inputs, a.out, cfg, workers=a.workers, overwrite=a.overwrite, resume=a.resume,
+                  progress=not a.quiet)
+    if not a.quiet:
+        m = r.manifest
+        print(f"{m['n_sequences']:,} sequences x {m['seq_len']:,} tokens ({m['dtype']}), {m['n_tokens']:,} document "
+              f"tokens, padding {m['padding_tokens']:,}, dropped tail {m['dropped_tokens']:,}, "
+              f"{len(m['shards'])} shard file(s), {m['elapsed_s']:.1f} s")
+        import polars as pl
+
+        from .table import render
+
+        rows = pl.DataFrame([{"source": k, "documents": v["documents"], "tokens": v["tokens"],
+                              "share": v["tokens"] / max(1, m["n_tokens"])} for k, v in m["per_source"].items()])
+        print(render(rows, [("source", "source", "str"), ("documents", "docs", "int"), ("tokens", "tokens", "int"),
+                            ("share", "share", "pct")]))
+        print(f"wrote {a.out}/ (manifest.json, shard-*.bin, shard-*.seg.npy, documents.parquet)")
+    return 0
+
+
+def cmd_verify(a) -> int:
+    from .shards import verify_shards
+
+    problems = verify_shards(a.folder)
+    for p in problems:
+        print(f"FAIL {p}", file=sys.stderr)
+    if problems:
+        return 1
+    print(f"OK {a.folder}: every file matches manifest.json (sizes, SHA-256, structure, per-source counts)")
+    return 0
+
+
+def cmd_inspect(a) -> int:
+    from .shards import inspect_sequence
+
+    print(inspect_sequence(a.folder, a.seq, a.tokenizer, a.max_chars))
+    return 0
+
+
+def cmd_export(a) -> int:
+    from .shards.export import export_shards
+
+    man = export_shards(a.folder, a.format, a.out)
+    print(f"wrote {len(man['files'])} files to {a.out}/; read with {man['read_with']}")
+    return 0
 
 
 def _int_tokens(s: str) -> int:
@@ -158,6 +246,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and closed: not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
-from typing import Callable, Iterable, Iterator, TypeVar
+from typing import TypeVar
 
 from .config import default_workers
 
@@ -52,18 +55,41 @@ def resolve_workers(workers: int | None, n_items: int, protocols: Iterable[str] 
     return max(1, min(w, n_items))
 
 
+@contextmanager
+def _spawnable_main():
+    """Workers run only lcdata functions, so they never need the parent's ``__main__``: hide it while
+    workers start, so spawn does not re-run a user's script (or `python -m lcdata`, or stdin) in them."""
+    main = sys.modules.get("__main__")
+    saved = {k: getattr(main, k) for k in ("__file__", "__spec__") if main is not None and hasattr(main, k)}
+    for k in saved:
+        if k == "__spec__":
+            main.__spec__ = None
+        else:
+            delattr(main, k)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            setattr(main, k, v)
+
+
 def ordered_map(fn: Callable[[T], R], items: list[T], workers: int) -> Iterator[R]:
-    """Yield ``fn(item)`` for each item, in order, using ``workers`` processes (1 = in this process)."""
+    """Yield ``fn(item)`` for each item, in order, using ``workers`` processes (1 = in this process).
+
+    A worker that dies (killed, out of memory) raises ``BrokenProcessPool`` instead of hanging; an exception
+    raised by ``fn`` is re-raised here with its type (lcdata errors pickle with their fields).
+    """
     if workers <= 1 or len(items) <= 1:
         for it in items:
             yield fn(it)
         return
-    ctx = mp.get_context("spawn")
-    with _child_env(workers):
-        pool = ctx.Pool(workers)
+    with _child_env(workers), _spawnable_main():
+        ex = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"))
+        futures = [ex.submit(fn, it) for it in items]  # workers start here, inside the child env
     try:
-        yield from pool.imap(fn, items, chunksize=1)
-        pool.close()
+        for fut in futures:
+            yield fut.result()
     finally:
-        pool.terminate()
-        pool.join()
+        for fut in futures:
+            fut.cancel()
+        ex.shutdown(wait=True, cancel_futures=True)

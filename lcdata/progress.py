@@ -27,8 +27,11 @@ class Progress:
         rate = mb / max(now - self.t0, 1e-9)
         frac = self.bytes / self.total_bytes if self.total_bytes else 1.0
         bar = "#" * int(20 * frac) + "." * (20 - int(20 * frac))
-        line = (f"{self.label} [{bar}] files {self.files}/{self.total_files}  {mb:,.1f}/{tot:,.1f} MB  "
-                f"{rate:,.1f} MB/s (compressed)")
+        if self.total_bytes == self.total_files:  # counting items, not bytes
+            line = f"{self.label} [{bar}] {self.files}/{self.total_files}"
+        else:
+            line = (f"{self.label} [{bar}] files {self.files}/{self.total_files}  {mb:,.1f}/{tot:,.1f} MB  "
+                    f"{rate:,.1f} MB/s (compressed)")
         end = "\r" if self.tty and self.files < self.total_files else "\n"
         sys.stderr.write(line + end)
         sys.stderr.flush()

@@ -116,6 +116,7 @@ def run_sample(inputs, out_dir: str | None, config: SampleConfig, *, stats_dir: 
         "stats_fingerprint": stats_fp,
         "config": config.to_dict(),
         "read": st.config.read.to_dict(),
+        "stats_identity": {"chars_per_token": st.config.chars_per_token},
         "length_unit": "tokens" if st.config.tokenizer else f"estimated tokens (chars / {st.config.chars_per_token})",
         "tokenizer": st.tokenizer,
         "inputs": [{"url": f.url, "rel": f.rel, "bytes": f.size, "format": f.format} for f in st.inputs],

@@ -1,0 +1,417 @@
+"""`lcdata build`: tokenize a corpus (optionally through a sample plan) into packed token shards.
+
+Phase 1, tokenize (parallel over input files): each file is streamed, its planned documents (all of them
+without a plan) are encoded with `encode_batch_fast` (long texts cut at safe points, `tokenizer.can_split`),
+cut to the plan's token ranges, wrapped with BOS/EOS per policy and spilled to ``WORK/tok-NNNNN.bin`` plus
+``tok-NNNNN.units.parquet`` (written last, atomically: a finished file is never redone on resume).
+
+Phase 2, pack (one process, streaming shard by shard): units are repeated by their plan copies into
+*instances*, ordered by a stable hash of (seed, identity, chunk, copy), packed (`shards.packing`), the
+sequences permuted by the seed, and written shard by shard (atomic; a shard already written with the same
+config is skipped on resume). Output bytes depend only on inputs, plan, tokenizer, config and seed, never
+on ``workers`` or on an interruption.
+
+Memory: phase 1 holds one chunk of one file per worker; phase 2 holds per-instance index arrays (a few
+dozen bytes per document) and one shard of tokens; spill files are memory-mapped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+import fsspec
+import numpy as np
+import polars as pl
+
+from . import __version__
+from .config import ReadConfig, _as_dict
+from .corpus import FileReport, iter_batches
+from .errors import ConfigError, LcdataError
+from .hashing import doc_hash, splitmix64
+from .inputs import InputFile, resolve_inputs
+from .outputs import join, make_dirs, read_json, write_bytes, write_json, write_parquet
+from .parallel import ordered_map, resolve_workers
+from .progress import Progress
+from .shards.format import FORMAT, FORMAT_VERSION, SEG_FILE_DTYPE, npy_bytes, sha256_bytes, shard_name, token_dtype
+from .shards.packing import pack_best_fit, pack_concat
+from .tokenizer import (
+    BOS_NAMES,
+    EOS_NAMES,
+    PAD_NAMES,
+    can_split,
+    encode_texts,
+    find_special,
+    load_tokenizer,
+    token_id,
+    tokenizer_info,
+)
+
+PACKINGS = ("concat", "best-fit")
+UNIT_SCHEMA = {"file_index": pl.Int32, "file": pl.String, "row": pl.Int64, "chunk": pl.Int32, "doc_id": pl.String,
+               "source": pl.String, "doc_tokens": pl.Int64, "length": pl.Int64, "offset": pl.Int64,
+               "copies": pl.Int64}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class BuildConfig:
+    """``bos`` / ``eos``: 'auto' (the tokenizer's BOS at each document start if it has one, else its EOS
+    after each document), 'none', or a token string. ``shard_tokens``: tokens per shard file (rounded to
+    whole sequences)."""
+
+    tokenizer: str
+    seq_len: int
+    packing: str = "concat"
+    bos: str = "auto"
+    eos: str = "auto"
+    shard_tokens: int = 1 << 26
+    seed: int = 0
+    plan: str | None = None
+    split_long: bool = True
+    read: ReadConfig = field(default_factory=ReadConfig)
+
+    def __post_init__(self):
+        if self.seq_len < 2:
+            raise ConfigError(f"seq_len={self.seq_len} must be >= 2 (inputs and labels need two tokens)")
+        if self.packing not in PACKINGS:
+            raise ConfigError(f"packing={self.packing!r} must be one of {PACKINGS}")
+        if self.shard_tokens < 1:
+            raise ConfigError(f"shard_tokens={self.shard_tokens} must be >= 1")
+
+    def to_dict(self) -> dict:
+        d = _as_dict(self)
+        d["read"] = self.read.to_dict()
+        return d
+
+
+@dataclass(frozen=True, slots=True)
+class Specials:
+    bos: int | None
+    eos: int | None
+    pad: int
+
+
+def resolve_specials(tok, cfg: BuildConfig) -> Specials:
+    bos = find_special(tok, BOS_NAMES) if cfg.bos == "auto" else None if cfg.bos == "none" else token_id(tok, cfg.bos)
+    if cfg.eos == "auto":
+        eos = None if bos is not None else find_special(tok, EOS_NAMES)
+    else:
+        eos = None if cfg.eos == "none" else token_id(tok, cfg.eos)
+    pad = find_special(tok, PAD_NAMES)
+    if pad is None:
+        pad = eos if eos is not None else find_special(tok, EOS_NAMES)
+    return Specials(bos=bos, eos=eos, pad=0 if pad is None else pad)
+
+
+# ------------------------------------------------------------------------------------------ phase 1
+
+
+def _tokenize_file(args) -> dict:
+    i, f, cfg, plan_rows, work, specials, dtype_str = args
+    units_path = os.path.join(work, f"tok-{i:05d}.units.parquet")
+    if os.path.exists(units_path):  # finished by an earlier (interrupted) run
+        return {"i": i, "resumed": True, "report": None}
+    tok = load_tokenizer(cfg.tokenizer)
+    split = cfg.split_long and can_split(tok)
+    dtype = np.dtype(dtype_str)
+    report = FileReport(file=f.rel, bytes=f.size)
+    bin_tmp = os.path.join(work, f"tok-{i:05d}.bin.tmp-{os.getpid()}")
+    rows_out: list[dict] = []
+    offset = 0
+    found = 0
+    with open(bin_tmp, "wb") as out:
+        for batch in iter_batches(f, cfg.read, report):
+            if plan_rows is not None:
+                batch = batch.join(plan_rows, on="row", how="inner")
+                found += batch.height
+            else:
+                batch = batch.with_columns(chunk=pl.lit(0, pl.Int32), token_start=pl.lit(0, pl.Int64),
+                                           token_end=pl.lit(None, pl.Int64), copies=pl.lit(1, pl.Int64),
+                                           plan_tokens=pl.lit(None, pl.Int64))
+            if not batch.height:
+                continue
+            # encode each distinct document once, even if the plan takes several chunks of it
+            docs = batch.unique("row", keep="first", maintain_order=True)
+            ids = dict(zip(docs["row"].to_list(), encode_texts(tok, docs["text"].to_list(), split)))
+            for r in batch.select("row", "chunk", "doc_id", "source", "token_start", "token_end", "copies",
+                                  "plan_tokens").iter_rows(named=True):
+                full = ids[r["row"]]
+                if r["plan_tokens"] is not None and r["plan_tokens"] != len(full):
+                    raise LcdataError(
+                        f"{f.url}, line {r['row'] + 1}: the plan says {r['plan_tokens']} tokens but the tokenizer "
+                        f"gives {len(full)}; the plan was made with another tokenizer or corpus: rerun "
+                        "`lcdata stats` and `lcdata sample` with this tokenizer"
+                    )
+                body = full[r["token_start"]: r["token_end"]]
+                parts = ([np.array([specials.bos])] if specials.bos is not None else []) + [body] + (
+                    [np.array([specials.eos])] if specials.eos is not None else [])
+                toks = np.concatenate(parts).astype(dtype)
+                out.write(toks.tobytes())
+                rows_out.append({"file_index": i, "file": f.rel, "row": r["row"], "chunk": r["chunk"],
+                                 "doc_id": r["doc_id"], "source": r["source"], "doc_tokens": len(full),
+                                 "length": len(toks), "offset": offset, "copies": r["copies"]})
+                offset += len(toks)
+    if plan_rows is not None and found != plan_rows.height:
+        os.remove(bin_tmp)
+        raise LcdataError(
+            f"{f.url}: the plan lists {plan_rows.height} units of this file but only {found} were found; "
+            "the plan does not match this input: rerun `lcdata sample` on these inputs"
+        )
+    os.replace(bin_tmp, os.path.join(work, f"tok-{i:05d}.bin"))
+    units = pl.DataFrame(rows_out, schema=UNIT_SCHEMA)
+    tmp = units_path + f".tmp-{os.getpid()}"
+    units.write_parquet(tmp)
+    os.replace(tmp, units_path)
+    return {"i": i, "resumed": False, "report": report}
+
+
+# ------------------------------------------------------------------------------------------ phase 2
+
+
+def _instances(units: pl.DataFrame, seed: int) -> pl.DataFrame:
+    inst = units.with_columns(copy=pl.int_ranges(0, pl.col("copies"))).explode("copy").with_columns(
+        pl.col("copy").cast(pl.Int64))
+    h = doc_hash(inst, seed)
+    mix = splitmix64((inst["chunk"].cast(pl.UInt64).to_numpy() << np.uint64(32))
+                     | inst["copy"].cast(pl.UInt64).to_numpy())
+    key = splitmix64(h ^ mix)
+    inst = inst.with_columns(key=pl.Series(key, dtype=pl.UInt64))
+    return inst.sort("key", "file", "row", "chunk", "copy").with_row_index("doc")
+
+
+def build_identity(files: list[InputFile], cfg: BuildConfig, tok_sha: str, plan_fp: str | None) -> str:
+    ident = {"format": FORMAT_VERSION, "files": sorted((f.rel, f.size) for f in files), "tokenizer": tok_sha,
+             "plan": plan_fp, **{k: v for k, v in cfg.to_dict().items() if k not in ("tokenizer", "plan")}}
+    ident["read"].pop("on_error", None)
+    ident["read"].pop("chunk_bytes", None)
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:32]
+
+
+@dataclass
+class BuildResult:
+    out_dir: str
+    manifest: dict
+
+
+def _load_plan_for(files, cfg: BuildConfig, tok_sha: str):
+    from .config import StatsConfig
+    from .sample_run import load_plan
+    from .stats_run import fingerprint as stats_fp
+
+    plan, man = load_plan(cfg.plan)
+    read = ReadConfig(**man["read"])
+    ident = man.get("stats_identity", {})
+    scfg = StatsConfig(chars_per_token=ident.get("chars_per_token", 3.68), read=read)
+    plan_tok = (man.get("tokenizer") or {}).get("sha256")
+    if stats_fp(files, scfg, plan_tok) != man["stats_fingerprint"]:
+        raise ConfigError(
+            f"the plan in {cfg.plan!r} was made for other inputs (fingerprint {man['stats_fingerprint']}); "
+            "pass the inputs the plan was sampled from, or rerun `lcdata sample` on these"
+        )
+    if plan_tok is not None and plan_tok != tok_sha:
+        raise ConfigError(
+            f"the plan in {cfg.plan!r} was made with tokenizer {man['tokenizer'].get('path')} (sha {plan_tok[:12]}), "
+            f"not {cfg.tokenizer!r}; its lengths and cuts are in other tokens: rerun stats and sample with this tokenizer"
+        )
+    return plan, man, read
+
+
+def _exists(url: str) -> bool:
+    fs, p = fsspec.core.url_to_fs(url)
+    return fs.exists(p)
+
+
+def _prepare_out(out_dir: str, ident: str, overwrite: bool, resume: bool) -> None:
+    """Refuse to mix builds: an output folder holding anything needs --resume (same identity) or --overwrite."""
+    fs, p = fsspec.core.url_to_fs(out_dir)
+    if fs.exists(p) and fs.ls(p):
+        state = join(out_dir, "build.json")
+        old = read_json(state)["identity"] if _exists(state) else None
+        if overwrite:
+            fs.rm(p, recursive=True)
+        elif resume:
+            if old != ident:
+                raise ConfigError(
+                    f"{out_dir!r} holds {'a build with another configuration' if old else 'other files'} "
+                    f"(identity {old} != {ident}); --resume needs the same inputs, plan, tokenizer and options; "
+                    "pass --overwrite to replace it"
+                )
+        else:
+            what = "this exact build" if old == ident and _exists(join(out_dir, "manifest.json")) else (
+                "a build (complete or interrupted)" if old else "other files")
+            raise ConfigError(
+                f"{out_dir!r} is not empty: it holds {what}; pass --resume to continue the same build, "
+                "--overwrite to replace it, or choose another --out"
+            )
+    make_dirs(out_dir)
+
+
+def run_build(inputs, out_dir: str, cfg: BuildConfig, *, workers: int | None = None, overwrite: bool = False,
+              resume: bool = False, progress: bool = False, work_dir: str | None = None,
+              keep_work: bool = False) -> BuildResult:
+    """Tokenize and pack ``inputs`` into ``out_dir`` (local path or fsspec URL).
+
+    >>> run_build(["data/demo"], "out/shards", BuildConfig(tokenizer="data/demo/tokenizer.json",
+    ...           seq_len=8192))  # doctest: +SKIP
+    """
+    t0 = time.perf_counter()
+    files = resolve_inputs(inputs)
+    info = tokenizer_info(cfg.tokenizer)
+    tok = load_tokenizer(cfg.tokenizer)
+    dtype = token_dtype(info.vocab_size)
+    specials = resolve_specials(tok, cfg)
+    plan = plan_man = None
+    if cfg.plan:
+        plan, plan_man, read = _load_plan_for(files, cfg, info.sha256)
+        if read != cfg.read:
+            object.__setattr__(cfg, "read", read)  # the plan's ids depend on how it read the corpus
+    plan_fp = plan_man["plan_fingerprint"] if plan_man else None
+    ident = build_identity(files, cfg, info.sha256, plan_fp)
+    _prepare_out(out_dir, ident, overwrite, resume)
+    write_json({"identity": ident, "config": cfg.to_dict()}, join(out_dir, "build.json"))
+    local_out = "://" not in out_dir or out_dir.startswith("file://")
+    if work_dir is None:
+        work_dir = join(out_dir.removeprefix("file://"), "_work") if local_out else tempfile.mkdtemp(prefix="lcdata-work-")
+    os.makedirs(work_dir, exist_ok=True)
+
+    # phase 1: tokenize each file to a spill
+    per_file = []
+    for i, f in enumerate(files):
+        rows = None
+        if plan is not None:
+            rows = plan.filter(pl.col("file") == f.rel).select(
+                "row", "chunk", "token_start", "token_end", "copies",
+                plan_tokens=pl.col("n_tokens") if plan_man.get("tokenizer") else pl.lit(None, pl.Int64))
+            if not rows.height:
+                continue
+            rows = rows.drop("doc_id", strict=False)
+        per_file.append((i, f, cfg, rows, work_dir, specials, dtype.str))
+    if plan is not None:
+        missing = set(plan["file"].unique().to_list()) - {f.rel for f in files}
+        if missing:
+            raise ConfigError(f"the plan names files not among the inputs: {sorted(missing)[:5]}")
+    n_workers = resolve_workers(workers, len(per_file), (f.protocol for f in files))
+    prog = Progress(len(per_file), sum(a[1].size for a in per_file), progress, label="tokenize")
+    reports = []
+    for args, res in zip(per_file, ordered_map(_tokenize_file, per_file, n_workers)):
+        if res["report"] is not None:
+            reports.append(res["report"])
+        prog.update(args[1].size)
+    units = pl.concat([pl.read_parquet(os.path.join(work_dir, f"tok-{a[0]:05d}.units.parquet")) for a in per_file]) \
+        if per_file else pl.DataFrame(schema=UNIT_SCHEMA)
+    units = units.cast(UNIT_SCHEMA)
+
+    # phase 2: order, pack, permute, write
+    manifest = _pack_and_write(units, files, cfg, out_dir, work_dir, info, specials, dtype, plan_fp, ident, progress)
+    skipped = {k: v for r in reports for k, v in r.skipped.items()}
+    manifest["read_report"] = {"n_read": sum(r.n_read for r in reports), "n_counted": sum(r.n_counted for r in reports),
+                               "skipped": skipped, "files_resumed": len(per_file) - len(reports)}
+    manifest["elapsed_s"] = round(time.perf_counter() - t0, 3)
+    write_json(manifest, join(out_dir, "manifest.json"))  # last: marks a complete build
+    if not keep_work:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    return BuildResult(out_dir=out_dir, manifest=manifest)
+
+
+def _pack_and_write(units, files, cfg, out_dir, work_dir, info, specials, dtype, plan_fp, ident, progress) -> dict:
+    L = cfg.seq_len
+    inst = _instances(units, cfg.seed)
+    lengths = inst["length"].to_numpy()
+    if cfg.packing == "concat":
+        segs, n_seq, dropped = pack_concat(lengths, L)
+        padding = 0
+    else:
+        segs, n_seq, padding = pack_best_fit(lengths, L)
+        dropped = 0
+    if n_seq == 0:
+        raise LcdataError(
+            f"the corpus{' (as planned)' if cfg.plan else ''} has {int(lengths.sum())} tokens, less than one "
+            f"sequence of seq_len={L}; lower --seq-len or add data"
+        )
+    perm = np.random.default_rng(cfg.seed).permutation(n_seq)  # output position -> packed sequence
+    pos_of = np.empty(n_seq, dtype=np.int64)
+    pos_of[perm] = np.arange(n_seq)
+    out_pos = pos_of[segs["seq"].astype(np.int64)]
+    order = np.lexsort((segs["start"], out_pos))
+    segs, out_pos = segs[order], out_pos[order]
+    sources = sorted(inst["source"].unique().to_list())
+    src_id = {s: i for i, s in enumerate(sources)}
+    inst_src = inst["source"].replace_strict(src_id, return_dtype=pl.UInt16).to_numpy()
+    inst_file = inst["file_index"].to_numpy()
+    inst_off = inst["offset"].to_numpy()
+    spills = {}
+
+    def spill(i):
+        if i not in spills:
+            path = os.path.join(work_dir, f"tok-{i:05d}.bin")
+            spills[i] = np.memmap(path, dtype=dtype, mode="r") if os.path.getsize(path) else np.zeros(0, dtype)
+        return spills[i]
+
+    per_shard = max(1, cfg.shard_tokens // L)
+    n_shards = (n_seq + per_shard - 1) // per_shard
+    bounds = np.searchsorted(out_pos, np.arange(n_shards + 1) * per_shard)
+    shards = []
+    prog = Progress(n_shards, n_shards, progress, label="pack")
+    for k in range(n_shards):
+        name = shard_name(k)
+        first = k * per_shard
+        n = min(per_shard, n_seq - first)
+        s = segs[bounds[k]: bounds[k + 1]]
+        lseq = out_pos[bounds[k]: bounds[k + 1]] - first
+        marker = os.path.join(work_dir, f"{name}.done.json")
+        if os.path.exists(marker):  # resume: written by an interrupted run with the same identity
+            entry = json.loads(open(marker).read())
+            shards.append(entry)
+            prog.update(1)
+            continue
+        buf = np.full((n, L), specials.pad, dtype=dtype)
+        flat = buf.reshape(-1)
+        for j in range(len(s)):
+            inst_i = int(s["inst"][j])
+            src_tokens = spill(int(inst_file[inst_i]))
+            a = int(inst_off[inst_i]) + int(s["offset"][j])
+            ln = int(s["length"][j])
+            p = int(lseq[j]) * L + int(s["start"][j])
+            flat[p: p + ln] = src_tokens[a: a + ln]
+        seg_out = np.empty(len(s), dtype=SEG_FILE_DTYPE)
+        seg_out["seq"], seg_out["start"], seg_out["length"] = lseq, s["start"], s["length"]
+        seg_out["doc"], seg_out["offset"] = s["inst"], s["offset"]
+        seg_out["source"] = inst_src[s["inst"].astype(np.int64)] if len(s) else []
+        bin_bytes = buf.tobytes()
+        seg_bytes = npy_bytes(seg_out)
+        write_bytes(bin_bytes, join(out_dir, f"{name}.bin"))
+        write_bytes(seg_bytes, join(out_dir, f"{name}.seg.npy"))
+        entry = {"name": name, "first_sequence": first, "n_sequences": n,
+                 "files": {"bin": {"path": f"{name}.bin", "bytes": len(bin_bytes), "sha256": sha256_bytes(bin_bytes)},
+                           "seg": {"path": f"{name}.seg.npy", "bytes": len(seg_bytes), "sha256": sha256_bytes(seg_bytes)}}}
+        with open(marker + ".tmp", "w") as fh:
+            json.dump(entry, fh)
+        os.replace(marker + ".tmp", marker)
+        shards.append(entry)
+        prog.update(1)
+    docs = inst.select("doc", "doc_id", "file", "row", "chunk", "copy", "source", "length").with_columns(
+        pl.col("doc").cast(pl.Int64))
+    write_parquet(docs, join(out_dir, "documents.parquet"))
+    seg_src = inst_src[segs["inst"].astype(np.int64)]
+    tok_per_src = np.bincount(seg_src, weights=segs["length"], minlength=len(sources)).astype(np.int64)
+    docs_per_src = np.bincount(inst_src[np.unique(segs["inst"]).astype(np.int64)], minlength=len(sources))
+    return {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "lcdata_version": __version__, "identity": ident,
+        "dtype": dtype.name, "seq_len": L, "packing": cfg.packing, "n_sequences": int(n_seq),
+        "n_documents": int(len(np.unique(segs["inst"]))), "n_instances": int(inst.height),
+        "n_tokens": int(segs["length"].sum()), "padding_tokens": int(padding), "dropped_tokens": int(dropped),
+        "tokenizer": {"path": cfg.tokenizer, "sha256": info.sha256, "vocab_size": info.vocab_size},
+        "special_tokens": {"bos_id": specials.bos, "eos_id": specials.eos, "pad_id": specials.pad},
+        "sources": sources,
+        "per_source": {s: {"documents": int(docs_per_src[i]), "tokens": int(tok_per_src[i])} for i, s in enumerate(sources)},
+        "plan_fingerprint": plan_fp, "seed": cfg.seed, "config": cfg.to_dict(),
+        "inputs": [{"rel": f.rel, "bytes": f.size} for f in files],
+        "shards": shards, "documents_file": "documents.parquet",
+        "command": sys.argv if sys.argv and sys.argv[0].endswith("lcdata") else None,
+    }
