@@ -74,9 +74,12 @@ class BuildConfig:
     seed: int = 0
     plan: str | None = None
     split_long: bool = True
+    dtype: str = "auto"  # auto = uint16 when the vocabulary fits, else uint32
     read: ReadConfig = field(default_factory=ReadConfig)
 
     def __post_init__(self):
+        if self.dtype not in ("auto", "uint16", "uint32"):
+            raise ConfigError(f"dtype={self.dtype!r} must be auto, uint16 or uint32")
         if self.seq_len < 2:
             raise ConfigError(f"seq_len={self.seq_len} must be >= 2 (inputs and labels need two tokens)")
         if self.packing not in PACKINGS:
@@ -264,7 +267,12 @@ def run_build(inputs, out_dir: str, cfg: BuildConfig, *, workers: int | None = N
     files = resolve_inputs(inputs)
     info = tokenizer_info(cfg.tokenizer)
     tok = load_tokenizer(cfg.tokenizer)
-    dtype = token_dtype(info.vocab_size)
+    dtype = token_dtype(info.vocab_size) if cfg.dtype == "auto" else np.dtype(cfg.dtype).newbyteorder("<")
+    if dtype.itemsize == 2 and info.vocab_size > 65536:
+        raise ConfigError(
+            f"the tokenizer's vocabulary ({info.vocab_size:,} ids) does not fit dtype uint16 (65,536 ids); "
+            "use --dtype uint32 or auto"
+        )
     specials = resolve_specials(tok, cfg)
     plan = plan_man = None
     if cfg.plan:

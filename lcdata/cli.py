@@ -100,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--overwrite", action="store_true", help="replace whatever the output folder holds")
     b.add_argument("--resume", action="store_true", help="continue an interrupted build with the same config")
     b.add_argument("--no-split", action="store_true", help="never cut long texts before encoding")
+    b.add_argument("--dtype", choices=["auto", "uint16", "uint32"], default="auto",
+                   help="token dtype (auto: uint16 when the vocabulary fits, else uint32)")
     b.add_argument("--quiet", action="store_true")
     b.set_defaults(func=cmd_build)
 
@@ -126,7 +128,7 @@ def cmd_build(a) -> int:
     from .build import BuildConfig, run_build
 
     cfg = BuildConfig(tokenizer=a.tokenizer, seq_len=a.seq_len, packing=a.packing, bos=a.bos, eos=a.eos,
-                      shard_tokens=a.shard_size, seed=a.seed, plan=a.plan, split_long=not a.no_split,
+                      shard_tokens=a.shard_size, seed=a.seed, plan=a.plan, split_long=not a.no_split, dtype=a.dtype,
                       read=_read_config(a))
     r = run_build(a.inputs, a.out, cfg, workers=a.workers, overwrite=a.overwrite, resume=a.resume,
                   progress=not a.quiet)

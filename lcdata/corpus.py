@@ -9,22 +9,24 @@ explicit schema holding only the needed fields (strict types: ``"text": 5`` is a
 is read in record batches of only the needed columns. Memory is O(chunk_bytes), independent of file size.
 
 Bad input. When the fast parse of a chunk fails (malformed JSON, invalid UTF-8, missing field, wrong
-type, blank lines) the chunk is re-read line by line to find each bad line; with ``on_error="raise"`` the
-first one raises an `InputError` naming file, line and fix, with ``"skip"`` each bad record is counted by
-reason in the file's `FileReport`. Invariant: ``n_read == n_counted + sum(skipped.values())`` where
-``n_read`` counts non-blank lines / rows. A file that cannot be read to its end (corrupt or truncated
-zstd/gzip, corrupt parquet, empty file) sets ``FileReport.error``; in skip mode the records before the
-break are kept.
+type, blank lines) the chunk is re-read line by line to find each bad line (as in the fast parse, only the
+fields read must be valid UTF-8), so the documents kept do not depend on ``chunk_bytes``; with
+``on_error="raise"`` the first one raises an `InputError` naming file, line and fix, with ``"skip"`` each
+bad record is counted by reason in the file's `FileReport`. Invariant:
+``n_read == n_counted + sum(skipped.values())`` where ``n_read`` counts non-blank lines / rows. A file that
+cannot be read to its end (corrupt or truncated zstd/gzip, corrupt parquet, empty file) sets
+``FileReport.error``; in skip mode the records before the break are kept (all complete lines decoded
+before it; a corrupt block can lose the output of the one decoder call that hit it).
 """
 
 from __future__ import annotations
 
-import gzip
 import io
 import json
+import re
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import fsspec
 import polars as pl
@@ -117,15 +119,34 @@ def _zstd_pieces(raw, path: str) -> Iterator[bytes]:
 
 
 def _gzip_pieces(raw, path: str) -> Iterator[bytes]:
-    gz = gzip.GzipFile(fileobj=raw, mode="rb")
+    """Decompress a (multi-member) gzip stream; raise on corruption *and* on truncation.
+
+    Output is yielded as it is decoded, so the records before a break are not lost. Zero padding between
+    or after members is ignored, as by `gzip.GzipFile`.
+    """
+    dobj, in_member = zlib.decompressobj(wbits=31), False
     while True:
-        try:
-            out = gz.read(4 * READ_BLOCK)
-        except (EOFError, OSError, zlib.error) as e:
-            raise _Corrupt(f"gzip: {e}") from None
-        if not out:
-            return
-        yield out
+        data = raw.read(READ_BLOCK)
+        if not data:
+            break
+        while data:
+            if not in_member:
+                data = data.lstrip(b"\0")
+                if not data:
+                    break
+            try:
+                out = dobj.decompress(data)
+            except zlib.error as e:
+                raise _Corrupt(f"gzip: {e}") from None
+            in_member = True
+            if out:
+                yield out
+            if dobj.eof:
+                data, dobj, in_member = dobj.unused_data, zlib.decompressobj(wbits=31), False
+            else:
+                data = b""
+    if in_member:
+        raise _Corrupt("gzip stream ends inside a member (file truncated)")
 
 
 def _plain_pieces(raw, path: str) -> Iterator[bytes]:
@@ -138,21 +159,31 @@ class _Corrupt(Exception):
 
 
 def _line_chunks(pieces: Iterator[bytes], chunk_bytes: int) -> Iterator[bytes]:
-    """Re-cut decompressed pieces into chunks that end at a newline (the last one may not)."""
+    """Re-cut decompressed pieces into chunks that end at a newline (the last one may not).
+
+    If the stream breaks (`_Corrupt`), the complete lines decoded before the break are yielded first.
+    """
     buf: list[bytes] = []
     size = 0
-    for piece in pieces:
-        buf.append(piece)
-        size += len(piece)
-        if size >= chunk_bytes:
-            data = b"".join(buf)
-            cut = data.rfind(b"\n") + 1
-            if cut == 0:  # one line longer than the chunk: keep accumulating
-                buf, size = [data], len(data)
-                continue
+    try:
+        for piece in pieces:
+            buf.append(piece)
+            size += len(piece)
+            if size >= chunk_bytes:
+                data = b"".join(buf)
+                cut = data.rfind(b"\n") + 1
+                if cut == 0:  # one line longer than the chunk: keep accumulating
+                    buf, size = [data], len(data)
+                    continue
+                yield data[:cut]
+                rest = data[cut:]
+                buf, size = ([rest], len(rest)) if rest else ([], 0)
+    except _Corrupt:
+        data = b"".join(buf)
+        cut = data.rfind(b"\n") + 1
+        if cut:
             yield data[:cut]
-            rest = data[cut:]
-            buf, size = ([rest], len(rest)) if rest else ([], 0)
+        raise
     if size:
         yield b"".join(buf)
 
@@ -183,6 +214,23 @@ def _get_path(table, path: str):
     for p in parts[1:]:
         col = pc.struct_field(col, p)
     return col
+
+
+def _valid_str(s: str) -> bool:
+    """False if ``s`` holds a lone surrogate (an invalid UTF-8 byte, or an unpaired ``\\ud800`` escape)."""
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+_LEADING_NULL = re.compile(rb"(?:\xef\xbb\xbf)?\s*null")
+
+
+def _may_have_blank_line(chunk: bytes) -> bool:
+    """Cheap, conservative test for a blank line (or a line starting with whitespace) in ``chunk``."""
+    return chunk[:1].isspace() or any(p in chunk for p in (b"\n\n", b"\n\r", b"\n ", b"\n\t"))
 
 
 def _dig(obj, path: str):
@@ -231,6 +279,8 @@ class _Parser:
     # -- JSONL -------------------------------------------------------------------------------------
     def jsonl_chunk(self, chunk: bytes, first_line: int) -> pl.DataFrame:
         n_lines = chunk.count(b"\n") + (0 if chunk.endswith(b"\n") else 1)
+        if _LEADING_NULL.match(chunk):  # pyarrow's JSON reader segfaults on a block whose first value is null
+            return self.jsonl_slow(chunk, first_line)
         try:
             table = pj.read_json(
                 io.BytesIO(chunk),
@@ -239,7 +289,8 @@ class _Parser:
             )
         except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError):
             return self.jsonl_slow(chunk, first_line)
-        if table.num_rows != n_lines:  # blank lines: rows no longer map to lines
+        if table.num_rows != n_lines or _may_have_blank_line(chunk):
+            # rows no longer map to lines (blank lines, or two objects on one line next to a blank one)
             return self.jsonl_slow(chunk, first_line)
         cols = {"text": _get_path(table, self.cfg.text_field)}
         if self.const_source is None:
@@ -268,11 +319,11 @@ class _Parser:
             if not raw.strip():
                 continue
             self.report.n_read += 1
-            try:
-                s = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                self.bad("invalid_utf8", f"invalid UTF-8 at byte {e.start} of the line", line_no + 1)
-                continue
+            # Invalid UTF-8 only matters in the fields read (as in the fast path, which ignores other
+            # fields): bad bytes become lone surrogates, caught by `_valid_str` on the fields kept.
+            s = raw.decode("utf-8", "surrogateescape")
+            if s.startswith("\ufeff"):  # a byte order mark, which the fast parse also skips
+                s = s[1:]
             try:
                 obj = json.loads(s)
             except json.JSONDecodeError as e:
@@ -288,6 +339,10 @@ class _Parser:
             if not isinstance(text, str):
                 self.bad("non_string_text", f"text field {cfg.text_field!r} is a {type(text).__name__}", line_no + 1)
                 continue
+            if not _valid_str(text):
+                self.bad("invalid_utf8", f"text field {cfg.text_field!r} holds invalid UTF-8 or a lone "
+                         "surrogate escape", line_no + 1)
+                continue
             if self.const_source is None:
                 found, src = _dig(obj, cfg.source_field)
                 if not found or src is None:
@@ -297,6 +352,10 @@ class _Parser:
                     self.bad("non_string_source", f"source field {cfg.source_field!r} is a {type(src).__name__}",
                              line_no + 1)
                     continue
+                if not _valid_str(src):
+                    self.bad("invalid_utf8", f"source field {cfg.source_field!r} holds invalid UTF-8 or a lone "
+                             "surrogate escape", line_no + 1)
+                    continue
                 sources.append(src)
             if cfg.id_field:
                 found, did = _dig(obj, cfg.id_field)
@@ -304,6 +363,12 @@ class _Parser:
                     if sources and self.const_source is None:
                         sources.pop()
                     self.bad("missing_id", f"no scalar id field {cfg.id_field!r}", line_no + 1)
+                    continue
+                if not _valid_str(str(did)):
+                    if sources and self.const_source is None:
+                        sources.pop()
+                    self.bad("invalid_utf8", f"id field {cfg.id_field!r} holds invalid UTF-8 or a lone "
+                             "surrogate escape", line_no + 1)
                     continue
                 ids.append(str(did))
             rows.append(line_no)
@@ -351,7 +416,9 @@ class _Parser:
                         r = "non_string_text" if key == "text" else "non_string_source"
                         if cfg.on_error == "raise":
                             raise InputError(self.f.url, r, f"column {path!r} has type {col.type}", _FIX[r], line=None)
-                        self.report.skip(r, n)
+                        n_kept = pc.sum(keep).as_py() or 0  # rows not already skipped for another reason
+                        if n_kept:
+                            self.report.skip(r, n_kept)
                         keep = pa.array([False] * n)
                         continue
                 valid = pc.is_valid(col)

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import glob as _glob
 import posixpath
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 import fsspec
 
@@ -124,11 +124,14 @@ def resolve_inputs(inputs: Iterable[str] | str) -> list[InputFile]:
             found.append(_file(fs, path, posixpath.dirname(path)))
         else:
             raise InputError(str(inp), "not_found", "no such file or directory", "check the path or URL")
+    seen: set[str] = set()
+    for f in found:  # also through two inputs, e.g. a folder and a file in it (their `rel` differ)
+        if f.url in seen:
+            raise InputError(f.url, "duplicate_input", "this file is given twice", "list each file once")
+        seen.add(f.url)
     found.sort(key=lambda f: (f.rel, f.url))
     for a, b in zip(found, found[1:]):
         if a.rel == b.rel:
-            if a.url == b.url:
-                raise InputError(a.url, "duplicate_input", "this file is given twice", "list each file once")
             raise InputError(
                 b.url, "duplicate_input",
                 f"its relative name {a.rel!r} is the same as that of {a.url}, so documents would share ids",

@@ -10,8 +10,8 @@ import io
 import itertools
 import json
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import fsspec
 import polars as pl

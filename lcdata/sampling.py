@@ -158,6 +158,10 @@ def group_targets(units: pl.DataFrame, cfg: SampleConfig) -> pl.DataFrame:
     # target: every (source, bucket) cell of the spec, including cells the corpus leaves empty
     nb = len(cfg.buckets)
     bshares = dict(cfg.target.bucket_shares)
+    unknown = sorted(set(bshares) - set(shares) - {"*"})
+    if unknown:
+        raise ConfigError(f"unknown source(s) {unknown} in the target spec's bucket_shares; the corpus has "
+                          f"{sorted(shares)} (use \"*\" for every source)")
     rows = []
     cell_tokens = {(r["source"], r["bucket"]): r["corpus_tokens"] for r in cells.iter_rows(named=True)}
     for src_name, share in sorted(shares.items()):
@@ -224,7 +228,9 @@ def solve_plan(docs: pl.DataFrame, cfg: SampleConfig) -> Plan:
             granted = 0.0
         m = math.floor(granted / N) if N > 0 else 0
         R = granted - m * N if N > 0 else 0.0
-        if m + (R > 1e-9) > cfg.max_repeat:
+        # a remainder under half a token selects nothing (the crossing rule needs L <= 2R, L >= 1): it is
+        # float rounding of granted = B x share (e.g. B = the whole corpus), not a further pass
+        if m + (R >= 0.5) > cfg.max_repeat:
             msg = (f"{_describe(g)} needs {granted:,.0f} tokens but has {N:,.0f} "
                    f"({granted / N:.2f} passes > --max-repeat {cfg.max_repeat})")
             if cfg.on_cap == "error":

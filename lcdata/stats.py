@@ -106,7 +106,7 @@ def summarize_sources(hist: pl.DataFrame, long_threshold: int = 4096, calibrated
     Columns: ``source, n_docs, n_empty, n_chars, n_tokens, token_share, doc_share, mean_tokens, p50_tokens,
     p90_tokens, p99_tokens, max_tokens, long_token_share`` (share of the source's tokens in documents with
     ``n_tokens >= long_threshold``), plus ``chars_per_token, est_tokens, est_error`` when ``calibrated``
-    (est_error = estimated / exact - 1).
+    (est_error = estimated / exact - 1; both null for a source with no tokens, so no NaN reaches stats.json).
     """
     tok = pl.col("n_tokens") * pl.col("n_docs")
     per = (
@@ -137,9 +137,9 @@ def summarize_sources(hist: pl.DataFrame, long_threshold: int = 4096, calibrated
             "p50_tokens", "p90_tokens", "p99_tokens", "max_tokens", "long_token_share"]
     if calibrated:
         per = per.with_columns(
-            chars_per_token=pl.col("n_chars") / pl.col("n_tokens"),
+            chars_per_token=pl.when(pl.col("n_tokens") > 0).then(pl.col("n_chars") / pl.col("n_tokens")),
             est_tokens=pl.col("n_est_tokens"),
-            est_error=pl.col("n_est_tokens") / pl.col("n_tokens") - 1.0,
+            est_error=pl.when(pl.col("n_tokens") > 0).then(pl.col("n_est_tokens") / pl.col("n_tokens") - 1.0),
         )
         cols += ["chars_per_token", "est_tokens", "est_error"]
     return per.select(cols).sort("source")

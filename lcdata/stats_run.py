@@ -32,7 +32,7 @@ from .inputs import InputFile, resolve_inputs
 from .outputs import join, make_dirs, read_json, write_bytes, write_json, write_parquet
 from .parallel import ordered_map, resolve_workers
 from .progress import Progress
-from .stats import DOC_COLUMNS, histogram, measure, merge_histograms, summarize_buckets, summarize_sources
+from .stats import histogram, measure, merge_histograms, summarize_buckets, summarize_sources
 from .tokenizer import count_tokens, load_tokenizer, tokenizer_info
 
 FILES_SCHEMA = {"file": pl.String, "bytes": pl.Int64, "n_read": pl.Int64, "n_counted": pl.Int64,
