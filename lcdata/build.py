@@ -21,7 +21,6 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -36,7 +35,7 @@ from .corpus import FileReport, iter_batches
 from .errors import ConfigError, LcdataError
 from .hashing import doc_hash, splitmix64
 from .inputs import InputFile, resolve_inputs
-from .outputs import join, make_dirs, read_json, write_bytes, write_json, write_parquet
+from .outputs import command_line, join, make_dirs, read_json, write_bytes, write_json, write_parquet
 from .parallel import ordered_map, resolve_workers
 from .progress import Progress
 from .shards.format import FORMAT, FORMAT_VERSION, SEG_FILE_DTYPE, npy_bytes, sha256_bytes, shard_name, token_dtype
@@ -421,5 +420,5 @@ def _pack_and_write(units, files, cfg, out_dir, work_dir, info, specials, dtype,
         "plan_fingerprint": plan_fp, "seed": cfg.seed, "config": cfg.to_dict(),
         "inputs": [{"rel": f.rel, "bytes": f.size} for f in files],
         "shards": shards, "documents_file": "documents.parquet",
-        "command": sys.argv if sys.argv and sys.argv[0].endswith("lcdata") else None,
+        "command": command_line(),
     }

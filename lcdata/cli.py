@@ -229,8 +229,10 @@ def cmd_stats(a) -> int:
             for r in result.skips.group_by("reason").agg(n=__import__("polars").col("n_docs").sum()).sort("reason").iter_rows():
                 print(f"  {r[0]}: {r[1]:,}")
         bad = result.files.filter(result.files["error"].is_not_null())
+        if bad.height:
+            print("\nunreadable files (records before the break were kept):")
         for r in bad.iter_rows(named=True):
-            print(f"  unreadable: {r['file']}: {r['error']} ({r['error_detail']})")
+            print(f"  {r['file']}: {r['error']} ({r['error_detail']})")
         print(f"\nwrote {a.out}/ (sources.parquet, buckets.parquet, stats.json, ...)")
     return 0
 

@@ -79,3 +79,13 @@ def _default(o):
     if hasattr(o, "item"):
         return o.item()
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def command_line() -> list[str] | None:
+    """The lcdata command line that produced an artifact (None when called from Python)."""
+    import sys
+
+    argv = sys.argv or [""]
+    if argv[0].endswith(("lcdata", "__main__.py")):
+        return ["lcdata", *argv[1:]]
+    return None

@@ -15,7 +15,6 @@ computed on the fly with the same options as `lcdata stats`. The plan folder (do
 from __future__ import annotations
 
 import hashlib
-import sys
 import time
 from dataclasses import dataclass
 
@@ -26,7 +25,7 @@ from . import __version__
 from .config import StatsConfig
 from .errors import ConfigError
 from .inputs import resolve_inputs
-from .outputs import join, make_dirs, read_json, write_bytes, write_json, write_parquet
+from .outputs import command_line, join, make_dirs, read_json, write_bytes, write_json, write_parquet
 from .sampling import Plan, copies_stats, solve_plan
 from .stats_run import compute_stats, fingerprint, load_stats
 from .strategies import SampleConfig
@@ -124,7 +123,7 @@ def run_sample(inputs, out_dir: str | None, config: SampleConfig, *, stats_dir: 
                    "corpus_tokens": int(docs["n_tokens"].sum()), "corpus_docs": docs.height},
         "capped": plan.capped,
         "elapsed_s": round(time.perf_counter() - t0, 3),
-        "command": sys.argv if sys.argv and sys.argv[0].endswith("lcdata") else None,
+        "command": command_line(),
     }
     if out_dir is not None:
         write_plan(plan, manifest, out_dir, figure=figure)

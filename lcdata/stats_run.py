@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 import time
 from dataclasses import dataclass, field
 
@@ -29,7 +28,7 @@ from .config import StatsConfig
 from .corpus import FileReport, iter_batches
 from .errors import LcdataError
 from .inputs import InputFile, resolve_inputs
-from .outputs import join, make_dirs, read_json, write_bytes, write_json, write_parquet
+from .outputs import command_line, join, make_dirs, read_json, write_bytes, write_json, write_parquet
 from .parallel import ordered_map, resolve_workers
 from .progress import Progress
 from .stats import histogram, measure, merge_histograms, summarize_buckets, summarize_sources
@@ -92,7 +91,7 @@ class StatsResult:
             "files": self.files.to_dicts(),
             "skips": self.skips.to_dicts(),
             "elapsed_s": round(self.elapsed_s, 3),
-            "command": sys.argv if sys.argv and sys.argv[0].endswith("lcdata") else None,
+            "command": command_line(),
         }
 
 
