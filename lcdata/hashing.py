@@ -42,7 +42,10 @@ def doc_hash(docs: pl.DataFrame, seed: int, id_col: str | None = None, extra: st
         files = docs["file"]
         uniq = files.unique().to_list()
         fkeys = {f: _blake(seed, f) for f in uniq}
-        fk = files.replace_strict(fkeys, return_dtype=pl.UInt64).to_numpy()
+        if files.null_count():
+            fk = files.replace_strict(fkeys, return_dtype=pl.UInt64).to_numpy()
+        else:  # each file's key by its index among the distinct names (an Enum cast: faster than a string map)
+            fk = np.array([fkeys[f] for f in uniq], dtype=np.uint64)[files.cast(pl.Enum(uniq)).to_physical().to_numpy()]
         rows = docs["row"].cast(pl.UInt64).to_numpy()
         h = splitmix64(fk ^ splitmix64(rows))
     if extra is not None:

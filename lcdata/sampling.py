@@ -17,7 +17,10 @@ Algorithm (pure Polars/NumPy over the per-document length table; no per-document
    (`lcdata.hashing`) and the key u / p (sequential Poisson sampling, Ohlsson 1998). Units are taken in
    key order until the group holds R_g tokens (the crossing unit is kept if that lands nearer to R_g), so
    each group, hence each source and the total, hits its target to within one document. The group's last
-   accepted key theta_g is recorded: a unit is selected iff (key, hash) <= theta_g.
+   accepted key theta_g is recorded: a unit is selected iff (key, hash) <= theta_g. Ties of (key, hash) are
+   broken by (file, row, chunk). The selection is a prefix of the key order whose expected end is key 1, so
+   only units with key <= ``CANDIDATE_KEY`` are sorted (a group whose candidates hold less than R_g, e.g. a
+   small one by chance, sorts all its units): the same plan as a sort of every unit, at a fraction of the cost.
 
 Why it is unbiased: under sequential Poisson sampling the inclusion probability of a unit is p (up to a
 correction that vanishes with group size), so the expected number of copies is m_g + p, proportional to
@@ -32,8 +35,11 @@ of the stream read): p_long = lambda_g, p_short = 0.1 lambda_g. Where the public
 long documents, lambda_g grows past 1 and short documents fill the rest; repeats appear only beyond the
 whole source.
 
-Cost: one sort of the unit table (O(n log n)); 10M documents plan in seconds and < 2 GiB
-(benchmarks/bench_sample.py).
+Cost: per-unit work is vectorised NumPy on integer codes (a unit's class = source x length bucket x
+short/long decides its group, weight, p and passes), plus one sort of the candidate keys; per-unit strings
+are only read for hashing and for the plan's rows. 10M documents plan in ~3 s (budget 10% of the corpus)
+to ~8 s (2.5x, every document in the plan) with a peak RSS of 1.3-1.9 GiB including the input table
+(benchmarks/bench_sample.py, benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ from .stats import bucket_index, bucket_table
 from .strategies import SampleConfig
 
 UNIT_COLUMNS = ["doc_id", "file", "row", "source", "n_tokens", "chunk", "token_start", "token_end", "length"]
+CANDIDATE_KEY = 1.5  # only units with key u / p <= this are sorted (the expected stopping key is 1); see solve_plan
 
 
 @dataclass
@@ -68,12 +75,16 @@ class Plan:
         return int((self.plan["length"] * self.plan["copies"]).sum())
 
 
-def make_units(docs: pl.DataFrame, cfg: SampleConfig) -> pl.DataFrame:
-    """Documents -> sampling units (``cut`` truncates or chunks; otherwise one unit per document)."""
+def make_units(docs: pl.DataFrame, cfg: SampleConfig, with_doc_id: bool = True) -> pl.DataFrame:
+    """Documents -> sampling units (``cut`` truncates or chunks; otherwise one unit per document).
+
+    ``with_doc_id=False`` leaves out the ``doc_id`` column unless ``docs`` has one (`solve_plan` makes the
+    ``file:row`` ids of the selected units only)."""
     d = docs
-    if "doc_id" not in d.columns:
-        d = d.with_columns(doc_id=pl.format("{}:{}", pl.col("file"), pl.col("row")))
-    d = d.select("doc_id", "file", "row", "source", pl.col("n_tokens").cast(pl.Int64))
+    if "doc_id" not in d.columns and with_doc_id:
+        d = d.with_columns(doc_id=_file_row_id())
+    cols = ["doc_id"] if "doc_id" in d.columns else []
+    d = d.select(*cols, "file", "row", "source", pl.col("n_tokens").cast(pl.Int64))
     if cfg.strategy == "cut" and cfg.chunk:
         mx = cfg.max_length
         d = d.with_columns(chunk=pl.int_ranges(0, pl.max_horizontal(1, (pl.col("n_tokens") + mx - 1) // mx)))
@@ -94,28 +105,18 @@ def make_units(docs: pl.DataFrame, cfg: SampleConfig) -> pl.DataFrame:
     else:
         d = d.with_columns(chunk=pl.lit(0, pl.Int32), token_start=pl.lit(0, pl.Int64),
                            token_end=pl.lit(None, pl.Int64), length=pl.col("n_tokens"))
-    return d.select(UNIT_COLUMNS)
+    return d.select(*cols, *UNIT_COLUMNS[1:])
 
 
-def _group_and_weight(units: pl.DataFrame, cfg: SampleConfig) -> pl.DataFrame:
-    s = cfg.strategy
-    edges = cfg.buckets
-    u = units.with_columns(bucket=bucket_index(pl.col("length"), edges))
-    if s == "global":
-        u = u.with_columns(group=pl.lit("*"))
-    elif s == "target":
-        u = u.with_columns(group=pl.format("{}|{}", pl.col("source"), pl.col("bucket")))
-    else:
-        u = u.with_columns(group=pl.col("source"))
-    if s in ("per-source", "global"):
-        w = pl.when(pl.col("length") < cfg.threshold).then(pl.lit(cfg.short_keep)).otherwise(pl.lit(1.0))
-    else:
-        w = pl.lit(1.0)
-    return u.with_columns(weight=w)
+def _file_row_id() -> pl.Expr:
+    return pl.format("{}:{}", pl.col("file"), pl.col("row"))
 
 
 def group_targets(units: pl.DataFrame, cfg: SampleConfig) -> pl.DataFrame:
-    """Token target per group: ``group, source, bucket, corpus_tokens, target_tokens`` (float)."""
+    """Token target per group: ``group, source, bucket, corpus_tokens, target_tokens`` (float).
+
+    ``units``: rows of ``group, source, bucket, length`` whose lengths are summed (one row per unit, or per
+    class of units as `solve_plan` passes them)."""
     B = float(cfg.budget_tokens)
     src = units.group_by("source").agg(n=pl.col("length").sum()).sort("source")
     total = float(src["n"].sum())
@@ -209,11 +210,38 @@ def solve_plan(docs: pl.DataFrame, cfg: SampleConfig) -> Plan:
     5060
     """
     id_col = "doc_id" if "doc_id" in docs.columns else None
-    units = _group_and_weight(make_units(docs, cfg), cfg)
-    targets = group_targets(units, cfg)
+    units = make_units(docs, cfg, with_doc_id=False)
+    n_units = units.height
+    # Per-unit work is on NumPy arrays of integer codes, never on per-unit strings. A unit's *class* is
+    # (source, bucket of its length, empty/short/long): its group, weight, p and passes are functions of it.
+    length = units["length"].to_numpy()
+    src_names, src = _codes(units["source"])
+    edges = np.asarray(cfg.buckets, dtype=np.int64)
+    nb = len(edges)
+    bucket = np.maximum(np.searchsorted(edges, length, side="right") - 1, 0).astype(np.int32)
+    kind = np.where(length <= 0, 0, np.where(length < cfg.threshold, 1, 2)).astype(np.int32)
+    cls = (src * nb + bucket) * 3 + kind
+    del src, bucket, kind
+    ct = (pl.DataFrame({"cls": cls, "length": length}).group_by("cls").agg(tokens=pl.col("length").sum(),
+                                                                          n=pl.len().cast(pl.Int64))
+          .sort("cls"))
+    c_cls = ct["cls"].to_numpy()
+    ct = ct.with_columns(source=pl.Series([src_names[i] for i in c_cls // 3 // nb], dtype=pl.String),
+                         bucket=pl.Series(c_cls // 3 % nb, dtype=pl.Int32), kind=pl.Series(c_cls % 3))
+    s = cfg.strategy
+    if s == "global":
+        ct = ct.with_columns(group=pl.lit("*"))
+    elif s == "target":
+        ct = ct.with_columns(group=pl.format("{}|{}", pl.col("source"), pl.col("bucket")))
+    else:
+        ct = ct.with_columns(group=pl.col("source"))
+    weighted = s in ("per-source", "global")
+    ct = ct.with_columns(weight=pl.when(pl.lit(weighted) & (pl.col("kind") <= 1)).then(pl.lit(cfg.short_keep))
+                         .otherwise(pl.lit(1.0)))
+    targets = group_targets(ct.select("group", "source", "bucket", length="tokens"), cfg)
     capped: list[str] = []
     params = []
-    weights = units.group_by("group", "weight").agg(W=pl.col("length").sum())
+    weights = ct.group_by("group", "weight").agg(W=pl.col("tokens").sum())
     wmap: dict[str, list[tuple[float, float]]] = {}
     for r in weights.iter_rows(named=True):
         wmap.setdefault(r["group"], []).append((r["weight"], float(r["W"])))
@@ -242,61 +270,157 @@ def solve_plan(docs: pl.DataFrame, cfg: SampleConfig) -> Plan:
                        "lambda": lam if math.isfinite(lam) else None})
     par = pl.DataFrame(params, schema={"group": pl.String, "granted_tokens": pl.Float64, "passes": pl.Int64,
                                        "remainder": pl.Float64, "lambda": pl.Float64})
-    h = doc_hash(units, cfg.seed, id_col, extra="chunk" if cfg.chunk else None)
-    u = units.with_columns(hash=pl.Series(h, dtype=pl.UInt64), uniform=pl.Series(to_unit(h))).join(
-        par, on="group", how="left")
-    u = u.with_columns(
-        p=pl.when(pl.col("length") <= 0).then(0.0)
+    # per class: group index, p = min(1, lambda x weight) (0 for empty units), passes (0 for empty units)
+    ct = ct.join(par.with_row_index("gi"), on="group", how="left").with_columns(
+        p=pl.when(pl.col("kind") == 0).then(0.0)
         .when(pl.col("lambda").is_null()).then(pl.when(pl.col("remainder") > 0).then(1.0).otherwise(0.0))
-        .otherwise(pl.min_horizontal(1.0, pl.col("lambda") * pl.col("weight")))
-    ).with_columns(
-        key=pl.when(pl.col("p") > 0).then(pl.col("uniform") / pl.col("p")).otherwise(float("inf")),
-        passes=pl.when(pl.col("length") > 0).then(pl.col("passes")).otherwise(0),
+        .otherwise(pl.min_horizontal(1.0, pl.col("lambda") * pl.col("weight"))),
+        passes=pl.when(pl.col("kind") == 0).then(0).otherwise(pl.col("passes")),
+    ).with_columns(expected=pl.col("passes").cast(pl.Float64) + pl.col("p")).sort("cls")
+    lut = np.searchsorted(c_cls, cls)  # unit -> row of ct
+    del cls
+    gi = ct["gi"].to_numpy()[lut]  # uint32
+    p = ct["p"].to_numpy()[lut]
+    remainder = par["remainder"].to_numpy()
+    # key u / p (u from the stable hash of the unit's identity); inf where p = 0 (never selected)
+    h = doc_hash(units, cfg.seed, id_col, extra="chunk" if cfg.chunk else None)
+    key = to_unit(h)
+    np.divide(key, p, out=key, where=p > 0)
+    key[p <= 0] = np.inf
+    # order sampling: take units in (key, hash, file, row, chunk) order until the group's remainder is reached.
+    # The selection is a prefix of that order and its expected stopping key is 1, so only units with
+    # key <= CANDIDATE_KEY are sorted; a group whose candidates hold fewer tokens than its remainder (small
+    # groups, by chance) sorts all its units. Units past the candidates have prev >= R: never taken.
+    cand = (p > 0) & (key <= CANDIDATE_KEY)
+    held = np.bincount(gi[cand], weights=length[cand], minlength=par.height)
+    short = held < remainder
+    if short.any():
+        cand |= (p > 0) & short[gi]
+    del p
+    idx = np.flatnonzero(cand)
+    del cand
+    idx = idx[_order(units, idx, gi, key, h)]
+    sg, L = gi[idx], length[idx]
+    cum = np.cumsum(L)
+    starts = np.flatnonzero(np.r_[True, sg[1:] != sg[:-1]]) if len(sg) else np.zeros(0, dtype=np.int64)
+    cum -= np.repeat(cum[starts] - L[starts], np.diff(np.r_[starts, len(L)]))  # cumulative inside each group
+    prev = cum - L
+    R = remainder[sg]
+    take = (prev < R) & ((cum <= R) | ((cum - R) <= (R - prev)))
+    del cum, prev, R, L
+    tpos = np.flatnonzero(take)
+    del take
+    # theta: the group's last selected unit in that order (the selection is a prefix of it)
+    last = tpos[np.flatnonzero(np.r_[sg[tpos][1:] != sg[tpos][:-1], True])] if len(tpos) else tpos
+    theta = pl.DataFrame({"gi": sg[last], "theta_key": key[idx[last]],
+                          "theta_hash": pl.Series(h[idx[last]], dtype=pl.UInt64)})
+    sel = idx[tpos]
+    del key, h, sg, idx, tpos, gi
+    copies = ct["passes"].to_numpy()[lut]
+    copies[sel] += 1
+    # per class: achieved tokens, units with copies > 0, copies (from the passes and the selected units)
+    sel_cls = lut[sel]
+    ct = ct.with_columns(sel_tokens=pl.Series(np.bincount(sel_cls, weights=length[sel], minlength=ct.height)
+                                              .astype(np.int64)),
+                         sel_n=pl.Series(np.bincount(sel_cls, minlength=ct.height).astype(np.int64)))
+    del lut, sel, sel_cls, length
+    ct = ct.with_columns(
+        achieved_tokens=pl.col("passes") * pl.col("tokens") + pl.col("sel_tokens"),
+        n_selected=pl.when(pl.col("passes") > 0).then(pl.col("n")).otherwise(pl.col("sel_n")),
+        n_copies=pl.col("passes") * pl.col("n") + pl.col("sel_n"),
     )
-    # order sampling: take units in (key, hash) order until the group's remainder is reached
-    u = u.sort("group", "key", "hash", "file", "row", "chunk")
-    cum = pl.col("length").cum_sum().over("group")
-    u = u.with_columns(cum=cum).with_columns(prev=pl.col("cum") - pl.col("length"))
-    R = pl.col("remainder")
-    take = (pl.col("p") > 0) & (pl.col("prev") < R) & (
-        (pl.col("cum") <= R) | ((pl.col("cum") - R) <= (R - pl.col("prev"))))
-    u = u.with_columns(selected=take).with_columns(copies=(pl.col("passes") + pl.col("selected").cast(pl.Int64)))
-    theta = u.filter(pl.col("selected")).group_by("group").agg(
-        theta_key=pl.col("key").last(), theta_hash=pl.col("hash").last())
+    theta = theta.join(par.with_row_index("gi").select("gi", "group"), on="gi").drop("gi")
     groups = (
         targets.join(par, on="group", how="left").join(theta, on="group", how="left")
-        .join(u.group_by("group").agg(achieved_tokens=(pl.col("length") * pl.col("copies")).sum(),
-                                      n_units=pl.len(), n_selected=(pl.col("copies") > 0).sum()),
+        .join(ct.group_by("group").agg(pl.col("achieved_tokens").sum(), n_units=pl.col("n").sum().cast(pl.UInt32),
+                                       n_selected=pl.col("n_selected").sum().cast(pl.UInt32)),
               on="group", how="left")
         .with_columns(pl.col("achieved_tokens", "n_units", "n_selected").fill_null(0))
         .sort("group")
     )
-    u = u.with_columns(expected=pl.col("passes").cast(pl.Float64) + pl.col("p"))
-    report = build_report(docs, u, targets, cfg)
-    plan = (
-        u.filter(pl.col("copies") > 0)
-        .select("doc_id", "file", "row", "source", "n_tokens", "chunk", "token_start", "token_end", "length",
-                "copies")
-        .sort("file", "row", "chunk")
-    )
+    report = build_report(docs, ct, targets, cfg)
+    keep = np.flatnonzero(copies > 0)
+    order = _file_row_order(units, keep)
+    if order is not None:
+        keep = keep[order]
+    whole = order is None and len(keep) == n_units  # every unit, already in order: no copy
+    plan = (units if whole else units[keep]).with_columns(copies=pl.Series(copies if whole else copies[keep]))
+    del copies, keep
+    if "doc_id" not in plan.columns:  # formatted 1M rows at a time: the whole at once needs ~3x its size
+        plan = plan.with_columns(doc_id=pl.concat(
+            [plan.slice(i, 1 << 20).select(doc_id=_file_row_id()).to_series() for i in range(0, plan.height, 1 << 20)]
+            or [pl.Series("doc_id", [], dtype=pl.String)], rechunk=False))
+    plan = pl.DataFrame([plan[c] for c in (*UNIT_COLUMNS, "copies")])  # not select(): that rechunks every column
     return Plan(plan=plan, groups=groups, report=report, capped=capped, config=cfg)
 
 
-def build_report(docs: pl.DataFrame, u: pl.DataFrame, targets: pl.DataFrame, cfg: SampleConfig) -> pl.DataFrame:
+def _order(units: pl.DataFrame, idx: np.ndarray, gi: np.ndarray, key: np.ndarray, h: np.ndarray) -> np.ndarray:
+    """Permutation of ``idx`` sorting the units by (group, key, hash, file, row, chunk): one float sort, a
+    stable radix sort on the group, and a full sort of runs of equal (group, key) only (rare)."""
+    k = key[idx]
+    o = pl.Series(k).arg_sort().to_numpy()
+    g = gi[idx].astype(np.uint16 if gi.max(initial=0) < 1 << 16 else np.uint32)
+    o = o[np.argsort(g[o], kind="stable")]
+    sk, sg = k[o], g[o]
+    tie = (sk[1:] == sk[:-1]) & (sg[1:] == sg[:-1])
+    if tie.any():
+        pos = np.flatnonzero(np.r_[tie, False] | np.r_[False, tie])
+        t = idx[o[pos]]
+        sub = units.select("file", "row", "chunk")[t].with_columns(
+            gi=pl.Series(gi[t]), key=pl.Series(key[t]), hash=pl.Series(h[t], dtype=pl.UInt64),
+            i=pl.int_range(len(t), eager=True))
+        o[pos] = o[pos][sub.sort("gi", "key", "hash", "file", "row", "chunk")["i"].to_numpy()]
+    return o
+
+
+def _file_row_order(units: pl.DataFrame, idx: np.ndarray) -> np.ndarray | None:
+    """Permutation of ``idx`` (increasing) sorting its units by (file, row, chunk); None if already sorted."""
+    if len(idx) < 2:
+        return None
+    sub = units.select("file", "row", "chunk")
+    sub = sub if len(idx) == sub.height else sub[idx]  # idx is increasing: all units = all rows in order
+    _, f = _codes(sub["file"])
+    r = sub["row"].cast(pl.Int64).to_numpy()
+    c = sub["chunk"].cast(pl.Int32).to_numpy()
+    block = 1 << 20  # checked a block at a time (bounded temporaries)
+    for a in range(0, len(f) - 1, block):
+        b = min(a + block + 1, len(f))
+        df, dr = np.diff(f[a:b]), np.diff(r[a:b])
+        if not ((df > 0) | ((df == 0) & ((dr > 0) | ((dr == 0) & (np.diff(c[a:b]) >= 0))))).all():
+            return np.lexsort((c, r, f))
+    return None
+
+
+def _codes(s: pl.Series) -> tuple[list, np.ndarray]:
+    """Sorted distinct values of ``s`` and each row's index into them (int32)."""
+    names = s.unique().sort()
+    if s.null_count():
+        codes = s.replace_strict(names, pl.int_range(len(names), dtype=pl.Int32, eager=True), return_dtype=pl.Int32)
+        return names.to_list(), codes.to_numpy()
+    return names.to_list(), s.cast(pl.Enum(names)).to_physical().to_numpy().astype(np.int32)
+
+
+def build_report(docs: pl.DataFrame, classes: pl.DataFrame, targets: pl.DataFrame, cfg: SampleConfig) -> pl.DataFrame:
     """Original / target / achieved tokens per source (``level='source'``) and per source x length bucket
     (``level='bucket'``). Shares: ``*_share`` of the whole, ``*_share_in_source`` inside the source.
 
-    Target per cell = expected tokens under the solved plan (sum over units of (passes + p) x length); for
-    strategy ``target`` this equals the spec's cell targets wherever the corpus can provide them.
+    ``classes``: rows of ``source, bucket`` (of the unit length), ``kind`` (0 = empty units), ``tokens``
+    (their length sum), ``expected`` (passes + p), ``achieved_tokens``, ``n_selected``, ``n_copies``.
+    Target per cell = expected tokens under the solved plan (sum over units of (passes + p) x length, summed
+    per class in a fixed order); for strategy ``target`` this equals the spec's cell targets wherever the
+    corpus can provide them.
     """
     edges = cfg.buckets
-    orig = docs.select("source", n=pl.col("n_tokens").cast(pl.Int64)).with_columns(
-        bucket=bucket_index(pl.col("n"), edges)).group_by("source", "bucket").agg(original_tokens=pl.col("n").sum())
-    ach = u.group_by("source", "bucket").agg(
-        target_tokens=(pl.col("expected") * pl.col("length")).sum(),
-        achieved_tokens=(pl.col("copies") * pl.col("length")).sum(),
-        n_docs=(pl.col("copies") > 0).sum().cast(pl.Int64),
-        n_copies=pl.col("copies").sum(),
+    if cfg.strategy == "cut":  # documents' own lengths, not the cut ones
+        orig = docs.select("source", n=pl.col("n_tokens").cast(pl.Int64)).with_columns(
+            bucket=bucket_index(pl.col("n"), edges)).group_by("source", "bucket").agg(original_tokens=pl.col("n").sum())
+    else:
+        orig = classes.group_by("source", "bucket").agg(original_tokens=pl.col("tokens").sum())
+    ach = classes.sort("source", "bucket", "kind").group_by("source", "bucket", maintain_order=True).agg(
+        target_tokens=(pl.col("expected") * pl.col("tokens")).sum(),
+        achieved_tokens=pl.col("achieved_tokens").sum(),
+        n_docs=pl.col("n_selected").sum().cast(pl.Int64),
+        n_copies=pl.col("n_copies").sum(),
     )
     if cfg.strategy == "target":  # spec targets, including cells the corpus cannot fill
         spec = targets.select("source", "bucket", spec_tokens="target_tokens")

@@ -16,6 +16,7 @@ Memory: the per-document table of one file at a time plus the histogram (bounded
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -32,7 +33,7 @@ from .outputs import command_line, join, make_dirs, read_json, write_bytes, writ
 from .parallel import ordered_map, resolve_workers
 from .progress import Progress
 from .stats import histogram, measure, merge_histograms, summarize_buckets, summarize_sources
-from .tokenizer import count_tokens, load_tokenizer, tokenizer_info
+from .tokenizer import count_tokens, get_engine, load_tokenizer, resolve_engine, tokenizer_info
 
 FILES_SCHEMA = {"file": pl.String, "bytes": pl.Int64, "n_read": pl.Int64, "n_counted": pl.Int64,
                 "n_skipped": pl.Int64, "error": pl.String, "error_detail": pl.String}
@@ -54,6 +55,7 @@ class StatsResult:
     tokenizer: dict | None = None
     doc_lengths: pl.DataFrame | None = None
     elapsed_s: float = 0.0
+    engine: dict | None = None  # the tokenizer engine used: {"name": "hf" | "tiktoken", "reason": ...}
     sources: pl.DataFrame = field(init=False)
     buckets: pl.DataFrame = field(init=False)
 
@@ -84,6 +86,7 @@ class StatsResult:
             "length_unit": "tokens" if self.config.tokenizer else f"estimated tokens (chars / {self.config.chars_per_token})",
             "config": self.config.to_dict(),
             "tokenizer": self.tokenizer,
+            "engine": self.engine,
             "inputs": [{"url": f.url, "rel": f.rel, "bytes": f.size, "format": f.format} for f in self.inputs],
             "totals": self.totals,
             "sources": self.sources.to_dicts(),
@@ -110,11 +113,12 @@ def _stats_one_file(args) -> tuple[FileReport, pl.DataFrame, pl.DataFrame]:
     f, config = args
     report = FileReport(file=f.rel, bytes=f.size)
     tok = load_tokenizer(config.tokenizer) if config.tokenizer else None
+    engine = get_engine(config.tokenizer, config.engine) if tok is not None else None
     docs = []
     for batch in iter_batches(f, config.read, report):
         if not batch.height:
             continue
-        n_tokens = count_tokens(tok, batch["text"].to_list()) if tok is not None else None
+        n_tokens = count_tokens(tok, batch["text"].to_list(), engine) if tok is not None else None
         docs.append(measure(batch, config.chars_per_token, n_tokens))
     d = pl.concat(docs) if docs else pl.DataFrame(schema=DOC_SCHEMA)
     return report, histogram(d), d
@@ -134,10 +138,12 @@ def compute_stats(inputs, config: StatsConfig | None = None, *, workers: int | N
     config = config or StatsConfig()
     t0 = time.perf_counter()
     files = resolve_inputs(inputs)
-    tok_info = None
+    tok_info = engine = None
     if config.tokenizer:
         info = tokenizer_info(config.tokenizer)
         tok_info = {"path": info.path, "sha256": info.sha256, "vocab_size": info.vocab_size}
+        name, why = resolve_engine(config.tokenizer, config.engine)  # fails here, before any worker starts
+        engine = {"name": name, "reason": why}
     n_workers = resolve_workers(workers, len(files), (f.protocol for f in files))
     prog = Progress(len(files), sum(f.size for f in files), progress)
     reports, hists, keep = [], [], []
@@ -153,7 +159,7 @@ def compute_stats(inputs, config: StatsConfig | None = None, *, workers: int | N
     return StatsResult(
         config=config, inputs=files, histogram=merge_histograms(hists), files=files_df, skips=skips_df,
         fingerprint=fingerprint(files, config, tok_info and tok_info["sha256"]), tokenizer=tok_info,
-        doc_lengths=pl.concat(keep) if keep else None, elapsed_s=time.perf_counter() - t0,
+        doc_lengths=pl.concat(keep) if keep else None, elapsed_s=time.perf_counter() - t0, engine=engine,
     )
 
 
@@ -176,7 +182,7 @@ def merge_stats(parts: list[StatsResult]) -> StatsResult:
         raise LcdataError("merge_stats needs at least one StatsResult")
     base = parts[0]
     for p in parts[1:]:
-        if p.config != base.config or (p.tokenizer or {}).get("sha256") != (base.tokenizer or {}).get("sha256"):
+        if dataclasses.replace(p.config, engine=base.config.engine) != base.config or (p.tokenizer or {}).get("sha256") != (base.tokenizer or {}).get("sha256"):
             raise LcdataError("cannot merge stats computed with different configs or tokenizers; rerun with one config")
     inputs = sorted({f.rel: f for p in parts for f in p.inputs}.values(), key=lambda f: f.rel)
     if len(inputs) != sum(len(p.inputs) for p in parts):
@@ -191,6 +197,8 @@ def merge_stats(parts: list[StatsResult]) -> StatsResult:
         tokenizer=base.tokenizer,
         doc_lengths=pl.concat(docs).sort(pl.col("file").replace_strict(order, default=None), "row") if docs else None,
         elapsed_s=sum(p.elapsed_s for p in parts),
+        engine=base.engine if all(p.engine == base.engine for p in parts) else
+        {"name": "mixed", "reason": "parts counted with different engines (the same counts)"},
     )
 
 
@@ -278,5 +286,6 @@ def load_stats(out_dir: str, with_doc_lengths: bool = False) -> StatsResult:
         config=config, inputs=inputs, histogram=rd("histogram.parquet"), files=rd("files.parquet"),
         skips=rd("skips.parquet"), fingerprint=meta["fingerprint"], tokenizer=meta.get("tokenizer"),
         doc_lengths=rd("doc_lengths.parquet") if with_doc_lengths else None, elapsed_s=meta.get("elapsed_s", 0.0),
+        engine=meta.get("engine"),
     )
     return res

@@ -4,6 +4,10 @@ Only local paths (or fsspec URLs) are accepted: nothing is downloaded from a hub
 `Tokenizer.encode_batch_fast` (no offsets) on sub-batches of about ``SUB_BATCH_CHARS`` characters so the
 memory of the intermediate `Encoding` objects stays bounded; texts are encoded without special tokens, so
 counts equal ``len(tok.encode(text, add_special_tokens=False).ids)`` exactly.
+
+Engines: ``hf`` (`tokenizers`, the reference) or ``tiktoken`` (`lcdata.fast_tokenizer`, the ``[fast]`` extra:
+the same ids, faster, only for byte-level BPE tokenizers where equivalence is proven from the definition).
+``auto`` takes tiktoken when it is installed and equivalent, else HF. The engine never changes a result.
 """
 
 from __future__ import annotations
@@ -11,12 +15,14 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 
 import fsspec
 import numpy as np
 
-from .errors import TokenizerError
+from .config import ENGINES, default_workers
+from .errors import ConfigError, TokenizerError
 
 SUB_BATCH_CHARS = 4 << 20
 
@@ -62,19 +68,93 @@ def tokenizer_info(path: str) -> TokenizerInfo:
     return TokenizerInfo(path=path, sha256=hashlib.sha256(data).hexdigest(), vocab_size=tok.get_vocab_size())
 
 
-def count_tokens(tok, texts: list[str]) -> np.ndarray:
-    """Token count of each text (no special tokens), via the fast batch path, in bounded sub-batches."""
-    out = np.empty(len(texts), dtype=np.int64)
+def _sub_batches(texts: list[str]):
     start = 0
     while start < len(texts):
         end, chars = start, 0
         while end < len(texts) and (chars < SUB_BATCH_CHARS or end == start):
             chars += len(texts[end])
             end += 1
-        encs = tok.encode_batch_fast(texts[start:end], add_special_tokens=False)
-        out[start:end] = [len(e) for e in encs]
+        yield start, end
         start = end
+
+
+def count_tokens(tok, texts: list[str], engine=None) -> np.ndarray:
+    """Token count of each text (no special tokens), via the fast batch path, in bounded sub-batches.
+    ``engine``: None for HF, or an engine from `get_engine` (same counts)."""
+    out = np.empty(len(texts), dtype=np.int64)
+    for start, end in _sub_batches(texts):
+        if engine is not None:
+            out[start:end] = engine.count_batch(texts[start:end])
+        else:
+            out[start:end] = [len(e) for e in tok.encode_batch_fast(texts[start:end], add_special_tokens=False)]
     return out
+
+
+# ------------------------------------------------------------------------------------------- engines
+
+
+def check_engine(engine: str) -> str:
+    if engine not in ENGINES:
+        raise ConfigError(f"engine={engine!r} is not one of {ENGINES}; use auto (tiktoken where exact, else hf)")
+    return engine
+
+
+def resolve_engine(path: str, engine: str = "auto") -> tuple[str, str]:
+    """``(engine to use, why)`` for the tokenizer at ``path``: 'hf' or 'tiktoken'.
+
+    ``auto``: tiktoken when installed and provably equivalent, else hf. ``tiktoken`` forced: raises
+    `MissingDependencyError` (naming the ``[fast]`` extra) if tiktoken is missing, `ConfigError` with the
+    reason if this tokenizer is not equivalent."""
+    from .fast_tokenizer import require_tiktoken, tiktoken_available
+
+    check_engine(engine)
+    if engine == "hf":
+        return "hf", "requested"
+    if engine == "tiktoken":
+        require_tiktoken()
+    ok, why = _equivalence(path)
+    if engine == "tiktoken" and not ok:
+        raise ConfigError(f"engine 'tiktoken' cannot reproduce {path!r} exactly: {why}; use engine 'hf' or 'auto'")
+    if ok and not tiktoken_available():
+        return "hf", "tiktoken is not installed (pip install 'lcdata[fast]' for the faster exact engine)"
+    return ("tiktoken", why) if ok else ("hf", f"tiktoken not equivalent: {why}")
+
+
+@functools.lru_cache(maxsize=8)
+def _equivalence(path: str) -> tuple[bool, str]:
+    from .fast_tokenizer import check_equivalence
+
+    return check_equivalence(load_tokenizer(path))
+
+
+def engine_threads() -> int:
+    """Threads for one process's encoder: the Rayon size the worker pool gives each process (cores //
+    workers, `lcdata.parallel`), else all cores."""
+    try:
+        return max(1, int(os.environ["RAYON_NUM_THREADS"]))
+    except (KeyError, ValueError):
+        return default_workers()
+
+
+@functools.lru_cache(maxsize=4)
+def _engine(path: str, name: str, threads: int):
+    if name == "hf":
+        return None
+    from .fast_tokenizer import tiktoken_engine
+
+    eng, why = tiktoken_engine(load_tokenizer(path), threads=threads)
+    if eng is None:
+        raise ConfigError(f"engine 'tiktoken' cannot reproduce {path!r} exactly: {why}")
+    return eng
+
+
+def get_engine(path: str, name: str, threads: int | None = None):
+    """The engine object to pass to `encode_texts` / `count_tokens`: None for 'hf', a `TiktokenEngine` for
+    'tiktoken' ('auto' is resolved first). Cached per process."""
+    if name == "auto":
+        name = resolve_engine(path, "auto")[0]
+    return _engine(path, check_engine(name), threads or engine_threads())
 
 
 # ------------------------------------------------------------------------------------ special tokens
@@ -108,11 +188,16 @@ SPLIT_CHARS = 1 << 16  # documents longer than this are encoded in pieces cut at
 def can_split(tok) -> bool:
     """True when cutting text before a single space between two non-space characters cannot change the
     tokens: a byte-level BPE whose pre-tokenizer is ByteLevel with its GPT-2-style regex (alone or after a
-    Split regex that never crosses such a space), and no normalizer. Then every such space starts a new
-    pre-token, and BPE never merges across pre-tokens."""
+    Split regex that never crosses such a space), no normalizer, and no added token that could span such a
+    space (``rstrip``, which swallows the spaces after the token, or a space inside its content). Then every
+    such space starts a new pre-token, and BPE never merges across pre-tokens."""
     d = json.loads(tok.to_str())
     if d.get("normalizer") is not None or (d.get("model") or {}).get("type") != "BPE":
         return False
+    for t in d.get("added_tokens") or []:
+        c = t.get("content", "")
+        if t.get("rstrip") or any(c[k] == " " and not c[k - 1].isspace() for k in range(1, len(c))):
+            return False
     pre = d.get("pre_tokenizer") or {}
     items = pre.get("pretokenizers", []) if pre.get("type") == "Sequence" else [pre]
     kinds = [p.get("type") for p in items]
@@ -120,6 +205,12 @@ def can_split(tok) -> bool:
         return False
     bl = items[-1]
     return bl.get("use_regex", True) or "Split" in kinds
+
+
+@functools.lru_cache(maxsize=8)
+def can_split_file(path: str) -> bool:
+    """`can_split` of the tokenizer file at ``path``, once per process (it parses the tokenizer's JSON)."""
+    return can_split(load_tokenizer(path))
 
 
 def _safe_cuts(text: str, piece: int) -> list[int]:
@@ -145,12 +236,14 @@ def _safe_cuts(text: str, piece: int) -> list[int]:
     return cuts
 
 
-def encode_texts(tok, texts: list[str], split: bool, piece_chars: int = SPLIT_CHARS) -> list[np.ndarray]:
+def encode_texts(tok, texts: list[str], split: bool, piece_chars: int = SPLIT_CHARS,
+                 engine=None) -> list[np.ndarray]:
     """Token ids (int64 arrays, no special tokens) of each text, via `encode_batch_fast`.
 
     With ``split`` (see `can_split`), texts longer than ``piece_chars`` are cut at safe points and their
     pieces encoded as separate batch items, so BPE cost stays linear in the document length; the ids are
-    identical to encoding the whole text (tested on the demo corpus and adversarial text).
+    identical to encoding the whole text (tested on the demo corpus and adversarial text). ``engine``: None
+    for HF, or an engine from `get_engine` (same ids).
     """
     items: list[str] = []
     owners: list[int] = []
@@ -164,14 +257,13 @@ def encode_texts(tok, texts: list[str], split: bool, piece_chars: int = SPLIT_CH
             items.append(t)
             owners.append(i)
     out: list[list[np.ndarray]] = [[] for _ in texts]
-    start = 0
-    while start < len(items):
-        end, chars = start, 0
-        while end < len(items) and (chars < SUB_BATCH_CHARS or end == start):
-            chars += len(items[end])
-            end += 1
-        for j, e in enumerate(tok.encode_batch_fast(items[start:end], add_special_tokens=False)):
-            out[owners[start + j]].append(np.asarray(e.ids, dtype=np.int64))
-        start = end
+    for start, end in _sub_batches(items):
+        if engine is not None:
+            encoded = engine.encode_batch(items[start:end])
+        else:
+            encoded = [np.asarray(e.ids, dtype=np.int64)
+                       for e in tok.encode_batch_fast(items[start:end], add_special_tokens=False)]
+        for j, ids in enumerate(encoded):
+            out[owners[start + j]].append(ids)
     return [parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else np.zeros(0, np.int64)
             for parts in out]

@@ -17,3 +17,29 @@ def demo_dir() -> Path:
 @pytest.fixture(scope="session")
 def tokenizer_path() -> str:
     return str(TOKENIZER)
+
+
+@pytest.fixture(scope="session")
+def train_shards(tmp_path_factory) -> str:
+    """lcdata_train's fixture: shards (seq_len 256, 132 sequences, ~34K tokens) built once per session with
+    `run_build` from a slice of the demo corpus: the first 400 web documents and 6 short code files."""
+    import json
+
+    import zstandard
+
+    from lcdata.build import BuildConfig, run_build
+
+    root = tmp_path_factory.mktemp("train")
+
+    def lines(path):
+        with open(path, "rb") as fh:
+            return zstandard.ZstdDecompressor().decompress(fh.read()).decode().splitlines()
+
+    web = lines(DEMO / "web" / "part-000.jsonl.zst")[:400]
+    code = [ln for ln in lines(DEMO / "code" / "part-000.jsonl.zst") if len(json.loads(ln)["text"]) < 30000][:6]
+    for name, rows in (("web", web), ("code", code)):
+        (root / "corpus" / name).mkdir(parents=True)
+        (root / "corpus" / name / "part-000.jsonl").write_text("\n".join(rows) + "\n")
+    out = str(root / "shards")
+    run_build([str(root / "corpus")], out, BuildConfig(tokenizer=str(TOKENIZER), seq_len=256), workers=1)
+    return out
