@@ -12,6 +12,7 @@ import sys
 
 from .config import PAPER_CHARS_PER_TOKEN, ReadConfig, StatsConfig, parse_buckets
 from .errors import LcdataError
+from .executors import add_executor_args, executor_from_args
 
 
 def _add_read_args(p: argparse.ArgumentParser) -> None:
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lcdata", description="Long-context training data: stats, sample, build.")
     p.add_argument("--version", action="version", version=f"lcdata {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("train", help="continual pretraining on shards (lcdata_train; `lcdata train --help`)", add_help=False)
 
     s = sub.add_parser("stats", help="per-source document-length statistics",
                        description="Per-source and per-length-bucket document statistics of a corpus.")
@@ -56,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-figure", action="store_true", help="do not write the PNG figure")
     s.add_argument("--quiet", action="store_true", help="no progress line and no table")
     s.set_defaults(func=cmd_stats)
+    add_executor_args(s)
 
     sp = sub.add_parser("sample", help="sample under a target length distribution (the paper's mixtures)",
                         description="Decide how many copies of each document go into the training data.")
@@ -83,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--no-figure", action="store_true")
     sp.add_argument("--quiet", action="store_true")
     sp.set_defaults(func=cmd_sample)
+    add_executor_args(sp)
 
     b = sub.add_parser("build", help="tokenize and write packed token shards",
                        description="Tokenize a corpus (optionally through a sample plan) into packed token shards.")
@@ -104,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="token dtype (auto: uint16 when the vocabulary fits, else uint32)")
     b.add_argument("--quiet", action="store_true")
     b.set_defaults(func=cmd_build)
+    add_executor_args(b)
 
     v = sub.add_parser("verify", help="check a shard folder against its manifest")
     v.add_argument("folder")
@@ -130,8 +135,16 @@ def cmd_build(a) -> int:
     cfg = BuildConfig(tokenizer=a.tokenizer, seq_len=a.seq_len, packing=a.packing, bos=a.bos, eos=a.eos,
                       shard_tokens=a.shard_size, seed=a.seed, plan=a.plan, split_long=not a.no_split, dtype=a.dtype,
                       read=_read_config(a))
-    r = run_build(a.inputs, a.out, cfg, workers=a.workers, overwrite=a.overwrite, resume=a.resume,
-                  progress=not a.quiet)
+    ex = executor_from_args(a)
+    if ex is not None:
+        from .pipelines import run_build_distributed
+
+        r = run_build_distributed(a.inputs, a.out, cfg, ex, overwrite=a.overwrite, resume=a.resume)
+        if r is None:
+            return _submitted(a, ex)
+    else:
+        r = run_build(a.inputs, a.out, cfg, workers=a.workers, overwrite=a.overwrite, resume=a.resume,
+                      progress=not a.quiet)
     if not a.quiet:
         m = r.manifest
         print(f"{m['n_sequences']:,} sequences x {m['seq_len']:,} tokens ({m['dtype']}), {m['n_tokens']:,} document "
@@ -146,6 +159,12 @@ def cmd_build(a) -> int:
         print(render(rows, [("source", "source", "str"), ("documents", "docs", "int"), ("tokens", "tokens", "int"),
                             ("share", "share", "pct")]))
         print(f"wrote {a.out}/ (manifest.json, shard-*.bin, shard-*.seg.npy, documents.parquet)")
+    return 0
+
+
+def _submitted(a, ex) -> int:
+    logs = getattr(ex, "logging_dir", None) or f"{a.out}/_scaleout/logs"
+    print(f"submitted to {getattr(ex, 'kind', 'the executor')}; the last job writes {a.out}/; logs in {logs}")
     return 0
 
 
@@ -202,8 +221,16 @@ def cmd_sample(a) -> int:
     if a.stats is None or a.tokenizer:
         skw = {"chars_per_token": a.chars_per_token} if a.chars_per_token else {}
         scfg = StatsConfig(tokenizer=a.tokenizer, read=_read_config(a), **skw)
-    res = run_sample(a.inputs, a.out, cfg, stats_dir=a.stats, stats_config=scfg, workers=a.workers,
-                     progress=not a.quiet, figure=not a.no_figure)
+    ex = executor_from_args(a)
+    if ex is not None and a.stats is None:
+        from .pipelines import run_sample_distributed
+
+        res = run_sample_distributed(a.inputs, a.out, cfg, ex, stats_config=scfg, figure=not a.no_figure)
+        if res is None:
+            return _submitted(a, ex)
+    else:
+        res = run_sample(a.inputs, a.out, cfg, stats_dir=a.stats, stats_config=scfg, workers=a.workers,
+                         progress=not a.quiet, figure=not a.no_figure)
     if not a.quiet:
         print(sample_table(res, cfg.threshold))
         print(f"\nwrote {a.out}/ (plan.parquet, report.parquet, report.json, plan.json, sample.png)")
@@ -221,7 +248,15 @@ def cmd_stats(a) -> int:
         kw["chars_per_token"] = a.chars_per_token
     cfg = StatsConfig(tokenizer=a.tokenizer, calibrate=a.calibrate, long_threshold=a.long_threshold,
                       doc_lengths=not a.no_doc_lengths, read=_read_config(a), **kw)
-    result = run_stats(a.inputs, a.out, cfg, workers=a.workers, progress=not a.quiet, figure=not a.no_figure)
+    ex = executor_from_args(a)
+    if ex is not None:
+        from .pipelines import run_stats_distributed
+
+        result = run_stats_distributed(a.inputs, a.out, cfg, ex, figure=not a.no_figure)
+        if result is None:
+            return _submitted(a, ex)
+    else:
+        result = run_stats(a.inputs, a.out, cfg, workers=a.workers, progress=not a.quiet, figure=not a.no_figure)
     if not a.quiet:
         print(stats_table(result))
         if result.skips.height:
@@ -237,7 +272,19 @@ def cmd_stats(a) -> int:
     return 0
 
 
+TRAIN_COMMANDS = ("train",)  # dispatched lazily to lcdata_train (torch), never imported otherwise
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in TRAIN_COMMANDS:
+        try:
+            from lcdata_train.cli import main as train_main
+        except ImportError as e:
+            print(f"lcdata {argv[0]}: error: needs the training extra ({e}); pip install 'lcdata[train]'",
+                  file=sys.stderr)
+            return 2
+        return train_main(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
