@@ -21,8 +21,8 @@ def tokenizer_path() -> str:
 
 @pytest.fixture(scope="session")
 def train_shards(tmp_path_factory) -> str:
-    """lcdata_train's fixture: shards (seq_len 256, 132 sequences, ~34K tokens) built once per session with
-    `run_build` from a slice of the demo corpus: the first 400 web documents and 6 short code files."""
+    """lcdata_train's fixture: shards (seq_len 256, 50 sequences, 12,800 tokens) built once per session with
+    `run_build` from a slice of the demo corpus: the first 150 web documents and 2 short code files."""
     import json
 
     import zstandard
@@ -35,8 +35,8 @@ def train_shards(tmp_path_factory) -> str:
         with open(path, "rb") as fh:
             return zstandard.ZstdDecompressor().decompress(fh.read()).decode().splitlines()
 
-    web = lines(DEMO / "web" / "part-000.jsonl.zst")[:400]
-    code = [ln for ln in lines(DEMO / "code" / "part-000.jsonl.zst") if len(json.loads(ln)["text"]) < 30000][:6]
+    web = lines(DEMO / "web" / "part-000.jsonl.zst")[:150]
+    code = [ln for ln in lines(DEMO / "code" / "part-000.jsonl.zst") if len(json.loads(ln)["text"]) < 12000][:2]
     for name, rows in (("web", web), ("code", code)):
         (root / "corpus" / name).mkdir(parents=True)
         (root / "corpus" / name / "part-000.jsonl").write_text("\n".join(rows) + "\n")

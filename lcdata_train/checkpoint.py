@@ -1,0 +1,252 @@
+"""Checkpoints: Hugging Face LLaMA folders in and out, and training checkpoints for exact resume.
+
+Hugging Face format (what ``LlamaForCausalLM.from_pretrained`` reads and writes): ``config.json`` plus
+``model.safetensors`` (or shards listed in ``model.safetensors.index.json``). Tensor names are ours
+unchanged (`model.py` uses Hugging Face's names); a tied ``lm_head.weight`` is not stored. Loading checks
+every name and shape against config.json and names what is missing or differs. ``pytorch_model.bin``
+(a pickle) is refused: nothing here ever unpickles, only safetensors and JSON are read.
+
+A training checkpoint ``RUN/checkpoints/step-00000100/`` holds the model in HF format (fp32, exact),
+``optimizer.safetensors`` (AdamW moments and step counts, keyed ``<param>/<name>``) and ``state.json``
+(step, tokens, data-loader state, optimizer hyper-parameters, the run's config, the shards' identity),
+written last into a temporary folder that is then renamed: a folder named ``step-*`` is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from lcdata.errors import ConfigError, LcdataError
+
+from .config import ModelConfig
+
+_USED = {"architectures", "model_type", "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+         "num_attention_heads", "num_key_value_heads", "head_dim", "hidden_act", "max_position_embeddings",
+         "rms_norm_eps", "rope_theta", "rope_scaling", "rope_parameters", "tie_word_embeddings", "attention_bias",
+         "mlp_bias", "torch_dtype", "dtype", "initializer_range", "transformers_version"}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class CheckpointError(LcdataError):
+    """A checkpoint folder is missing files or does not match its config / this run."""
+
+
+# ------------------------------------------------------------------------------------- HF config
+
+
+def read_hf_config(folder: str) -> tuple[ModelConfig, str]:
+    """(ModelConfig, stored dtype name) of a Hugging Face LLaMA folder."""
+    path = os.path.join(folder, "config.json")
+    if not os.path.isfile(path):
+        have = sorted(os.listdir(folder)) if os.path.isdir(folder) else None
+        raise CheckpointError(f"{folder!r} has no config.json (it holds {have}); a Hugging Face LLaMA folder needs "
+                              "config.json and model.safetensors" if have is not None else
+                              f"{folder!r} is neither a model preset nor a folder")
+    j = json.loads(open(path).read())
+    if j.get("model_type", "llama") != "llama":
+        raise CheckpointError(f"{path}: model_type {j.get('model_type')!r} is not 'llama'; only LLaMA-architecture "
+                              "checkpoints load here")
+    bad = {k: j.get(k) for k in ("attention_bias", "mlp_bias") if j.get(k)}
+    if j.get("hidden_act", "silu") != "silu":
+        bad["hidden_act"] = j["hidden_act"]
+    if bad:
+        raise CheckpointError(f"{path}: {bad} are not supported (LLaMA has no biases and uses silu)")
+    rp = j.get("rope_parameters") or {}
+    theta = rp.get("rope_theta", j.get("rope_theta", 10000.0))
+    scaling = j.get("rope_scaling")
+    if scaling is None and rp.get("rope_type", "default") != "default":
+        scaling = {k: v for k, v in rp.items() if k != "rope_theta"}
+    try:
+        cfg = ModelConfig(vocab_size=j["vocab_size"], dim=j["hidden_size"], n_layers=j["num_hidden_layers"],
+                          n_heads=j["num_attention_heads"],
+                          n_kv_heads=j.get("num_key_value_heads") or j["num_attention_heads"],
+                          ffn_dim=j["intermediate_size"], head_dim=j.get("head_dim") or 0,
+                          norm_eps=j.get("rms_norm_eps", 1e-6), rope_theta=float(theta), rope_scaling=scaling,
+                          max_seq_len=j.get("max_position_embeddings", 4096),
+                          tie_embeddings=bool(j.get("tie_word_embeddings", False)),
+                          init_std=j.get("initializer_range", 0.02),
+                          hf_extra={k: v for k, v in j.items() if k not in _USED})
+    except KeyError as e:
+        raise CheckpointError(f"{path} lacks {e.args[0]!r}, which a LLaMA config needs") from None
+    except ConfigError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    return cfg, j.get("dtype") or j.get("torch_dtype") or "float32"
+
+
+def hf_config_dict(cfg: ModelConfig, dtype: str = "float32") -> dict:
+    """config.json for ``cfg``; rope written both the classic way (transformers 4) and as rope_parameters (5)."""
+    d = dict(cfg.hf_extra)
+    d.update(architectures=["LlamaForCausalLM"], model_type="llama", vocab_size=cfg.vocab_size, hidden_size=cfg.dim,
+             intermediate_size=cfg.ffn_dim, num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads,
+             num_key_value_heads=cfg.n_kv_heads, head_dim=cfg.head_dim, hidden_act="silu",
+             max_position_embeddings=cfg.max_seq_len, rms_norm_eps=cfg.norm_eps, rope_theta=cfg.rope_theta,
+             rope_scaling=cfg.rope_scaling, tie_word_embeddings=cfg.tie_embeddings, attention_bias=False,
+             mlp_bias=False, initializer_range=cfg.init_std, torch_dtype=dtype,
+             rope_parameters={"rope_type": "default", **(cfg.rope_scaling or {}), "rope_theta": cfg.rope_theta})
+    return d
+
+
+# ------------------------------------------------------------------------------------- HF weights
+
+
+def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+    from .model import Llama
+
+    with torch.device("meta"):
+        m = Llama(cfg)
+    sd = {k: tuple(v.shape) for k, v in m.state_dict().items()}
+    if cfg.tie_embeddings:
+        sd.pop("lm_head.weight")
+    return sd
+
+
+def _weight_files(folder: str) -> list[str]:
+    single = os.path.join(folder, "model.safetensors")
+    index = os.path.join(folder, "model.safetensors.index.json")
+    if os.path.isfile(single):
+        return [single]
+    if os.path.isfile(index):
+        files = sorted(set(json.loads(open(index).read())["weight_map"].values()))
+        missing = [f for f in files if not os.path.isfile(os.path.join(folder, f))]
+        if missing:
+            raise CheckpointError(f"{folder!r}: model.safetensors.index.json lists missing files {missing[:5]}")
+        return [os.path.join(folder, f) for f in files]
+    have = sorted(os.listdir(folder))
+    extra = " (pytorch_model.bin is a pickle and is never loaded here: convert it to safetensors)" \
+        if any(f.startswith("pytorch_model") for f in have) else ""
+    raise CheckpointError(f"{folder!r} has no model.safetensors or model.safetensors.index.json (it holds "
+                          f"{have}){extra}")
+
+
+def check_state(cfg: ModelConfig, sd: dict[str, torch.Tensor], where: str) -> None:
+    want = expected_shapes(cfg)
+    missing = [k for k in want if k not in sd]
+    extra = [k for k in sd if k not in want]
+    shapes = [f"{k}: {tuple(sd[k].shape)} in the file, {want[k]} from config.json" for k in want
+              if k in sd and tuple(sd[k].shape) != want[k]]
+    problems = []
+    if missing:
+        problems.append(f"missing tensors {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+    if extra:
+        problems.append(f"unexpected tensors {extra[:5]}{' ...' if len(extra) > 5 else ''}")
+    if shapes:
+        problems.append("shape mismatches: " + "; ".join(shapes[:5]))
+    if problems:
+        raise CheckpointError(f"{where} does not match its config (hidden_size={cfg.dim}, layers={cfg.n_layers}, "
+                              f"heads={cfg.n_heads}/{cfg.n_kv_heads}, vocab={cfg.vocab_size}, "
+                              f"intermediate={cfg.ffn_dim}, tied={cfg.tie_embeddings}): " + "; ".join(problems))
+
+
+def load_hf_state(folder: str, cfg: ModelConfig, dtype: torch.dtype | None = torch.float32) -> dict[str, torch.Tensor]:
+    """The checked state dict of a HF folder (CPU; ``dtype`` None keeps the stored one). A tied model's dict
+    gets ``lm_head.weight`` as the embedding, so it loads into `Llama` with strict=True."""
+    sd: dict[str, torch.Tensor] = {}
+    for f in _weight_files(folder):
+        sd.update(load_file(f))
+    sd = {k: v for k, v in sd.items() if not k.endswith("rotary_emb.inv_freq")}
+    if cfg.tie_embeddings:
+        sd.pop("lm_head.weight", None)
+    check_state(cfg, sd, repr(folder))
+    if dtype is not None:
+        sd = {k: v.to(dtype) for k, v in sd.items()}
+    if cfg.tie_embeddings:
+        sd["lm_head.weight"] = sd["model.embed_tokens.weight"]
+    return sd
+
+
+def _atomic_json(obj, path: str) -> None:
+    with open(path + ".tmp", "w") as fh:
+        json.dump(obj, fh, indent=2)
+    os.replace(path + ".tmp", path)
+
+
+def save_hf(sd: dict[str, torch.Tensor], cfg: ModelConfig, folder: str, dtype: str = "float32") -> None:
+    """Write ``sd`` (full, CPU) as a Hugging Face LLaMA folder in ``dtype``."""
+    if dtype not in DTYPES:
+        raise ConfigError(f"save dtype {dtype!r} must be one of {sorted(DTYPES)}")
+    os.makedirs(folder, exist_ok=True)
+    out = {k: v.detach().to("cpu", DTYPES[dtype]).contiguous() for k, v in sd.items()
+           if not (cfg.tie_embeddings and k == "lm_head.weight")}
+    check_state(cfg, out, "the model to save")
+    save_file(out, os.path.join(folder, "model.safetensors.tmp"), metadata={"format": "pt"})
+    os.replace(os.path.join(folder, "model.safetensors.tmp"), os.path.join(folder, "model.safetensors"))
+    _atomic_json(hf_config_dict(cfg, dtype), os.path.join(folder, "config.json"))
+
+
+def load_pretrained(folder: str, **overrides):
+    """A `Llama` with the weights of a HF LLaMA folder (fp32, CPU). ``overrides`` replace config fields
+    (e.g. ``rope_theta=5e6``)."""
+    from .model import Llama
+
+    cfg, _ = read_hf_config(folder)
+    sd = load_hf_state(folder, cfg)
+    cfg = cfg.replace(**overrides) if overrides else cfg
+    m = Llama(cfg)
+    m.load_state_dict(sd, strict=True)
+    return m
+
+
+# ------------------------------------------------------------------------------- training checkpoints
+
+_STEP = re.compile(r"^step-(\d{8})$")
+
+
+def latest_checkpoint(run_dir: str) -> str | None:
+    d = os.path.join(run_dir, "checkpoints")
+    if not os.path.isdir(d):
+        return None
+    steps = sorted(n for n in os.listdir(d) if _STEP.match(n) and os.path.isfile(os.path.join(d, n, "state.json")))
+    return os.path.join(d, steps[-1]) if steps else None
+
+
+def save_training_checkpoint(run_dir: str, step: int, model_sd: dict, cfg: ModelConfig, optim_sd: dict,
+                             state: dict, keep: int = 2) -> str:
+    root = os.path.join(run_dir, "checkpoints")
+    final = os.path.join(root, f"step-{step:08d}")
+    tmp = final + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_hf(model_sd, cfg, tmp, "float32")
+    tensors, scalars = {}, {}
+    for name, st in optim_sd["state"].items():
+        for k, v in st.items():
+            if isinstance(v, torch.Tensor):
+                tensors[f"{name}/{k}"] = v.detach().cpu().contiguous()
+            else:
+                scalars[f"{name}/{k}"] = v
+    save_file(tensors, os.path.join(tmp, "optimizer.safetensors"))
+    state = dict(state, step=step, optimizer={"param_groups": optim_sd["param_groups"], "scalars": scalars})
+    _atomic_json(state, os.path.join(tmp, "state.json"))
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    done = sorted(n for n in os.listdir(root) if _STEP.match(n))
+    for old in done[:-keep]:
+        shutil.rmtree(os.path.join(root, old), ignore_errors=True)
+    return final
+
+
+def load_training_checkpoint(path: str, cfg: ModelConfig) -> tuple[dict, dict, dict]:
+    """(model state dict, optimizer state dict, state.json) of a training checkpoint folder."""
+    need = ["config.json", "model.safetensors", "optimizer.safetensors", "state.json"]
+    missing = [f for f in need if not os.path.isfile(os.path.join(path, f))]
+    if missing:
+        raise CheckpointError(f"training checkpoint {path!r} lacks {missing}; delete it to resume from the one before")
+    saved_cfg, _ = read_hf_config(path)
+    diff = [f"{k}: {getattr(saved_cfg, k)!r} (checkpoint) != {getattr(cfg, k)!r} (now)"
+            for k in ("vocab_size", "dim", "n_layers", "n_heads", "n_kv_heads", "ffn_dim", "head_dim", "rope_theta",
+                      "rope_scaling", "tie_embeddings") if getattr(saved_cfg, k) != getattr(cfg, k)]
+    if diff:
+        raise CheckpointError(f"training checkpoint {path!r} is of another model: " + "; ".join(diff))
+    model_sd = load_hf_state(path, cfg)
+    state = json.loads(open(os.path.join(path, "state.json")).read())
+    flat = load_file(os.path.join(path, "optimizer.safetensors"))
+    osd_state: dict[str, dict] = {}
+    for key, v in list(flat.items()) + list(state["optimizer"]["scalars"].items()):
+        name, k = key.rsplit("/", 1)
+        osd_state.setdefault(name, {})[k] = v
+    return model_sd, {"state": osd_state, "param_groups": state["optimizer"]["param_groups"]}, state

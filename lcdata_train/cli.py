@@ -1,0 +1,125 @@
+"""Command line: ``python -m lcdata_train train ...`` (and ``lcdata train ...`` through `main`).
+
+It only maps flags to `TrainConfig` and calls `train.train`; torch is imported after the flags parse, so
+``--help`` and flag errors are instant. Errors derived from `LcdataError` print one message and exit 2
+(traceback with ``LCDATA_DEBUG=1``). Multi-GPU: ``torchrun --nproc-per-node 8 -m lcdata_train train ...``.
+
+The `lcdata` CLI dispatches with ``lcdata_train.cli.main(["train", *flags])``: ``argv`` starts with the
+subcommand, as after ``lcdata``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from lcdata.errors import ConfigError, LcdataError, MissingDependencyError
+
+from .config import DTYPES, PARALLEL, PRESETS, SCHEDULES, TrainConfig
+
+
+def _rope_scaling(s: str) -> dict:
+    if s.strip().startswith("{"):
+        return json.loads(s)
+    kind, _, factor = s.partition(":")
+    try:
+        return {"rope_type": kind, "factor": float(factor)}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{s!r}: use linear:FACTOR or a JSON object") from None
+
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    """The `train` flags (for a parent CLI that builds its own subparser)."""
+    p.add_argument("--shards", required=True, help="shard folder from `lcdata build`")
+    p.add_argument("--model", default="debug", help=f"preset {'|'.join(PRESETS)} or a Hugging Face LLaMA folder "
+                   "(config.json + safetensors)")
+    p.add_argument("--out", required=True, help="run folder (log.jsonl, checkpoints/, final/)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
+    p.add_argument("--seq-len", type=int, default=None, help="tokens per sequence (default: the shards')")
+    p.add_argument("--rope-theta", type=float, default=None, help="RoPE base, e.g. 5e6 (default: the model's)")
+    p.add_argument("--rope-scaling", type=_rope_scaling, default=None,
+                   help="RoPE scaling: linear:FACTOR or a JSON object (llama3 form)")
+    p.add_argument("--lr", type=float, default=2e-5, help="peak learning rate (default 2e-5, the paper's)")
+    p.add_argument("--schedule", choices=SCHEDULES, default="constant", help="constant (paper) or warmup + cosine")
+    p.add_argument("--warmup-steps", type=int, default=0)
+    p.add_argument("--min-lr-ratio", type=float, default=0.1, help="cosine: final LR / peak LR")
+    p.add_argument("--batch-tokens", default="4M",
+                   help="tokens per optimizer step over all ranks (default 4M; a suffixed size is rounded to a "
+                        "multiple of seq-len x world x micro-batch, a plain number must be one)")
+    p.add_argument("--tokens", default="5B", help="tokens to train on (default 5B)")
+    p.add_argument("--micro-batch", type=int, default=1, help="sequences per forward pass per rank")
+    p.add_argument("--doc-mask", action="store_true", help="intra-document attention masking (paper: off)")
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--grad-clip", type=float, default=1.0, help="max gradient norm (0: off)")
+    p.add_argument("--no-act-ckpt", action="store_true", help="keep activations instead of recomputing blocks")
+    p.add_argument("--loss-chunk", type=int, default=4096, help="tokens per cross-entropy chunk")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--save-every", type=int, default=100, help="checkpoint every N steps (0: at the end only)")
+    p.add_argument("--keep", type=int, default=2, help="training checkpoints to keep")
+    p.add_argument("--stop-after", type=int, default=None, help="stop after N steps of this invocation (resumable)")
+    p.add_argument("--log-every", type=int, default=1, help="progress line every N steps (log.jsonl: every step)")
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cuda or cpu")
+    p.add_argument("--dtype", choices=DTYPES, default="auto", help="compute dtype (auto: bf16 on CUDA, fp32 on CPU)")
+    p.add_argument("--save-dtype", choices=DTYPES, default="auto", help="final model dtype (auto: the source's)")
+    p.add_argument("--attn-backend", default="auto", help="auto, flash_attn, sdpa, torch_varlen or sdpa_docs")
+    p.add_argument("--parallel", choices=PARALLEL, default="fsdp", help="multi-process strategy (FSDP2 or DDP)")
+    p.add_argument("--num-workers", type=int, default=0, help="data-loader worker processes")
+    p.add_argument("--peak-tflops", type=float, default=None, help="peak for MFU (default: known GPUs; CPU: none)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+def config_from_args(a: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(shards=a.shards, out=a.out, model=a.model, seq_len=a.seq_len, rope_theta=a.rope_theta,
+                       rope_scaling=a.rope_scaling, lr=a.lr, schedule=a.schedule, warmup_steps=a.warmup_steps,
+                       min_lr_ratio=a.min_lr_ratio, batch_tokens=a.batch_tokens, tokens=a.tokens,
+                       micro_batch=a.micro_batch, doc_mask=a.doc_mask, weight_decay=a.weight_decay,
+                       grad_clip=a.grad_clip, act_ckpt=not a.no_act_ckpt, loss_chunk=a.loss_chunk, seed=a.seed,
+                       resume=a.resume, save_every=a.save_every, keep=a.keep, stop_after=a.stop_after,
+                       log_every=a.log_every, device=a.device, dtype=a.dtype, save_dtype=a.save_dtype,
+                       attn_backend=a.attn_backend, parallel=a.parallel, num_workers=a.num_workers,
+                       peak_tflops=a.peak_tflops, quiet=a.quiet)
+
+
+def run_train(a: argparse.Namespace) -> int:
+    cfg = config_from_args(a)
+    try:
+        from . import attention
+        from .train import train
+    except ImportError as e:
+        raise MissingDependencyError(f"training needs torch and safetensors ({e}); pip install 'lcdata[train]'") from None
+
+    attention.set_backend(cfg.attn_backend)
+    res = train(cfg)
+    if res.losses and not cfg.quiet and int(os.environ.get("RANK", "0")) == 0:
+        print(f"lcdata train: steps {res.first_step} -> {res.step} of {res.total_steps}, loss "
+              f"{res.losses[0]:.4f} -> {res.losses[-1]:.4f}; run in {res.run_dir}"
+              + (f", model in {res.final_dir}" if res.final_dir else ""), file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    prog = "lcdata" if os.path.basename(sys.argv[0]) == "lcdata" else "python -m lcdata_train"
+    p = argparse.ArgumentParser(prog=prog, description="Continual pretraining on lcdata shards.")
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="continual pretraining of a LLaMA model on lcdata shards",
+                       description="Continual pretraining of a LLaMA model on lcdata shards (paper recipe).")
+    add_train_arguments(t)
+    t.set_defaults(func=run_train)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``main(["train", "--shards", ...])``; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (LcdataError, ConfigError) as e:
+        if os.environ.get("LCDATA_DEBUG"):
+            raise
+        print(f"lcdata {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,188 @@
+"""A compact LLaMA decoder: RMSNorm, RoPE (settable base, linear or Llama-3 scaling), SwiGLU, grouped-query
+attention, tied or untied embeddings. Bitwise the same math as Hugging Face's ``LlamaForCausalLM``.
+
+Parameter names are Hugging Face's (``model.layers.0.self_attn.q_proj.weight``, ...) so a checkpoint's
+``model.safetensors`` loads as our ``state_dict`` with no renaming (`checkpoint.py`); tests compare our
+logits with transformers' on the same random weights.
+
+``forward(input_ids, position_ids, cu_seqlens=None, max_seqlen=None, labels=None)``:
+- without ``labels``: the logits ``(B, L, V)`` (inference and tests only: V floats per token);
+- with ``labels``: ``(sum of token losses, scored tokens)`` through `loss.chunked_cross_entropy`, never
+  holding more than ``loss_chunk`` rows of logits.
+``cu_seqlens`` switches on intra-document attention (`attention.py`); with it ``position_ids`` should restart
+at 0 in each document (the data loader does that), and then a packed sequence computes exactly what each
+document alone would. ``act_ckpt`` recomputes each block in backward (activation memory: one block's
+activations plus the residual stream per layer).
+
+Parameters are kept in fp32 (the optimizer's master copy); on CUDA the trainer runs the forward under bf16
+autocast. RoPE angles are always computed in fp32 (position * inverse frequency) and cast afterwards.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from .attention import attention
+from .config import ModelConfig
+from .loss import chunked_cross_entropy
+
+
+def rope_inv_freq(cfg: ModelConfig) -> torch.Tensor:
+    """Inverse frequencies (fp32, on CPU, as transformers computes them) with optional scaling."""
+    d = cfg.head_dim
+    inv = 1.0 / (cfg.rope_theta ** (torch.arange(0, d, 2, dtype=torch.int64).float() / d))
+    rs = cfg.rope_scaling
+    if rs is None:
+        return inv
+    if rs["rope_type"] == "linear":
+        return inv / rs["factor"]
+    # llama3: long wavelengths divided by factor, short ones kept, a smooth blend in between
+    factor, lo, hi = rs["factor"], rs["low_freq_factor"], rs["high_freq_factor"]
+    old = rs["original_max_position_embeddings"]
+    wavelen = 2 * math.pi / inv
+    scaled = torch.where(wavelen > old / lo, inv / factor, inv)
+    smooth = (old / wavelen - lo) / (hi - lo)
+    blended = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = ~(wavelen < old / hi) * ~(wavelen > old / lo)
+    return torch.where(medium, blended, scaled)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x32.to(x.dtype)
+
+
+def rotate_half(x):
+    a, b = x.chunk(2, dim=-1)
+    return torch.cat((-b, a), dim=-1)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_heads, self.n_kv, self.hd = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+        self.q_proj = nn.Linear(cfg.dim, cfg.n_heads * cfg.head_dim, bias=False)
+        self.k_proj = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=False)
+        self.v_proj = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=False)
+        self.o_proj = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
+
+    def forward(self, x, cos, sin, cu_seqlens, max_seqlen):
+        B, L, _ = x.shape
+        q = self.q_proj(x).view(B, L, self.n_heads, self.hd)
+        k = self.k_proj(x).view(B, L, self.n_kv, self.hd)
+        v = self.v_proj(x).view(B, L, self.n_kv, self.hd)
+        cos, sin = cos.to(q.dtype)[:, :, None], sin.to(q.dtype)[:, :, None]
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        out = attention(q, k, v, cu_seqlens, max_seqlen)
+        return self.o_proj(out.reshape(B, L, -1))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.gate_proj = nn.Linear(cfg.dim, cfg.ffn_dim, bias=False)
+        self.up_proj = nn.Linear(cfg.dim, cfg.ffn_dim, bias=False)
+        self.down_proj = nn.Linear(cfg.ffn_dim, cfg.dim, bias=False)
+
+    def forward(self, x):
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.input_layernorm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.self_attn = Attention(cfg)
+        self.post_attention_layernorm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x, cos, sin, cu_seqlens=None, max_seqlen=None):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, cu_seqlens, max_seqlen)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class Backbone(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.dim)
+        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
+
+
+class Llama(nn.Module):
+    """``Llama(cfg)``; ``act_ckpt`` and ``loss_chunk`` are attributes the trainer sets."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.model = Backbone(cfg)
+        self.lm_head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+        self.act_ckpt = False
+        self.loss_chunk = 4096
+        self._inv_freq: dict[torch.device, torch.Tensor] = {}
+
+    @torch.no_grad()
+    def init_weights(self, seed: int = 0) -> None:
+        """N(0, init_std) for linear and embedding weights, ones for norms; from a CPU generator, so the
+        same seed gives the same weights on any device."""
+        g = torch.Generator().manual_seed(seed)
+        for name, p in self.named_parameters():
+            if name.endswith("norm.weight"):
+                p.fill_(1.0)
+            else:
+                p.copy_(torch.empty(p.shape).normal_(0.0, self.cfg.init_std, generator=g))
+
+    def rope(self, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        dev = position_ids.device
+        if dev not in self._inv_freq:
+            self._inv_freq[dev] = rope_inv_freq(self.cfg).to(dev)
+        with torch.autocast(dev.type, enabled=False):
+            freqs = position_ids.float()[..., None] * self._inv_freq[dev]
+            emb = torch.cat((freqs, freqs), dim=-1)
+            return emb.cos(), emb.sin()
+
+    def forward(self, input_ids, position_ids=None, cu_seqlens=None, max_seqlen=None, labels=None):
+        B, L = input_ids.shape
+        if L > self.cfg.max_seq_len:
+            raise ValueError(f"sequence length {L} > the model's max_seq_len {self.cfg.max_seq_len}")
+        if position_ids is None:
+            position_ids = torch.arange(L, device=input_ids.device).expand(B, L)
+        if cu_seqlens is not None and max_seqlen is None:
+            max_seqlen = int((cu_seqlens[1:] - cu_seqlens[:-1]).max())
+        cos, sin = self.rope(position_ids)
+        x = self.model.embed_tokens(input_ids)
+        for layer in self.model.layers:
+            if self.act_ckpt and torch.is_grad_enabled():
+                x = checkpoint(layer, x, cos, sin, cu_seqlens, max_seqlen, use_reentrant=False)
+            else:
+                x = layer(x, cos, sin, cu_seqlens, max_seqlen)
+        h = self.model.norm(x)
+        if labels is None:
+            return self.lm_head(h)
+        return chunked_cross_entropy(h, self.lm_head.weight, labels, self.loss_chunk)
+
+
+def init_state_dict(cfg: ModelConfig, seed: int) -> dict[str, torch.Tensor]:
+    """Freshly initialised weights (CPU, fp32) of a model of shape ``cfg``."""
+    with torch.device("meta"):
+        m = Llama(cfg)
+    m.to_empty(device="cpu")
+    if cfg.tie_embeddings:
+        m.lm_head.weight = m.model.embed_tokens.weight
+    m.init_weights(seed)
+    return m.state_dict()

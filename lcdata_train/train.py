@@ -1,0 +1,290 @@
+"""The training loop: continual pretraining of a LLaMA model on lcdata shards (the paper's recipe: full
+fine-tuning, constant LR 2e-5, 4M-token batches, 5B tokens, RoPE base raised before training).
+
+One optimizer step = ``accum`` micro-batches of ``micro_batch`` sequences on each of ``world`` ranks =
+``batch_tokens``. The loss of a step is the mean over every scored token of the step: each micro-batch
+returns its *sum* (chunked cross-entropy, `loss.py`), scaled by ``world / scored tokens of the whole step``
+(counted before the backward passes), so accumulation and data parallelism give the gradient of one big
+batch. Then: gradient clipping, the LR of the schedule (constant, or linear warmup + cosine to
+``min_lr_ratio``), AdamW (fp32 master weights and moments).
+
+Per step, rank 0 appends to ``RUN/log.jsonl`` (loss, lr, grad norm, tokens/s, MFU, data-loader share) and
+prints a progress line. MFU = model FLOPs / (step time x world x peak), model FLOPs = 6 N per token (N =
+parameters in matmuls, `ModelConfig.matmul_params`) + 6 x layers x (heads x head_dim) x sum of n^2 over the
+attention blocks (whole sequences, or documents with ``doc_mask``; causal, forward + backward;
+activation recomputation not counted). Peak = the GPU's dense bf16 peak from a table, ``peak_tflops``
+if given, else MFU is None (on CPU: there is no meaningful published peak).
+
+Checkpoints every ``save_every`` steps and at the end (`checkpoint.py`); the finished model is also
+written to ``RUN/final`` in Hugging Face format. Resume (``resume=True``) restores weights, optimizer and
+the data position from the newest checkpoint and refuses a changed config; with no randomness after
+initialisation, the resumed losses equal the uninterrupted run's (bitwise on CPU).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from lcdata.errors import ConfigError
+
+from . import distributed as D
+from .attention import pick_backend
+from .checkpoint import (
+    CheckpointError,
+    latest_checkpoint,
+    load_hf_state,
+    load_training_checkpoint,
+    read_hf_config,
+    save_hf,
+    save_training_checkpoint,
+)
+from .config import PRESETS, ModelConfig, TrainConfig, config_changes, parse_count, preset, resolve_batch
+from .data import IGNORE, ShardDataset, ShardLoader
+from .model import Llama, init_state_dict
+
+# dense bf16 peak, TFLOP/s, by a substring of torch.cuda.get_device_name()
+PEAK_TFLOPS = {"H200": 989.0, "H100 PCIe": 756.0, "H100": 989.0, "B200": 2250.0, "A100": 312.0, "L40S": 362.0,
+               "A10G": 125.0, "L4": 121.0}
+
+
+@dataclass
+class TrainResult:
+    run_dir: str
+    first_step: int  # steps already done when this invocation started
+    step: int  # steps done when it ended
+    total_steps: int
+    losses: list[float] = field(default_factory=list)  # this invocation's, one per step
+    records: list[dict] = field(default_factory=list)
+    final_dir: str | None = None
+
+
+def lr_at(step: int, cfg: TrainConfig, total_steps: int) -> float:
+    """LR of optimizer step ``step`` (0-based)."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.schedule == "constant":
+        return cfg.lr
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def peak_flops(device: torch.device, dtype: torch.dtype, override_tflops: float | None) -> float | None:
+    if override_tflops:
+        return override_tflops * 1e12
+    if device.type != "cuda" or dtype != torch.bfloat16:
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v * 1e12 for k, v in PEAK_TFLOPS.items() if k in name), None)
+
+
+def attention_flops(mcfg: ModelConfig, batches: list[dict], doc_mask: bool) -> float:
+    sq = 0
+    for b in batches:
+        if doc_mask:
+            n = (b["cu_seqlens"][1:] - b["cu_seqlens"][:-1]).double()
+            sq += float((n * n).sum())
+        else:
+            B, L = b["input_ids"].shape
+            sq += B * L * L
+    return 6.0 * mcfg.n_layers * mcfg.n_heads * mcfg.head_dim * sq
+
+
+def resolve_model(cfg: TrainConfig, vocab: int, seq_len: int) -> tuple[ModelConfig, str, str | None]:
+    """(model config with the run's overrides, dtype to save the final model in, HF folder or None)."""
+    folder = None
+    if cfg.model in PRESETS:
+        mcfg, src_dtype = preset(cfg.model, vocab, max(seq_len, 4096)), "float32"
+    elif os.path.isdir(cfg.model):
+        folder = cfg.model
+        mcfg, src_dtype = read_hf_config(folder)
+    else:
+        raise ConfigError(f"--model {cfg.model!r} is neither a preset {PRESETS} nor a folder")
+    over = {"max_seq_len": max(mcfg.max_seq_len, seq_len)}
+    if cfg.rope_theta is not None:
+        over["rope_theta"] = float(cfg.rope_theta)
+    if cfg.rope_scaling is not None:
+        over["rope_scaling"] = cfg.rope_scaling
+    mcfg = mcfg.replace(**over)
+    if vocab > mcfg.vocab_size:
+        raise ConfigError(f"the shards were built with a tokenizer of {vocab:,} ids but the model {cfg.model!r} has a "
+                          f"vocabulary of {mcfg.vocab_size:,}: ids >= {mcfg.vocab_size:,} would index past its "
+                          "embedding; build the shards with the model's tokenizer")
+    save = cfg.save_dtype if cfg.save_dtype != "auto" else src_dtype
+    return mcfg, save if save in ("float32", "bfloat16", "float16") else "float32", folder
+
+
+def train(cfg: TrainConfig) -> TrainResult:
+    """Run (or resume) ``cfg``; under torchrun every rank calls this. Returns this invocation's losses."""
+    info = D.setup(cfg.device)
+    try:
+        return _train(cfg, info)
+    finally:
+        D.teardown()
+
+
+def _train(cfg: TrainConfig, info: D.DistInfo) -> TrainResult:
+    torch.manual_seed(cfg.seed)
+    ds = ShardDataset(cfg.shards, cfg.seq_len, cfg.doc_mask)
+    L = ds.seq_len
+    per_step, accum = resolve_batch(cfg.batch_tokens, L, info.world, cfg.micro_batch)
+    batch_tokens = per_step * L
+    total_steps = max(1, math.ceil(parse_count(cfg.tokens)[0] / batch_tokens))
+    mcfg, save_dtype, folder = resolve_model(cfg, ds.vocab_size, L)
+    cuda = info.device.type == "cuda"
+    cdtype = {"auto": torch.bfloat16 if cuda else torch.float32, "float32": torch.float32,
+              "bfloat16": torch.bfloat16}[cfg.dtype]
+
+    ckpt = latest_checkpoint(cfg.out)
+    state = None
+    if ckpt and not cfg.resume:
+        raise ConfigError(f"{cfg.out!r} already holds a run (checkpoint {os.path.basename(ckpt)}); pass --resume to "
+                          "continue it, or choose another --out")
+    if cfg.resume and not ckpt and info.main and not cfg.quiet:
+        print(f"lcdata train: --resume: {cfg.out!r} holds no checkpoint yet, starting from step 0", file=sys.stderr)
+    if ckpt:
+        try:
+            state = json.loads(open(os.path.join(ckpt, "state.json")).read())
+        except (OSError, ValueError) as e:
+            raise CheckpointError(f"{ckpt}/state.json cannot be read ({e}); delete that checkpoint to resume from "
+                                  "the one before") from None
+        changes = config_changes(state["config"], cfg)
+        ident = ds.shards.manifest.get("identity")
+        if state.get("shards_identity") != ident:
+            changes.append(f"shards identity: {state.get('shards_identity')} (checkpoint) -> {ident} (now)")
+        if changes:
+            raise ConfigError(f"cannot resume {cfg.out!r} with a changed config: " + "; ".join(changes)
+                              + ". Use the checkpoint's values, or start a new run with another --out")
+
+    # weights: rank 0 reads them (checkpoint, HF folder, or a seeded init); the others get them broadcast
+    model_sd = osd = None
+    if info.main or info.world == 1:
+        if ckpt:
+            model_sd, osd, _ = load_training_checkpoint(ckpt, mcfg)
+        elif folder:
+            model_sd = load_hf_state(folder, read_hf_config(folder)[0])
+        else:
+            model_sd = init_state_dict(mcfg, cfg.seed)
+    with torch.device("meta"):
+        model = Llama(mcfg)
+    model.act_ckpt, model.loss_chunk = cfg.act_ckpt, cfg.loss_chunk
+    model = D.prepare_model(model, model_sd or {}, info, cfg.parallel, cdtype if cdtype != torch.float32 else None)
+    del model_sd
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=cfg.betas, eps=1e-8,
+                            fused=True if cuda and info.world == 1 else None)
+    start = 0
+    if ckpt:
+        D.load_optim_state(model, opt, osd, info)
+        start = int(state["step"])
+    loader = ShardLoader(ds, per_step=per_step, micro_batch=cfg.micro_batch, rank=info.rank, world=info.world,
+                         seed=cfg.seed, start_step=start, num_workers=cfg.num_workers, pin_memory=cuda)
+    if state:
+        loader.check_state(state["data"])
+
+    peak = peak_flops(info.device, cdtype, cfg.peak_tflops)
+    backend = pick_backend(info.device, cfg.doc_mask)
+    log_path = os.path.join(cfg.out, "log.jsonl")
+    if info.main:
+        os.makedirs(cfg.out, exist_ok=True)
+        _trim_log(log_path, start)
+        nominal = parse_count(cfg.batch_tokens)
+        run = {"config": cfg.to_dict(), "model": mcfg.to_dict(), "n_params": mcfg.n_params(),
+               "seq_len": L, "sequences_per_step": per_step, "accum_steps": accum, "batch_tokens": batch_tokens,
+               "batch_tokens_asked": nominal[0], "total_steps": total_steps, "world": info.world,
+               "device": str(info.device), "compute_dtype": str(cdtype).removeprefix("torch."),
+               "attention_backend": backend, "peak_flops": peak, "resumed_from": ckpt}
+        with open(os.path.join(cfg.out, "run.json"), "w") as fh:
+            json.dump(run, fh, indent=2, default=str)
+        if not cfg.quiet:
+            note = f" (asked {nominal[0]:,})" if nominal[0] != batch_tokens else ""
+            print(f"lcdata train: {cfg.model} ({mcfg.n_params() / 1e6:.1f}M params), seq_len {L:,}, "
+                  f"{batch_tokens:,} tokens/step{note} = {info.world} rank(s) x {accum} x {cfg.micro_batch} seqs, "
+                  f"{total_steps} steps, attention {backend}, {info.device} {str(cdtype).removeprefix('torch.')}"
+                  + (f", resuming at step {start}" if ckpt else ""), file=sys.stderr)
+
+    stop = min(total_steps, start + cfg.stop_after) if cfg.stop_after else total_steps
+    result = TrainResult(run_dir=cfg.out, first_step=start, step=start, total_steps=total_steps)
+    autocast = torch.autocast(info.device.type, dtype=cdtype) if cdtype != torch.float32 else contextlib.nullcontext()
+    dense_flops = 6.0 * mcfg.matmul_params()
+    model.train()
+    step = start
+    while step < stop:
+        t0 = time.perf_counter()
+        micro = next(loader)
+        t_data = time.perf_counter() - t0
+        scored = torch.tensor([float(sum(int((b["labels"] != IGNORE).sum()) for b in micro))], device=info.device)
+        scored = float(D.all_reduce_sum(scored, info)[0])
+        scale = info.world / max(scored, 1.0)
+        loss_sum = torch.zeros((), device=info.device, dtype=torch.float64)
+        for i, b in enumerate(micro):
+            t1 = time.perf_counter()
+            b = {k: v.to(info.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in b.items()}
+            t_data += time.perf_counter() - t1
+            cu = b["cu_seqlens"] if cfg.doc_mask else None
+            with D.grad_sync(model, i == accum - 1):
+                with autocast:
+                    ls, _ = model(b["input_ids"], b["position_ids"], cu, b["max_seqlen"] if cu is not None else None,
+                                  labels=b["labels"])
+                (ls * scale).backward()
+            loss_sum += ls.detach().double()
+        gnorm = D.clip_grad_norm(model, cfg.grad_clip)
+        lr = lr_at(step, cfg, total_steps)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        red = torch.stack([loss_sum, torch.tensor(attention_flops(mcfg, micro, cfg.doc_mask), dtype=torch.float64,
+                                                  device=info.device)])
+        red = D.all_reduce_sum(red, info).tolist()
+        step += 1
+        dt = time.perf_counter() - t0
+        flops = dense_flops * batch_tokens + red[1]
+        rec = {"step": step, "loss": red[0] / max(scored, 1.0), "lr": lr, "grad_norm": gnorm,
+               "tokens": step * batch_tokens, "scored_tokens": int(scored), "step_s": round(dt, 6),
+               "data_s": round(t_data, 6), "data_share": round(t_data / dt, 6), "tokens_per_s": batch_tokens / dt,
+               "mfu": flops / (dt * info.world * peak) if peak else None, "model_flops": flops}
+        result.losses.append(rec["loss"])
+        result.records.append(rec)
+        if info.main:
+            with open(log_path, "a") as fh:
+                fh.write(json.dumps(rec) + "\n")
+            if not cfg.quiet and (step % cfg.log_every == 0 or step == stop):
+                mfu = f"MFU {rec['mfu']:.1%}" if rec["mfu"] is not None else "MFU n/a"
+                print(f"step {step}/{total_steps} | loss {rec['loss']:.4f} | lr {lr:.2e} | grad {gnorm:.3f} | "
+                      f"{rec['tokens_per_s']:,.0f} tok/s | {mfu} | data {rec['data_share']:.1%} | {dt:.2f} s",
+                      file=sys.stderr, flush=True)
+        if step == stop or (cfg.save_every and step % cfg.save_every == 0):
+            final = step == total_steps
+            sd = D.model_state(model, info)
+            osd = D.optim_state(model, opt, info)
+            if info.main:
+                st = {"tokens": step * batch_tokens, "data": loader.state_dict(), "config": cfg.to_dict(),
+                      "shards_identity": ds.shards.manifest.get("identity"), "world": info.world,
+                      "total_steps": total_steps}
+                save_training_checkpoint(cfg.out, step, sd, mcfg, osd, st, keep=cfg.keep)
+                if final:
+                    result.final_dir = os.path.join(cfg.out, "final")
+                    save_hf(sd, mcfg, result.final_dir, save_dtype)
+            del sd, osd
+            D.barrier(info)
+    result.step = step
+    return result
+
+
+def _trim_log(path: str, step: int) -> None:
+    """On resume, drop log lines of steps after the checkpoint (they will be redone)."""
+    if not os.path.exists(path):
+        return
+    keep = [ln for ln in open(path) if ln.strip() and json.loads(ln)["step"] <= step]
+    with open(path, "w") as fh:
+        fh.writelines(keep)
