@@ -452,7 +452,7 @@ def _write_shard(lay: PackLayout, k: int, cfg: BuildConfig, out_dir: str, work_d
     seg_out["seq"], seg_out["start"], seg_out["length"] = lseq, s["start"], s["length"]
     seg_out["doc"], seg_out["offset"] = s["inst"], s["offset"]
     seg_out["source"] = lay.inst_src[s["inst"].astype(np.int64)] if len(s) else []
-    bin_bytes = buf.tobytes()
+    bin_bytes = memoryview(buf.reshape(-1)).cast("B")  # no copy of the shard (128 MiB at the default size)
     seg_bytes = npy_bytes(seg_out)
     write_bytes(bin_bytes, join(out_dir, f"{name}.bin"))
     write_bytes(seg_bytes, join(out_dir, f"{name}.seg.npy"))
@@ -493,10 +493,9 @@ def _pack_manifest(lay: PackLayout, shards: list[dict], files, cfg, out_dir, inf
 
 def _pack_and_write(units, files, cfg, out_dir, work_dir, info, specials, dtype, plan_fp, ident, progress) -> dict:
     lay = _pack_layout(units, cfg)
-    spills: dict = {}
     shards = []
     prog = Progress(lay.n_shards, lay.n_shards, progress, label="pack")
-    for k in range(lay.n_shards):
-        shards.append(_write_shard(lay, k, cfg, out_dir, work_dir, specials, dtype, spills))
+    for k in range(lay.n_shards):  # spills are mapped per shard: the pages read stay one shard's worth, not the corpus
+        shards.append(_write_shard(lay, k, cfg, out_dir, work_dir, specials, dtype))
         prog.update(1)
     return _pack_manifest(lay, shards, files, cfg, out_dir, info, specials, dtype, plan_fp, ident)
