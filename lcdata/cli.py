@@ -10,7 +10,7 @@ import argparse
 import os
 import sys
 
-from .config import PAPER_CHARS_PER_TOKEN, ReadConfig, StatsConfig, parse_buckets
+from .config import ENGINES, PAPER_CHARS_PER_TOKEN, ReadConfig, StatsConfig, parse_buckets
 from .errors import LcdataError
 from .executors import add_executor_args, executor_from_args
 
@@ -19,20 +19,36 @@ def _add_read_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("reading the corpus")
     g.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="files, directories, globs or fsspec URLs (.jsonl, .jsonl.gz, .jsonl.zst, .json.zst, .parquet)")
-    g.add_argument("--text-field", default="text", help="dotted path of the text field (default: text)")
-    g.add_argument("--source-field", default="meta.redpajama_set_name",
+    # every reading flag defaults to None (= not given: ReadConfig's default applies), so `sample --stats` can
+    # tell a flag given on the command line from one left alone
+    g.add_argument("--text-field", default=None, help="dotted path of the text field (default: text)")
+    g.add_argument("--source-field", default=None,
                    help="dotted path of the source field (default: meta.redpajama_set_name, as in SlimPajama)")
-    g.add_argument("--source-from-path", action="store_true", help="source = the name of each file's parent folder")
+    g.add_argument("--source-from-path", action="store_true", default=None,
+                   help="source = the name of each file's parent folder")
     g.add_argument("--source", default=None, metavar="NAME", help="one source name for every document")
     g.add_argument("--id-field", default=None, help="field holding a document id (default: file:row)")
-    g.add_argument("--on-error", choices=["raise", "skip"], default="raise",
+    g.add_argument("--on-error", choices=["raise", "skip"], default=None,
                    help="on a bad record: stop with an error (default) or skip it and count it by reason")
     g.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
 
 
+def _add_engine_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--engine", choices=ENGINES, default="auto",
+                   help="tokenizer engine, speed only (the same ids): auto (tiktoken where provably exact, else hf), "
+                        "hf, tiktoken (docs/engines.md)")
+
+
+READ_FLAGS = ("text_field", "source_field", "source_from_path", "source", "id_field", "on_error")
+
+
+def _read_options(a) -> dict:
+    """The reading flags given on the command line, as ReadConfig fields."""
+    return {k: getattr(a, k) for k in READ_FLAGS if getattr(a, k) is not None}
+
+
 def _read_config(a) -> ReadConfig:
-    return ReadConfig(text_field=a.text_field, source_field=a.source_field, source_from_path=a.source_from_path,
-                      source=a.source, id_field=a.id_field, on_error=a.on_error)
+    return ReadConfig(**_read_options(a))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"lcdata {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("train", help="continual pretraining on shards (lcdata_train; `lcdata train --help`)", add_help=False)
+    sub.add_parser("needle", help="needle-in-a-haystack evaluation (lcdata_train; `lcdata needle --help`)", add_help=False)
+    sub.add_parser("eval-loss", help="validation loss per source x position (lcdata_train; `lcdata eval-loss --help`)",
+                   add_help=False)
 
     s = sub.add_parser("stats", help="per-source document-length statistics",
                        description="Per-source and per-length-bucket document statistics of a corpus.")
@@ -52,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--chars-per-token", type=float, default=None,
                    help=f"estimate tokens as chars / this (default {PAPER_CHARS_PER_TOKEN}, the paper's)")
     s.add_argument("--calibrate", action="store_true", help="with --tokenizer: report the char estimate's error")
+    _add_engine_arg(s)
     s.add_argument("--buckets", default=None, help="length-bucket edges, e.g. 0,1K,2K,4K,...,128K (default)")
     s.add_argument("--long-threshold", type=int, default=4096, help="'long document' threshold in tokens")
     s.add_argument("--no-doc-lengths", action="store_true", help="do not write doc_lengths.parquet")
@@ -106,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--no-split", action="store_true", help="never cut long texts before encoding")
     b.add_argument("--dtype", choices=["auto", "uint16", "uint32"], default="auto",
                    help="token dtype (auto: uint16 when the vocabulary fits, else uint32)")
+    _add_engine_arg(b)
     b.add_argument("--quiet", action="store_true")
     b.set_defaults(func=cmd_build)
     add_executor_args(b)
@@ -134,7 +155,7 @@ def cmd_build(a) -> int:
 
     cfg = BuildConfig(tokenizer=a.tokenizer, seq_len=a.seq_len, packing=a.packing, bos=a.bos, eos=a.eos,
                       shard_tokens=a.shard_size, seed=a.seed, plan=a.plan, split_long=not a.no_split, dtype=a.dtype,
-                      read=_read_config(a))
+                      read=_read_config(a), engine=a.engine)
     ex = executor_from_args(a)
     if ex is not None:
         from .pipelines import run_build_distributed
@@ -229,8 +250,13 @@ def cmd_sample(a) -> int:
         if res is None:
             return _submitted(a, ex)
     else:
+        requested = None
+        if a.stats is not None:  # flags that would change the lengths: must agree with the stats folder's
+            requested = {f"read.{k}": v for k, v in _read_options(a).items()}
+            if a.chars_per_token is not None:
+                requested["chars_per_token"] = a.chars_per_token
         res = run_sample(a.inputs, a.out, cfg, stats_dir=a.stats, stats_config=scfg, workers=a.workers,
-                         progress=not a.quiet, figure=not a.no_figure)
+                         progress=not a.quiet, figure=not a.no_figure, requested=requested)
     if not a.quiet:
         print(sample_table(res, cfg.threshold))
         print(f"\nwrote {a.out}/ (plan.parquet, report.parquet, report.json, plan.json, sample.png)")
@@ -247,7 +273,7 @@ def cmd_stats(a) -> int:
     if a.chars_per_token is not None:
         kw["chars_per_token"] = a.chars_per_token
     cfg = StatsConfig(tokenizer=a.tokenizer, calibrate=a.calibrate, long_threshold=a.long_threshold,
-                      doc_lengths=not a.no_doc_lengths, read=_read_config(a), **kw)
+                      doc_lengths=not a.no_doc_lengths, read=_read_config(a), engine=a.engine, **kw)
     ex = executor_from_args(a)
     if ex is not None:
         from .pipelines import run_stats_distributed
@@ -272,7 +298,7 @@ def cmd_stats(a) -> int:
     return 0
 
 
-TRAIN_COMMANDS = ("train",)  # dispatched lazily to lcdata_train (torch), never imported otherwise
+TRAIN_COMMANDS = ("train", "needle", "eval-loss")  # dispatched lazily to lcdata_train (torch), never imported otherwise
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,5 @@
-"""Command line: ``python -m lcdata_train train ...`` (and ``lcdata train ...`` through `main`).
+"""Command line: ``python -m lcdata_train train|needle|eval-loss ...`` (and ``lcdata train|needle|eval-loss``
+through `main`).
 
 It only maps flags to `TrainConfig` and calls `train.train`; torch is imported after the flags parse, so
 ``--help`` and flag errors are instant. Errors derived from `LcdataError` print one message and exit 2
@@ -82,13 +83,20 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
                        peak_tflops=a.peak_tflops, quiet=a.quiet)
 
 
+def _need_torch() -> None:
+    try:
+        import safetensors  # noqa: F401
+        import torch  # noqa: F401
+    except ImportError as e:
+        raise MissingDependencyError(f"training and evaluation need torch and safetensors ({e}); "
+                                     "pip install 'lcdata[train]'") from None
+
+
 def run_train(a: argparse.Namespace) -> int:
     cfg = config_from_args(a)
-    try:
-        from . import attention
-        from .train import train
-    except ImportError as e:
-        raise MissingDependencyError(f"training needs torch and safetensors ({e}); pip install 'lcdata[train]'") from None
+    _need_torch()
+    from . import attention
+    from .train import train
 
     attention.set_backend(cfg.attn_backend)
     res = train(cfg)
@@ -96,6 +104,80 @@ def run_train(a: argparse.Namespace) -> int:
         print(f"lcdata train: steps {res.first_step} -> {res.step} of {res.total_steps}, loss "
               f"{res.losses[0]:.4f} -> {res.losses[-1]:.4f}; run in {res.run_dir}"
               + (f", model in {res.final_dir}" if res.final_dir else ""), file=sys.stderr)
+    return 0
+
+
+def add_needle_arguments(p: argparse.ArgumentParser) -> None:
+    from .needle import MODES, TASKS
+
+    p.add_argument("--model", required=True, help="run folder of `lcdata train`, a checkpoint or a Hugging Face folder")
+    p.add_argument("--tokenizer", default=None, help="tokenizer.json (default: the one saved beside the model)")
+    p.add_argument("--haystack", nargs="+", default=(), metavar="PATH",
+                   help="text files or corpora (jsonl/zst/parquet, folders) of long prose (default: the demo "
+                        "corpus's public-domain books; passkey: repeated filler text)")
+    p.add_argument("--task", choices=TASKS, default="needle", help="the paper's needle, passkey, or multi-needle")
+    p.add_argument("--mode", choices=MODES, default="generate",
+                   help="generate (greedy, word recall) or teacher-forced (one pass, exact match + log-prob)")
+    p.add_argument("--lengths", default="1000:128000:40", help="START:STOP:COUNT or a comma list (tokens)")
+    p.add_argument("--depths", default="0:100:10", help="START:STOP:COUNT or a comma list (percent)")
+    p.add_argument("--needle", default=None, help="needle text (passkey: may use {key})")
+    p.add_argument("--question", default=None)
+    p.add_argument("--answer", default=None, help="words scored in generate mode")
+    p.add_argument("--target", default=None, help="continuation scored in teacher-forced mode")
+    p.add_argument("--template", default=None, help="prompt with {context} and {question} (default: the paper's)")
+    p.add_argument("--n-needles", type=int, default=3, help="multi: needles per context")
+    p.add_argument("--reserve", type=int, default=200, help="tokens reserved for prompt and answer (paper: 200)")
+    p.add_argument("--max-new-tokens", type=int, default=50)
+    p.add_argument("--rope-theta", type=float, default=None, help="override the model's RoPE base")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto")
+    p.add_argument("--out", required=True, help="output folder (results.parquet, results.json, heatmap.png)")
+    p.add_argument("--quiet", action="store_true")
+
+
+def run_needle_cmd(a: argparse.Namespace) -> int:
+    from .needle import NeedleConfig, parse_grid, print_summary, run_needle
+
+    cfg = NeedleConfig(model=a.model, out=a.out, tokenizer=a.tokenizer, haystack=tuple(a.haystack), task=a.task,
+                       mode=a.mode, lengths=parse_grid(a.lengths, True), depths=parse_grid(a.depths, True),
+                       needle=a.needle, question=a.question, answer=a.answer, target=a.target, template=a.template,
+                       n_needles=a.n_needles, reserve=a.reserve, max_new_tokens=a.max_new_tokens, seed=a.seed,
+                       device=a.device, dtype=a.dtype, rope_theta=a.rope_theta, quiet=a.quiet)
+    res = run_needle(cfg)
+    if not a.quiet:
+        print_summary(res, a.out)
+    return 0
+
+
+def add_eval_loss_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", nargs="+", required=True, metavar="MODEL",
+                   help="one model, or several to compare (deltas against the first)")
+    p.add_argument("--labels", nargs="+", default=None, help="a name per model (default: folder names)")
+    p.add_argument("--shards", required=True, help="held-out shard folder from `lcdata build`")
+    p.add_argument("--position-buckets", default="0,4096", help="position edges, e.g. 0,4096,32K (paper: 0,4K)")
+    p.add_argument("--seq-len", type=int, default=None, help="window length (default: the shards')")
+    p.add_argument("--doc-mask", action="store_true", help="each document computed alone (default: packed)")
+    p.add_argument("--max-sequences", type=int, default=None, help="evaluate at most N windows")
+    p.add_argument("--threshold", type=float, default=0.01, help="flag |delta| above this (paper: 0.01)")
+    p.add_argument("--rope-theta", type=float, default=None)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto")
+    p.add_argument("--out", default=None, help="output folder (loss.parquet, loss.json, compare.parquet)")
+    p.add_argument("--quiet", action="store_true")
+
+
+def run_eval_loss_cmd(a: argparse.Namespace) -> int:
+    from .eval_loss import EvalLossConfig, format_table, run_eval_loss
+
+    cfg = EvalLossConfig(models=tuple(a.model), labels=tuple(a.labels) if a.labels else None, shards=a.shards,
+                         out=a.out, position_buckets=a.position_buckets, seq_len=a.seq_len, doc_mask=a.doc_mask,
+                         max_sequences=a.max_sequences, threshold=a.threshold, rope_theta=a.rope_theta,
+                         device=a.device, dtype=a.dtype, quiet=a.quiet)
+    losses, cmp = run_eval_loss(cfg)
+    print(format_table(losses, cmp))
+    if a.out:
+        print(f"wrote {a.out}/ (loss.parquet, loss.json{', compare.parquet' if cmp is not None else ''})")
     return 0
 
 
@@ -107,6 +189,14 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Continual pretraining of a LLaMA model on lcdata shards (paper recipe).")
     add_train_arguments(t)
     t.set_defaults(func=run_train)
+    n = sub.add_parser("needle", help="needle-in-a-haystack evaluation (paper's grid, passkey, multi-needle)",
+                       description="Needle in a haystack: retrieval at every (context length, depth).")
+    add_needle_arguments(n)
+    n.set_defaults(func=run_needle_cmd)
+    e = sub.add_parser("eval-loss", help="validation loss per source x position bucket (and model comparison)",
+                       description="Validation loss per source and position bucket on held-out shards.")
+    add_eval_loss_arguments(e)
+    e.set_defaults(func=run_eval_loss_cmd)
     return p
 
 
@@ -114,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     """``main(["train", "--shards", ...])``; returns the exit code."""
     args = build_parser().parse_args(argv)
     try:
+        if args.func is not run_train:
+            _need_torch()
         return args.func(args)
     except (LcdataError, ConfigError) as e:
         if os.environ.get("LCDATA_DEBUG"):

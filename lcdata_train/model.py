@@ -78,7 +78,7 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=False)
         self.o_proj = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
 
-    def forward(self, x, cos, sin, cu_seqlens, max_seqlen):
+    def forward(self, x, cos, sin, cu_seqlens, max_seqlen, cache=None, layer=0):
         B, L, _ = x.shape
         q = self.q_proj(x).view(B, L, self.n_heads, self.hd)
         k = self.k_proj(x).view(B, L, self.n_kv, self.hd)
@@ -86,7 +86,10 @@ class Attention(nn.Module):
         cos, sin = cos.to(q.dtype)[:, :, None], sin.to(q.dtype)[:, :, None]
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
-        out = attention(q, k, v, cu_seqlens, max_seqlen)
+        if cache is not None:
+            out = cache.attend(layer, q, k, v, cu_seqlens, max_seqlen)
+        else:
+            out = attention(q, k, v, cu_seqlens, max_seqlen)
         return self.o_proj(out.reshape(B, L, -1))
 
 
@@ -109,8 +112,8 @@ class Block(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.mlp = MLP(cfg)
 
-    def forward(self, x, cos, sin, cu_seqlens=None, max_seqlen=None):
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, cu_seqlens, max_seqlen)
+    def forward(self, x, cos, sin, cu_seqlens=None, max_seqlen=None, cache=None, layer=0):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, cu_seqlens, max_seqlen, cache, layer)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -156,25 +159,68 @@ class Llama(nn.Module):
             emb = torch.cat((freqs, freqs), dim=-1)
             return emb.cos(), emb.sin()
 
-    def forward(self, input_ids, position_ids=None, cu_seqlens=None, max_seqlen=None, labels=None):
+    def hidden(self, input_ids, position_ids=None, cu_seqlens=None, max_seqlen=None, cache=None):
+        """The final normed hidden states ``(B, L, dim)``. With a `KVCache` the tokens continue the cached
+        ones (positions default to ``cache.length + 0..L-1``) and their keys/values are appended to it."""
         B, L = input_ids.shape
-        if L > self.cfg.max_seq_len:
-            raise ValueError(f"sequence length {L} > the model's max_seq_len {self.cfg.max_seq_len}")
+        start = cache.length if cache is not None else 0
+        if start + L > self.cfg.max_seq_len:
+            raise ValueError(f"sequence length {start + L} > the model's max_seq_len {self.cfg.max_seq_len}")
         if position_ids is None:
-            position_ids = torch.arange(L, device=input_ids.device).expand(B, L)
+            position_ids = torch.arange(start, start + L, device=input_ids.device).expand(B, L)
         if cu_seqlens is not None and max_seqlen is None:
             max_seqlen = int((cu_seqlens[1:] - cu_seqlens[:-1]).max())
         cos, sin = self.rope(position_ids)
         x = self.model.embed_tokens(input_ids)
-        for layer in self.model.layers:
+        for i, layer in enumerate(self.model.layers):
             if self.act_ckpt and torch.is_grad_enabled():
                 x = checkpoint(layer, x, cos, sin, cu_seqlens, max_seqlen, use_reentrant=False)
             else:
-                x = layer(x, cos, sin, cu_seqlens, max_seqlen)
-        h = self.model.norm(x)
+                x = layer(x, cos, sin, cu_seqlens, max_seqlen, cache, i)
+        if cache is not None:
+            cache.length += L
+        return self.model.norm(x)
+
+    def forward(self, input_ids, position_ids=None, cu_seqlens=None, max_seqlen=None, labels=None):
+        h = self.hidden(input_ids, position_ids, cu_seqlens, max_seqlen)
         if labels is None:
             return self.lm_head(h)
         return chunked_cross_entropy(h, self.lm_head.weight, labels, self.loss_chunk)
+
+
+class KVCache:
+    """Keys and values of the tokens seen so far, per layer, preallocated for ``max_len`` positions: greedy
+    decoding then costs one token's forward per step instead of the whole prefix's.
+
+    ``attend`` stores the new keys/values at ``[length, length + L)`` and attends the new queries to all of
+    ``[0, length + L)`` causally (query i sees keys up to ``length + i``). An empty cache (the prefill)
+    goes through the `attention` seam, so long prompts use the fused kernels; later steps use SDPA with an
+    explicit offset mask (none for a single new token). Memory: ``2 * layers * B * max_len * kv_heads *
+    head_dim`` elements.
+    """
+
+    def __init__(self, cfg: ModelConfig, batch: int, max_len: int, device, dtype):
+        shape = (cfg.n_layers, batch, max_len, cfg.n_kv_heads, cfg.head_dim)
+        self.k = torch.empty(shape, device=device, dtype=dtype)
+        self.v = torch.empty(shape, device=device, dtype=dtype)
+        self.max_len, self.length = max_len, 0
+
+    def attend(self, layer: int, q, k, v, cu_seqlens=None, max_seqlen=None):
+        a, L = self.length, q.shape[1]
+        if a + L > self.max_len:
+            raise ValueError(f"KV cache of {self.max_len} positions is full ({a} + {L} tokens)")
+        self.k[layer, :, a: a + L] = k
+        self.v[layer, :, a: a + L] = v
+        if a == 0:
+            return attention(q, k, v, cu_seqlens, max_seqlen)
+        keys, vals = self.k[layer, :, : a + L], self.v[layer, :, : a + L]
+        mask = None
+        if L > 1:
+            mask = torch.arange(a + L, device=q.device)[None, :] <= torch.arange(a, a + L, device=q.device)[:, None]
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), keys.transpose(1, 2).to(q.dtype),
+                                             vals.transpose(1, 2).to(q.dtype), attn_mask=mask,
+                                             enable_gqa=keys.shape[2] != q.shape[2])
+        return out.transpose(1, 2)
 
 
 def init_state_dict(cfg: ModelConfig, seed: int) -> dict[str, torch.Tensor]:

@@ -16,7 +16,8 @@ activation recomputation not counted). Peak = the GPU's dense bf16 peak from a t
 if given, else MFU is None (on CPU: there is no meaningful published peak).
 
 Checkpoints every ``save_every`` steps and at the end (`checkpoint.py`); the finished model is also
-written to ``RUN/final`` in Hugging Face format. Resume (``resume=True``) restores weights, optimizer and
+written to ``RUN/final`` in Hugging Face format (with the shards' tokenizer.json beside it when the file the
+manifest names is still there). Resume (``resume=True``) restores weights, optimizer and
 the data position from the newest checkpoint and refuses a changed config; with no randomness after
 initialisation, the resumed losses equal the uninterrupted run's (bitwise on CPU).
 """
@@ -275,10 +276,27 @@ def _train(cfg: TrainConfig, info: D.DistInfo) -> TrainResult:
                 if final:
                     result.final_dir = os.path.join(cfg.out, "final")
                     save_hf(sd, mcfg, result.final_dir, save_dtype)
+                    _copy_tokenizer(ds.shards.manifest.get("tokenizer") or {}, result.final_dir)
             del sd, osd
             D.barrier(info)
     result.step = step
     return result
+
+
+def _copy_tokenizer(tok: dict, folder: str) -> None:
+    """Save the shards' tokenizer beside the final model (so evaluation and HF tools find it), when the file
+    the manifest names is still there and has the manifest's hash."""
+    import hashlib
+    import shutil
+
+    path = tok.get("path")
+    if not path or not os.path.isfile(path):
+        return
+    with open(path, "rb") as fh:
+        if hashlib.sha256(fh.read()).hexdigest() != tok.get("sha256"):
+            return
+    shutil.copyfile(path, os.path.join(folder, "tokenizer.json.tmp"))
+    os.replace(os.path.join(folder, "tokenizer.json.tmp"), os.path.join(folder, "tokenizer.json"))
 
 
 def _trim_log(path: str, step: int) -> None:

@@ -1,0 +1,210 @@
+"""Validation loss by source and position (the paper's Table 5 layout): does long-context data help at long
+positions without hurting short ones, on every source?
+
+For every sequence (window) of a held-out shard folder, one forward pass gives each token's cross-entropy.
+The loss of predicting token ``t + 1`` is attributed to that token's **source** (from the shards' piece
+table) and to its **position** = the number of tokens of the same document before it that the model can
+see in the window (its offset within the document piece, so a piece continued from an earlier sequence
+starts again at 0). Positions are bucketed by ``position_buckets`` edges (default ``0, 4096``: the
+paper's 0-4K and 4K+ split; the last bucket is open). Padding is never scored. With ``doc_mask`` each
+document is computed alone (as the trainer's ``--doc-mask``); without, as the paper trained (packed, no
+mask).
+
+`eval_loss` returns one row per (model, source, bucket) with ``n_tokens`` and the mean loss in nats, plus
+an ``ALL`` source row per bucket. `compare` lines up two or more models: ``delta = loss(model) -
+loss(first model)`` per cell, flagged when ``|delta| > threshold`` (PAPER.md: 0.01).
+
+Outputs (`run_eval_loss`): ``loss.parquet``, ``loss.json`` and, for several models, ``compare.parquet``.
+Cost: one forward pass per window (``max_sequences`` caps it), logits ``chunk`` positions at a time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from lcdata.errors import ConfigError
+
+ALL = "ALL"
+THRESHOLD = 0.01
+
+
+def parse_edges(spec: str | tuple) -> tuple[int, ...]:
+    """``"0,4096,32K"`` -> (0, 4096, 32768) (K = 1024): increasing edges starting at 0."""
+    from lcdata.config import parse_buckets
+
+    vals = tuple(int(v) for v in (spec if isinstance(spec, tuple) else parse_buckets(str(spec))))
+    if not vals or vals[0] != 0 or any(b <= a for a, b in zip(vals, vals[1:])):
+        raise ConfigError(f"position buckets {spec!r} must be increasing edges starting at 0, e.g. 0,4096,32768")
+    return vals
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class EvalLossConfig:
+    models: tuple[str, ...]
+    shards: str
+    out: str | None = None
+    labels: tuple[str, ...] | None = None
+    position_buckets: tuple[int, ...] = (0, 4096)
+    seq_len: int | None = None
+    doc_mask: bool = False
+    max_sequences: int | None = None
+    threshold: float = THRESHOLD
+    chunk: int = 4096
+    device: str = "auto"
+    dtype: str = "auto"
+    rope_theta: float | None = None
+    quiet: bool = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "models", tuple(self.models))
+        if not self.models:
+            raise ConfigError("eval-loss needs at least one --model")
+        object.__setattr__(self, "position_buckets", parse_edges(tuple(self.position_buckets)))
+        labels = tuple(self.labels) if self.labels else tuple(_label(m) for m in self.models)
+        if len(labels) != len(self.models) or len(set(labels)) != len(labels):
+            raise ConfigError(f"labels {labels} must be distinct, one per model ({len(self.models)})")
+        object.__setattr__(self, "labels", labels)
+        if self.max_sequences is not None and self.max_sequences < 1:
+            raise ConfigError(f"max_sequences={self.max_sequences} must be >= 1")
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+def _label(path: str) -> str:
+    p = os.path.normpath(path)
+    base = os.path.basename(p)
+    return os.path.basename(os.path.dirname(p)) if base in ("final",) else base
+
+
+def window_tokens(shards, i: int, a: int, L: int) -> tuple[np.ndarray, np.ndarray]:
+    """(source index, position in its document piece) of each token of window ``[a, a + L)`` of sequence
+    ``i``; source -1 marks padding."""
+    src = np.full(L, -1, dtype=np.int64)
+    pos = np.zeros(L, dtype=np.int64)
+    for s in shards.segments(i):
+        st, ln = int(s["start"]) - a, int(s["length"])
+        lo, hi = max(st, 0), min(st + ln, L)
+        if hi > lo:
+            src[lo:hi] = int(s["source"])
+            pos[lo:hi] = np.arange(lo, hi) - lo
+    return src, pos
+
+
+def _model_sums(model, ds, cfg: EvalLossConfig, n_src: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per (source, bucket): summed loss (float64) and token counts over the windows."""
+    from .infer import token_losses
+
+    edges = np.asarray(cfg.position_buckets)
+    nb = len(edges)
+    loss_sum, count = np.zeros((n_src, nb)), np.zeros((n_src, nb), dtype=np.int64)
+    n = len(ds) if cfg.max_sequences is None else min(len(ds), cfg.max_sequences)
+    dev = next(model.parameters()).device
+    for j in range(n):
+        item = ds[j]
+        i, w = divmod(j, ds.windows)
+        src, pos = window_tokens(ds.shards, i, w * ds.seq_len, ds.seq_len)
+        cu = item["cu_seqlens"].to(dev) if cfg.doc_mask else None
+        lt = token_losses(model, item["input_ids"][None].to(dev), item["labels"][None].to(dev),
+                          item["position_ids"][None].to(dev), cu, None, cfg.chunk, cfg.dtype)[0].cpu().numpy()
+        scored = (item["labels"] != -100).numpy()[:-1]
+        tsrc, tpos, tl = src[1:][scored], pos[1:][scored], lt[:-1][scored].astype(np.float64)
+        ok = tsrc >= 0
+        tsrc, tpos, tl = tsrc[ok], tpos[ok], tl[ok]
+        b = np.searchsorted(edges, tpos, side="right") - 1
+        np.add.at(loss_sum, (tsrc, b), tl)
+        np.add.at(count, (tsrc, b), 1)
+        if not cfg.quiet and (j + 1) % 50 == 0:
+            print(f"eval-loss: {j + 1}/{n} sequences", file=sys.stderr, flush=True)
+    return loss_sum, count
+
+
+def eval_loss(cfg: EvalLossConfig) -> pl.DataFrame:
+    """Loss per (model, source, position bucket) on the held-out shards; see the module docstring."""
+    from lcdata.shards.reader import open_shards
+
+    from .data import ShardDataset
+    from .infer import load_model
+
+    shards = open_shards(cfg.shards)
+    ds = ShardDataset(shards, cfg.seq_len, cfg.doc_mask)
+    vocab = ds.vocab_size
+    edges = list(cfg.position_buckets)
+    frames = []
+    for path, label in zip(cfg.models, cfg.labels):
+        model, _ = load_model(path, cfg.device, cfg.rope_theta, ds.seq_len)
+        if vocab > model.cfg.vocab_size:
+            raise ConfigError(f"the shards {cfg.shards} use {vocab:,} token ids but the model {path!r} has a vocabulary "
+                              f"of {model.cfg.vocab_size:,}; evaluate on shards built with the model's tokenizer")
+        s, c = _model_sums(model, ds, cfg, len(shards.sources))
+        rows = []
+        for k, name in enumerate([*shards.sources, ALL]):
+            ls, cs = (s.sum(0), c.sum(0)) if name == ALL else (s[k], c[k])
+            for b, lo in enumerate(edges):
+                rows.append({"model": label, "source": name, "bucket_min": lo,
+                             "bucket_max": edges[b + 1] if b + 1 < len(edges) else None, "n_tokens": int(cs[b]),
+                             "loss": float(ls[b] / cs[b]) if cs[b] else None})
+        frames.append(pl.DataFrame(rows, schema={"model": pl.Utf8, "source": pl.Utf8, "bucket_min": pl.Int64,
+                                                 "bucket_max": pl.Int64, "n_tokens": pl.Int64, "loss": pl.Float64}))
+        del model
+    return pl.concat(frames)
+
+
+def compare(losses: pl.DataFrame, threshold: float = THRESHOLD) -> pl.DataFrame:
+    """Each model's loss minus the first model's, per (source, bucket); ``flag`` when |delta| > threshold."""
+    models = losses["model"].unique(maintain_order=True).to_list()
+    base = losses.filter(pl.col("model") == models[0]).select("source", "bucket_min", pl.col("loss").alias("base_loss"))
+    out = (losses.filter(pl.col("model") != models[0]).join(base, on=["source", "bucket_min"], how="left")
+           .with_columns(baseline=pl.lit(models[0]), delta=pl.col("loss") - pl.col("base_loss")))
+    return out.with_columns(flag=pl.col("delta").abs() > threshold).select(
+        "model", "baseline", "source", "bucket_min", "bucket_max", "n_tokens", "base_loss", "loss", "delta", "flag")
+
+
+def bucket_name(lo: int, hi) -> str:
+    def k(x):
+        return f"{x // 1024}K" if x >= 1024 and x % 1024 == 0 else str(x)
+
+    return f"{k(lo)}+" if hi is None else f"{k(lo)}-{k(hi)}"
+
+
+def format_table(losses: pl.DataFrame, cmp: pl.DataFrame | None = None) -> str:
+    """Text table: one line per (model, source), one column per position bucket; then the deltas."""
+    buckets = losses.select("bucket_min", "bucket_max").unique(maintain_order=True).rows()
+    head = f"{'model':<16} {'source':<14}" + "".join(f" {bucket_name(a, b):>10}" for a, b in buckets)
+    lines = [head]
+    for (model, source), g in losses.group_by("model", "source", maintain_order=True):
+        vals = {r["bucket_min"]: r["loss"] for r in g.iter_rows(named=True)}
+        lines.append(f"{model:<16} {source:<14}" + "".join(
+            f" {vals[a]:>10.4f}" if vals.get(a) is not None else f" {'-':>10}" for a, _ in buckets))
+    if cmp is not None and len(cmp):
+        lines.append(f"\ndelta vs {cmp['baseline'][0]} (* = |delta| > threshold)")
+        for (model, source), g in cmp.group_by("model", "source", maintain_order=True):
+            vals = {r["bucket_min"]: (r["delta"], r["flag"]) for r in g.iter_rows(named=True)}
+            cells = []
+            for a, _ in buckets:
+                d, f = vals.get(a, (None, False))
+                cells.append(f" {'-':>10}" if d is None else f" {d:>+9.4f}{'*' if f else ' '}")
+            lines.append(f"{model:<16} {source:<14}" + "".join(cells))
+    return "\n".join(lines)
+
+
+def run_eval_loss(cfg: EvalLossConfig) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+    """`eval_loss`, the comparison when there are several models, and the outputs in ``cfg.out``."""
+    from lcdata.outputs import make_dirs, write_json, write_parquet
+
+    losses = eval_loss(cfg)
+    cmp = compare(losses, cfg.threshold) if len(cfg.models) > 1 else None
+    if cfg.out:
+        make_dirs(cfg.out)
+        write_parquet(losses, os.path.join(cfg.out, "loss.parquet"))
+        if cmp is not None:
+            write_parquet(cmp, os.path.join(cfg.out, "compare.parquet"))
+        write_json({"config": cfg.to_dict(), "loss": losses.to_dicts(),
+                    "compare": cmp.to_dicts() if cmp is not None else None}, os.path.join(cfg.out, "loss.json"))
+    return losses, cmp

@@ -1,0 +1,419 @@
+"""Needle in a haystack (gkamradt; Fu et al. 2024, PAPER.md "Evaluation"): can the model retrieve a fact
+placed anywhere in a long context?
+
+The grid: context lengths x depths (default ``linspace(1000, 128000, 40)`` x ``linspace(0, 100, 10)``).
+For a cell (L, d):
+
+1. The haystack (long prose, or filler text for the passkey task) is tokenized **once** per run; every
+   cell takes a prefix of those ids.
+2. ``reserve`` tokens (default 200) are kept for the prompt and the answer: the context (haystack + needles)
+   is exactly ``L - reserve`` tokens. The haystack is trimmed to ``L - reserve - len(needles)`` tokens.
+3. A needle's insertion point is ``int(n_haystack * d / 100)``, moved back to the closest sentence boundary
+   (the point just after a token whose text ends in ``.``, ``!`` or ``?``, closing quotes allowed); at
+   ``d = 100`` it goes at the end. Needle ids are spliced into the haystack ids, so the haystack keeps its
+   own tokenization and nothing is re-encoded around the needle.
+4. The prompt is the tokenizer's BOS (if it has one, as ``tokenizer(prompt)`` adds it for LLaMA), the
+   template's text before ``{context}``, the context ids, and the text after it (with ``{question}``
+   filled), each part encoded separately. The paper's base-model template is the default.
+5. Scoring: ``generate`` decodes greedily (``max_new_tokens``, default 50) and scores the fraction of the
+   answer's words found in the output (lower-cased, punctuation stripped), x100. ``teacher-forced`` runs one
+   forward pass of prompt + target and scores 100 when the argmax is the target token at every target
+   position (also reported: the target's log-probability and the share of positions right).
+
+Tasks: ``needle`` (the paper's San Francisco needle in prose), ``passkey`` (a random 5-digit key, one per
+cell from the seed, in repeated filler text), ``multi`` (``n_needles`` "special magic number" facts, the
+first at depth d and the others spread evenly over the rest of the context, as in gkamradt's multi-needle
+test; each is asked for in its own prompt and the cell's score is their mean). Needle, question, answer,
+target and template are configurable.
+
+Outputs (`run_needle`): ``results.parquet`` (one row per cell and needle), ``results.json`` (config, average
+score, per-cell scores, throughput), ``heatmap.png`` (length on x, depth on y, as in the paper's figure).
+Cost: one forward pass of up to L tokens per cell and needle (teacher-forced), plus ``max_new_tokens`` cached
+decoding steps (generate).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from lcdata.errors import ConfigError
+
+PAPER_NEEDLE = "The best thing to do in San Francisco is eat a sandwich and sit in Dolores Park on a sunny day."
+PAPER_QUESTION = "What is the best thing to do in San Francisco?"
+PAPER_ANSWER = "eat a sandwich and sit in Dolores Park on a sunny day"
+PAPER_TEMPLATE = ("<|im_start|> This is a very long story book: <book> {context} </book>.\n Based on the content of "
+                  "the book, Question: {question}\nAnswer:")
+PASSKEY_TEMPLATE = ("There is an important info hidden inside a lot of irrelevant text. Find it and memorize it. "
+                    "I will quiz you about the important information there.\n{context}\n{question}")
+PASSKEY_FILLER = " The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
+MULTI_KEYS = ("Lisbon", "Oslo", "Nairobi", "Quito", "Hanoi", "Tallinn", "Accra", "Lima", "Perth", "Dakar",
+              "Bergen", "Porto", "Kyoto", "Cusco", "Malmo", "Split")
+TASKS = ("needle", "passkey", "multi")
+MODES = ("generate", "teacher-forced")
+_CLOSERS = "\"')]}\u201d\u2019"
+
+
+def parse_grid(spec: str, integer: bool) -> tuple:
+    """``"1000:128000:40"`` -> ``linspace(1000, 128000, 40)`` (rounded to integers when ``integer``, as the
+    public code does for lengths and depths); ``"1000,2000"`` -> those values."""
+    try:
+        if ":" in spec:
+            a, b, n = spec.split(":")
+            vals = np.linspace(float(a), float(b), int(n))
+        else:
+            vals = np.array([float(x) for x in spec.split(",") if x.strip()])
+    except ValueError:
+        raise ConfigError(f"grid {spec!r}: use START:STOP:COUNT (e.g. 1000:128000:40) or a comma list") from None
+    if len(vals) == 0:
+        raise ConfigError(f"grid {spec!r} is empty")
+    return tuple(int(round(v)) for v in vals) if integer else tuple(float(v) for v in vals)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class NeedleConfig:
+    """One needle evaluation. ``None`` text fields take the task's default (see module docstring)."""
+
+    model: str
+    out: str
+    tokenizer: str | None = None
+    haystack: tuple[str, ...] = ()
+    task: str = "needle"
+    mode: str = "generate"
+    lengths: tuple[int, ...] = parse_grid("1000:128000:40", True)
+    depths: tuple[float, ...] = parse_grid("0:100:10", True)
+    needle: str | None = None
+    question: str | None = None
+    answer: str | None = None
+    target: str | None = None
+    template: str | None = None
+    n_needles: int = 3
+    reserve: int = 200
+    max_new_tokens: int = 50
+    seed: int = 0
+    device: str = "auto"
+    dtype: str = "auto"
+    rope_theta: float | None = None
+    quiet: bool = False
+
+    def __post_init__(self):
+        if self.task not in TASKS:
+            raise ConfigError(f"task {self.task!r} is not one of {TASKS}")
+        if self.mode not in MODES:
+            raise ConfigError(f"mode {self.mode!r} is not one of {MODES}")
+        object.__setattr__(self, "haystack", tuple(self.haystack))
+        object.__setattr__(self, "lengths", tuple(int(x) for x in self.lengths))
+        object.__setattr__(self, "depths", tuple(float(x) for x in self.depths))
+        if any(not 0 <= d <= 100 for d in self.depths):
+            raise ConfigError(f"depths {self.depths} must lie in [0, 100] (percent of the context)")
+        if min(self.lengths) <= self.reserve:
+            raise ConfigError(f"context length {min(self.lengths)} must exceed the {self.reserve} tokens reserved "
+                              "for the prompt and answer (--reserve)")
+        if self.n_needles < 1 or self.max_new_tokens < 1:
+            raise ConfigError("n_needles and max_new_tokens must be >= 1")
+        t = self.template or ""
+        if self.template is not None and ("{context}" not in t or t.count("{context}") != 1):
+            raise ConfigError(f"template {t[:80]!r} must contain {{context}} exactly once")
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+# ---------------------------------------------------------------------------------- pure helpers
+
+
+def words(text: str) -> list[str]:
+    """Lower-cased words with punctuation stripped (the unit of the paper's recall score)."""
+    return re.findall(r"[a-z0-9]+", text.lower())
+
+
+def recall_score(output: str, answer: str) -> float:
+    """Share of the answer's words found in the output, x100 (PAPER.md: the paper's needle score)."""
+    want = words(answer)
+    if not want:
+        raise ConfigError("the answer has no words to look for")
+    have = set(words(output))
+    return 100.0 * sum(w in have for w in want) / len(want)
+
+
+def boundary_mask(tok) -> np.ndarray:
+    """``mask[id]``: the token's text ends a sentence (``.``, ``!`` or ``?``, then closing quotes/space)."""
+    n = tok.get_vocab_size()
+    mask = np.zeros(n, dtype=bool)
+    for i in range(n):
+        t = tok.decode([i], skip_special_tokens=True).rstrip().rstrip(_CLOSERS)
+        mask[i] = t.endswith((".", "!", "?"))
+    return mask
+
+
+def insertion_point(hay: np.ndarray, depth: float, boundary: np.ndarray) -> int:
+    """Index in ``hay`` where a needle at ``depth`` percent goes: the sentence boundary at or before the
+    depth point (0 if there is none), the end at 100%."""
+    n = len(hay)
+    if depth >= 100:
+        return n
+    pos = int(n * depth / 100)
+    while pos > 0 and not boundary[hay[pos - 1]]:
+        pos -= 1
+    return pos
+
+
+def place_needles(hay: np.ndarray, needles: list[np.ndarray], depths: list[float], budget: int,
+                  boundary: np.ndarray) -> tuple[np.ndarray, list[int]]:
+    """Context of exactly ``budget`` ids: the haystack's first ``budget - sum(len(needles))`` ids with each
+    needle spliced in at its depth. Returns the ids and each needle's start in them."""
+    n_needle = sum(len(x) for x in needles)
+    keep = budget - n_needle
+    if keep < 0:
+        raise ConfigError(f"the needles ({n_needle} tokens) do not fit a context of {budget} tokens")
+    if len(hay) < keep:
+        raise ConfigError(f"the haystack has {len(hay)} tokens, fewer than the {keep} a context needs")
+    hay = hay[:keep]
+    points = [insertion_point(hay, d, boundary) for d in depths]
+    order = sorted(range(len(needles)), key=lambda j: (points[j], j))
+    parts, starts, prev, shift = [], [0] * len(needles), 0, 0
+    for j in order:
+        parts.append(hay[prev: points[j]])
+        starts[j] = points[j] + shift
+        parts.append(needles[j])
+        shift += len(needles[j])
+        prev = points[j]
+    parts.append(hay[prev:])
+    ctx = np.concatenate(parts).astype(np.int64)
+    assert len(ctx) == budget
+    return ctx, starts
+
+
+@dataclass(frozen=True, slots=True)
+class Needle:
+    text: str      # what goes into the context
+    question: str  # fills {question}
+    answer: str    # words scored in generate mode
+    target: str    # continuation scored in teacher-forced mode
+    depth: float
+
+
+def cell_needles(cfg: NeedleConfig, length: int, depth: float) -> list[Needle]:
+    """The needles of one cell; random parts (passkey, magic numbers) from ``(seed, length, depth)``."""
+    rng = np.random.default_rng([cfg.seed, length, int(round(depth * 1000))])
+    if cfg.task == "passkey":
+        key = str(int(rng.integers(10000, 100000)))
+        text = cfg.needle.format(key=key) if cfg.needle else f" The pass key is {key}. Remember it. {key} is the pass key."
+        ans = cfg.answer.format(key=key) if cfg.answer else key
+        return [Needle(text, cfg.question or "What is the pass key? The pass key is", ans,
+                       cfg.target.format(key=key) if cfg.target else " " + ans, depth)]
+    if cfg.task == "multi":
+        n = cfg.n_needles
+        keys = rng.choice(len(MULTI_KEYS), size=n, replace=n > len(MULTI_KEYS))
+        out = []
+        for i, k in enumerate(keys):
+            name, val = MULTI_KEYS[int(k)], str(int(rng.integers(1000000, 10000000)))
+            out.append(Needle(f" The special magic number for {name} is: {val}.",
+                              f"What is the special magic number for {name} mentioned in the provided text?",
+                              val, " The special magic number for " + name + " is: " + val, depth + i * (100 - depth) / n))
+        return out
+    needle = cfg.needle or PAPER_NEEDLE
+    return [Needle("\n" + needle + "\n", cfg.question or PAPER_QUESTION, cfg.answer or PAPER_ANSWER,
+                   cfg.target or " " + needle.strip(), depth)]
+
+
+def template_for(cfg: NeedleConfig) -> str:
+    return cfg.template or (PASSKEY_TEMPLATE if cfg.task == "passkey" else PAPER_TEMPLATE)
+
+
+# ------------------------------------------------------------------------------------ haystack
+
+
+def default_haystack() -> list[str]:
+    """The project's public-domain prose: the books of the embedded demo corpus (Jane Austen, KJV)."""
+    import lcdata
+
+    root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(lcdata.__file__))), "data", "demo", "books")
+    if not os.path.isdir(root):
+        raise ConfigError(f"no default haystack: {root} is missing (it ships with the lcdata repository); pass "
+                          "--haystack with long prose (text files or a corpus)")
+    return [root]
+
+
+def haystack_texts(paths: list[str]) -> list[str]:
+    """Texts of the haystack inputs in order: plain text files whole, corpora (jsonl/zst/parquet, folders,
+    globs) one document each via lcdata's readers."""
+    from lcdata.config import ReadConfig
+    from lcdata.corpus import read_corpus
+    from lcdata.inputs import detect_format
+
+    texts: list[str] = []
+    for p in paths:
+        if os.path.isfile(p) and detect_format(p) is None:
+            with open(p, encoding="utf-8", errors="replace") as fh:
+                texts.append(fh.read())
+        else:
+            df = read_corpus([p], ReadConfig(source="haystack"))
+            texts.extend(t for t in df["text"].to_list() if t)
+    texts = [t for t in texts if t.strip()]
+    if not texts:
+        raise ConfigError(f"the haystack {paths} holds no text")
+    return texts
+
+
+def haystack_ids(tok, texts: list[str], n_tokens: int, sep: str = "\n\n") -> np.ndarray:
+    """At least ``n_tokens`` ids: the texts' ids in order joined by ``sep``'s, cycling if they run short."""
+    from lcdata.tokenizer import can_split, encode_texts
+
+    split = can_split(tok)
+    sep_ids = np.asarray(tok.encode(sep, add_special_tokens=False).ids, dtype=np.int64)
+    parts, total, k = [], 0, 0
+    while total < n_tokens:
+        ids = encode_texts(tok, [texts[k % len(texts)]], split)[0]
+        if k:
+            parts.append(sep_ids)
+            total += len(sep_ids)
+        parts.append(ids)
+        total += len(ids)
+        k += 1
+        if k > 100 * len(texts) and total == 0:
+            raise ConfigError("the haystack encodes to no tokens")
+    return np.concatenate(parts)
+
+
+# ------------------------------------------------------------------------------------------ run
+
+
+def run_needle(cfg: NeedleConfig) -> pl.DataFrame:
+    """Evaluate the grid and write the outputs; returns ``results`` (one row per cell and needle)."""
+    from lcdata.tokenizer import BOS_NAMES, EOS_NAMES, find_special, load_tokenizer
+
+    from .infer import greedy_generate, load_model, resolve_tokenizer, teacher_forced
+
+    tok_path = resolve_tokenizer(cfg.model, cfg.tokenizer)
+    tok = load_tokenizer(tok_path)
+    model, folder = load_model(cfg.model, cfg.device, cfg.rope_theta, max(cfg.lengths) + cfg.max_new_tokens)
+    if tok.get_vocab_size() > model.cfg.vocab_size:
+        raise ConfigError(f"tokenizer {tok_path} has {tok.get_vocab_size():,} ids but the model's vocabulary is "
+                          f"{model.cfg.vocab_size:,}; pass the tokenizer the model was trained with")
+    t0 = time.perf_counter()
+
+    def enc(s: str) -> np.ndarray:
+        return np.asarray(tok.encode(s, add_special_tokens=False).ids, dtype=np.int64)
+
+    need = max(cfg.lengths)
+    if cfg.task == "passkey" and not cfg.haystack:
+        unit = enc(PASSKEY_FILLER)
+        hay = np.tile(unit, need // len(unit) + 1)
+        hay_src = ["filler: " + PASSKEY_FILLER.strip()]
+    else:
+        hay_src = list(cfg.haystack) or default_haystack()
+        hay = haystack_ids(tok, haystack_texts(hay_src), need)
+    boundary = boundary_mask(tok)
+    eos, bos = find_special(tok, EOS_NAMES), find_special(tok, BOS_NAMES)
+    template = template_for(cfg)
+    head, tail = template.split("{context}")
+    head_ids = enc(head) if bos is None else np.concatenate([[bos], enc(head)])  # as tokenizer(prompt) does
+    rows, fwd_tokens, t_model = [], 0, 0.0
+    for L in cfg.lengths:
+        budget = L - cfg.reserve
+        for d in cfg.depths:
+            needles = cell_needles(cfg, L, d)
+            nids = [enc(n.text) for n in needles]
+            ctx, starts = place_needles(hay, nids, [n.depth for n in needles], budget, boundary)
+            for j, n in enumerate(needles):
+                prompt = np.concatenate([head_ids, ctx, enc(tail.format(question=n.question))])
+                row = {"length": L, "depth": d, "needle": j, "needle_depth": n.depth, "needle_pos": starts[j],
+                       "context_tokens": len(ctx), "prompt_tokens": len(prompt), "answer": n.answer}
+                t1 = time.perf_counter()
+                if cfg.mode == "generate":
+                    out = greedy_generate(model, prompt, cfg.max_new_tokens, eos, cfg.dtype)
+                    text = tok.decode(out, skip_special_tokens=True)
+                    row.update(output=text, score=recall_score(text, n.answer))
+                    fwd_tokens += len(prompt) + len(out)
+                else:
+                    target = enc(n.target)
+                    r = teacher_forced(model, prompt, target, cfg.dtype)
+                    row.update(output=tok.decode(r["predicted"], skip_special_tokens=True),
+                               score=100.0 * r["exact"], exact=r["exact"], token_acc=r["token_acc"],
+                               logprob=r["logprob"], target_tokens=len(target))
+                    fwd_tokens += len(prompt) + len(target) - 1
+                t_model += time.perf_counter() - t1
+                rows.append(row)
+        if not cfg.quiet:
+            done = [r["score"] for r in rows if r["length"] == L]
+            print(f"needle: length {L:,}: mean score {np.mean(done):.1f} over {len(cfg.depths)} depths",
+                  file=sys.stderr, flush=True)
+    res = pl.DataFrame(rows)
+    _write_outputs(cfg, res, {"model_folder": folder, "tokenizer": tok_path, "haystack": hay_src,
+                              "seconds": time.perf_counter() - t0, "forward_tokens": fwd_tokens,
+                              "tokens_per_s": fwd_tokens / t_model if t_model else None, "template": template})
+    return res
+
+
+def cell_scores(res: pl.DataFrame) -> pl.DataFrame:
+    """Mean score per (length, depth) cell."""
+    return res.group_by("length", "depth").agg(pl.col("score").mean()).sort("length", "depth")
+
+
+def _write_outputs(cfg: NeedleConfig, res: pl.DataFrame, info: dict) -> None:
+    from lcdata.outputs import make_dirs, write_bytes, write_json, write_parquet
+
+    make_dirs(cfg.out)
+    cells = cell_scores(res)
+    avg = float(cells["score"].mean())
+    write_parquet(res, os.path.join(cfg.out, "results.parquet"))
+    summary = {"average_score": avg, "task": cfg.task, "mode": cfg.mode, "config": cfg.to_dict(), **info,
+               "cells": cells.to_dicts()}
+    if "logprob" in res.columns:
+        summary["mean_answer_logprob"] = float(res["logprob"].mean())
+        summary["mean_token_acc"] = float(res["token_acc"].mean())
+    write_json(summary, os.path.join(cfg.out, "results.json"))
+    png = heatmap(cells, f"{cfg.task} ({cfg.mode}) - {os.path.basename(cfg.model.rstrip('/'))}: average {avg:.1f}")
+    write_bytes(png, os.path.join(cfg.out, "heatmap.png"))
+
+
+def heatmap(cells: pl.DataFrame, title: str) -> bytes:
+    """PNG of score by (length, depth): length on x, depth on y (0% at the top), red 0 -> green 100."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import LinearSegmentedColormap
+
+    lengths = sorted(set(cells["length"].to_list()))
+    depths = sorted(set(cells["depth"].to_list()))
+    grid = np.full((len(depths), len(lengths)), np.nan)
+    for r in cells.iter_rows(named=True):
+        grid[depths.index(r["depth"]), lengths.index(r["length"])] = r["score"]
+    cmap = LinearSegmentedColormap.from_list("needle", ["#F0496E", "#EBB839", "#0CD79F"])
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.35 * len(lengths) + 3), 0.45 * len(depths) + 2.2))
+    im = ax.imshow(grid, cmap=cmap, vmin=0, vmax=100, aspect="auto")
+    ax.set_xticks(range(len(lengths)), [f"{x / 1000:.0f}K" if x >= 1000 else str(x) for x in lengths],
+                  rotation=60, fontsize=7)
+    ax.set_yticks(range(len(depths)), [f"{d:g}" for d in depths], fontsize=7)
+    ax.set_xlabel("context length (tokens)")
+    ax.set_ylabel("depth (%)")
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(im, ax=ax, label="score")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def print_summary(res: pl.DataFrame, out: str) -> None:
+    cells = cell_scores(res)
+    by_len = cells.group_by("length").agg(pl.col("score").mean()).sort("length")
+    print("length   score")
+    for r in by_len.iter_rows(named=True):
+        print(f"{r['length']:>7,}  {r['score']:6.1f}")
+    line = f"average score {cells['score'].mean():.1f} over {len(cells)} cells"
+    if "logprob" in res.columns:
+        line += f"; mean answer log-prob {res['logprob'].mean():.3f}, token accuracy {res['token_acc'].mean():.3f}"
+    print(line + f"\nwrote {out}/ (results.parquet, results.json, heatmap.png)")
