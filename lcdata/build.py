@@ -37,10 +37,19 @@ from .corpus import FileReport, iter_batches
 from .errors import ConfigError, LcdataError
 from .hashing import doc_hash, splitmix64
 from .inputs import InputFile, resolve_inputs
-from .outputs import command_line, join, make_dirs, read_json, write_bytes, write_json, write_parquet
+from .outputs import command_line, join, make_dirs, parquet_bytes, read_json, write_bytes, write_json
 from .parallel import ordered_map, resolve_workers
 from .progress import Progress
-from .shards.format import FORMAT, FORMAT_VERSION, SEG_FILE_DTYPE, npy_bytes, sha256_bytes, shard_name, token_dtype
+from .shards.format import (
+    DOCUMENTS_FILE,
+    FORMAT,
+    FORMAT_VERSION,
+    SEG_FILE_DTYPE,
+    npy_bytes,
+    sha256_bytes,
+    shard_name,
+    token_dtype,
+)
 from .shards.packing import pack_best_fit, pack_concat
 from .tokenizer import (
     BOS_NAMES,
@@ -467,11 +476,14 @@ def _write_shard(lay: PackLayout, k: int, cfg: BuildConfig, out_dir: str, work_d
 
 def _pack_manifest(lay: PackLayout, shards: list[dict], files, cfg, out_dir, info, specials, dtype, plan_fp,
                    ident) -> dict:
-    """Write documents.parquet; return the manifest (every shard listed) without the read report."""
+    """Write documents.parquet; return the manifest (every shard and documents.parquet listed with size and
+    SHA-256) without the read report. Both `run_build` and the distributed ``finish`` step call this, so
+    their manifests and documents.parquet are byte-identical."""
     inst, segs, inst_src, sources = lay.inst, lay.segs, lay.inst_src, lay.sources
     docs = inst.select("doc", "doc_id", "file", "row", "chunk", "copy", "source", "length").with_columns(
         pl.col("doc").cast(pl.Int64))
-    write_parquet(docs, join(out_dir, "documents.parquet"))
+    docs_bytes = parquet_bytes(docs)
+    write_bytes(docs_bytes, join(out_dir, DOCUMENTS_FILE))
     seg_src = inst_src[segs["inst"].astype(np.int64)]
     tok_per_src = np.bincount(seg_src, weights=segs["length"], minlength=len(sources)).astype(np.int64)
     docs_per_src = np.bincount(inst_src[np.unique(segs["inst"]).astype(np.int64)], minlength=len(sources))
@@ -486,7 +498,8 @@ def _pack_manifest(lay: PackLayout, shards: list[dict], files, cfg, out_dir, inf
         "per_source": {s: {"documents": int(docs_per_src[i]), "tokens": int(tok_per_src[i])} for i, s in enumerate(sources)},
         "plan_fingerprint": plan_fp, "seed": cfg.seed, "config": cfg.to_dict(),
         "inputs": [{"rel": f.rel, "bytes": f.size} for f in files],
-        "shards": shards, "documents_file": "documents.parquet",
+        "shards": shards, "documents_file": DOCUMENTS_FILE,
+        "documents": {"path": DOCUMENTS_FILE, "bytes": len(docs_bytes), "sha256": sha256_bytes(docs_bytes)},
         "command": command_line(),
     }
 

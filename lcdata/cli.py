@@ -147,7 +147,22 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--format", choices=["datatrove", "megatron"], required=True)
     e.add_argument("--out", required=True)
     e.set_defaults(func=cmd_export)
+
+    r = sub.add_parser("report", help="one Markdown page from a pipeline run's output folders",
+                       description="Write DIR/report.md from DIR/{stats,plan,shards,run,needle,eval-loss}.")
+    r.add_argument("dir", help="the run folder (the Makefile's OUT)")
+    r.add_argument("--ablation", nargs="+", default=None, metavar="STRATEGY",
+                   help="paper-ablation layout: DIR/<strategy>/... side by side")
+    r.set_defaults(func=cmd_report)
     return p
+
+
+def cmd_report(a) -> int:
+    from .report import write_ablation_report, write_report
+
+    path = write_ablation_report(a.dir, a.ablation) if a.ablation else write_report(a.dir)
+    print(f"wrote {path}")
+    return 0
 
 
 def cmd_build(a) -> int:

@@ -112,6 +112,9 @@ class StatsConfig:
             raise ConfigError(f"long_threshold={self.long_threshold} must be >= 1 token")
         if self.engine not in ENGINES:
             raise ConfigError(f"engine={self.engine!r} is not one of {ENGINES}; use auto (tiktoken where exact, else hf)")
+        if self.engine != "auto" and not self.tokenizer:
+            raise ConfigError(f"engine={self.engine!r} needs a tokenizer (it runs one); pass --tokenizer "
+                              "tokenizer.json, or leave the engine at auto for the chars/token estimate")
         if self.calibrate and not self.tokenizer:
             raise ConfigError("calibrate needs a tokenizer: pass --tokenizer tokenizer.json with --calibrate")
 

@@ -60,6 +60,13 @@ def write_parquet(df: pl.DataFrame, path: str) -> None:
         df.write_parquet(fh, compression="zstd", statistics=True)
 
 
+def parquet_bytes(df: pl.DataFrame) -> bytes:
+    """The bytes `write_parquet` writes, for artifacts whose manifest records their size and SHA-256."""
+    buf = io.BytesIO()
+    df.write_parquet(buf, compression="zstd", statistics=True)
+    return buf.getvalue()
+
+
 def write_json(obj, path: str) -> None:
     with atomic_open(path) as fh:
         fh.write((json.dumps(obj, indent=2, sort_keys=False, default=_default) + "\n").encode())

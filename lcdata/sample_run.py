@@ -48,10 +48,34 @@ def plan_fingerprint(plan: pl.DataFrame, stats_fp: str, cfg: SampleConfig) -> st
     return h.hexdigest()[:32]
 
 
-def _doc_table(inputs, stats_dir, stats_config, workers, progress):
+def check_requested(st, stats_dir: str, requested: dict | None) -> None:
+    """Refuse options the caller set explicitly that disagree with how the stats folder was computed.
+    ``requested`` maps a StatsConfig field (``chars_per_token``) or a ReadConfig field (``read.source``) to the
+    value asked for. Sampling takes lengths, sources and ids from the stats, so a different value would be
+    silently ignored; options left unset follow the stats."""
+    for key, value in (requested or {}).items():
+        field = key.removeprefix("read.")
+        flag = "--" + field.replace("_", "-")
+        if key == "chars_per_token" and st.config.tokenizer:
+            raise ConfigError(
+                f"{flag} {value} conflicts with the stats in {stats_dir!r}: their lengths are exact counts of "
+                f"tokenizer {(st.tokenizer or {}).get('path')!r}, not a chars/token estimate; drop {flag}, or rerun "
+                f"`lcdata stats` with {flag} {value}"
+            )
+        have = getattr(st.config.read if key.startswith("read.") else st.config, field)
+        if value != have:
+            raise ConfigError(
+                f"{flag} {value!r} conflicts with the stats in {stats_dir!r}, which were computed with "
+                f"{field}={have!r}; drop {flag} (sampling uses the stats' sources, ids and lengths), or rerun "
+                f"`lcdata stats` with {flag} {value!r}"
+            )
+
+
+def _doc_table(inputs, stats_dir, stats_config, workers, progress, requested=None):
     """Per-document lengths + the stats identity, from a stats folder or computed now."""
     if stats_dir is not None:
         st = load_stats(stats_dir)
+        check_requested(st, stats_dir, requested)
         if inputs:
             files = resolve_inputs(inputs)
             fp = fingerprint(files, st.config, (st.tokenizer or {}).get("sha256"))
@@ -95,15 +119,18 @@ def _doc_table(inputs, stats_dir, stats_config, workers, progress):
 
 def run_sample(inputs, out_dir: str | None, config: SampleConfig, *, stats_dir: str | None = None,
                stats_config: StatsConfig | None = None, workers: int | None = None,
-               progress: bool = False, figure: bool = True) -> SampleResult:
+               progress: bool = False, figure: bool = True, requested: dict | None = None) -> SampleResult:
     """Solve the plan for ``inputs`` (or the corpus of ``stats_dir``) and write it to ``out_dir``.
+
+    ``requested``: with ``stats_dir``, options the caller set explicitly ({"read.source": "web",
+    "chars_per_token": 3.0, ...}); each must equal the stats folder's, else `ConfigError` (`check_requested`).
 
     >>> from lcdata.strategies import SampleConfig
     >>> r = run_sample(["data/demo"], "out/plan", SampleConfig(strategy="per-source", budget_tokens=10**6),
     ...                stats_dir="out/demo/stats")  # doctest: +SKIP
     """
     t0 = time.perf_counter()
-    docs, st = _doc_table(inputs, stats_dir, stats_config, workers, progress)
+    docs, st = _doc_table(inputs, stats_dir, stats_config, workers, progress, requested)
     if config.strategy in ("per-source", "global") and config.threshold > max(config.buckets[-1], 1) and len(config.buckets) > 1:
         raise ConfigError(f"threshold {config.threshold} is beyond the last bucket edge {config.buckets[-1]}")
     plan = solve_plan(docs, config)

@@ -34,11 +34,11 @@ ALL = "ALL"
 THRESHOLD = 0.01
 
 
-def parse_edges(spec: str | tuple) -> tuple[int, ...]:
+def parse_edges(spec) -> tuple[int, ...]:
     """``"0,4096,32K"`` -> (0, 4096, 32768) (K = 1024): increasing edges starting at 0."""
     from lcdata.config import parse_buckets
 
-    vals = tuple(int(v) for v in (spec if isinstance(spec, tuple) else parse_buckets(str(spec))))
+    vals = tuple(int(v) for v in (parse_buckets(spec) if isinstance(spec, str) else spec))
     if not vals or vals[0] != 0 or any(b <= a for a, b in zip(vals, vals[1:])):
         raise ConfigError(f"position buckets {spec!r} must be increasing edges starting at 0, e.g. 0,4096,32768")
     return vals
@@ -65,7 +65,7 @@ class EvalLossConfig:
         object.__setattr__(self, "models", tuple(self.models))
         if not self.models:
             raise ConfigError("eval-loss needs at least one --model")
-        object.__setattr__(self, "position_buckets", parse_edges(tuple(self.position_buckets)))
+        object.__setattr__(self, "position_buckets", parse_edges(self.position_buckets))
         labels = tuple(self.labels) if self.labels else tuple(_label(m) for m in self.models)
         if len(labels) != len(self.models) or len(set(labels)) != len(labels):
             raise ConfigError(f"labels {labels} must be distinct, one per model ({len(self.models)})")

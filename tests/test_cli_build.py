@@ -181,6 +181,28 @@ def test_resume_after_kills_is_byte_identical(slice_dir, tmp_path, build_w1):
     assert lcdata("verify", out).returncode == 0
 
 
+def test_engine_flag_tiktoken_and_hf_give_the_same_shards(slice_dir, tmp_path):
+    """`--engine` only changes the speed: forced tiktoken and forced hf write the same bytes, and the manifest
+    differs only in the engine it records."""
+    pytest.importorskip("tiktoken", reason="the tiktoken engine needs pip install 'lcdata[fast]'")
+    outs = {}
+    for e in ("hf", "tiktoken"):
+        outs[e] = tmp_path / e
+        lcdata(*build_args(slice_dir, outs[e], "--workers", 1, "--engine", e), check=True)
+    m = {e: json.loads((d / "manifest.json").read_text()) for e, d in outs.items()}
+    assert m["hf"]["engine"] == {"name": "hf", "reason": "requested"}
+    assert m["tiktoken"]["engine"]["name"] == "tiktoken"
+    for e, d in outs.items():  # the engine is recorded, but is not in the identity: drop it, compare the rest
+        for name in ("manifest.json", "build.json"):
+            x = json.loads((d / name).read_text())
+            assert x["config"].pop("engine") == e
+            x.pop("engine", None)
+            (d / name).write_text(json.dumps(x))
+    compare_builds(outs["hf"], outs["tiktoken"])
+    p = lcdata(*build_args(slice_dir, tmp_path / "x", "--engine", "fast"))
+    assert p.returncode == 2 and "invalid choice: 'fast'" in p.stderr
+
+
 # ------------------------------------------------------------------------------------------ verify, inspect
 
 
@@ -202,6 +224,30 @@ def test_verify_good_and_corrupted(build_w1, tmp_path):
     assert len(lines) == 2, p.stderr
     assert "shard-00001.bin" in lines[0] and "size" in lines[0]
     assert "shard-00002.seg.npy" in lines[1] and "SHA-256" in lines[1]
+
+
+def test_verify_and_inspect_catch_altered_documents_parquet(build_w1, tmp_path):
+    """documents.parquet is listed with its size and SHA-256: two appended bytes fail verify (naming it), and
+    inspect, which reads it, says the file is damaged instead of showing Polars' traceback."""
+    m = json.loads((build_w1 / "manifest.json").read_text())
+    data = (build_w1 / "documents.parquet").read_bytes()
+    assert m["documents"]["bytes"] == len(data) and m["documents"]["path"] == "documents.parquet"
+    bad = tmp_path / "bad"
+    shutil.copytree(build_w1, bad)
+    (bad / "documents.parquet").write_bytes(data + b"\x00\x01")
+    p = lcdata("verify", bad)
+    assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
+    assert p.stderr.strip().splitlines() == [
+        f"FAIL documents.parquet: size {len(data) + 2} != {len(data)} bytes in manifest.json (truncated or altered)"]
+    p = lcdata("inspect", bad, "--seq", 0)
+    assert p.returncode != 0 and "Traceback" not in p.stderr, p.stderr
+    assert "documents.parquet cannot be read" in p.stderr and "lcdata verify" in p.stderr
+    # a manifest written before the checksum existed: the structural check still catches the damage
+    del m["documents"]
+    (bad / "manifest.json").write_text(json.dumps(m))
+    p = lcdata("verify", bad)
+    assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
+    assert "documents.parquet: not a readable Parquet file" in p.stderr
 
 
 def test_inspect_prints_decoded_pieces(build_w1, raw_texts, hf_tok):
@@ -259,6 +305,9 @@ def test_export_datatrove_read_back(build_w1, tmp_path):
 
 
 def test_export_megatron_read_back(build_w1, tmp_path, raw_texts, hf_tok):
+    """Megatron-Core's own IndexedDataset: every document it reports (``document_indices``) is exactly one of
+    our document instances, pieces in order, though the shards cut documents across shuffled sequences and
+    shards; each instance once, in the file of the shard holding its first piece, in the shards' order."""
     try:
         import warnings
 
@@ -270,24 +319,42 @@ def test_export_megatron_read_back(build_w1, tmp_path, raw_texts, hf_tok):
     out = tmp_path / "mg"
     lcdata("export", build_w1, "--format", "megatron", "--out", out, check=True)
     s = open_shards(str(build_w1))
-    pieces: dict[int, list[tuple[int, np.ndarray]]] = {}
-    for e in s.manifest["shards"]:
-        ds = IndexedDataset(str(out / e["name"]))
-        segs = np.load(build_w1 / e["files"]["seg"]["path"])
-        assert len(ds) == len(segs)
-        assert ds.index.dtype == np.uint16
-        for j, g in enumerate(segs):
-            got = np.array(ds[j])  # a copy: the reader's memory map goes away with it
-            assert got.dtype == np.uint16
-            ours = np.asarray(s[e["first_sequence"] + int(g["seq"])])[int(g["start"]): int(g["start"]) + int(g["length"])]
-            assert np.array_equal(got, ours)
-            pieces.setdefault(int(g["doc"]), []).append((int(g["offset"]), got))
+    whole = s.instance_tokens()
+    segs = s.all_segments()  # shard order
+    shard_of = np.searchsorted([e["first_sequence"] for e in s.manifest["shards"]], segs["gseq"].astype(np.int64),
+                               side="right") - 1
+    first_shard: dict[int, int] = {}  # instances in the order of their first piece, and that piece's shard
+    for d, k in zip(segs["doc"].tolist(), shard_of.tolist()):
+        first_shard.setdefault(d, k)
+    # the case this is about: documents whose pieces are not adjacent in the shards, and across shard files
+    pieces: dict[int, list[int]] = {}
+    for i, d in enumerate(segs["doc"].tolist()):
+        pieces.setdefault(d, []).append(i)
+    assert any(len(p) > 1 and p != list(range(p[0], p[0] + len(p))) for p in pieces.values())
+    assert any(len({int(shard_of[i]) for i in p}) > 1 for p in pieces.values())
     docs = s.documents
-    assert len(pieces) == docs.height
-    for d in docs.iter_rows(named=True):
-        toks = np.concatenate([t for _, t in sorted(pieces[d["doc"]], key=lambda x: x[0])])
-        assert toks[0] == BOS and len(toks) == d["length"]
-        assert hf_tok.decode(toks[1:].tolist(), skip_special_tokens=False) == raw_texts[(d["file"], d["row"])]
+    n_seen = 0
+    for k, e in enumerate(s.manifest["shards"]):
+        want = [d for d, fk in first_shard.items() if fk == k]
+        if not want:  # its pieces all continue documents of earlier shards: no (empty) file
+            assert not (out / f"{e['name']}.bin").exists()
+            continue
+        ds = IndexedDataset(str(out / e["name"]))
+        assert ds.index.dtype == np.uint16
+        di = np.array(ds.document_indices)
+        assert di[0] == 0 and di[-1] == len(ds) and len(di) == len(want) + 1
+        for doc, a, b in zip(want, di[:-1], di[1:]):
+            got = np.concatenate([np.array(x) for x in ds[int(a): int(b)]])  # copies: the map goes with ds
+            assert got.dtype == np.uint16
+            assert np.array_equal(got, whole[doc]), (e["name"], doc)
+            assert int(b - a) == len(pieces[doc])  # a Megatron sequence per piece
+            d = docs.row(doc, named=True)
+            assert got[0] == BOS and len(got) == d["length"]
+            assert hf_tok.decode(got[1:].tolist(), skip_special_tokens=False) == raw_texts[(d["file"], d["row"])]
+        n_seen += len(want)
+    assert n_seen == len(whole) == docs.height
+    man = json.loads((out / "export-megatron.json").read_text())
+    assert man["documents"] == docs.height
 
 
 # ------------------------------------------------------------------------------------------ bad input

@@ -22,6 +22,7 @@ import yaml
 from lcdata.config import DEFAULT_BUCKETS, StatsConfig
 from lcdata.errors import ConfigError
 from lcdata.sample_run import run_sample
+from lcdata.sampling import solve_plan
 from lcdata.strategies import SampleConfig, TargetSpec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -173,30 +174,27 @@ def check_plan_folder(out: Path, docs: pl.DataFrame, strategy: str) -> None:
         assert r["achieved_share"] == pytest.approx(ach_cell[key] / total, abs=1e-12)
     assert len(json.loads((out / "report.json").read_text())["report"]) == report.height
 
-    # budgets: each group within half its longest unit of its independently computed target
+    # budgets: each group within max(its longest unit, 0.5%) of its independently computed target; the total
+    # within max(0.1% of the budget, half the longest unit) (sampling.py, step 5: the carry between groups)
     units = _unit_lengths(docs, cut, chunk)
     targets = _independent_targets(strategy, docs, units)
+    slack = max(0.001 * BUDGET, max(max(v) for v in units.values()) / 2) + 0.5 * len(targets) + 1e-6
     if strategy == "global":
-        slack = max(max(v) for v in units.values()) / 2
         assert sum(r["target_tokens"] for r in src_rep.values()) == pytest.approx(BUDGET)
     elif strategy == "target":
-        slack = 0.0
         for (s, b), t in targets.items():
             mx = max([n for n in units[s] if _bucket([n], edges)[0] == b], default=0)
-            assert abs(ach_cell[s, b] - t) <= mx / 2 + 1e-6, (s, b, ach_cell[s, b], t)
+            assert abs(ach_cell[s, b] - t) <= max(mx, 0.005 * t) + 1e-6, (s, b, ach_cell[s, b], t)
             assert cells.filter((pl.col("source") == s) & (pl.col("bucket") == b))["target_tokens"][0] == pytest.approx(t)
-            slack += mx / 2
             if t <= sum(n for n in units[s] if _bucket([n], edges)[0] == b):  # no repeats where not needed
                 assert all(c == 1 for ss, bb, c in zip(srcs, bkt, copies) if (ss, bb) == (s, b))
         assert any(c > 1 for c in copies)  # docs' short bucket needs them
     else:
-        slack = 0.0
         for s, t in targets.items():
-            assert abs(ach_src[s] - t) <= max(units[s]) / 2 + 1e-6, (s, ach_src[s], t)
+            assert abs(ach_src[s] - t) <= max(max(units[s]), 0.005 * t) + 1e-6, (s, ach_src[s], t)
             assert src_rep[s]["target_tokens"] == pytest.approx(t, rel=1e-9)
-            slack += max(units[s]) / 2
         assert (copies == 1).all()  # 1M of 3.1M tokens: nothing repeated
-    assert abs(total - BUDGET) <= slack + 1e-6
+    assert abs(total - BUDGET) <= slack
     assert manifest["totals"]["tokens"] == total
     assert manifest["totals"]["budget_tokens"] == BUDGET
     assert manifest["config"]["strategy"] == ("cut" if cut else strategy)
@@ -238,6 +236,23 @@ def test_each_strategy_end_to_end(strategy, stats_dir, doc_lengths, spec_file, t
             sel = plan.filter(pl.col("source") == s)
             n, c = sel["length"].to_numpy(), sel["copies"].to_numpy()
             assert (n * c * (n >= 4096)).sum() / (n * c).sum() > (d * (d >= 4096)).sum() / d.sum()
+
+
+@pytest.mark.parametrize("budget", [1_000_000, 2_000_000])
+def test_per_source_total_lands_on_the_demo_corpus(doc_lengths, budget):
+    """The issue's case: per-source on the demo corpus, four sources each rounding by up to half a document,
+    used to add up (1M: 1,008,271 tokens, +0.83%; 2M: +3.9%). With the carry the total lands within 0.5%
+    (1M: 999,034), and each source stays within max(its longest document, 0.5%) of its share."""
+    docs = doc_lengths.select("file", "row", "source", "n_tokens")
+    plan = solve_plan(docs, SampleConfig(strategy="per-source", budget_tokens=budget, seed=0))
+    assert abs(plan.total_tokens - budget) <= 0.005 * budget, plan.total_tokens
+    corpus = dict(docs.group_by("source").agg(pl.col("n_tokens").sum()).iter_rows())
+    longest = dict(docs.group_by("source").agg(pl.col("n_tokens").max()).iter_rows())
+    got = dict(plan.plan.group_by("source").agg((pl.col("length") * pl.col("copies")).sum()).iter_rows())
+    n = sum(corpus.values())
+    for s in SOURCES:
+        t = budget * corpus[s] / n
+        assert abs(got[s] - t) <= max(longest[s], 0.005 * t), (s, got[s], t)
 
 
 def test_plan_independent_of_input_order_and_workers(stats_dir, tokenizer_path, tmp_path):
@@ -300,6 +315,20 @@ BAD = {
                                 ["other inputs", "fingerprint", "rerun `lcdata stats`"]),
     "stats of another tokenizer": (["--strategy", "natural", "--tokenizer", "TOKENIZER"],
                                    ["other-tokenizer.json", "rerun `lcdata stats` with this tokenizer"]),
+    # a reading flag given with --stats that the stats were not computed with: refused, never ignored
+    "--source against --stats": (["--strategy", "natural", "--source", "X"],
+                                 ["--source 'X' conflicts with the stats in", "source=None", "drop --source"]),
+    "--source-field against --stats": (["--strategy", "natural", "--source-field", "meta.kind"],
+                                       ["--source-field 'meta.kind'", "source_field='meta.redpajama_set_name'"]),
+    "--source-from-path against --stats": (["--strategy", "natural", "--source-from-path"],
+                                           ["--source-from-path True", "source_from_path=False"]),
+    "--text-field against --stats": (["--strategy", "natural", "--text-field", "body"],
+                                     ["--text-field 'body'", "text_field='text'"]),
+    "--id-field against --stats": (["--strategy", "natural", "--id-field", "id"], ["--id-field 'id'", "id_field=None"]),
+    "--on-error against --stats": (["--strategy", "natural", "--on-error", "skip"],
+                                   ["--on-error 'skip'", "on_error='raise'"]),
+    "--chars-per-token against tokenizer stats": (["--strategy", "natural", "--chars-per-token", "3.0"],
+                                                  ["--chars-per-token 3.0", "exact counts of tokenizer"]),
 }
 
 
@@ -328,6 +357,30 @@ def test_bad_input_cli(case, stats_dir, bad_files, tmp_path):
     assert not (tmp_path / "plan" / "plan.json").exists()
 
 
+def test_read_flags_agreeing_with_stats_are_accepted(stats_dir, tmp_path):
+    """Flags left at their defaults, or given with the stats' own values, follow the stats: the same plan."""
+    common = ["--strategy", "natural", "--budget-tokens", "200K", "--no-figure", "--quiet", "--stats", stats_dir]
+    lcdata("sample", *common, "--out", tmp_path / "a", check=True)
+    lcdata("sample", *common, "--out", tmp_path / "b", "--text-field", "text", "--source-field",
+           "meta.redpajama_set_name", "--on-error", "raise", check=True)
+    a, b = (pl.read_parquet(tmp_path / x / "plan.parquet") for x in "ab")
+    assert a.height > 0 and a.equals(b)
+
+
+def test_chars_per_token_and_source_from_path_against_estimate_stats(tmp_path):
+    """Char-estimate stats: --chars-per-token must be the stats' value; --source-from-path the stats' mode."""
+    st = tmp_path / "st"
+    lcdata("stats", "data/demo/[cd]o*/part-00[01].jsonl.zst", "--chars-per-token", "3.0", "--source-from-path", "--out", st,
+           "--quiet", "--no-figure", "--workers", 1, check=True)
+    common = ["--strategy", "natural", "--budget-tokens", "100K", "--no-figure", "--quiet", "--stats", st]
+    p = lcdata("sample", *common, "--chars-per-token", "3.68", "--out", tmp_path / "bad")
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert "--chars-per-token 3.68 conflicts with the stats in" in p.stderr and "chars_per_token=3.0" in p.stderr
+    assert not (tmp_path / "bad").exists()
+    lcdata("sample", *common, "--chars-per-token", "3.0", "--source-from-path", "--out", tmp_path / "ok", check=True)
+    assert json.loads((tmp_path / "ok" / "plan.json").read_text())["read"]["source_from_path"] is True
+
+
 def test_bad_input_api(stats_dir, bad_files, demo_dir, tmp_path):
     def run(cfg_kw, **kw):
         cfg = SampleConfig(**{"budget_tokens": BUDGET, **cfg_kw})
@@ -347,6 +400,7 @@ def test_bad_input_api(stats_dir, bad_files, demo_dir, tmp_path):
         (lambda: run({"strategy": "natural"}, inputs=[str(demo_dir / "books")]), r"other inputs.*fingerprint"),
         (lambda: run({"strategy": "natural"}, stats_config=StatsConfig(tokenizer=str(bad_files["tokenizer"]))),
          r"other-tokenizer\.json"),
+        (lambda: run({"strategy": "natural"}, requested={"read.source": "X"}), r"--source 'X' conflicts.*source=None"),
     ]
     for fn, match in cases:
         with pytest.raises(ConfigError, match=match):

@@ -180,6 +180,25 @@ def test_source_and_chars_per_token_flags(tmp_path):
     assert meta["config"]["chars_per_token"] == 2.0 and meta["config"]["read"]["source"] == "everything"
 
 
+def test_engine_flag(tmp_path):
+    """`--engine tiktoken` and `--engine hf` count the same tokens; stats.json records which ran. An engine
+    without a tokenizer is refused (there is nothing for it to run)."""
+    pytest.importorskip("tiktoken", reason="the tiktoken engine needs pip install 'lcdata[fast]'")
+    frames = {}
+    for e in ("hf", "tiktoken"):
+        out = tmp_path / e
+        proc = lcdata("stats", "data/demo/books", "--tokenizer", TOK, "--engine", e, "--out", out, "--quiet",
+                      "--no-figure", "--workers", "1")
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads((out / "stats.json").read_text())["engine"]["name"] == e
+        frames[e] = {n: pl.read_parquet(out / f"{n}.parquet") for n in ("sources", "doc_lengths")}
+    for n in ("sources", "doc_lengths"):
+        assert frames["hf"][n].equals(frames["tiktoken"][n]), n
+    proc = lcdata("stats", "data/demo/books", "--engine", "hf", "--out", tmp_path / "none", "--quiet")
+    assert proc.returncode == 2
+    assert "engine='hf' needs a tokenizer" in error_paragraph(proc.stderr)
+
+
 def test_buckets_and_field_flags(tmp_path):
     corpus = tmp_path / "corpus"
     for name, n in (("alpha", 30), ("beta", 12)):

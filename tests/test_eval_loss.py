@@ -50,7 +50,7 @@ def independent(model_dir, shards_dir, edges, doc_mask=False, n=None):
             runs = [(0, len(tokens))]
         for a, b in runs:
             with torch.no_grad():
-                logits = model(torch.tensor([tokens[a:b]]))[0].double()
+                logits = model(torch.from_numpy(tokens[a:b])[None])[0].double()
             lp = torch.log_softmax(logits, -1)
             for t in range(a, b - 1):
                 owner = [p for p in pieces if p["start"] <= t + 1 < p["start"] + p["length"]]

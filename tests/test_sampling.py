@@ -2,8 +2,10 @@
 
 Every expected value here is recomputed independently from the generated table with plain Python / NumPy
 (corpus tokens per source, targets B x share, unit lengths after cutting), never read back from the plan.
-Guarantee checked (the module docstring's): each group's achieved tokens lie within half its crossing unit
-of the group's target, so within max-unit-length / 2; the total within the sum of that over groups.
+Guarantees checked (the module docstring's): each group's achieved tokens lie within
+tol = max(its longest unit, 0.5% of its target) of the group's target; the total within max(0.1% of the
+budget, half the longest unit of any group), plus < 0.5 token per group that has no remainder to select
+(float rounding of B x share).
 """
 
 from __future__ import annotations
@@ -112,18 +114,20 @@ def test_budget_and_source_targets_hit(df, strategy, ratio, max_repeat, seed):
     assert plan.capped == []
     got = _achieved_by_source(plan)
     assert plan.total_tokens == sum(got.values())
-    if strategy == "global":
-        assert abs(plan.total_tokens - budget) <= max(mx_src.values()) / 2 + EPS
-    else:
-        # each source (= group) within half its longest unit of budget x its corpus share; the total within the sum
+    # the total within half the longest unit (the carry between groups), never the sum of the groups' halves
+    slack = max(max(mx_src.values()) / 2, 0.001 * budget) + 0.5 * plan.groups.height + EPS
+    assert abs(plan.total_tokens - budget) <= slack
+    if strategy != "global":
+        # each source (= group) within max(its longest unit, 0.5%) of budget x its corpus share
         for s in n_src:
             target = budget * n_src[s] / total
-            assert abs(got.get(s, 0) - target) <= mx_src[s] / 2 + EPS, (s, got.get(s, 0), target)
-        assert abs(plan.total_tokens - budget) <= sum(mx_src.values()) / 2 + EPS
-    # the solved groups agree with the achieved tokens, each within half its largest unit of what it was granted
+            assert abs(got.get(s, 0) - target) <= max(mx_src[s], 0.005 * target) + EPS, (s, got.get(s, 0), target)
+    # the solved groups agree with the achieved tokens, each within its tolerance of what it was granted
     for g in plan.groups.iter_rows(named=True):
         mx = max(mx_src.values()) if strategy == "global" else mx_src[g["source"]]
-        assert abs(g["achieved_tokens"] - g["granted_tokens"]) <= mx / 2 + EPS
+        tol = max(mx, 0.005 * g["granted_tokens"])
+        assert g["tolerance"] in (0.0, pytest.approx(tol))
+        assert abs(g["achieved_tokens"] - g["granted_tokens"]) <= (tol if g["tolerance"] else 0.5) + EPS
         assert g["granted_tokens"] == pytest.approx(g["target_tokens"])
     # repeats only when needed, never more than max_repeat
     copies = plan.plan["copies"].to_numpy()
@@ -139,6 +143,35 @@ def test_budget_and_source_targets_hit(df, strategy, ratio, max_repeat, seed):
     assert (plan.plan["length"] > 0).all()
     if cut:
         assert (plan.plan["length"] <= CUT_LEN).all()
+
+
+@SETTINGS
+@given(df=length_tables(max_docs=200, max_sources=8),
+       strategy=st.sampled_from(["natural", "per-source", "cut", "cut-chunk", "global", "upsample-sources"]),
+       ratio=st.floats(0.01, 3.0), seed=st.integers(0, 2**31))
+def test_total_lands_within_one_document_or_half_a_percent(df, strategy, ratio, seed):
+    """The issue's promise for the strategies with a total budget: the total within max(one document, 0.5% of
+    the budget), however many groups round their own target (the carry between groups; module step 5).
+    "One document" is the longest unit: the crossing unit the plan stops at may be one it leaves out."""
+    cut = strategy.startswith("cut")
+    units = _unit_lengths(df, CUT_LEN if cut else None, strategy == "cut-chunk")
+    n_src, mx_src = _per_source(units)
+    total = sum(n_src.values())
+    assume(total > 0)
+    budget = max(1, int(min(ratio, 4) * total))
+    shares = ()
+    if strategy == "upsample-sources":
+        assume(sum(v > 0 for v in n_src.values()) >= 2)
+        shares = ((min(s for s, v in n_src.items() if v > 0), 0.5),)
+        budget = max(1, int(min(ratio, 1.0) * total / 4))  # the named source at 50% stays under max_repeat
+    cfg = SampleConfig(strategy="cut" if cut else strategy, budget_tokens=budget, seed=seed, on_cap="cap",
+                       max_length=CUT_LEN if cut else None, chunk=strategy == "cut-chunk", source_shares=shares)
+    plan = solve_plan(df, cfg)
+    assume(plan.capped == [])
+    longest = max(mx_src.values())
+    assert abs(plan.total_tokens - budget) <= max(longest, 0.005 * budget) + EPS
+    # the proven bound (module step 5)
+    assert abs(plan.total_tokens - budget) <= max(longest / 2, 0.001 * budget) + 0.5 * plan.groups.height + EPS
 
 
 @SETTINGS
@@ -392,15 +425,23 @@ def test_per_source_keeps_short_docs_at_short_keep_times_the_long_rate(ratio):
 
 
 def test_per_source_is_the_papers_recipe_on_a_slimpajama_like_table():
-    """SlimPajama-like sources: per-source keeps each source's share and pushes long-document tokens up."""
+    """SlimPajama-like sources: per-source keeps each source's share and pushes long-document tokens up.
+
+    The books source has 40 documents of up to 1.2M tokens: its nearest prefix overshoots by 185K tokens (2.6
+    points of share); the other sources absorb that (the carry), so the total lands within 0.1%."""
     df = _lognormal_table({"RedPajamaCommonCrawl": (8000, 1066, 1.2), "RedPajamaC4": (12000, 315, 1.0),
                            "RedPajamaArXiv": (200, 14565, 0.8), "RedPajamaBook": (40, 121602, 0.8)}, seed=3)
     total = int(df["n_tokens"].sum())
-    plan = solve_plan(df, SampleConfig(strategy="per-source", budget_tokens=total // 5, seed=1))
+    budget = total // 5
+    plan = solve_plan(df, SampleConfig(strategy="per-source", budget_tokens=budget, seed=1))
+    assert abs(plan.total_tokens - budget) <= 0.001 * budget
+    longest = dict(df.group_by("source").agg(pl.col("n_tokens").max()).iter_rows())
     src = plan.report.filter(pl.col("level") == "source")
     for r in src.iter_rows(named=True):
         assert r["target_share"] == pytest.approx(r["original_share"], abs=1e-9)
-        assert r["achieved_share"] == pytest.approx(r["original_share"], abs=0.02)
+        assert r["achieved_share"] == pytest.approx(r["original_share"], abs=0.03)
+        t = budget * r["original_share"]
+        assert abs(r["achieved_tokens"] - t) <= max(longest[r["source"]], 0.005 * t)
     long_orig = float(df.filter(pl.col("n_tokens") >= 4096)["n_tokens"].sum()) / total
     sel = plan.plan
     long_ach = float((sel["length"] * sel["copies"] * (sel["length"] >= 4096)).sum()) / plan.total_tokens
@@ -472,7 +513,7 @@ def _check_target_plan(plan, df, spec, budget, max_repeat):
             n_capped += 1
             assert ach[cell] == max_repeat * cell_tok[cell]
         else:
-            assert abs(ach[cell] - t) <= cell_max[cell] / 2 + EPS, (cell, ach[cell], t)
+            assert abs(ach[cell] - t) <= max(cell_max[cell], 0.005 * t) + EPS, (cell, ach[cell], t)
         rep = plan.report.filter((pl.col("level") == "bucket") & (pl.col("source") == cell[0])
                                  & (pl.col("bucket") == cell[1]))
         assert rep["achieved_tokens"][0] == ach[cell]
@@ -554,7 +595,7 @@ def test_upsample_sources_hits_the_given_share(docs, share, ratio):
         if t > 4 * tok[s] + 0.5:  # more than max_repeat passes: capped, and reported
             assert got[s] == 4 * tok[s] and any(repr(s) in c for c in plan.capped)
         else:
-            assert abs(got.get(s, 0) - t) <= mx[s] / 2 + EPS
+            assert abs(got.get(s, 0) - t) <= max(mx[s], 0.005 * t) + EPS
 
 
 def test_config_errors_name_the_value_and_the_fix():

@@ -5,8 +5,14 @@
   and padding run). `DatatroveFolderDataset(folder, seq_len=SEQ_LEN - 1, token_size=2|4)` then yields
   exactly our sequences (it reads windows of seq_len + 1 tokens), with positions reset at document starts.
 - ``megatron``: per shard ``shard-NNNNN.bin`` + ``.idx`` (Megatron-Core ``MMIDIDX`` v1): one Megatron
-  sequence per document piece, in shard order, without padding; dtype by Megatron's rule (uint16 when the
-  vocabulary is < 65,500, else int32); every sequence is its own document.
+  sequence per document piece, without padding; dtype by Megatron's rule (uint16 when the vocabulary is
+  < 65,500, else int32). Invariant: one Megatron document (``document_indices``: a run of consecutive
+  sequences) is exactly one lcdata document instance, its pieces in document order. The shards cut documents
+  across sequences and shuffle the sequences, so a document's pieces are rarely adjacent (nor always in one
+  shard): each document goes whole to the file of the shard holding its first piece, at that piece's place,
+  its later pieces moved up behind it. Documents keep the shards' order (of their first pieces); a build
+  whose cut documents are adjacent exports in exactly the shards' order. A shard left with no document
+  writes no files (Megatron cannot map an empty ``.bin``).
 
 Both are written atomically per file; cost is one pass over the tokens.
 """
@@ -25,15 +31,32 @@ FORMATS = ("datatrove", "megatron")
 MEGATRON_CODES = {np.dtype(np.uint16): 8, np.dtype(np.int32): 4}
 
 
-def megatron_idx(lengths: np.ndarray, dtype: np.dtype) -> bytes:
+def megatron_idx(lengths: np.ndarray, dtype: np.dtype, doc_starts=None) -> bytes:
+    """The ``.idx`` of sequences of ``lengths``; ``doc_starts``: the sequences that begin a document (default:
+    every one). Megatron's ``document_indices`` are [0, end of document 0, end of document 1, ...] in sequences."""
     lengths = np.asarray(lengths, dtype=np.int32)
     pointers = np.zeros(len(lengths), dtype=np.int64)
     if len(lengths):
         pointers[1:] = np.cumsum(lengths[:-1].astype(np.int64)) * dtype.itemsize
-    doc_idx = np.arange(len(lengths) + 1, dtype=np.int64)
+    starts = np.arange(len(lengths)) if doc_starts is None else np.asarray(doc_starts, dtype=np.int64)
+    doc_idx = np.r_[starts, len(lengths)].astype(np.int64) if len(lengths) else np.zeros(1, dtype=np.int64)
     return b"".join([b"MMIDIDX\x00\x00", struct.pack("<Q", 1), struct.pack("<B", MEGATRON_CODES[dtype]),
                      struct.pack("<Q", len(lengths)), struct.pack("<Q", len(doc_idx)),
                      lengths.tobytes(), pointers.tobytes(), doc_idx.tobytes()])
+
+
+def megatron_layout(s) -> tuple[np.ndarray, np.ndarray]:
+    """Every piece of shard set ``s`` (`ShardSet.all_segments`, with ``gseq``) in Megatron export order, and
+    the output file (shard index) of each: pieces grouped by document instance, instances in the order of
+    their first piece in the shards, pieces by offset; an instance goes to the file of its first piece."""
+    segs = s.all_segments()  # shard order: (global sequence, start)
+    if not len(segs):
+        return segs, np.zeros(0, dtype=np.int64)
+    _, first, inv = np.unique(segs["doc"], return_index=True, return_inverse=True)
+    first_pos = first[inv]  # per piece: position of its instance's first piece
+    file_of = np.searchsorted(s._starts, segs["gseq"][first_pos].astype(np.int64), side="right") - 1
+    order = np.lexsort((segs["offset"], first_pos))
+    return segs[order], file_of[order]
 
 
 def export_shards(folder: str, fmt: str, out_dir: str) -> dict:
@@ -45,12 +68,15 @@ def export_shards(folder: str, fmt: str, out_dir: str) -> dict:
     L = s.seq_len
     vocab = s.manifest["tokenizer"]["vocab_size"]
     files = []
+    n_docs = 0
+    if fmt == "megatron":
+        mg_segs, mg_file = megatron_layout(s)
     for k, e in enumerate(s.manifest["shards"]):
-        sh = s._shard(k)
-        tokens = np.asarray(sh.tokens).reshape(-1)
-        segs = np.asarray(sh.segs)
         name = e["name"]
         if fmt == "datatrove":
+            sh = s._shard(k)
+            tokens = np.asarray(sh.tokens).reshape(-1)
+            segs = np.asarray(sh.segs)
             starts = segs["seq"].astype(np.int64) * L + segs["start"]
             ends = starts + segs["length"]
             bounds = np.union1d(np.concatenate([starts, ends]), np.arange(1, e["n_sequences"] + 1) * L)
@@ -60,13 +86,19 @@ def export_shards(folder: str, fmt: str, out_dir: str) -> dict:
             files += [f"{name}.ds", f"{name}.ds.index"]
         else:
             dt = np.dtype(np.uint16) if vocab < 65500 else np.dtype(np.int32)
-            flat_starts = segs["seq"].astype(np.int64) * L + segs["start"]
-            pieces = [tokens[a: a + n] for a, n in zip(flat_starts, segs["length"].astype(np.int64))]
+            mine = mg_segs[mg_file == k]
+            if not len(mine):  # every piece belongs to documents begun in earlier shards: Megatron cannot map
+                continue  # an empty .bin, so no file
+            pieces = [s[int(g)][a: a + n] for g, a, n in zip(mine["gseq"], mine["start"].astype(np.int64),
+                                                            mine["length"].astype(np.int64))]
             data = np.concatenate(pieces).astype(dt) if pieces else np.zeros(0, dt)
+            starts = np.flatnonzero(np.r_[True, mine["doc"][1:] != mine["doc"][:-1]]) if len(mine) else []
             write_bytes(data.tobytes(), join(out_dir, f"{name}.bin"))
-            write_bytes(megatron_idx(segs["length"], dt), join(out_dir, f"{name}.idx"))
+            write_bytes(megatron_idx(mine["length"], dt, starts), join(out_dir, f"{name}.idx"))
             files += [f"{name}.bin", f"{name}.idx"]
+            n_docs += len(starts)
     man = {"format": fmt, "source": folder, "seq_len": L, "dtype": str(s.dtype), "files": files,
+           **({"documents": n_docs} if fmt == "megatron" else {}),
            "read_with": f"DatatroveFolderDataset(folder, seq_len={L - 1}, token_size={s.dtype.itemsize})"
            if fmt == "datatrove" else "megatron.core.datasets.indexed_dataset.IndexedDataset(prefix)"}
     write_json(man, join(out_dir, f"export-{fmt}.json"))

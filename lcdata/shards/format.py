@@ -3,7 +3,8 @@
 A shard folder holds:
 - ``manifest.json``: self-description (format version, dtype, seq_len, packing, tokenizer hash and vocab
   size, special token ids, sources, counts per source, padding, dropped tokens, plan fingerprint, config,
-  command line, and the size + SHA-256 of every data file). Written last: its presence marks a complete build.
+  command line, and the size + SHA-256 of every data file, documents.parquet included). Written last: its
+  presence marks a complete build.
 - ``shard-NNNNN.bin``: ``n_sequences x seq_len`` token ids, little-endian ``uint16`` (vocab <= 65,536) or
   ``uint32``, row-major, no header: ``np.memmap(path, dtype, mode="r").reshape(-1, seq_len)``.
 - ``shard-NNNNN.seg.npy``: NumPy ``.npy`` structured array, one row per document piece in a sequence,
@@ -23,6 +24,7 @@ import numpy as np
 
 FORMAT = "lcdata.shards"
 FORMAT_VERSION = 1
+DOCUMENTS_FILE = "documents.parquet"
 SEG_FILE_DTYPE = np.dtype([("seq", "<u4"), ("start", "<u4"), ("length", "<u4"), ("doc", "<u8"),
                            ("offset", "<u8"), ("source", "<u2")])
 

@@ -121,8 +121,15 @@ class ShardSet:
     @property
     def documents(self) -> pl.DataFrame:
         if self._docs is None:
-            with fsspec.open(_path(self.folder, self.manifest["documents_file"]), "rb") as fh:
-                self._docs = pl.read_parquet(fh)
+            name = self.manifest["documents_file"]
+            try:
+                with fsspec.open(_path(self.folder, name), "rb") as fh:
+                    self._docs = pl.read_parquet(fh)
+            except FileNotFoundError:
+                raise LcdataError(f"{self.folder!r}: {name} is missing; rebuild the folder") from None
+            except pl.exceptions.PolarsError as e:  # truncated or altered: say so rather than show Polars' trace
+                raise LcdataError(f"{self.folder!r}: {name} cannot be read ({type(e).__name__}); the file is "
+                                  "damaged: run `lcdata verify` on the folder and rebuild it") from None
         return self._docs
 
     def pieces(self, i: int) -> list[dict]:
@@ -164,9 +171,10 @@ def open_shards(folder: str) -> ShardSet:
 
 
 def verify_shards(folder: str) -> list[str]:
-    """Check every file against the manifest (size, SHA-256) and the structure (token ids < vocab size,
-    pieces inside sequences and non-overlapping, per-source token counts). Returns the problems found
-    (empty = valid); each names the file and the failed check."""
+    """Check every file against the manifest (size, SHA-256: shards and documents.parquet) and the structure
+    (documents.parquet readable with ``n_instances`` rows, token ids < vocab size, pieces inside sequences and
+    non-overlapping, each piece's document a row of documents.parquet, per-source token counts). Returns the
+    problems found (empty = valid); each names the file and the failed check."""
     problems: list[str] = []
     try:
         s = open_shards(folder)
@@ -176,6 +184,8 @@ def verify_shards(folder: str) -> list[str]:
     vocab = m["tokenizer"]["vocab_size"]
     per_src = np.zeros(len(s.sources), dtype=np.int64)
     files = [(e["files"][k]["path"], e["files"][k]) for e in m["shards"] for k in ("bin", "seg")]
+    if "documents" in m:  # absent from manifests written before lcdata recorded it: the checks below still run
+        files.append((m["documents"]["path"], m["documents"]))
     for path, meta in files:
         url = _path(s.folder, path)
         try:
@@ -189,6 +199,15 @@ def verify_shards(folder: str) -> list[str]:
             problems.append(f"{path}: SHA-256 mismatch with manifest.json (file altered)")
     if problems:
         return problems
+    docs_name = m["documents_file"]
+    try:
+        n_docs = pl.read_parquet(_read_bytes(_path(s.folder, docs_name))).height
+    except FileNotFoundError:
+        return [f"{docs_name}: missing (named in manifest.json)"]
+    except pl.exceptions.PolarsError:
+        return [f"{docs_name}: not a readable Parquet file (truncated or altered)"]
+    if n_docs != m["n_instances"]:
+        problems.append(f"{docs_name}: {n_docs} rows != n_instances {m['n_instances']} in manifest.json")
     for k, e in enumerate(m["shards"]):
         sh = s._shard(k)
         name = e["files"]["bin"]["path"]
@@ -202,6 +221,9 @@ def verify_shards(folder: str) -> list[str]:
             same = g["seq"][1:] == g["seq"][:-1]
             if (same & (g["start"][1:].astype(np.int64) < end[:-1])).any():
                 problems.append(f"{e['files']['seg']['path']}: overlapping pieces")
+            if int(g["doc"].max()) >= n_docs:
+                problems.append(f"{e['files']['seg']['path']}: piece of document {int(g['doc'].max())}, but "
+                                f"{docs_name} has {n_docs} rows")
             per_src += np.bincount(g["source"], weights=g["length"], minlength=len(s.sources)).astype(np.int64)
     for i, src in enumerate(s.sources):
         want = m["per_source"][src]["tokens"]
