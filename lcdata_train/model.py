@@ -9,6 +9,8 @@ logits with transformers' on the same random weights.
 - without ``labels``: the logits ``(B, L, V)`` (inference and tests only: V floats per token);
 - with ``labels``: ``(sum of token losses, scored tokens)`` through `loss.chunked_cross_entropy`, never
   holding more than ``loss_chunk`` rows of logits.
+``hidden(...)`` returns the final normed hidden states (evaluation computes logits only where it needs them);
+with a `KVCache` it continues cached tokens, so greedy decoding costs one token's forward per step.
 ``cu_seqlens`` switches on intra-document attention (`attention.py`); with it ``position_ids`` should restart
 at 0 in each document (the data loader does that), and then a packed sequence computes exactly what each
 document alone would. ``act_ckpt`` recomputes each block in backward (activation memory: one block's
