@@ -28,6 +28,8 @@ BENCHES = [
     ("bench_build", "lcdata build vs raw tokenizer / datatrove, both engines (issue: build)", ["--quick"]),
     ("bench_scaleout", "datatrove executor layer overhead (issue: scale-out)", ["--quick", "--repeat", "1"]),
     ("bench_train", "training tokens/s, MFU, loader share (issue: train; CPU tiny size without a GPU)", []),
+    ("bench_eval", "evaluation forward tokens/s vs transformers (issue: needle; CPU tiny size without a GPU)",
+     ["--reps", "2"]),
 ]
 
 

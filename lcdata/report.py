@@ -170,8 +170,17 @@ def eval_loss_section(d: str) -> list[str]:
     out += [md_table(pivot_losses(losses)), ""]
     if _exists(d, "eval-loss", "compare.parquet"):
         cmp = pl.read_parquet(os.path.join(d, "eval-loss", "compare.parquet"))
-        out += ["Difference to the first model (`*`: |delta| > 0.01):", "", md_table(pivot_deltas(cmp)), ""]
+        out += [f"Difference to the first model (`*`: |delta| > {_threshold(os.path.join(d, 'eval-loss'))}):", "",
+                md_table(pivot_deltas(cmp)), ""]
     return out
+
+
+def _threshold(folder: str) -> float:
+    """The |delta| threshold the eval-loss run flagged with (0.01, the paper's, if not recorded)."""
+    try:
+        return float(_read_json(os.path.join(folder, "loss.json"))["config"]["threshold"])
+    except (OSError, KeyError, ValueError, TypeError):
+        return 0.01
 
 
 def pivot_losses(losses: pl.DataFrame) -> pl.DataFrame:
@@ -240,7 +249,7 @@ def write_ablation_report(d: str, strategies: list[str]) -> str:
         lines += [md_table(pivot_losses(pl.read_parquet(lp))), ""]
         cp = os.path.join(d, "eval-loss", "compare.parquet")
         if os.path.exists(cp):
-            lines += [f"Difference to `{strategies[0]}` (`*`: |delta| > 0.01):", "",
+            lines += [f"Difference to `{strategies[0]}` (`*`: |delta| > {_threshold(os.path.join(d, 'eval-loss'))}):", "",
                       md_table(pivot_deltas(pl.read_parquet(cp))), ""]
     else:
         lines += ["(no eval-loss/ folder)", ""]

@@ -78,9 +78,11 @@ class EvalLossConfig:
 
 
 def _label(path: str) -> str:
-    p = os.path.normpath(path)
-    base = os.path.basename(p)
-    return os.path.basename(os.path.dirname(p)) if base in ("final",) else base
+    """A model's name from its path: the first folder that is not ``final``, ``run`` or a checkpoint."""
+    parts = [x for x in os.path.normpath(path).split(os.sep) if x]
+    while len(parts) > 1 and (parts[-1] in ("final", "run", "checkpoints") or parts[-1].startswith("step-")):
+        parts.pop()
+    return parts[-1] if parts else path
 
 
 def window_tokens(shards, i: int, a: int, L: int) -> tuple[np.ndarray, np.ndarray]:

@@ -5,7 +5,7 @@ scoring, and per-token losses. Shared by `needle` and `eval_loss`.
   training checkpoint), a training checkpoint folder, or any Hugging Face LLaMA folder (config.json +
   safetensors). Weights load through `checkpoint.load_hf_state` (shapes checked, nothing unpickled).
 * `resolve_tokenizer(path, tokenizer)`: an explicit tokenizer.json, else the one saved beside the model,
-  else the one the run's shards were built with (its manifest records the path).
+  else the one the run's shards were built with (``run.json`` names the shards, whose manifest records it).
 * `greedy_generate`: one prefill of the prompt (through the attention seam: fused kernels on GPU), then one
   token per step against a preallocated `model.KVCache`; only the last position's logits are computed, so
   a 128K prompt never materialises ``L x V`` logits. Cost: one forward of the prompt + ``max_new`` steps.
@@ -20,6 +20,7 @@ Device ``auto`` is CUDA when available (bf16 autocast there), else CPU in fp32.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 
 import numpy as np
@@ -53,7 +54,10 @@ def pick_device(device: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"--device {device!r} but CUDA is not available here; use --device cpu")
-    return torch.device(device)
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"--device {device!r} is not a device; use auto, cpu, cuda or cuda:N") from None
 
 
 def autocast_for(device: torch.device, dtype: str = "auto"):
@@ -90,8 +94,18 @@ def resolve_tokenizer(model_path: str, tokenizer: str | None) -> str:
         cand = os.path.join(d, "tokenizer.json")
         if os.path.isfile(cand):
             return cand
-    raise ConfigError(f"no tokenizer.json beside the model {model_path!r}; pass --tokenizer (the tokenizer the "
-                      "model's training shards were built with)")
+    for run in (model_path, os.path.dirname(os.path.dirname(folder.rstrip("/")))):  # run folder, or above a checkpoint
+        try:
+            with open(os.path.join(run, "run.json")) as fh:
+                shards = json.load(fh)["config"]["shards"]
+            with open(os.path.join(shards, "manifest.json")) as fh:
+                cand = json.load(fh)["tokenizer"]["path"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if cand and os.path.isfile(cand):
+            return cand
+    raise ConfigError(f"no tokenizer.json beside the model {model_path!r} nor in its run's shards manifest; pass "
+                      "--tokenizer (the tokenizer the model's training shards were built with)")
 
 
 @torch.no_grad()

@@ -175,7 +175,7 @@ class Llama(nn.Module):
         cos, sin = self.rope(position_ids)
         x = self.model.embed_tokens(input_ids)
         for i, layer in enumerate(self.model.layers):
-            if self.act_ckpt and torch.is_grad_enabled():
+            if self.act_ckpt and torch.is_grad_enabled() and cache is None:
                 x = checkpoint(layer, x, cos, sin, cu_seqlens, max_seqlen, use_reentrant=False)
             else:
                 x = layer(x, cos, sin, cu_seqlens, max_seqlen, cache, i)

@@ -70,6 +70,7 @@ def parse_grid(spec: str, integer: bool) -> tuple:
             vals = np.linspace(float(a), float(b), int(n))
         else:
             vals = np.array([float(x) for x in spec.split(",") if x.strip()])
+            integer = integer and all(float(v).is_integer() for v in vals)  # a list keeps the values given
     except ValueError:
         raise ConfigError(f"grid {spec!r}: use START:STOP:COUNT (e.g. 1000:128000:40) or a comma list") from None
     if len(vals) == 0:
@@ -111,22 +112,52 @@ class NeedleConfig:
         object.__setattr__(self, "haystack", tuple(self.haystack))
         object.__setattr__(self, "lengths", tuple(int(x) for x in self.lengths))
         object.__setattr__(self, "depths", tuple(float(x) for x in self.depths))
+        if not self.lengths or not self.depths:
+            raise ConfigError("lengths and depths must each hold at least one value")
         if any(not 0 <= d <= 100 for d in self.depths):
             raise ConfigError(f"depths {self.depths} must lie in [0, 100] (percent of the context)")
+        if self.reserve < 1:
+            raise ConfigError(f"reserve={self.reserve} must be >= 1 token (the paper reserves 200 for prompt and answer)")
         if min(self.lengths) <= self.reserve:
             raise ConfigError(f"context length {min(self.lengths)} must exceed the {self.reserve} tokens reserved "
                               "for the prompt and answer (--reserve)")
         if self.n_needles < 1 or self.max_new_tokens < 1:
             raise ConfigError("n_needles and max_new_tokens must be >= 1")
-        t = self.template or ""
-        if self.template is not None and ("{context}" not in t or t.count("{context}") != 1):
-            raise ConfigError(f"template {t[:80]!r} must contain {{context}} exactly once")
+        if self.dtype not in ("auto", "float32", "bfloat16"):
+            raise ConfigError(f"dtype {self.dtype!r} is not one of auto, float32, bfloat16")
+        if self.template is not None:
+            check_template(self.template)
+        if self.task == "needle" and self.needle and not self.answer:
+            raise ConfigError("a custom --needle needs its --answer (the words scored), and --question")
+        if self.task == "passkey" and self.needle and "{key}" not in self.needle:
+            raise ConfigError(f"passkey needle {self.needle[:60]!r} must contain {{key}} (where the random key goes)")
 
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
 # ---------------------------------------------------------------------------------- pure helpers
+
+
+def check_template(template: str) -> None:
+    """A prompt template holds ``{context}`` once and ``{question}``, and no other field."""
+    import string
+
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as e:
+        raise ConfigError(f"template {template[:80]!r}: {e} (write a literal brace as {{{{ or }}}})") from None
+    bad = sorted(set(fields) - {"context", "question"})
+    if bad or fields.count("context") != 1 or "question" not in fields:
+        raise ConfigError(f"template {template[:80]!r} must hold {{context}} exactly once and {{question}}, and no "
+                          f"other field (found {fields})")
+
+
+def split_template(template: str, question: str) -> tuple[str, str]:
+    """(text before the context, text after it), with ``{question}`` filled in either part."""
+    check_template(template)
+    head, tail = template.replace("{context}", "\x00", 1).split("\x00")
+    return head.format(question=question), tail.format(question=question)
 
 
 def words(text: str) -> list[str]:
@@ -219,9 +250,8 @@ def cell_needles(cfg: NeedleConfig, length: int, depth: float) -> list[Needle]:
                               f"What is the special magic number for {name} mentioned in the provided text?",
                               val, " The special magic number for " + name + " is: " + val, depth + i * (100 - depth) / n))
         return out
-    needle = cfg.needle or PAPER_NEEDLE
-    return [Needle("\n" + needle + "\n", cfg.question or PAPER_QUESTION, cfg.answer or PAPER_ANSWER,
-                   cfg.target or " " + needle.strip(), depth)]
+    needle, answer = cfg.needle or PAPER_NEEDLE, cfg.answer or PAPER_ANSWER
+    return [Needle("\n" + needle + "\n", cfg.question or PAPER_QUESTION, answer, cfg.target or " " + answer, depth)]
 
 
 def template_for(cfg: NeedleConfig) -> str:
@@ -294,7 +324,7 @@ def run_needle(cfg: NeedleConfig) -> pl.DataFrame:
 
     tok_path = resolve_tokenizer(cfg.model, cfg.tokenizer)
     tok = load_tokenizer(tok_path)
-    model, folder = load_model(cfg.model, cfg.device, cfg.rope_theta, max(cfg.lengths) + cfg.max_new_tokens)
+    model, folder = load_model(cfg.model, cfg.device, cfg.rope_theta, max(cfg.lengths))
     if tok.get_vocab_size() > model.cfg.vocab_size:
         raise ConfigError(f"tokenizer {tok_path} has {tok.get_vocab_size():,} ids but the model's vocabulary is "
                           f"{model.cfg.vocab_size:,}; pass the tokenizer the model was trained with")
@@ -314,8 +344,7 @@ def run_needle(cfg: NeedleConfig) -> pl.DataFrame:
     boundary = boundary_mask(tok)
     eos, bos = find_special(tok, EOS_NAMES), find_special(tok, BOS_NAMES)
     template = template_for(cfg)
-    head, tail = template.split("{context}")
-    head_ids = enc(head) if bos is None else np.concatenate([[bos], enc(head)])  # as tokenizer(prompt) does
+    bos_ids = np.asarray([] if bos is None else [bos], dtype=np.int64)  # as tokenizer(prompt) adds it
     rows, fwd_tokens, t_model = [], 0, 0.0
     for L in cfg.lengths:
         budget = L - cfg.reserve
@@ -324,7 +353,14 @@ def run_needle(cfg: NeedleConfig) -> pl.DataFrame:
             nids = [enc(n.text) for n in needles]
             ctx, starts = place_needles(hay, nids, [n.depth for n in needles], budget, boundary)
             for j, n in enumerate(needles):
-                prompt = np.concatenate([head_ids, ctx, enc(tail.format(question=n.question))])
+                head, tail = split_template(template, n.question)
+                prompt = np.concatenate([bos_ids, enc(head), ctx, enc(tail)])
+                answer_room = cfg.max_new_tokens if cfg.mode == "generate" else len(enc(n.target))
+                if len(prompt) + answer_room > L:
+                    raise ConfigError(
+                        f"length {L}: the prompt ({len(prompt) - len(ctx)} tokens around the context) and the answer "
+                        f"({answer_room}) do not fit the {cfg.reserve} reserved tokens; raise --reserve to at least "
+                        f"{len(prompt) - len(ctx) + answer_room} or shorten the template/question")
                 row = {"length": L, "depth": d, "needle": j, "needle_depth": n.depth, "needle_pos": starts[j],
                        "context_tokens": len(ctx), "prompt_tokens": len(prompt), "answer": n.answer}
                 t1 = time.perf_counter()

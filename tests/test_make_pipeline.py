@@ -1,6 +1,7 @@
 """The Makefile chain (stats -> sample -> build -> train -> needle + eval-loss -> report) at toy size, in a
 temp dir, on a slice of the demo corpus: every stage runs through the real CLI, the report has every
-section, and a second `make` finds everything up to date."""
+section, a second `make` finds everything up to date, and a changed input file or variable re-runs only
+the stages after it."""
 
 import json
 import os
@@ -59,3 +60,7 @@ def test_make_chain_writes_a_report_and_reruns_nothing(tmp_path):
     os.utime(out / "plan" / "plan.json")
     n = subprocess.run(["make", "-C", str(ROOT), "-n", "report", *args], capture_output=True, text=True, env=env)
     assert "lcdata build" in n.stdout and "lcdata train" in n.stdout and "lcdata stats" not in n.stdout
+    # a changed variable re-runs its stage and those after it, not those before
+    args = [a if not a.startswith("BUDGET=") else "BUDGET=30K" for a in args]
+    n = subprocess.run(["make", "-C", str(ROOT), "-n", "report", *args], capture_output=True, text=True, env=env)
+    assert "lcdata sample" in n.stdout and "lcdata needle" in n.stdout and "lcdata stats" not in n.stdout

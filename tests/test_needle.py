@@ -168,6 +168,23 @@ def test_bad_input_is_refused_with_the_value():
         N.NeedleConfig(model="m", out="o", depths=(0, 120))
     with pytest.raises(ConfigError, match="task"):
         N.NeedleConfig(model="m", out="o", task="haystack")
+    with pytest.raises(ConfigError, match="other field"):
+        N.NeedleConfig(model="m", out="o", template="{context} {question} {answer}")
+    with pytest.raises(ConfigError, match="--answer"):
+        N.NeedleConfig(model="m", out="o", needle="The cat is called Tom.")
+    with pytest.raises(ConfigError, match="key"):
+        N.NeedleConfig(model="m", out="o", task="passkey", needle="The pass key is secret.")
+
+
+def test_template_fields_fill_both_sides_of_the_context():
+    head, tail = N.split_template("Q: {question} <doc>{context}</doc> again: {question} {{literal}}", "Why?")
+    assert head == "Q: Why? <doc>" and tail == "</doc> again: Why? {literal}"
+
+
+def test_a_prompt_that_does_not_fit_the_reserve_is_refused(untrained, tmp_path):
+    with pytest.raises(ConfigError, match="--reserve"):
+        N.run_needle(N.NeedleConfig(model=untrained, out=str(tmp_path / "o"), lengths=(300,), depths=(50,),
+                                    reserve=20, quiet=True, device="cpu"))
 
 
 def test_cli_reports_a_missing_model_clearly(tmp_path):
