@@ -1,6 +1,8 @@
 """lcdata: long-context training data from multi-source corpora (Fu et al. 2024, per-source upsampling).
 
-The core never imports torch; `lcdata_train` is the training companion.
+The core never imports torch; `lcdata_train` is the training companion. The names below are imported on
+first use (PEP 562), so ``import lcdata`` (and the CLI's start) does not load Polars and Arrow before they
+are needed.
 
 >>> import lcdata
 >>> r = lcdata.compute_stats(["data/demo"], lcdata.StatsConfig())  # doctest: +SKIP
@@ -8,14 +10,32 @@ The core never imports torch; `lcdata_train` is the training companion.
 
 __version__ = "0.1.0"
 
-from .config import DEFAULT_BUCKETS, ReadConfig, StatsConfig  # noqa: E402
-from .corpus import FileReport, iter_batches, read_corpus  # noqa: E402
-from .errors import ConfigError, InputError, LcdataError, TokenizerError  # noqa: E402
-from .inputs import InputFile, resolve_inputs  # noqa: E402
-from .stats_run import StatsResult, compute_stats, load_stats, merge_stats, run_stats  # noqa: E402
+_EXPORTS = {
+    "DEFAULT_BUCKETS": "config", "ReadConfig": "config", "StatsConfig": "config",
+    "FileReport": "corpus", "iter_batches": "corpus", "read_corpus": "corpus",
+    "ConfigError": "errors", "InputError": "errors", "LcdataError": "errors", "TokenizerError": "errors",
+    "InputFile": "inputs", "resolve_inputs": "inputs",
+    "StatsResult": "stats_run", "compute_stats": "stats_run", "load_stats": "stats_run",
+    "merge_stats": "stats_run", "run_stats": "stats_run",
+}
 
 __all__ = [
     "DEFAULT_BUCKETS", "ReadConfig", "StatsConfig", "FileReport", "iter_batches", "read_corpus",
     "ConfigError", "InputError", "LcdataError", "TokenizerError", "InputFile", "resolve_inputs",
     "StatsResult", "compute_stats", "load_stats", "merge_stats", "run_stats",
 ]
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'lcdata' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

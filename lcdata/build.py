@@ -12,8 +12,10 @@ sequences permuted by the seed, and written shard by shard (atomic; a shard alre
 config is skipped on resume). Output bytes depend only on inputs, plan, tokenizer, config and seed, never
 on ``workers`` or on an interruption.
 
-Memory: phase 1 holds one chunk of one file per worker; phase 2 holds per-instance index arrays (a few
-dozen bytes per document) and one shard of tokens; spill files are memory-mapped.
+Memory: phase 1 holds one chunk of one file per worker; phase 2 holds the unit / instance tables (their
+string columns, doc_id, file and source, make them several hundred bytes per document; documents.parquet
+is written from them), per-instance index arrays and one shard of tokens (shard_tokens x the dtype's size,
+128 MiB at the default); spill pieces are read into the shard buffer, not memory-mapped.
 """
 
 from __future__ import annotations
@@ -436,12 +438,12 @@ def _write_shard(lay: PackLayout, k: int, cfg: BuildConfig, out_dir: str, work_d
     if os.path.exists(marker):
         with open(marker) as fh:
             return json.load(fh)
-    spills = {} if spills is None else spills
+    own = spills is None
+    spills = {} if own else spills  # spill file index -> open (unbuffered) spill file
 
     def spill(i):
         if i not in spills:
-            path = os.path.join(work_dir, f"tok-{i:05d}.bin")
-            spills[i] = np.memmap(path, dtype=dtype, mode="r") if os.path.getsize(path) else np.zeros(0, dtype)
+            spills[i] = open(os.path.join(work_dir, f"tok-{i:05d}.bin"), "rb", buffering=0)
         return spills[i]
 
     first = k * lay.per_shard
@@ -450,13 +452,29 @@ def _write_shard(lay: PackLayout, k: int, cfg: BuildConfig, out_dir: str, work_d
     lseq = lay.out_pos[lay.bounds[k]: lay.bounds[k + 1]] - first
     buf = np.full((n, L), specials.pad, dtype=dtype)
     flat = buf.reshape(-1)
-    for j in range(len(s)):
-        inst_i = int(s["inst"][j])
-        src_tokens = spill(int(lay.inst_file[inst_i]))
-        a = int(lay.inst_off[inst_i]) + int(s["offset"][j])
-        ln = int(s["length"][j])
-        p = int(lseq[j]) * L + int(s["start"][j])
-        flat[p: p + ln] = src_tokens[a: a + ln]
+    size = np.dtype(dtype).itemsize
+    try:
+        # Each piece is read from its spill straight into the shard buffer: no memory map, so the spill pages
+        # read (up to a shard's worth, 128 MiB at the default size) do not add to this process's RSS.
+        for j in range(len(s)):
+            inst_i = int(s["inst"][j])
+            fh = spill(int(lay.inst_file[inst_i]))
+            a = int(lay.inst_off[inst_i]) + int(s["offset"][j])
+            ln = int(s["length"][j])
+            p = int(lseq[j]) * L + int(s["start"][j])
+            dst = memoryview(flat[p: p + ln]).cast("B")
+            fh.seek(a * size)
+            got = 0
+            while got < len(dst):
+                r = fh.readinto(dst[got:])
+                if not r:
+                    raise LcdataError(f"spill {fh.name} ends before token {a + ln}: the work folder is incomplete; "
+                                      "rerun the build with --overwrite")
+                got += r
+    finally:
+        if own:
+            for fh in spills.values():
+                fh.close()
     seg_out = np.empty(len(s), dtype=SEG_FILE_DTYPE)
     seg_out["seq"], seg_out["start"], seg_out["length"] = lseq, s["start"], s["length"]
     seg_out["doc"], seg_out["offset"] = s["inst"], s["offset"]
@@ -508,7 +526,7 @@ def _pack_and_write(units, files, cfg, out_dir, work_dir, info, specials, dtype,
     lay = _pack_layout(units, cfg)
     shards = []
     prog = Progress(lay.n_shards, lay.n_shards, progress, label="pack")
-    for k in range(lay.n_shards):  # spills are mapped per shard: the pages read stay one shard's worth, not the corpus
+    for k in range(lay.n_shards):
         shards.append(_write_shard(lay, k, cfg, out_dir, work_dir, specials, dtype))
         prog.update(1)
     return _pack_manifest(lay, shards, files, cfg, out_dir, info, specials, dtype, plan_fp, ident)

@@ -7,7 +7,7 @@ the writers). ``shards``: task t writes the shards k with k % N == t (`_write_sh
 from its spill into its shard. ``finish`` writes documents.parquet and the manifest listing every shard, then
 removes the work folder. The bytes are those of `run_build`: same spills, same layout, same shard writer.
 
-The work folder must be one every task sees (``OUT/_work`` by default): spills are memory-mapped.
+The work folder must be one every task sees (``OUT/_work`` by default): the shard writers read the spills.
 """
 
 from __future__ import annotations
@@ -153,19 +153,24 @@ class Pack(_Step):
 
 
 class WriteShards(_Step):
-    """Per task: shards k with k % tasks == rank, from the saved layout and the memory-mapped spills."""
+    """Per task: shards k with k % tasks == rank, from the saved layout and the spills."""
 
     name = "shards"
 
     def work(self, rank, world_size):
         job = self.job
         lay = load_layout(os.path.join(job.work_dir, "layout"))
-        spills: dict = {}
-        for n, k in enumerate(range(rank, lay.n_shards, world_size)):
-            self._check_fail(rank, n)
-            with self.track_time("shard"):
-                _write_shard(lay, k, job.cfg, job.out_dir, job.work_dir, job.specials, np.dtype(job.dtype), spills)
-            self.stat_update("shards")
+        spills: dict = {}  # the spill files this task has opened, kept open across its shards
+        try:
+            for n, k in enumerate(range(rank, lay.n_shards, world_size)):
+                self._check_fail(rank, n)
+                with self.track_time("shard"):
+                    _write_shard(lay, k, job.cfg, job.out_dir, job.work_dir, job.specials, np.dtype(job.dtype),
+                                 spills)
+                self.stat_update("shards")
+        finally:
+            for fh in spills.values():
+                fh.close()
 
 
 class Finish(_Step):

@@ -279,9 +279,6 @@ def cmd_sample(a) -> int:
 
 
 def cmd_stats(a) -> int:
-    from .stats_run import run_stats
-    from .table import stats_table
-
     kw = {}
     if a.buckets:
         kw["buckets"] = parse_buckets(a.buckets)
@@ -297,7 +294,21 @@ def cmd_stats(a) -> int:
         if result is None:
             return _submitted(a, ex)
     else:
-        result = run_stats(a.inputs, a.out, cfg, workers=a.workers, progress=not a.quiet, figure=not a.no_figure)
+        fig = None
+        if not a.no_figure:  # started before Polars/Arrow are imported here: matplotlib loads meanwhile
+            from ._figure import FigureProcess
+
+            fig = FigureProcess()
+        try:
+            from .stats_run import run_stats
+
+            result = run_stats(a.inputs, a.out, cfg, workers=a.workers, progress=not a.quiet,
+                               figure=not a.no_figure, _figure=fig)
+        finally:
+            if fig is not None:
+                fig.close()
+    from .table import stats_table
+
     if not a.quiet:
         print(stats_table(result))
         if result.skips.height:

