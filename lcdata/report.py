@@ -20,6 +20,7 @@ import os
 
 import polars as pl
 
+from ._figure import label as _bucket
 from .outputs import write_bytes
 
 
@@ -49,11 +50,6 @@ def md_table(df: pl.DataFrame, floats: int = 4) -> str:
     return "\n".join([head, sep, *rows])
 
 
-def _bucket(lo, hi) -> str:
-    def k(x):
-        return f"{x // 1024}K" if x >= 1024 and x % 1024 == 0 else str(x)
-
-    return f">={k(lo)}" if hi is None else f"{k(lo)}-{k(hi)}"
 
 
 # -------------------------------------------------------------------------------------- sections

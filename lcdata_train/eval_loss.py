@@ -169,10 +169,10 @@ def compare(losses: pl.DataFrame, threshold: float = THRESHOLD) -> pl.DataFrame:
 
 
 def bucket_name(lo: int, hi) -> str:
-    def k(x):
-        return f"{x // 1024}K" if x >= 1024 and x % 1024 == 0 else str(x)
+    """``0-4K``, ``>=4K``: the labels of lcdata's length buckets."""
+    from lcdata._figure import label
 
-    return f"{k(lo)}+" if hi is None else f"{k(lo)}-{k(hi)}"
+    return label(lo, hi)
 
 
 def format_table(losses: pl.DataFrame, cmp: pl.DataFrame | None = None) -> str:
