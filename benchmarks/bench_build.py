@@ -148,20 +148,8 @@ def _child_main(argv: list[str]) -> None:
 
 
 def run_child(kind: str, args: list[str], tmp: Path, log_name: str) -> dict:
-    """Run one measurement in a fresh interpreter; returns its result plus ``wall_s`` (whole process)."""
-    result = tmp / f"{log_name}.json"
-    log = tmp / f"{log_name}.log"
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--_child", kind, str(result), *args]
-    t0 = time.perf_counter()
-    with open(log, "w") as fh:
-        r = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=REPO)
-    wall = time.perf_counter() - t0
-    if r.returncode:
-        sys.exit(f"bench: {log_name} failed (exit {r.returncode}); last lines of {log}:\n"
-                 + "\n".join(log.read_text(errors="replace").splitlines()[-25:]))
-    res = json.loads(result.read_text())
-    res["wall_s"] = wall
-    return res
+    """`bench_stats.run_child` for this script's children."""
+    return bench_stats.run_child(kind, args, tmp, log_name, script=str(Path(__file__).resolve()))
 
 
 # ----------------------------------------------------------------------------------------------- main

@@ -364,11 +364,13 @@ def _child_main(argv: list[str]) -> None:
     Path(result_path).write_text(json.dumps(res))
 
 
-def run_child(kind: str, args: list[str], tmp: Path, log_name: str, env: dict | None = None) -> dict:
-    """Run one measurement in a fresh interpreter; returns its result plus ``wall_s`` (whole process)."""
+def run_child(kind: str, args: list[str], tmp: Path, log_name: str, env: dict | None = None,
+              script: str | None = None) -> dict:
+    """Run one measurement in a fresh interpreter (``script --_child KIND RESULT ARGS``, this file by default);
+    returns its result plus ``wall_s`` (whole process)."""
     result = tmp / f"{log_name}.json"
     log = tmp / f"{log_name}.log"
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--_child", kind, str(result), *args]
+    cmd = [sys.executable, script or str(Path(__file__).resolve()), "--_child", kind, str(result), *args]
     t0 = time.perf_counter()
     with open(log, "w") as fh:
         r = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, cwd=REPO)

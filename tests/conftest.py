@@ -9,6 +9,18 @@ DEMO = ROOT / "data" / "demo"
 TOKENIZER = DEMO / "tokenizer.json"
 
 
+@pytest.fixture(scope="module")
+def torch_one_thread():
+    """One intra-op thread for a torch test module: on a shared 2-core machine, OpenMP's spinning threads slow
+    down by up to 5x. Use with ``pytestmark = pytest.mark.usefixtures("torch_one_thread")``."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def demo_dir() -> Path:
     return DEMO

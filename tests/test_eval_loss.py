@@ -19,13 +19,7 @@ from lcdata_train.eval_loss import EvalLossConfig, compare, format_table, parse_
 from lcdata_train.infer import load_model  # noqa: E402
 from lcdata_train.model import init_state_dict  # noqa: E402
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")

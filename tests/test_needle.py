@@ -27,12 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TOK = str(ROOT / "data" / "demo" / "tokenizer.json")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")

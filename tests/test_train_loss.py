@@ -6,14 +6,7 @@ torch = pytest.importorskip("torch")
 
 from lcdata_train.loss import IGNORE, chunked_cross_entropy, plain_cross_entropy  # noqa: E402
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine, OpenMP's spinning threads slow down by up to 5x."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def _inputs(n=50, d=16, v=97, seed=0):
