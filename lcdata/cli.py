@@ -294,19 +294,9 @@ def cmd_stats(a) -> int:
         if result is None:
             return _submitted(a, ex)
     else:
-        fig = None
-        if not a.no_figure:  # started before Polars/Arrow are imported here: matplotlib loads meanwhile
-            from ._figure import FigureProcess
+        from .stats_run import run_stats
 
-            fig = FigureProcess()
-        try:
-            from .stats_run import run_stats
-
-            result = run_stats(a.inputs, a.out, cfg, workers=a.workers, progress=not a.quiet,
-                               figure=not a.no_figure, _figure=fig)
-        finally:
-            if fig is not None:
-                fig.close()
+        result = run_stats(a.inputs, a.out, cfg, workers=a.workers, progress=not a.quiet, figure=not a.no_figure)
     from .table import stats_table
 
     if not a.quiet:

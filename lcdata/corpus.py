@@ -95,9 +95,36 @@ def empty_batch() -> pl.DataFrame:
 # ----------------------------------------------------------------------------------------- decoding
 
 
-def _zstd_pieces(raw, path: str) -> Iterator[bytes]:
-    """Decompress a (multi-frame) zstd stream; raise on corruption *and* on truncation."""
+ONE_SHOT_BYTES = 16 << 20  # a .zst file up to this size may be decompressed in one call (see _zstd_pieces)
+
+
+def _zstd_pieces(raw, path: str, max_out: int = 32 << 20) -> Iterator[bytes]:
+    """Decompress a (multi-frame) zstd stream; raise on corruption *and* on truncation.
+
+    Fast path: a file of at most ``ONE_SHOT_BYTES`` holding one frame whose header gives a content size of
+    at most ``max_out`` is decompressed in one call into one exactly-sized buffer (about 1.5x faster than
+    the streaming object, and it releases the GIL, so threads scale). Anything else (several frames,
+    unknown size, or an error, which the streaming path then locates) goes through the streaming decoder.
+    """
     dctx = zstandard.ZstdDecompressor()
+    head = raw.read(ONE_SHOT_BYTES + 1)
+    if len(head) <= ONE_SHOT_BYTES:  # the whole file is in memory
+        out = None
+        try:
+            size = zstandard.frame_content_size(head)
+            if 0 < size <= max_out:  # (an empty first frame is left to the streaming path: python-zstandard
+                # returns b"" for it without looking for more data)
+                out = dctx.decompress(head, max_output_size=size, allow_extra_data=False)
+                if len(out) != size:
+                    out = None
+        except zstandard.ZstdError:
+            out = None
+        if out is not None:
+            yield out
+            return
+        raw = io.BytesIO(head)
+    else:
+        raw = _Prefixed(head, raw)
     dobj, in_frame = dctx.decompressobj(), False
     while True:
         data = raw.read(READ_BLOCK)
@@ -117,6 +144,20 @@ def _zstd_pieces(raw, path: str) -> Iterator[bytes]:
                 data = b""
     if in_frame:
         raise _Corrupt("zstd stream ends inside a frame (file truncated)")
+
+
+class _Prefixed:
+    """A file object reading ``head`` first, then the rest of ``raw``."""
+
+    def __init__(self, head: bytes, raw):
+        self.head, self.pos, self.raw = head, 0, raw
+
+    def read(self, n: int) -> bytes:
+        if self.pos < len(self.head):
+            out = self.head[self.pos: self.pos + n]
+            self.pos += len(out)
+            return out
+        return self.raw.read(n)
 
 
 def _gzip_pieces(raw, path: str) -> Iterator[bytes]:
@@ -279,18 +320,25 @@ class _Parser:
             raise InputError(self.f.url, reason, detail, _FIX[reason], line=line)
         self.report.skip(reason)
 
-    def frame(self, rows: list[int], texts, sources, ids) -> pl.DataFrame:
-        n = len(rows)
-        rows_s = pl.Series("row", rows, dtype=pl.Int64)
-        src = pl.Series("source", [self.const_source] * n if sources is None else sources, dtype=pl.String)
-        df = pl.DataFrame([rows_s, src, pl.Series("text", texts, dtype=pl.String)])
-        if ids is None:
-            df = df.with_columns(
-                doc_id=pl.format("{}:{}", pl.lit(self.f.rel), pl.col("row")), file=pl.lit(self.f.rel)
-            )
+    def frame(self, rows, texts, sources, ids) -> pl.DataFrame:
+        """The batch frame (``BATCH_SCHEMA``), built in one Polars query. ``rows``: a ``range``, list or Arrow
+        array of row numbers; ``sources`` None means the constant source."""
+        if isinstance(rows, range):
+            rows_s = pl.int_range(rows.start, rows.stop, dtype=pl.Int64, eager=True).alias("row")
         else:
-            df = df.with_columns(doc_id=pl.Series(ids, dtype=pl.String), file=pl.lit(self.f.rel))
-        return df.select(list(BATCH_SCHEMA))
+            rows_s = pl.Series("row", rows, dtype=pl.Int64)
+        cols = [rows_s, pl.Series("text", texts, dtype=pl.String)]
+        if sources is not None:
+            cols.append(pl.Series("source", sources, dtype=pl.String))
+        if ids is not None:
+            cols.append(pl.Series("doc_id", ids, dtype=pl.String))
+        rel = pl.lit(self.f.rel, pl.String)
+        return pl.DataFrame(cols).lazy().select(
+            doc_id=pl.col("doc_id") if ids is not None else pl.format("{}:{}", rel, pl.col("row")),
+            file=rel, row="row",
+            source=pl.col("source") if sources is not None else pl.lit(self.const_source, pl.String),
+            text="text",
+        ).collect()
 
     # -- JSONL -------------------------------------------------------------------------------------
     def jsonl_chunk(self, chunk: bytes, first_line: int) -> pl.DataFrame:
@@ -300,7 +348,7 @@ class _Parser:
             return self.jsonl_slow(chunk, first_line)
         try:
             table = pj.read_json(
-                io.BytesIO(chunk),
+                pa.BufferReader(pa.py_buffer(chunk)),  # zero copy (BytesIO costs a copy: ~20% of the parse)
                 read_options=pj.ReadOptions(block_size=len(chunk) + 1, use_threads=False),
                 parse_options=pj.ParseOptions(explicit_schema=self.schema, unexpected_field_behavior="ignore"),
             )
@@ -325,7 +373,7 @@ class _Parser:
         self.report.n_counted += n_lines
         rows = range(first_line, first_line + n_lines)
         return self.frame(
-            list(rows), cols["text"], cols.get("source"), cols["id"] if "id" in cols else None
+            rows, cols["text"], cols.get("source"), cols["id"] if "id" in cols else None
         )
 
     def jsonl_slow(self, chunk: bytes, first_line: int) -> pl.DataFrame:
@@ -491,10 +539,13 @@ def iter_batches(f: InputFile, cfg: ReadConfig, report: FileReport | None = None
                     fail("corrupt_file", f"parquet: {e}")
                     return
             else:
-                decode = {"jsonl.zst": _zstd_pieces, "jsonl.gz": _gzip_pieces, "jsonl": _plain_pieces}[f.format]
+                if f.format == "jsonl.zst":
+                    pieces = _zstd_pieces(raw, f.url, cfg.chunk_bytes)
+                else:
+                    pieces = {"jsonl.gz": _gzip_pieces, "jsonl": _plain_pieces}[f.format](raw, f.url)
                 line = 0
                 try:
-                    for chunk in _line_chunks(decode(raw, f.url), cfg.chunk_bytes):
+                    for chunk in _line_chunks(pieces, cfg.chunk_bytes):
                         produced = True
                         batch = parser.jsonl_chunk(chunk, line)
                         line += parser.chunk_lines

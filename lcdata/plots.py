@@ -1,18 +1,17 @@
 """Figures (PNG bytes) in the style of the paper's Figure 2: token share by length bucket, per source.
 
-matplotlib is imported lazily (Agg backend), so `import lcdata` stays light. The drawing itself lives in
-`lcdata._figure` (plain data in, PNG out), which `FigureProcess` can also run in a helper interpreter that
-imports matplotlib while the corpus is being read.
+The rasterising lives in `lcdata._figure` (plain data in, PNG out, Pillow imported lazily), so
+`import lcdata` stays light and a figure costs tens of milliseconds.
 """
 
 from __future__ import annotations
 
 import polars as pl
 
-from ._figure import FigureProcess, draw
+from ._figure import draw
 from ._figure import label as _label
 
-__all__ = ["FigureProcess", "figure_spec", "length_figure"]
+__all__ = ["figure_spec", "length_figure"]
 
 
 def figure_spec(buckets: pl.DataFrame, title: str, series: dict[str, str] | None = None) -> dict:

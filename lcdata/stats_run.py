@@ -234,35 +234,23 @@ class _DocWriter:
 
 
 def run_stats(inputs, out_dir: str, config: StatsConfig | None = None, *, workers: int | None = None,
-              progress: bool = False, figure: bool = True, _figure=None) -> StatsResult:
-    """Compute stats and write the stats folder ``out_dir`` (local path or fsspec URL).
-
-    ``_figure``: a started `lcdata._figure.FigureProcess` to draw the figure with (the CLI starts it first
-    thing); by default one is started here, so matplotlib loads while the corpus is read."""
+              progress: bool = False, figure: bool = True) -> StatsResult:
+    """Compute stats and write the stats folder ``out_dir`` (local path or fsspec URL)."""
     config = config or StatsConfig()
     make_dirs(out_dir)
-    fig = _figure
-    if figure and fig is None:
-        from ._figure import FigureProcess
-
-        fig = FigureProcess()
+    sink = _DocWriter(join(out_dir, "doc_lengths.parquet")) if config.doc_lengths else None
+    ok = False
     try:
-        sink = _DocWriter(join(out_dir, "doc_lengths.parquet")) if config.doc_lengths else None
-        ok = False
-        try:
-            result = compute_stats(inputs, config, workers=workers, progress=progress, doc_sink=sink)
-            ok = True
-        finally:
-            if sink is not None:
-                sink.close(ok)
-        write_stats(result, out_dir, figure=figure, _figure=fig)
+        result = compute_stats(inputs, config, workers=workers, progress=progress, doc_sink=sink)
+        ok = True
     finally:
-        if fig is not None:
-            fig.close()
+        if sink is not None:
+            sink.close(ok)
+    write_stats(result, out_dir, figure=figure)
     return result
 
 
-def write_stats(result: StatsResult, out_dir: str, figure: bool = True, _figure=None) -> None:
+def write_stats(result: StatsResult, out_dir: str, figure: bool = True) -> None:
     make_dirs(out_dir)
     write_parquet(result.sources, join(out_dir, "sources.parquet"))
     write_parquet(result.buckets, join(out_dir, "buckets.parquet"))
@@ -272,10 +260,9 @@ def write_stats(result: StatsResult, out_dir: str, figure: bool = True, _figure=
     if result.doc_lengths is not None:
         write_parquet(result.doc_lengths, join(out_dir, "doc_lengths.parquet"))
     if figure:
-        from .plots import draw, figure_spec
+        from .plots import length_figure
 
-        spec = figure_spec(result.buckets, title="Token share by length bucket")
-        png = _figure.render(spec) if _figure is not None else draw(spec)  # the same bytes either way
+        png = length_figure(result.buckets, title="Token share by length bucket")
         write_bytes(png, join(out_dir, "length_distribution.png"))
     write_json(result.to_json(), join(out_dir, "stats.json"))  # last: its presence marks a complete folder
 

@@ -378,3 +378,20 @@ def test_property_histograms_merge_exactly_and_percentiles_are_inverted_cdf(docs
     assert summarize_buckets(merged, edges).equals(summarize_buckets(whole, edges))
     bt = summarize_buckets(whole, edges)
     assert bt["n_docs"].sum() == len(docs) and bt["n_tokens"].sum() == total
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["web", "code", "books"]), st.integers(0, 40), st.integers(0, 200)),
+                min_size=1, max_size=80))
+def test_histogram_fast_path_equals_group_by(rows):
+    """The single-source NumPy path of `histogram` and the Polars group-by give the same frame."""
+    from lcdata.stats import HIST_SCHEMA
+
+    docs = pl.DataFrame({"source": [r[0] for r in rows], "n_tokens": [r[1] for r in rows],
+                         "n_chars": [r[2] for r in rows], "n_est_tokens": [r[2] // 4 for r in rows]})
+    for d in (docs, docs.with_columns(source=pl.lit("web"))):  # several sources (group-by) and one (NumPy)
+        ref = (d.group_by("source", "n_tokens")
+               .agg(n_docs=pl.len().cast(pl.Int64), n_chars=pl.col("n_chars").sum(),
+                    n_est_tokens=pl.col("n_est_tokens").sum(), n_empty=(pl.col("n_chars") == 0).sum().cast(pl.Int64))
+               .select(list(HIST_SCHEMA)).cast(HIST_SCHEMA).sort("source", "n_tokens"))
+        assert histogram(d).equals(ref)
