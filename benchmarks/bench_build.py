@@ -5,9 +5,11 @@ One run prints one table; every ratio in it comes from that run, on the same cor
 fresh process; the corpus is the one `bench_stats.py` assembles, imported from it, not another):
 
 * **raw HF tokenizer** (limit a): `Tokenizer.encode_batch_fast` (no special tokens) on the same texts, loaded
-  in memory beforehand, Rayon pool of one thread per core; timed only around encoding (as in `bench_stats`).
+  in memory beforehand, Rayon pool of one thread per core, and each encoding's ids as a NumPy array (the
+  issue's "raw encode_batch_fast + NumPy conversion": a writer needs the ids); timed only around that.
 * **raw tiktoken**: the demo tokenizer converted by `lcdata.fast_tokenizer` (vocab bytes -> id, same regex),
-  `Encoding.encode_ordinary_batch` with one thread per core, texts in memory, timed only around encoding.
+  `Encoding.encode_ordinary_batch` with one thread per core, ids to NumPy, texts in memory, timed only
+  around encoding and conversion.
 * **datatrove** (peer b): `JsonlReader` + `DocumentTokenizer` (same tokenizer file) run by a
   `LocalPipelineExecutor` with tasks = workers = cores (spawn start method, like lcdata's pool, so its workers'
   CPU time and RSS are counted), on the same files; whole process.
@@ -72,6 +74,7 @@ def child_raw_hf(threads: int, files: list[str]) -> dict:
     """As `bench_stats.child_tokenizer`, plus the CPU time of the encoding."""
     os.environ["RAYON_NUM_THREADS"] = str(threads)
     os.environ["TOKENIZERS_PARALLELISM"] = "true"
+    import numpy as np
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(str(TOKENIZER))
@@ -79,12 +82,14 @@ def child_raw_hf(threads: int, files: list[str]) -> dict:
     n_tokens = 0
     t0, c0 = time.perf_counter(), time.process_time()
     for b in batches:
-        n_tokens += sum(len(e) for e in tok.encode_batch_fast(b, add_special_tokens=False))
+        n_tokens += sum(len(np.asarray(e.ids, dtype=np.uint32)) for e in tok.encode_batch_fast(b, add_special_tokens=False))
     return {"encode_s": time.perf_counter() - t0, "encode_cpu_s": time.process_time() - c0, "n_tokens": n_tokens,
             "n_docs": sum(map(len, batches))}
 
 
 def child_tiktoken(threads: int, files: list[str]) -> dict:
+    import numpy as np
+
     from lcdata.fast_tokenizer import tiktoken_engine
 
     eng, why = tiktoken_engine(str(TOKENIZER), threads=threads)
@@ -95,7 +100,7 @@ def child_tiktoken(threads: int, files: list[str]) -> dict:
     n_tokens = 0
     t0, c0 = time.perf_counter(), time.process_time()
     for b in batches:
-        n_tokens += sum(len(ids) for ids in enc.encode_ordinary_batch(b, num_threads=threads))
+        n_tokens += sum(len(np.asarray(ids, dtype=np.uint32)) for ids in enc.encode_ordinary_batch(b, num_threads=threads))
     return {"encode_s": time.perf_counter() - t0, "encode_cpu_s": time.process_time() - c0, "n_tokens": n_tokens,
             "n_docs": sum(map(len, batches))}
 

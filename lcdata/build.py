@@ -12,10 +12,11 @@ sequences permuted by the seed, and written shard by shard (atomic; a shard alre
 config is skipped on resume). Output bytes depend only on inputs, plan, tokenizer, config and seed, never
 on ``workers`` or on an interruption.
 
-Memory: phase 1 holds one chunk of one file per worker; phase 2 holds the unit / instance tables (their
-string columns, doc_id, file and source, make them several hundred bytes per document; documents.parquet
-is written from them), per-instance index arrays and one shard of tokens (shard_tokens x the dtype's size,
-128 MiB at the default); spill pieces are read into the shard buffer, not memory-mapped.
+Memory: phase 1 holds one chunk of one file per worker. Phase 2 holds NumPy arrays only (`Units`,
+`PackLayout`: about 150 bytes per document instance at its peak, while sorting; no per-document strings,
+which stay in the spill tables; with an ``--id-field`` the ids are also held, as one Polars string column)
+and a write buffer of 8 MiB: shards are streamed sequence group by sequence group, each piece read from its
+spill into the buffer, and documents.parquet is streamed in row groups of 1M rows.
 """
 
 from __future__ import annotations
@@ -37,9 +38,9 @@ from . import __version__
 from .config import ENGINES, ReadConfig, _as_dict
 from .corpus import FileReport, iter_batches
 from .errors import ConfigError, LcdataError
-from .hashing import doc_hash, splitmix64
+from .hashing import _blake, splitmix64
 from .inputs import InputFile, resolve_inputs
-from .outputs import command_line, join, make_dirs, parquet_bytes, read_json, write_bytes, write_json
+from .outputs import atomic_open, command_line, join, make_dirs, read_json, write_bytes, write_json
 from .parallel import ordered_map, resolve_workers
 from .progress import Progress
 from .shards.format import (
@@ -213,15 +214,64 @@ def _tokenize_file(args) -> dict:
 # ------------------------------------------------------------------------------------------ phase 2
 
 
-def _instances(units: pl.DataFrame, seed: int) -> pl.DataFrame:
-    inst = units.with_columns(copy=pl.int_ranges(0, pl.col("copies"))).explode("copy").with_columns(
-        pl.col("copy").cast(pl.Int64))
-    h = doc_hash(inst, seed)
-    mix = splitmix64((inst["chunk"].cast(pl.UInt64).to_numpy() << np.uint64(32))
-                     | inst["copy"].cast(pl.UInt64).to_numpy())
-    key = splitmix64(h ^ mix)
-    inst = inst.with_columns(key=pl.Series(key, dtype=pl.UInt64))
-    return inst.sort("key", "file", "row", "chunk", "copy").with_row_index("doc")
+UNIT_NUMERIC = ("file_index", "row", "chunk", "length", "offset", "copies")
+
+
+@dataclass
+class Units:
+    """The spill unit tables of a build as NumPy arrays, one entry per unit in (file, row, chunk) order:
+    what phase 2 keeps in memory (about 40 bytes per unit; the strings stay in the spill tables)."""
+
+    file_index: np.ndarray  # int32: index into the build's input files
+    row: np.ndarray  # int64
+    chunk: np.ndarray  # int32
+    length: np.ndarray  # int64: tokens of the unit in its spill, BOS/EOS included
+    offset: np.ndarray  # int64: first token of the unit in its spill
+    copies: np.ndarray  # int64: instances of the unit (plan copies)
+    src: np.ndarray  # uint16: index into sources
+    sources: list[str]  # sorted
+
+
+def load_units(work_dir: str, indices) -> Units:
+    """Read the numeric columns of the spill unit tables ``tok-NNNNN.units.parquet`` of ``indices`` (in that
+    order) and the source of each unit as an index into the sorted source names."""
+    cols: dict[str, list[np.ndarray]] = {c: [] for c in UNIT_NUMERIC}
+    parts = []  # per file: (local source codes, local source names)
+    for i in indices:
+        t = pl.read_parquet(os.path.join(work_dir, f"tok-{i:05d}.units.parquet"), columns=[*UNIT_NUMERIC, "source"])
+        for c in UNIT_NUMERIC:
+            cols[c].append(t[c].to_numpy())
+        names = t["source"].unique(maintain_order=True).to_list()
+        parts.append((t["source"].cast(pl.Enum(names)).to_physical().to_numpy(), names) if names else
+                     (np.empty(0, np.int64), names))
+    sources = sorted({n for _, names in parts for n in names})
+    sid = {n: k for k, n in enumerate(sources)}
+    src = [np.array([sid[n] for n in names], dtype=np.uint16)[codes] if len(codes) else np.empty(0, np.uint16)
+           for codes, names in parts]
+    types = {"file_index": np.int32, "row": np.int64, "chunk": np.int32, "length": np.int64, "offset": np.int64,
+             "copies": np.int64}
+    arr = {c: np.concatenate(v).astype(types[c], copy=False) if v else np.empty(0, types[c]) for c, v in cols.items()}
+    return Units(**arr, src=np.concatenate(src) if src else np.empty(0, np.uint16), sources=sources)
+
+
+def _instance_order(u: Units, rels: list[str], seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each unit repeated by its copies into instances, ordered by a stable hash of (seed, file:row, chunk,
+    copy), ties broken by (file name, row, chunk, copy). Returns (unit index, copy) per instance, in
+    instance (= documents.parquet ``doc``) order. The hash is `lcdata.hashing.doc_hash`'s, vectorised."""
+    unit = np.repeat(np.arange(len(u.copies), dtype=np.int64), u.copies)
+    first = np.cumsum(u.copies) - u.copies
+    copy = np.arange(len(unit), dtype=np.int64) - np.repeat(first, u.copies)
+    fk = np.array([_blake(seed, r) for r in rels], dtype=np.uint64)
+    h = splitmix64(fk[u.file_index] ^ splitmix64(u.row.astype(np.uint64)))  # doc_hash of file:row, per unit
+    mix = splitmix64((u.chunk.astype(np.uint64)[unit] << np.uint64(32)) | copy.astype(np.uint64))
+    key = splitmix64(h[unit] ^ mix)
+    del h, mix
+    order = np.argsort(key, kind="stable")
+    k = key[order]
+    if len(k) > 1 and bool((k[1:] == k[:-1]).any()):  # equal 64-bit keys: the documented tie order
+        rank = np.argsort(np.argsort(np.array(rels, dtype=object), kind="stable"))
+        order = np.lexsort((copy, u.chunk[unit], u.row[unit], rank[u.file_index[unit]], key))
+    return unit[order], copy[order]
 
 
 def build_identity(files: list[InputFile], cfg: BuildConfig, tok_sha: str, plan_fp: str | None) -> str:
@@ -352,12 +402,13 @@ def run_build(inputs, out_dir: str, cfg: BuildConfig, *, workers: int | None = N
         reports.append(res["report"])
         n_resumed += res["resumed"]
         prog.update(args[1].size)
-    units = pl.concat([pl.read_parquet(os.path.join(work_dir, f"tok-{a[0]:05d}.units.parquet")) for a in per_file]) \
-        if per_file else pl.DataFrame(schema=UNIT_SCHEMA)
-    units = units.cast(UNIT_SCHEMA)
+    active = [a[0] for a in per_file]
+    units = load_units(work_dir, active)
+    doc_ids = unit_doc_ids(work_dir, active) if cfg.read.id_field else None
 
     # phase 2: order, pack, permute, write
-    manifest = _pack_and_write(units, files, cfg, out_dir, work_dir, info, specials, dtype, plan_fp, ident, progress)
+    manifest = _pack_and_write(units, files, cfg, out_dir, work_dir, info, specials, dtype, plan_fp, ident, progress,
+                               doc_ids)
     skipped: dict[str, int] = {}
     for r in reports:  # the same reason in several files: summed
         for k, v in r.skipped.items():
@@ -376,7 +427,8 @@ def run_build(inputs, out_dir: str, cfg: BuildConfig, *, workers: int | None = N
 class PackLayout:
     """Phase 2's global decisions, computed once from the spill unit tables: where each piece of each
     instance goes. Shard k is a pure function of (layout, spills), so shards can be written by any process,
-    in any order (`lcdata.pipelines` writes them per task), with the same bytes."""
+    in any order (`lcdata.pipelines` writes them per task), with the same bytes. Everything here is NumPy
+    (no per-document strings): about 100 bytes per instance."""
 
     segs: np.ndarray  # packing segments, sorted by (output sequence, start)
     out_pos: np.ndarray  # output sequence of each segment
@@ -384,22 +436,27 @@ class PackLayout:
     inst_file: np.ndarray  # per instance: file index of its spill, offset in it, source id
     inst_off: np.ndarray
     inst_src: np.ndarray
+    inst_unit: np.ndarray  # per instance: its unit (index into the Units arrays) and copy number
+    inst_copy: np.ndarray
+    unit_row: np.ndarray  # per unit: row, chunk and length (documents.parquet columns)
+    unit_chunk: np.ndarray
+    unit_length: np.ndarray
     sources: list[str]
+    files: list[str]  # input file names (rel) by file index
     n_seq: int
     per_shard: int
     padding: int
     dropped: int
-    inst: pl.DataFrame | None = None  # the instance table (documents.parquet); None where only shards are written
 
     @property
     def n_shards(self) -> int:
         return len(self.bounds) - 1
 
 
-def _pack_layout(units: pl.DataFrame, cfg: BuildConfig) -> PackLayout:
+def _pack_layout(units: Units, rels: list[str], cfg: BuildConfig) -> PackLayout:
     L = cfg.seq_len
-    inst = _instances(units, cfg.seed)
-    lengths = inst["length"].to_numpy()
+    inst_unit, inst_copy = _instance_order(units, rels, cfg.seed)
+    lengths = units.length[inst_unit]
     if cfg.packing == "concat":
         segs, n_seq, dropped = pack_concat(lengths, L)
         padding = 0
@@ -411,27 +468,34 @@ def _pack_layout(units: pl.DataFrame, cfg: BuildConfig) -> PackLayout:
             f"the corpus{' (as planned)' if cfg.plan else ''} has {int(lengths.sum())} tokens, less than one "
             f"sequence of seq_len={L}; lower --seq-len or add data"
         )
+    del lengths
     perm = np.random.default_rng(cfg.seed).permutation(n_seq)  # output position -> packed sequence
     pos_of = np.empty(n_seq, dtype=np.int64)
     pos_of[perm] = np.arange(n_seq)
     out_pos = pos_of[segs["seq"].astype(np.int64)]
     order = np.lexsort((segs["start"], out_pos))
     segs, out_pos = segs[order], out_pos[order]
-    sources = sorted(inst["source"].unique().to_list())
-    src_id = {s: i for i, s in enumerate(sources)}
-    inst_src = inst["source"].replace_strict(src_id, return_dtype=pl.UInt16).to_numpy()
     per_shard = max(1, cfg.shard_tokens // L)
     n_shards = (n_seq + per_shard - 1) // per_shard
     bounds = np.searchsorted(out_pos, np.arange(n_shards + 1) * per_shard)
-    return PackLayout(segs=segs, out_pos=out_pos, bounds=bounds, inst_file=inst["file_index"].to_numpy(),
-                      inst_off=inst["offset"].to_numpy(), inst_src=inst_src, sources=sources, n_seq=int(n_seq),
-                      per_shard=per_shard, padding=int(padding), dropped=int(dropped), inst=inst)
+    return PackLayout(segs=segs, out_pos=out_pos, bounds=bounds, inst_file=units.file_index[inst_unit],
+                      inst_off=units.offset[inst_unit], inst_src=units.src[inst_unit], inst_unit=inst_unit,
+                      inst_copy=inst_copy, unit_row=units.row, unit_chunk=units.chunk, unit_length=units.length,
+                      sources=units.sources, files=list(rels), n_seq=int(n_seq), per_shard=per_shard,
+                      padding=int(padding), dropped=int(dropped))
+
+
+WRITE_BUFFER_BYTES = 8 << 20  # shard bytes assembled before each write (at least one sequence)
 
 
 def _write_shard(lay: PackLayout, k: int, cfg: BuildConfig, out_dir: str, work_dir: str, specials: Specials,
                  dtype, spills: dict | None = None) -> dict:
     """Write shard k (``.bin`` + ``.seg.npy``) and its marker in ``work_dir``; returns its manifest entry.
-    A shard whose marker exists (written by an interrupted run with the same identity) is not rewritten."""
+    A shard whose marker exists (written by an interrupted run with the same identity) is not rewritten.
+
+    The ``.bin`` is streamed: sequences are assembled a few MiB at a time (each piece read from its spill
+    straight into the buffer) and written and hashed as they are done, so memory does not depend on the
+    shard size or seq-len beyond one sequence."""
     L = cfg.seq_len
     name = shard_name(k)
     marker = os.path.join(work_dir, f"{name}.done.json")
@@ -449,28 +513,38 @@ def _write_shard(lay: PackLayout, k: int, cfg: BuildConfig, out_dir: str, work_d
     first = k * lay.per_shard
     n = min(lay.per_shard, lay.n_seq - first)
     s = lay.segs[lay.bounds[k]: lay.bounds[k + 1]]
-    lseq = lay.out_pos[lay.bounds[k]: lay.bounds[k + 1]] - first
-    buf = np.full((n, L), specials.pad, dtype=dtype)
-    flat = buf.reshape(-1)
+    lseq = np.asarray(lay.out_pos[lay.bounds[k]: lay.bounds[k + 1]]) - first
     size = np.dtype(dtype).itemsize
+    group = max(1, WRITE_BUFFER_BYTES // (L * size))  # sequences per write
+    buf = np.empty(min(group, n) * L, dtype=dtype)
+    digest = hashlib.sha256()
+    inst, offs, lens, starts = s["inst"], s["offset"], s["length"], s["start"]
     try:
-        # Each piece is read from its spill straight into the shard buffer: no memory map, so the spill pages
-        # read (up to a shard's worth, 128 MiB at the default size) do not add to this process's RSS.
-        for j in range(len(s)):
-            inst_i = int(s["inst"][j])
-            fh = spill(int(lay.inst_file[inst_i]))
-            a = int(lay.inst_off[inst_i]) + int(s["offset"][j])
-            ln = int(s["length"][j])
-            p = int(lseq[j]) * L + int(s["start"][j])
-            dst = memoryview(flat[p: p + ln]).cast("B")
-            fh.seek(a * size)
-            got = 0
-            while got < len(dst):
-                r = fh.readinto(dst[got:])
-                if not r:
-                    raise LcdataError(f"spill {fh.name} ends before token {a + ln}: the work folder is incomplete; "
-                                      "rerun the build with --overwrite")
-                got += r
+        with atomic_open(join(out_dir, f"{name}.bin")) as out:
+            j = 0
+            for g0 in range(0, n, group):
+                g = min(group, n - g0)
+                flat = buf[: g * L]
+                flat.fill(specials.pad)
+                while j < len(s) and lseq[j] < g0 + g:
+                    inst_i = int(inst[j])
+                    fh = spill(int(lay.inst_file[inst_i]))
+                    a = int(lay.inst_off[inst_i]) + int(offs[j])
+                    ln = int(lens[j])
+                    p = (int(lseq[j]) - g0) * L + int(starts[j])
+                    dst = memoryview(flat[p: p + ln]).cast("B")
+                    fh.seek(a * size)
+                    got = 0
+                    while got < len(dst):
+                        r = fh.readinto(dst[got:])
+                        if not r:
+                            raise LcdataError(f"spill {fh.name} ends before token {a + ln}: the work folder is "
+                                              "incomplete; rerun the build with --overwrite")
+                        got += r
+                    j += 1
+                chunk = memoryview(flat).cast("B")
+                out.write(chunk)
+                digest.update(chunk)
     finally:
         if own:
             for fh in spills.values():
@@ -479,12 +553,10 @@ def _write_shard(lay: PackLayout, k: int, cfg: BuildConfig, out_dir: str, work_d
     seg_out["seq"], seg_out["start"], seg_out["length"] = lseq, s["start"], s["length"]
     seg_out["doc"], seg_out["offset"] = s["inst"], s["offset"]
     seg_out["source"] = lay.inst_src[s["inst"].astype(np.int64)] if len(s) else []
-    bin_bytes = memoryview(buf.reshape(-1)).cast("B")  # no copy of the shard (128 MiB at the default size)
     seg_bytes = npy_bytes(seg_out)
-    write_bytes(bin_bytes, join(out_dir, f"{name}.bin"))
     write_bytes(seg_bytes, join(out_dir, f"{name}.seg.npy"))
     entry = {"name": name, "first_sequence": first, "n_sequences": n,
-             "files": {"bin": {"path": f"{name}.bin", "bytes": len(bin_bytes), "sha256": sha256_bytes(bin_bytes)},
+             "files": {"bin": {"path": f"{name}.bin", "bytes": n * L * size, "sha256": digest.hexdigest()},
                        "seg": {"path": f"{name}.seg.npy", "bytes": len(seg_bytes), "sha256": sha256_bytes(seg_bytes)}}}
     with open(marker + f".tmp-{os.getpid()}", "w") as fh:
         json.dump(entry, fh)
@@ -492,23 +564,71 @@ def _write_shard(lay: PackLayout, k: int, cfg: BuildConfig, out_dir: str, work_d
     return entry
 
 
+DOCS_SCHEMA = {"doc": pl.Int64, "doc_id": pl.String, "file": pl.String, "row": pl.Int64, "chunk": pl.Int32,
+               "copy": pl.Int64, "source": pl.String, "length": pl.Int64}
+DOCS_ROWS_PER_GROUP = 1 << 20
+
+
+def unit_doc_ids(work_dir: str, indices) -> pl.Series:
+    """The ``doc_id`` of every unit, in `load_units` order (read back from the spill unit tables; only
+    builds with an ``--id-field`` need them: other ids are ``file:row``)."""
+    parts = [pl.read_parquet(os.path.join(work_dir, f"tok-{i:05d}.units.parquet"), columns=["doc_id"])["doc_id"]
+             for i in indices]
+    return pl.concat(parts) if parts else pl.Series("doc_id", [], dtype=pl.String)
+
+
+def _write_documents(lay: PackLayout, out_dir: str, doc_ids: pl.Series | None) -> dict:
+    """Stream documents.parquet (one row per instance, in ``doc`` order; ``DOCS_SCHEMA``) in row groups of
+    ``DOCS_ROWS_PER_GROUP``, building the strings of one group at a time. ``doc_ids``: per unit, or None
+    for ``file:row`` ids. Returns its manifest entry (path, bytes, SHA-256 of the written file)."""
+    import fsspec
+    import pyarrow.parquet as pq
+
+    path = join(out_dir, DOCUMENTS_FILE)
+    files = pl.Series(lay.files, dtype=pl.String)
+    sources = pl.Series(lay.sources, dtype=pl.String)
+    schema = pl.DataFrame(schema=DOCS_SCHEMA).to_arrow().schema
+    n = len(lay.inst_unit)
+    with atomic_open(path) as fh:
+        w = pq.ParquetWriter(fh, schema, compression="zstd")
+        for a in range(0, max(n, 1), DOCS_ROWS_PER_GROUP):
+            b = min(n, a + DOCS_ROWS_PER_GROUP)
+            u = np.asarray(lay.inst_unit[a:b])
+            f = files.gather(np.asarray(lay.inst_file[a:b]).astype(np.int64))
+            row = pl.Series(lay.unit_row[u], dtype=pl.Int64)
+            frame = pl.DataFrame({
+                "doc": np.arange(a, b, dtype=np.int64),
+                "doc_id": doc_ids.gather(u) if doc_ids is not None else
+                pl.DataFrame({"f": f, "r": row}).select(pl.format("{}:{}", "f", "r")).to_series(),
+                "file": f, "row": row, "chunk": lay.unit_chunk[u], "copy": np.asarray(lay.inst_copy[a:b]),
+                "source": sources.gather(np.asarray(lay.inst_src[a:b]).astype(np.int64)),
+                "length": lay.unit_length[u],
+            }, schema=DOCS_SCHEMA)
+            w.write_table(frame.to_arrow())
+        w.close()
+    digest, size = hashlib.sha256(), 0
+    with fsspec.open(path, "rb") as fh:
+        while block := fh.read(1 << 22):
+            digest.update(block)
+            size += len(block)
+    return {"path": DOCUMENTS_FILE, "bytes": size, "sha256": digest.hexdigest()}
+
+
 def _pack_manifest(lay: PackLayout, shards: list[dict], files, cfg, out_dir, info, specials, dtype, plan_fp,
-                   ident) -> dict:
+                   ident, doc_ids: pl.Series | None = None) -> dict:
     """Write documents.parquet; return the manifest (every shard and documents.parquet listed with size and
     SHA-256) without the read report. Both `run_build` and the distributed ``finish`` step call this, so
     their manifests and documents.parquet are byte-identical."""
-    inst, segs, inst_src, sources = lay.inst, lay.segs, lay.inst_src, lay.sources
-    docs = inst.select("doc", "doc_id", "file", "row", "chunk", "copy", "source", "length").with_columns(
-        pl.col("doc").cast(pl.Int64))
-    docs_bytes = parquet_bytes(docs)
-    write_bytes(docs_bytes, join(out_dir, DOCUMENTS_FILE))
+    segs, inst_src, sources = lay.segs, lay.inst_src, lay.sources
+    documents = _write_documents(lay, out_dir, doc_ids)
     seg_src = inst_src[segs["inst"].astype(np.int64)]
     tok_per_src = np.bincount(seg_src, weights=segs["length"], minlength=len(sources)).astype(np.int64)
-    docs_per_src = np.bincount(inst_src[np.unique(segs["inst"]).astype(np.int64)], minlength=len(sources))
+    used = np.unique(segs["inst"]).astype(np.int64)
+    docs_per_src = np.bincount(inst_src[used], minlength=len(sources))
     return {
         "format": FORMAT, "format_version": FORMAT_VERSION, "lcdata_version": __version__, "identity": ident,
         "dtype": dtype.name, "seq_len": cfg.seq_len, "packing": cfg.packing, "n_sequences": int(lay.n_seq),
-        "n_documents": int(len(np.unique(segs["inst"]))), "n_instances": int(inst.height),
+        "n_documents": int(len(used)), "n_instances": int(len(lay.inst_unit)),
         "n_tokens": int(segs["length"].sum()), "padding_tokens": int(lay.padding), "dropped_tokens": int(lay.dropped),
         "tokenizer": {"path": cfg.tokenizer, "sha256": info.sha256, "vocab_size": info.vocab_size},
         "special_tokens": {"bos_id": specials.bos, "eos_id": specials.eos, "pad_id": specials.pad},
@@ -517,16 +637,17 @@ def _pack_manifest(lay: PackLayout, shards: list[dict], files, cfg, out_dir, inf
         "plan_fingerprint": plan_fp, "seed": cfg.seed, "config": cfg.to_dict(),
         "inputs": [{"rel": f.rel, "bytes": f.size} for f in files],
         "shards": shards, "documents_file": DOCUMENTS_FILE,
-        "documents": {"path": DOCUMENTS_FILE, "bytes": len(docs_bytes), "sha256": sha256_bytes(docs_bytes)},
+        "documents": documents,
         "command": command_line(),
     }
 
 
-def _pack_and_write(units, files, cfg, out_dir, work_dir, info, specials, dtype, plan_fp, ident, progress) -> dict:
-    lay = _pack_layout(units, cfg)
+def _pack_and_write(units, files, cfg, out_dir, work_dir, info, specials, dtype, plan_fp, ident, progress,
+                    doc_ids=None) -> dict:
+    lay = _pack_layout(units, [f.rel for f in files], cfg)
     shards = []
     prog = Progress(lay.n_shards, lay.n_shards, progress, label="pack")
     for k in range(lay.n_shards):
         shards.append(_write_shard(lay, k, cfg, out_dir, work_dir, specials, dtype))
         prog.update(1)
-    return _pack_manifest(lay, shards, files, cfg, out_dir, info, specials, dtype, plan_fp, ident)
+    return _pack_manifest(lay, shards, files, cfg, out_dir, info, specials, dtype, plan_fp, ident, doc_ids)

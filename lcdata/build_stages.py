@@ -24,7 +24,6 @@ import numpy as np
 import polars as pl
 
 from .build import (
-    UNIT_SCHEMA,
     BuildConfig,
     BuildResult,
     PackLayout,
@@ -36,7 +35,9 @@ from .build import (
     _tokenize_file,
     _write_shard,
     build_identity,
+    load_units,
     resolve_specials,
+    unit_doc_ids,
 )
 from .corpus import FileReport
 from .errors import ConfigError, LcdataError
@@ -147,9 +148,8 @@ class Pack(_Step):
         d = os.path.join(job.work_dir, "layout")
         if os.path.exists(os.path.join(d, "layout.json")):
             return
-        units = pl.concat([pl.read_parquet(os.path.join(job.work_dir, f"tok-{i:05d}.units.parquet"))
-                           for i in job.active]) if job.active else pl.DataFrame(schema=UNIT_SCHEMA)
-        save_layout(_pack_layout(units.cast(UNIT_SCHEMA), job.cfg), d)
+        units = load_units(job.work_dir, job.active)
+        save_layout(_pack_layout(units, [f.rel for f in job.files], job.cfg), d)
 
 
 class WriteShards(_Step):
@@ -183,7 +183,7 @@ class Finish(_Step):
         man_path = join(job.out_dir, "manifest.json")
         if _exists(man_path) and read_json(man_path).get("identity") == job.ident:
             return
-        lay = load_layout(os.path.join(job.work_dir, "layout"), with_inst=True)
+        lay = load_layout(os.path.join(job.work_dir, "layout"))
         shards = []
         for k in range(lay.n_shards):
             marker = os.path.join(job.work_dir, f"shard-{k:05d}.done.json")
@@ -193,7 +193,8 @@ class Finish(_Step):
             with open(marker) as fh:
                 shards.append(json.load(fh))
         manifest = _pack_manifest(lay, shards, list(job.files), job.cfg, job.out_dir, job.tokenizer, job.specials,
-                                  np.dtype(job.dtype), job.plan_fp, job.ident)
+                                  np.dtype(job.dtype), job.plan_fp, job.ident,
+                                  unit_doc_ids(job.work_dir, job.active) if job.cfg.read.id_field else None)
         reports, skipped = [], {}
         for i in job.active:  # read reports that _tokenize_file keeps beside each spill
             p = os.path.join(job.work_dir, f"tok-{i:05d}.report.json")
@@ -215,31 +216,29 @@ class Finish(_Step):
             shutil.rmtree(job.work_dir, ignore_errors=True)
 
 
-_LAYOUT_ARRAYS = ("segs", "out_pos", "bounds", "inst_file", "inst_off", "inst_src")
-_INST_COLUMNS = ["doc", "doc_id", "file", "row", "chunk", "copy", "source", "length"]
+_LAYOUT_ARRAYS = ("segs", "out_pos", "bounds", "inst_file", "inst_off", "inst_src", "inst_unit", "inst_copy",
+                  "unit_row", "unit_chunk", "unit_length")
 
 
 def save_layout(lay: PackLayout, d: str) -> None:
-    """Write a `PackLayout` to folder ``d`` (NumPy arrays, the instance table, ``layout.json`` last)."""
+    """Write a `PackLayout` to folder ``d`` (NumPy arrays, ``layout.json`` last)."""
     os.makedirs(d, exist_ok=True)
     for name in _LAYOUT_ARRAYS:
         tmp = os.path.join(d, f"{name}.npy.tmp-{os.getpid()}")
         with open(tmp, "wb") as fh:
             np.save(fh, np.ascontiguousarray(getattr(lay, name)), allow_pickle=False)
         os.replace(tmp, os.path.join(d, f"{name}.npy"))
-    lay.inst.select(_INST_COLUMNS).write_parquet(os.path.join(d, "inst.parquet"))
-    meta = {"sources": lay.sources, "n_seq": lay.n_seq, "per_shard": lay.per_shard, "padding": lay.padding,
-            "dropped": lay.dropped}
+    meta = {"sources": lay.sources, "files": lay.files, "n_seq": lay.n_seq, "per_shard": lay.per_shard,
+            "padding": lay.padding, "dropped": lay.dropped}
     _write_text(os.path.join(d, "layout.json"), json.dumps(meta))
 
 
-def load_layout(d: str, with_inst: bool = False) -> PackLayout:
+def load_layout(d: str) -> PackLayout:
     """Read a layout saved by `save_layout`; arrays are memory-mapped (each task reads only its shards' part)."""
     with open(os.path.join(d, "layout.json")) as fh:
         meta = json.load(fh)
     arrays = {name: np.load(os.path.join(d, f"{name}.npy"), mmap_mode="r") for name in _LAYOUT_ARRAYS}
-    inst = pl.read_parquet(os.path.join(d, "inst.parquet")) if with_inst else None
-    return PackLayout(**arrays, **meta, inst=inst)
+    return PackLayout(**arrays, **meta)
 
 
 def build_pipeline(inputs, out_dir: str, cfg: BuildConfig, *, tasks: int, overwrite: bool = False,

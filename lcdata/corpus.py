@@ -302,8 +302,8 @@ def _dig(obj, path: str):
 class _Parser:
     """Parses one file's chunks into batches, counting or raising on bad records."""
 
-    def __init__(self, f: InputFile, cfg: ReadConfig, report: FileReport):
-        self.f, self.cfg, self.report = f, cfg, report
+    def __init__(self, f: InputFile, cfg: ReadConfig, report: FileReport, lengths: bool = False):
+        self.f, self.cfg, self.report, self.lengths = f, cfg, report, lengths
         fields = {cfg.text_field: pa.string()}
         if cfg.source_mode == "field":
             fields[cfg.source_field] = pa.string()
@@ -327,7 +327,11 @@ class _Parser:
             rows_s = pl.int_range(rows.start, rows.stop, dtype=pl.Int64, eager=True).alias("row")
         else:
             rows_s = pl.Series("row", rows, dtype=pl.Int64)
-        cols = [rows_s, pl.Series("text", texts, dtype=pl.String)]
+        if self.lengths:  # n_chars (code points, as Polars' str.len_chars) instead of the text
+            n = pc.utf8_length(texts) if isinstance(texts, (pa.Array, pa.ChunkedArray)) else [len(t) for t in texts]
+            cols = [rows_s, pl.Series("n_chars", n).cast(pl.Int64)]
+        else:
+            cols = [rows_s, pl.Series("text", texts, dtype=pl.String)]
         if sources is not None:
             cols.append(pl.Series("source", sources, dtype=pl.String))
         if ids is not None:
@@ -337,7 +341,7 @@ class _Parser:
             doc_id=pl.col("doc_id") if ids is not None else pl.format("{}:{}", rel, pl.col("row")),
             file=rel, row="row",
             source=pl.col("source") if sources is not None else pl.lit(self.const_source, pl.String),
-            text="text",
+            **({"n_chars": "n_chars"} if self.lengths else {"text": "text"}),
         ).collect()
 
     # -- JSONL -------------------------------------------------------------------------------------
@@ -508,8 +512,13 @@ class _Parser:
             yield self.frame(rows, cols["text"], cols.get("source"), cols.get("id"))
 
 
-def iter_batches(f: InputFile, cfg: ReadConfig, report: FileReport | None = None) -> Iterator[pl.DataFrame]:
+def iter_batches(f: InputFile, cfg: ReadConfig, report: FileReport | None = None, *,
+                 lengths: bool = False) -> Iterator[pl.DataFrame]:
     """Stream the documents of one file as Polars batches (see the module docstring for the contract).
+
+    ``lengths``: each batch has ``n_chars`` (Int64, characters = code points) instead of ``text``: what
+    character-mode statistics need, without moving the text into Polars. The same documents are read and
+    skipped either way.
 
     >>> from lcdata.inputs import resolve_inputs
     >>> f = resolve_inputs("data/demo/web")[0]  # doctest: +SKIP
@@ -517,7 +526,7 @@ def iter_batches(f: InputFile, cfg: ReadConfig, report: FileReport | None = None
     ['doc_id', 'file', 'row', 'source', 'text']
     """
     report = report if report is not None else FileReport(file=f.rel, bytes=f.size)
-    parser = _Parser(f, cfg, report)
+    parser = _Parser(f, cfg, report, lengths)
     produced = False
 
     def fail(reason: str, detail: str, line: int | None = None):

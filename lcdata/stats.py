@@ -46,6 +46,8 @@ def estimate_tokens(n_chars: pl.Expr, chars_per_token: float) -> pl.Expr:
 def measure(batch: pl.DataFrame, chars_per_token: float, n_tokens=None) -> pl.DataFrame:
     """Per-document lengths: ``doc_id, file, row, source, n_chars, n_tokens, n_est_tokens``.
 
+    ``batch``: a reader batch with ``text``, or with ``n_chars`` instead (`iter_batches(..., lengths=True)`).
+
     ``n_tokens``: exact token counts aligned with ``batch`` (from `lcdata.tokenizer.count_tokens`), or
     None to use the character estimate.
 
@@ -53,7 +55,7 @@ def measure(batch: pl.DataFrame, chars_per_token: float, n_tokens=None) -> pl.Da
     >>> measure(b, 3.68)["n_tokens"].to_list()
     [2]
     """
-    n_chars = pl.col("text").str.len_chars().cast(pl.Int64)
+    n_chars = pl.col("n_chars") if "n_chars" in batch.columns else pl.col("text").str.len_chars().cast(pl.Int64)
     est = estimate_tokens(n_chars, chars_per_token)
     if n_tokens is not None:
         batch = batch.with_columns(n_tokens=pl.Series(n_tokens, dtype=pl.Int64))

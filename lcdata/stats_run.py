@@ -116,7 +116,7 @@ def _stats_one_file(args) -> tuple[FileReport, pl.DataFrame, pl.DataFrame]:
     tok = load_tokenizer(config.tokenizer) if config.tokenizer else None
     engine = get_engine(config.tokenizer, config.engine) if tok is not None else None
     docs = []
-    for batch in iter_batches(f, config.read, report):
+    for batch in iter_batches(f, config.read, report, lengths=tok is None):
         if not batch.height:
             continue
         n_tokens = count_tokens(tok, batch["text"].to_list(), engine) if tok is not None else None

@@ -434,3 +434,55 @@ def test_skipped_records_are_summed_over_files(tmp_path, slice_dir):
     rep = json.loads((Path(out) / "manifest.json").read_text())["read_report"]
     assert rep["n_read"] == 82 and rep["n_counted"] == 80
     assert sum(rep["skipped"].values()) == 2
+
+
+def _units(rng, n):
+    from lcdata.build import Units
+
+    cells = rng.choice(3 * 50 * 3, size=n, replace=False)  # distinct (file, row, chunk), as in a build
+    return Units(file_index=(cells // 150).astype(np.int32), row=(cells // 3 % 50).astype(np.int64),
+                 chunk=(cells % 3).astype(np.int32), length=rng.integers(1, 100, n).astype(np.int64),
+                 offset=np.zeros(n, np.int64), copies=rng.integers(0, 4, n).astype(np.int64),
+                 src=np.zeros(n, np.uint16), sources=["web"])
+
+
+def _reference_order(u, rels, seed, key_fn):
+    """The instance order as documented: (key, file name, row, chunk, copy), computed with Polars."""
+    from lcdata.hashing import doc_hash
+
+    inst = pl.DataFrame({"unit": np.arange(len(u.copies)), "file": [rels[i] for i in u.file_index], "row": u.row,
+                         "chunk": u.chunk, "copies": u.copies})
+    inst = inst.with_columns(copy=pl.int_ranges(0, pl.col("copies"))).explode("copy").drop_nulls("copy")
+    h = doc_hash(inst, seed)
+    mix = key_fn((inst["chunk"].cast(pl.UInt64).to_numpy() << np.uint64(32)) | inst["copy"].cast(pl.UInt64).to_numpy())
+    inst = inst.with_columns(key=pl.Series(key_fn(h ^ mix), dtype=pl.UInt64))
+    out = inst.sort("key", "file", "row", "chunk", "copy")
+    return out["unit"].to_numpy(), out["copy"].to_numpy()
+
+
+def test_instance_order_is_the_documented_hash_order():
+    from lcdata.build import _instance_order
+    from lcdata.hashing import splitmix64
+
+    rng = np.random.default_rng(0)
+    rels = ["b/x.jsonl", "a/y.jsonl.zst", "c.parquet"]  # file index order != name order
+    u = _units(rng, 300)
+    for seed in (0, 7):
+        unit, copy = _instance_order(u, rels, seed)
+        ref_unit, ref_copy = _reference_order(u, rels, seed, splitmix64)
+        assert np.array_equal(unit, ref_unit) and np.array_equal(copy, ref_copy)
+        assert len(unit) == u.copies.sum()
+
+
+def test_instance_order_ties_follow_file_name_row_chunk_copy(monkeypatch):
+    """With every hash equal (forced), instances fall back to the documented tie order."""
+    import lcdata.build as B
+
+    monkeypatch.setattr(B, "splitmix64", lambda x: np.zeros_like(np.asarray(x, dtype=np.uint64)))
+    rng = np.random.default_rng(1)
+    rels = ["b/x.jsonl", "a/y.jsonl.zst", "c.parquet"]
+    u = _units(rng, 200)
+    unit, copy = B._instance_order(u, rels, 0)
+    order = sorted((rels[u.file_index[i]], u.row[i], u.chunk[i], c, i) for i in range(len(u.copies))
+                    for c in range(u.copies[i]))
+    assert [(t[4], t[3]) for t in order] == list(zip(unit.tolist(), copy.tolist()))

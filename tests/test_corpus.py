@@ -670,3 +670,26 @@ def test_empty_text_documents_are_counted(tmp_path):
     assert (src["a"]["n_docs"], src["a"]["n_empty"], src["b"]["n_docs"], src["b"]["n_empty"]) == (3, 2, 2, 1)
     assert r.doc_lengths.filter(pl.col("n_chars") == 0)["n_tokens"].to_list() == [0, 0, 0]
     assert src["a"]["p50_tokens"] == 0
+
+
+def test_lengths_mode_reads_the_same_documents(tmp_path, demo_dir):
+    """`iter_batches(..., lengths=True)` (character-mode stats) reads and skips exactly what the text mode
+    does, with n_chars = the text's length in code points: on the demo corpus (fast path), a parquet copy of
+    part of it, and a file with bad lines, blank lines and non-ASCII text (the line-by-line path)."""
+    lines = [json.dumps({"text": "héllo wörld \U0001F600", "meta": {"redpajama_set_name": "web"}}), "", "{bad json",
+             json.dumps({"text": 5, "meta": {"redpajama_set_name": "web"}}),
+             json.dumps({"text": "ok", "meta": {"redpajama_set_name": "code"}})]
+    bad = write(tmp_path / "bad.jsonl", ("\n".join(lines) + "\n").encode())
+    pq_path = tmp_path / "part.parquet"
+    read_corpus([str(demo_dir)]).head(500).select("text", meta=pl.struct(redpajama_set_name="source")).write_parquet(pq_path)
+    for f in resolve_inputs([str(demo_dir), str(bad), str(pq_path)]):
+        r1, r2 = FileReport(file=f.rel, bytes=f.size), FileReport(file=f.rel, bytes=f.size)
+        text = pl.concat(list(iter_batches(f, ReadConfig(on_error="skip"), r1)))
+        lengths = pl.concat(list(iter_batches(f, ReadConfig(on_error="skip"), r2, lengths=True)))
+        assert lengths.columns == ["doc_id", "file", "row", "source", "n_chars"]
+        want = text.with_columns(n_chars=pl.col("text").str.len_chars().cast(pl.Int64)).drop("text")
+        assert lengths.equals(want)
+        assert (r1.n_read, r1.n_counted, r1.skipped) == (r2.n_read, r2.n_counted, r2.skipped)
+        if f.rel.endswith("bad.jsonl"):
+            assert lengths["n_chars"].to_list() == [len("héllo wörld \U0001F600"), 2]
+            assert r2.skipped == {"malformed_json": 1, "non_string_text": 1}
