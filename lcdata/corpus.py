@@ -6,7 +6,10 @@ file, or the 0-based row of a Parquet file; ``doc_id`` is ``"{file}:{row}"`` unl
 Algorithm. Compressed bytes are streamed through a frame-aware zstd / gzip decoder, cut into chunks of
 about ``chunk_bytes`` that end at a newline, and each chunk is parsed by Arrow's JSON reader against an
 explicit schema holding only the needed fields (strict types: ``"text": 5`` is an error, not "5"). Parquet
-is read in record batches of only the needed columns. Memory is O(chunk_bytes), independent of file size.
+is read in record batches of only the needed columns. A ``.zst`` file of at most 16 MiB holding one frame
+that declares a size of at most ``chunk_bytes`` is decompressed in one call instead (faster, and it releases
+the GIL), and chunks are parsed from their buffer without a copy. Memory is O(chunk_bytes), independent of
+file size.
 
 Bad input. When the fast parse of a chunk fails (malformed JSON, invalid UTF-8, missing field, wrong
 type, blank lines) the chunk is re-read line by line to find each bad line (as in the fast parse, only the
