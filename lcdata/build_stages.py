@@ -26,19 +26,15 @@ import polars as pl
 from .build import (
     BuildConfig,
     BuildResult,
-    PackLayout,
     Specials,
     _load_plan_for,
-    _pack_layout,
     _pack_manifest,
     _prepare_out,
     _tokenize_file,
-    _write_shard,
     build_identity,
-    load_units,
     resolve_specials,
-    unit_doc_ids,
 )
+from .build_pack import PackLayout, _pack_layout, _write_shard, load_units, unit_doc_ids
 from .corpus import FileReport
 from .errors import ConfigError, LcdataError
 from .executors import ExecutorConfig, run_stages

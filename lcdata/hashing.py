@@ -42,15 +42,21 @@ def doc_hash(docs: pl.DataFrame, seed: int, id_col: str | None = None, extra: st
         files = docs["file"]
         uniq = files.unique().to_list()
         fkeys = {f: _blake(seed, f) for f in uniq}
+        rows = docs["row"].cast(pl.UInt64).to_numpy()
         if files.null_count():
             fk = files.replace_strict(fkeys, return_dtype=pl.UInt64).to_numpy()
+            h = splitmix64(fk ^ splitmix64(rows))
         else:  # each file's key by its index among the distinct names (an Enum cast: faster than a string map)
-            fk = np.array([fkeys[f] for f in uniq], dtype=np.uint64)[files.cast(pl.Enum(uniq)).to_physical().to_numpy()]
-        rows = docs["row"].cast(pl.UInt64).to_numpy()
-        h = splitmix64(fk ^ splitmix64(rows))
+            h = file_row_hash(seed, uniq, files.cast(pl.Enum(uniq)).to_physical().to_numpy(), rows)
     if extra is not None:
         h = splitmix64(h ^ splitmix64(docs[extra].cast(pl.UInt64).to_numpy() + np.uint64(1)))
     return h
+
+
+def file_row_hash(seed: int, names: list[str], index: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """`doc_hash` of ``file:row`` identities given as (index into ``names``, row) arrays: no string per row."""
+    fk = np.array([_blake(seed, n) for n in names], dtype=np.uint64)
+    return splitmix64(fk[index] ^ splitmix64(np.asarray(rows).astype(np.uint64)))
 
 
 def to_unit(h: np.ndarray) -> np.ndarray:

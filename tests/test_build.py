@@ -437,7 +437,7 @@ def test_skipped_records_are_summed_over_files(tmp_path, slice_dir):
 
 
 def _units(rng, n):
-    from lcdata.build import Units
+    from lcdata.build_pack import Units
 
     cells = rng.choice(3 * 50 * 3, size=n, replace=False)  # distinct (file, row, chunk), as in a build
     return Units(file_index=(cells // 150).astype(np.int32), row=(cells // 3 % 50).astype(np.int64),
@@ -461,7 +461,7 @@ def _reference_order(u, rels, seed, key_fn):
 
 
 def test_instance_order_is_the_documented_hash_order():
-    from lcdata.build import _instance_order
+    from lcdata.build_pack import _instance_order
     from lcdata.hashing import splitmix64
 
     rng = np.random.default_rng(0)
@@ -476,7 +476,7 @@ def test_instance_order_is_the_documented_hash_order():
 
 def test_instance_order_ties_follow_file_name_row_chunk_copy(monkeypatch):
     """With every hash equal (forced), instances fall back to the documented tie order."""
-    import lcdata.build as B
+    import lcdata.build_pack as B
 
     monkeypatch.setattr(B, "splitmix64", lambda x: np.zeros_like(np.asarray(x, dtype=np.uint64)))
     rng = np.random.default_rng(1)
