@@ -3,8 +3,8 @@
 Every batch has the columns ``doc_id, file, row, source, text`` (``row`` is the 0-based line of a JSONL
 file, or the 0-based row of a Parquet file; ``doc_id`` is ``"{file}:{row}"`` unless an id field is set).
 
-Algorithm. Compressed bytes are streamed through a frame-aware zstd / gzip decoder, cut into chunks of
-about ``chunk_bytes`` that end at a newline, and each chunk is parsed by Arrow's JSON reader against an
+Algorithm. Compressed bytes are streamed through a frame-aware zstd / gzip decoder (`lcdata.decode`), cut
+into chunks of about ``chunk_bytes`` that end at a newline, and each chunk is parsed by Arrow's JSON reader against an
 explicit schema holding only the needed fields (strict types: ``"text": 5`` is an error, not "5"). Parquet
 is read in record batches of only the needed columns. A ``.zst`` file of at most 16 MiB holding one frame
 that declares a size of at most ``chunk_bytes`` is decompressed in one call instead (faster, and it releases
@@ -24,10 +24,8 @@ before it; a corrupt block can lose the output of the one decoder call that hit 
 
 from __future__ import annotations
 
-import io
 import json
 import re
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -37,13 +35,11 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
-import zstandard
 
 from .config import ReadConfig
+from .decode import Corrupt, gzip_pieces, line_chunks, plain_pieces, zstd_pieces
 from .errors import InputError
 from .inputs import InputFile, resolve_inputs
-
-READ_BLOCK = 1 << 20  # compressed bytes per read() call
 
 SKIP_REASONS = (
     "malformed_json",
@@ -95,144 +91,6 @@ def empty_batch() -> pl.DataFrame:
     return pl.DataFrame(schema=BATCH_SCHEMA)
 
 
-# ----------------------------------------------------------------------------------------- decoding
-
-
-ONE_SHOT_BYTES = 16 << 20  # a .zst file up to this size may be decompressed in one call (see _zstd_pieces)
-
-
-def _zstd_pieces(raw, path: str, max_out: int = 32 << 20) -> Iterator[bytes]:
-    """Decompress a (multi-frame) zstd stream; raise on corruption *and* on truncation.
-
-    Fast path: a file of at most ``ONE_SHOT_BYTES`` holding one frame whose header gives a content size of
-    at most ``max_out`` is decompressed in one call into one exactly-sized buffer (about 1.5x faster than
-    the streaming object, and it releases the GIL, so threads scale). Anything else (several frames,
-    unknown size, or an error, which the streaming path then locates) goes through the streaming decoder.
-    """
-    dctx = zstandard.ZstdDecompressor()
-    head = raw.read(ONE_SHOT_BYTES + 1)
-    if len(head) <= ONE_SHOT_BYTES:  # the whole file is in memory
-        out = None
-        try:
-            size = zstandard.frame_content_size(head)
-            if 0 < size <= max_out:  # (an empty first frame is left to the streaming path: python-zstandard
-                # returns b"" for it without looking for more data)
-                out = dctx.decompress(head, max_output_size=size, allow_extra_data=False)
-                if len(out) != size:
-                    out = None
-        except zstandard.ZstdError:
-            out = None
-        if out is not None:
-            yield out
-            return
-        raw = io.BytesIO(head)
-    else:
-        raw = _Prefixed(head, raw)
-    dobj, in_frame = dctx.decompressobj(), False
-    while True:
-        data = raw.read(READ_BLOCK)
-        if not data:
-            break
-        while data:
-            try:
-                out = dobj.decompress(data)
-            except zstandard.ZstdError as e:
-                raise _Corrupt(f"zstd: {e}") from None
-            in_frame = True
-            if out:
-                yield out
-            if dobj.eof:
-                data, dobj, in_frame = dobj.unused_data, dctx.decompressobj(), False
-            else:
-                data = b""
-    if in_frame:
-        raise _Corrupt("zstd stream ends inside a frame (file truncated)")
-
-
-class _Prefixed:
-    """A file object reading ``head`` first, then the rest of ``raw``."""
-
-    def __init__(self, head: bytes, raw):
-        self.head, self.pos, self.raw = head, 0, raw
-
-    def read(self, n: int) -> bytes:
-        if self.pos < len(self.head):
-            out = self.head[self.pos: self.pos + n]
-            self.pos += len(out)
-            return out
-        return self.raw.read(n)
-
-
-def _gzip_pieces(raw, path: str) -> Iterator[bytes]:
-    """Decompress a (multi-member) gzip stream; raise on corruption *and* on truncation.
-
-    Output is yielded as it is decoded, so the records before a break are not lost. Zero padding between
-    or after members is ignored, as by `gzip.GzipFile`.
-    """
-    dobj, in_member = zlib.decompressobj(wbits=31), False
-    while True:
-        data = raw.read(READ_BLOCK)
-        if not data:
-            break
-        while data:
-            if not in_member:
-                data = data.lstrip(b"\0")
-                if not data:
-                    break
-            try:
-                out = dobj.decompress(data)
-            except zlib.error as e:
-                raise _Corrupt(f"gzip: {e}") from None
-            in_member = True
-            if out:
-                yield out
-            if dobj.eof:
-                data, dobj, in_member = dobj.unused_data, zlib.decompressobj(wbits=31), False
-            else:
-                data = b""
-    if in_member:
-        raise _Corrupt("gzip stream ends inside a member (file truncated)")
-
-
-def _plain_pieces(raw, path: str) -> Iterator[bytes]:
-    while data := raw.read(4 * READ_BLOCK):
-        yield data
-
-
-class _Corrupt(Exception):
-    pass
-
-
-def _line_chunks(pieces: Iterator[bytes], chunk_bytes: int) -> Iterator[bytes]:
-    """Re-cut decompressed pieces into chunks that end at a newline (the last one may not).
-
-    If the stream breaks (`_Corrupt`), the complete lines decoded before the break are yielded first.
-    """
-    buf: list[bytes] = []
-    size = 0
-    try:
-        for piece in pieces:
-            buf.append(piece)
-            size += len(piece)
-            if size >= chunk_bytes:
-                data = b"".join(buf)
-                cut = data.rfind(b"\n") + 1
-                if cut == 0:  # one line longer than the chunk: keep accumulating
-                    buf, size = [data], len(data)
-                    continue
-                yield data[:cut]
-                rest = data[cut:]
-                buf, size = ([rest], len(rest)) if rest else ([], 0)
-    except _Corrupt:
-        data = b"".join(buf)
-        cut = data.rfind(b"\n") + 1
-        if cut:
-            yield data[:cut]
-        raise
-    if size:
-        yield b"".join(buf)
-
-
 # ------------------------------------------------------------------------------------------ parsing
 
 
@@ -273,16 +131,8 @@ def _valid_str(s: str) -> bool:
 _LEADING_NULL = re.compile(rb"(?:\xef\xbb\xbf)?\s*null")
 
 
-_BLANK_START = re.compile(rb"\n[\n\r \t]")  # one regex scan: ~5x faster than four `in` scans
-
-
-def _may_have_blank_line(chunk: bytes) -> bool:
-    """Cheap, conservative test for a blank line (or a line starting with whitespace) in ``chunk``."""
-    return chunk[:1].isspace() or _BLANK_START.search(chunk) is not None
-
-
 def _scan_lines(chunk: bytes) -> tuple[int, bool]:
-    """``(number of lines, _may_have_blank_line(chunk))`` in one vectorised pass over the bytes (NumPy, about
+    """``(number of lines, whether a line may be blank or start with whitespace)`` in one vectorised pass over the bytes (NumPy, about
     5x faster than ``bytes.count`` plus the regex, and without holding the GIL)."""
     a = np.frombuffer(chunk, np.uint8)
     nl = np.flatnonzero(a == 10)
@@ -457,7 +307,7 @@ class _Parser:
         try:
             pf = pq.ParquetFile(fh)
         except (pa.ArrowInvalid, OSError) as e:
-            raise _Corrupt(f"parquet: {e}") from None
+            raise Corrupt(f"parquet: {e}") from None
         names = set(pf.schema_arrow.names)
         paths = {"text": cfg.text_field}
         if self.const_source is None:
@@ -544,7 +394,7 @@ def iter_batches(f: InputFile, cfg: ReadConfig, report: FileReport | None = None
                     for batch in parser.parquet_batches(raw):
                         produced = True
                         yield batch
-                except _Corrupt as e:
+                except Corrupt as e:
                     fail("corrupt_file", str(e))
                     return
                 except (pa.ArrowInvalid, OSError) as e:
@@ -552,17 +402,17 @@ def iter_batches(f: InputFile, cfg: ReadConfig, report: FileReport | None = None
                     return
             else:
                 if f.format == "jsonl.zst":
-                    pieces = _zstd_pieces(raw, f.url, cfg.chunk_bytes)
+                    pieces = zstd_pieces(raw, f.url, cfg.chunk_bytes)
                 else:
-                    pieces = {"jsonl.gz": _gzip_pieces, "jsonl": _plain_pieces}[f.format](raw, f.url)
+                    pieces = {"jsonl.gz": gzip_pieces, "jsonl": plain_pieces}[f.format](raw, f.url)
                 line = 0
                 try:
-                    for chunk in _line_chunks(pieces, cfg.chunk_bytes):
+                    for chunk in line_chunks(pieces, cfg.chunk_bytes):
                         produced = True
                         batch = parser.jsonl_chunk(chunk, line)
                         line += parser.chunk_lines
                         yield batch
-                except _Corrupt as e:
+                except Corrupt as e:
                     # Complete lines before the break were already yielded; the break is after `line`.
                     fail("corrupt_compressed", f"{e} (after {line} complete lines)", line=line + 1)
                     return

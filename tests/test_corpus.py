@@ -693,3 +693,24 @@ def test_lengths_mode_reads_the_same_documents(tmp_path, demo_dir):
         if f.rel.endswith("bad.jsonl"):
             assert lengths["n_chars"].to_list() == [len("héllo wörld \U0001F600"), 2]
             assert r2.skipped == {"malformed_json": 1, "non_string_text": 1}
+
+
+def test_zstd_one_shot_path_and_its_fallbacks():
+    """A sized one-frame file is decoded in one call; other files (frame bigger than the chunk, no declared
+    size, several frames) stream; all give the same bytes, and a corrupt one-frame file raises `Corrupt`."""
+    import io
+
+    from lcdata.decode import Corrupt, zstd_pieces
+
+    data = b"\n".join(demo_lines("web/part-000.jsonl.zst")) + b"\n"
+    sized = zstd_frames(data)
+    cobj = zstandard.ZstdCompressor().compressobj()
+    unsized = cobj.compress(data) + cobj.flush()
+    assert zstandard.frame_content_size(unsized) == -1
+    one = list(zstd_pieces(io.BytesIO(sized), "x"))
+    assert len(one) == 1 and one[0] == data  # the one-shot path
+    assert b"".join(zstd_pieces(io.BytesIO(sized), "x", max_out=len(data) - 1)) == data  # streams
+    assert b"".join(zstd_pieces(io.BytesIO(unsized), "x")) == data
+    assert b"".join(zstd_pieces(io.BytesIO(zstd_frames(data, [len(data) // 2])), "x")) == data
+    with pytest.raises(Corrupt):
+        list(zstd_pieces(io.BytesIO(_flipped(sized)), "x"))
