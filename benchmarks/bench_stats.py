@@ -326,9 +326,9 @@ def child_datatrove(workers: int, corpus_dir: str, out_dir: str) -> dict:
 
 
 def child_lcdata(argv: list[str]) -> dict:
-    from lcdata.cli import main
+    from lcdata.cli import run  # what the installed `lcdata` script runs
 
-    rc = main(argv)
+    rc = run(argv)
     if rc:
         raise SystemExit(rc)
     return {}

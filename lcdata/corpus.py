@@ -1,7 +1,9 @@
-"""Streaming corpus reader: one input file -> Polars batches of documents.
+"""Streaming corpus reader: one input file -> Polars batches of documents (`iter_batches`), or `Lengths`.
 
 Every batch has the columns ``doc_id, file, row, source, text`` (``row`` is the 0-based line of a JSONL
 file, or the 0-based row of a Parquet file; ``doc_id`` is ``"{file}:{row}"`` unless an id field is set).
+`iter_lengths` reads and skips the same documents but yields `Lengths` (rows, characters, sources, ids as
+NumPy / Arrow arrays): what character-mode statistics need, with no copy of the text and no Polars query.
 
 Algorithm. Compressed bytes are streamed through a frame-aware zstd / gzip decoder (`lcdata.decode`), cut
 into chunks of about ``chunk_bytes`` that end at a newline, and each chunk is parsed by Arrow's JSON reader against an
@@ -91,6 +93,24 @@ def empty_batch() -> pl.DataFrame:
     return pl.DataFrame(schema=BATCH_SCHEMA)
 
 
+@dataclass(frozen=True)
+class Lengths:
+    """A batch of documents as character-mode statistics see them, in Arrow and NumPy (no text, no Polars):
+    row numbers, lengths in characters (code points), sources, and ids when an id field is read (else the
+    id is ``"{file}:{row}"``). All have one entry per document, in file order."""
+
+    rows: np.ndarray  # int64
+    n_chars: np.ndarray  # int64
+    sources: pa.Array  # strings (a constant source is a one-value dictionary array)
+    ids: pa.Array | None = None
+
+    @classmethod
+    def of_batch(cls, batch: pl.DataFrame) -> Lengths:
+        """The `Lengths` of an `iter_batches` batch (its ``doc_id`` column is kept as ids)."""
+        return cls(rows=batch["row"].to_numpy(), n_chars=batch["text"].str.len_chars().cast(pl.Int64).to_numpy(),
+                   sources=batch["source"].to_arrow(), ids=batch["doc_id"].to_arrow())
+
+
 # ------------------------------------------------------------------------------------------ parsing
 
 
@@ -173,18 +193,17 @@ class _Parser:
             raise InputError(self.f.url, reason, detail, _FIX[reason], line=line)
         self.report.skip(reason)
 
-    def frame(self, rows, texts, sources, ids) -> pl.DataFrame:
-        """The batch frame (``BATCH_SCHEMA``), built in one Polars query. ``rows``: a ``range``, list or Arrow
-        array of row numbers; ``sources`` None means the constant source."""
+    def frame(self, rows, texts, sources, ids) -> pl.DataFrame | Lengths:
+        """The batch: a frame (``BATCH_SCHEMA``) built in one Polars query, or `Lengths` if the parser reads
+        lengths. ``rows``: a ``range``, list or Arrow array of row numbers; ``sources`` None means the
+        constant source."""
+        if self.lengths:
+            return self.lengths_of(rows, texts, sources, ids)
         if isinstance(rows, range):
             rows_s = pl.int_range(rows.start, rows.stop, dtype=pl.Int64, eager=True).alias("row")
         else:
             rows_s = pl.Series("row", rows, dtype=pl.Int64)
-        if self.lengths:  # n_chars (code points, as Polars' str.len_chars) instead of the text
-            n = pc.utf8_length(texts) if isinstance(texts, (pa.Array, pa.ChunkedArray)) else [len(t) for t in texts]
-            cols = [rows_s, pl.Series("n_chars", n).cast(pl.Int64)]
-        else:
-            cols = [rows_s, pl.Series("text", texts, dtype=pl.String)]
+        cols = [rows_s, pl.Series("text", texts, dtype=pl.String)]
         if sources is not None:
             cols.append(pl.Series("source", sources, dtype=pl.String))
         if ids is not None:
@@ -194,8 +213,31 @@ class _Parser:
             doc_id=pl.col("doc_id") if ids is not None else pl.format("{}:{}", rel, pl.col("row")),
             file=rel, row="row",
             source=pl.col("source") if sources is not None else pl.lit(self.const_source, pl.String),
-            **({"n_chars": "n_chars"} if self.lengths else {"text": "text"}),
+            text="text",
         ).collect()
+
+    def lengths_of(self, rows, texts, sources, ids) -> Lengths:
+        if isinstance(rows, range):
+            rows = np.arange(rows.start, rows.stop, dtype=np.int64)
+        elif isinstance(rows, (pa.Array, pa.ChunkedArray)):
+            rows = rows.to_numpy().astype(np.int64, copy=False)
+        else:
+            rows = np.asarray(rows, dtype=np.int64)
+        if isinstance(texts, (pa.Array, pa.ChunkedArray)):  # code points, as Polars' str.len_chars
+            n_chars = pc.utf8_length(texts).to_numpy().astype(np.int64, copy=False)
+        else:
+            n_chars = np.fromiter((len(t) for t in texts), np.int64, len(texts))
+        if sources is None:
+            sources = pa.DictionaryArray.from_arrays(np.zeros(len(rows), np.int32), pa.array([self.const_source]))
+        elif isinstance(sources, pa.ChunkedArray):
+            sources = sources.combine_chunks()
+        elif not isinstance(sources, pa.Array):
+            sources = pa.array(sources, pa.string())
+        if isinstance(ids, pa.ChunkedArray):
+            ids = ids.combine_chunks()
+        elif ids is not None and not isinstance(ids, pa.Array):
+            ids = pa.array(ids, pa.string())
+        return Lengths(rows=rows, n_chars=n_chars, sources=sources, ids=ids)
 
     # -- JSONL -------------------------------------------------------------------------------------
     def jsonl_chunk(self, chunk: bytes, first_line: int) -> pl.DataFrame:
@@ -365,13 +407,8 @@ class _Parser:
             yield self.frame(rows, cols["text"], cols.get("source"), cols.get("id"))
 
 
-def iter_batches(f: InputFile, cfg: ReadConfig, report: FileReport | None = None, *,
-                 lengths: bool = False) -> Iterator[pl.DataFrame]:
+def iter_batches(f: InputFile, cfg: ReadConfig, report: FileReport | None = None) -> Iterator[pl.DataFrame]:
     """Stream the documents of one file as Polars batches (see the module docstring for the contract).
-
-    ``lengths``: each batch has ``n_chars`` (Int64, characters = code points) instead of ``text``: what
-    character-mode statistics need, without moving the text into Polars. The same documents are read and
-    skipped either way.
 
     >>> from lcdata.inputs import resolve_inputs
     >>> f = resolve_inputs("data/demo/web")[0]  # doctest: +SKIP
@@ -379,7 +416,18 @@ def iter_batches(f: InputFile, cfg: ReadConfig, report: FileReport | None = None
     ['doc_id', 'file', 'row', 'source', 'text']
     """
     report = report if report is not None else FileReport(file=f.rel, bytes=f.size)
-    parser = _Parser(f, cfg, report, lengths)
+    return _read(f, cfg, report, _Parser(f, cfg, report))
+
+
+def iter_lengths(f: InputFile, cfg: ReadConfig, report: FileReport | None = None) -> Iterator[Lengths]:
+    """Stream the documents of one file as `Lengths` (what character-mode statistics need): the same
+    documents as `iter_batches`, read and skipped the same way, but the text is never copied out of Arrow
+    (only its length in code points is kept) and no Polars query runs."""
+    report = report if report is not None else FileReport(file=f.rel, bytes=f.size)
+    return _read(f, cfg, report, _Parser(f, cfg, report, lengths=True))
+
+
+def _read(f: InputFile, cfg: ReadConfig, report: FileReport, parser: _Parser) -> Iterator:
     produced = False
 
     def fail(reason: str, detail: str, line: int | None = None):

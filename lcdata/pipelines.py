@@ -36,6 +36,7 @@ import time
 from dataclasses import dataclass
 
 import fsspec
+import polars as pl
 
 from .build_stages import build_pipeline, load_layout, run_build_distributed, save_layout
 from .config import StatsConfig
@@ -116,7 +117,7 @@ class StatsTask(_Step):
             with self.track_time("file"):
                 report, hist, docs = _stats_one_file((job.files[i], job.config))
             if job.config.doc_lengths:
-                write_parquet(docs, join(job.partials, f"docs-{i:05d}.parquet"))
+                write_parquet(pl.from_arrow(docs), join(job.partials, f"docs-{i:05d}.parquet"))
             hists.append(hist)
             reports.append({"index": i, **dataclasses.asdict(report)})
             self.stat_update("files")

@@ -1,8 +1,9 @@
-"""Per-source document-length statistics as pure functions over Polars frames.
+"""Per-source document-length statistics: per-document lengths, their mergeable histogram, the summaries.
 
-Pipeline: documents -> ``measure`` (per-document ``n_chars``, ``n_tokens``) -> ``histogram`` (one row per
-distinct (source, n_tokens): ``n_docs, n_chars, n_est_tokens, n_empty``) -> ``summarize`` (the
-``sources`` and ``buckets`` tables).
+Pipeline: documents (`lcdata.corpus.Lengths`: rows, characters, sources, ids) -> ``doc_table`` (one row per
+document: ``doc_id, file, row, source, n_chars, n_tokens, n_est_tokens``) -> ``histogram`` (one row per
+distinct (source, n_tokens): ``n_docs, n_chars, n_est_tokens, n_empty``) -> ``summarize_sources`` /
+``summarize_buckets`` (the ``sources`` and ``buckets`` tables).
 
 Invariants. The histogram is the *exact, mergeable* partial statistic: histograms of disjoint parts of a
 corpus merge by summing rows with the same key (`merge_histograms`), and every summary (counts, shares,
@@ -14,17 +15,22 @@ documents, so memory does not grow with the corpus.
 Percentiles are exact "inverted CDF" order statistics: pXX is the smallest length L such that at least
 XX% of the source's documents have length <= L (NumPy's ``method="inverted_cdf"``).
 
-Estimated lengths (no tokenizer) are ``ceil(n_chars / chars_per_token)``, the paper's 3.68 chars/token
-by default; with a tokenizer, ``n_est_tokens`` keeps that estimate so its error can be reported per
-source (calibration).
+Estimated lengths (no tokenizer) are ``ceil(n_chars / chars_per_token)`` in float64, the paper's 3.68
+chars/token by default; with a tokenizer, ``n_est_tokens`` keeps that estimate so its error can be
+reported per source (calibration).
 
-Cost: O(documents) vectorised Polars work per batch; summarising is O(histogram rows).
+Cost. ``doc_table`` and ``histogram`` are the per-file hot loop of `lcdata stats` (about 2,000 documents
+per MB of text): they run on Arrow and NumPy arrays (a sort and ``reduceat`` per file, no Polars query:
+on a few thousand rows a query's fixed cost would exceed the work). Summarising is Polars over the
+histogram, O(histogram rows).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
 
 QUANTILES = {"p50": 0.50, "p90": 0.90, "p99": 0.99}
 
@@ -37,72 +43,72 @@ HIST_SCHEMA = {
     "n_empty": pl.Int64,
 }
 
+# The per-document table (doc_lengths.parquet); as Arrow, the schema Polars' String columns export to.
+DOC_SCHEMA = {"doc_id": pl.String, "file": pl.String, "row": pl.Int64, "source": pl.String,
+              "n_chars": pl.Int64, "n_tokens": pl.Int64, "n_est_tokens": pl.Int64}
+DOC_ARROW = pa.schema([(k, pa.large_string() if v == pl.String else pa.int64()) for k, v in DOC_SCHEMA.items()])
 
-def estimate_tokens(n_chars: pl.Expr, chars_per_token: float) -> pl.Expr:
-    """ceil(chars / chars_per_token) as Int64 (0 for empty texts)."""
-    return (n_chars.cast(pl.Float64) / chars_per_token).ceil().cast(pl.Int64)
+
+def estimate_tokens(n_chars: np.ndarray, chars_per_token: float) -> np.ndarray:
+    """ceil(chars / chars_per_token) in float64, as int64 (0 for empty texts)."""
+    return np.ceil(np.asarray(n_chars, np.int64) / chars_per_token).astype(np.int64)
 
 
-def measure(batch: pl.DataFrame, chars_per_token: float, n_tokens=None) -> pl.DataFrame:
-    """Per-document lengths: ``doc_id, file, row, source, n_chars, n_tokens, n_est_tokens``.
+def doc_table(file: str, lengths, chars_per_token: float, n_tokens=None) -> pa.Table:
+    """Per-document lengths of one batch of ``file`` as an Arrow table (``DOC_ARROW``).
 
-    ``batch``: a reader batch with ``text``, or with ``n_chars`` instead (`iter_batches(..., lengths=True)`).
+    ``lengths``: a `lcdata.corpus.Lengths`. ``n_tokens``: exact token counts aligned with it (from
+    `lcdata.tokenizer.count_tokens`), or None to use the character estimate. ``doc_id`` is the batch's ids,
+    else ``"{file}:{row}"``.
 
-    ``n_tokens``: exact token counts aligned with ``batch`` (from `lcdata.tokenizer.count_tokens`), or
-    None to use the character estimate.
-
-    >>> b = pl.DataFrame({"doc_id": ["a:0"], "file": ["a"], "row": [0], "source": ["web"], "text": ["hello"]})
-    >>> measure(b, 3.68)["n_tokens"].to_list()
-    [2]
+    >>> import numpy as np, pyarrow as pa
+    >>> from lcdata.corpus import Lengths
+    >>> t = doc_table("a.jsonl", Lengths(np.array([0]), np.array([5]), pa.array(["web"])), 3.68)
+    >>> t.column("doc_id").to_pylist(), t.column("n_tokens").to_pylist()
+    (['a.jsonl:0'], [2])
     """
-    n_chars = pl.col("n_chars") if "n_chars" in batch.columns else pl.col("text").str.len_chars().cast(pl.Int64)
-    est = estimate_tokens(n_chars, chars_per_token)
-    if n_tokens is not None:
-        batch = batch.with_columns(n_tokens=pl.Series(n_tokens, dtype=pl.Int64))
-    return batch.lazy().select(  # one query
-        "doc_id", "file", "row", "source", n_chars=n_chars,
-        n_tokens=est if n_tokens is None else pl.col("n_tokens"), n_est_tokens=est,
-    ).collect()
+    n = len(lengths.rows)
+    est = estimate_tokens(lengths.n_chars, chars_per_token)
+    name = pa.scalar(file, pa.large_string())
+    rows = pa.array(lengths.rows, pa.int64())
+    ids = lengths.ids if lengths.ids is not None else pc.binary_join_element_wise(
+        name, pc.cast(rows, pa.large_string()), pa.scalar(":", pa.large_string()))
+    return pa.Table.from_arrays([
+        ids.cast(pa.large_string()), pa.repeat(name, n), rows, lengths.sources.cast(pa.large_string()),
+        pa.array(lengths.n_chars, pa.int64()), pa.array(est if n_tokens is None else np.asarray(n_tokens, np.int64)),
+        pa.array(est),
+    ], schema=DOC_ARROW)
 
 
-DOC_COLUMNS = ["doc_id", "file", "row", "source", "n_chars", "n_tokens", "n_est_tokens"]
+def histogram(docs) -> pl.DataFrame:
+    """Aggregate per-document lengths (an Arrow table or Polars frame with ``source, n_tokens, n_chars,
+    n_est_tokens``) into the mergeable length histogram, sorted by (source, n_tokens).
 
-
-def histogram(docs: pl.DataFrame) -> pl.DataFrame:
-    """Aggregate per-document lengths into the mergeable length histogram (sorted by source, n_tokens).
-
-    A frame of one source (the usual case: one file, one source) is aggregated with a NumPy sort and
-    ``reduceat`` (exact int64 sums; about 4x cheaper than a Polars group-by on a few thousand rows);
-    otherwise by a Polars group-by. Both give the same frame."""
-    src = docs["source"]
-    if docs.height and src.null_count() == 0 and src.n_unique() == 1:
-        n_tok = docs["n_tokens"].to_numpy()
-        order = np.argsort(n_tok, kind="stable")
-        keys = n_tok[order]
-        starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
-        n_chars = docs["n_chars"].to_numpy()[order]
-        return pl.DataFrame({
-            "source": pl.Series([src[0]] * len(starts), dtype=pl.String),
-            "n_tokens": keys[starts],
-            "n_docs": np.diff(np.r_[starts, len(keys)]),
-            "n_chars": np.add.reduceat(n_chars, starts),
-            "n_est_tokens": np.add.reduceat(docs["n_est_tokens"].to_numpy()[order], starts),
-            "n_empty": np.add.reduceat((n_chars == 0).astype(np.int64), starts),
-        }, schema=HIST_SCHEMA)
-    return (
-        docs.lazy()
-        .group_by("source", "n_tokens")
-        .agg(
-            n_docs=pl.len().cast(pl.Int64),
-            n_chars=pl.col("n_chars").sum(),
-            n_est_tokens=pl.col("n_est_tokens").sum(),
-            n_empty=(pl.col("n_chars") == 0).sum().cast(pl.Int64),
-        )
-        .select(list(HIST_SCHEMA))
-        .cast(HIST_SCHEMA)
-        .sort("source", "n_tokens")
-        .collect()
-    )
+    NumPy: sources are dictionary-encoded, documents sorted by (source rank, n_tokens), and each run summed
+    with ``reduceat`` (exact int64 sums)."""
+    if isinstance(docs, pl.DataFrame):
+        docs = docs.select("source", "n_tokens", "n_chars", "n_est_tokens").to_arrow()
+    if docs.num_rows == 0:
+        return pl.DataFrame(schema=HIST_SCHEMA)
+    enc = pc.dictionary_encode(docs.column("source").combine_chunks())
+    names = enc.dictionary.to_pylist()
+    rank = np.empty(len(names), np.int64)
+    rank[sorted(range(len(names)), key=names.__getitem__)] = np.arange(len(names))
+    src = rank[enc.indices.to_numpy()]
+    n_tok = docs.column("n_tokens").to_numpy()
+    order = np.lexsort((n_tok, src))
+    src, n_tok = src[order], n_tok[order]
+    starts = np.flatnonzero(np.r_[True, (src[1:] != src[:-1]) | (n_tok[1:] != n_tok[:-1])])
+    n_chars = docs.column("n_chars").to_numpy()[order]
+    by_rank = sorted(names)
+    return pl.DataFrame({
+        "source": [by_rank[i] for i in src[starts]],
+        "n_tokens": n_tok[starts],
+        "n_docs": np.diff(np.r_[starts, len(src)]),
+        "n_chars": np.add.reduceat(n_chars, starts),
+        "n_est_tokens": np.add.reduceat(docs.column("n_est_tokens").to_numpy()[order], starts),
+        "n_empty": np.add.reduceat((n_chars == 0).astype(np.int64), starts),
+    }, schema=HIST_SCHEMA)
 
 
 def merge_histograms(parts) -> pl.DataFrame:

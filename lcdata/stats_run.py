@@ -1,9 +1,10 @@
 """`lcdata stats`: run the length statistics over a corpus, merge partials, read/write the stats folder.
 
 Flow: `resolve_inputs` -> for each file, in a worker (`parallel.ordered_map`: threads of this process in
-character mode, worker processes with a tokenizer): stream batches
-(`corpus.iter_batches`), count tokens (exact with a tokenizer, else the char estimate), keep the per-file
-histogram and per-document lengths -> fold the per-file results *in file order* (so results do not depend
+character mode, worker processes with a tokenizer): stream the documents (`corpus.iter_lengths` in
+character mode: lengths only, Arrow and NumPy; `corpus.iter_batches` with a tokenizer), count tokens (exact
+with a tokenizer, else the char estimate), keep the per-file histogram and per-document lengths
+(`stats.doc_table`, an Arrow table) -> fold the per-file results *in file order* (so results do not depend
 on ``workers``) -> summaries -> the stats folder.
 
 The stats folder (schema in docs/stats.md; these names are a contract):
@@ -24,23 +25,22 @@ import time
 from dataclasses import dataclass, field
 
 import polars as pl
+import pyarrow as pa
 
 from . import __version__
 from .config import StatsConfig
-from .corpus import FileReport, iter_batches
+from .corpus import FileReport, Lengths, iter_batches, iter_lengths
 from .errors import LcdataError
 from .inputs import InputFile, resolve_inputs
 from .outputs import command_line, join, make_dirs, read_json, write_bytes, write_json, write_parquet
 from .parallel import ordered_map, resolve_workers
 from .progress import Progress
-from .stats import histogram, measure, merge_histograms, summarize_buckets, summarize_sources
+from .stats import DOC_ARROW, DOC_SCHEMA, doc_table, histogram, merge_histograms, summarize_buckets, summarize_sources
 from .tokenizer import count_tokens, get_engine, load_tokenizer, resolve_engine, tokenizer_info
 
 FILES_SCHEMA = {"file": pl.String, "bytes": pl.Int64, "n_read": pl.Int64, "n_counted": pl.Int64,
                 "n_skipped": pl.Int64, "error": pl.String, "error_detail": pl.String}
 SKIPS_SCHEMA = {"file": pl.String, "reason": pl.String, "n_docs": pl.Int64}
-DOC_SCHEMA = {"doc_id": pl.String, "file": pl.String, "row": pl.Int64, "source": pl.String,
-              "n_chars": pl.Int64, "n_tokens": pl.Int64, "n_est_tokens": pl.Int64}
 
 
 @dataclass
@@ -110,19 +110,19 @@ def fingerprint(inputs: list[InputFile], config: StatsConfig, tokenizer_sha: str
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def _stats_one_file(args) -> tuple[FileReport, pl.DataFrame, pl.DataFrame]:
+def _stats_one_file(args) -> tuple[FileReport, pl.DataFrame, pa.Table]:
+    """One file -> (its report, its histogram, its per-document table as Arrow, ``DOC_ARROW``)."""
     f, config = args
     report = FileReport(file=f.rel, bytes=f.size)
-    tok = load_tokenizer(config.tokenizer) if config.tokenizer else None
-    engine = get_engine(config.tokenizer, config.engine) if tok is not None else None
-    docs = []
-    for batch in iter_batches(f, config.read, report, lengths=tok is None):
-        if not batch.height:
-            continue
-        n_tokens = count_tokens(tok, batch["text"].to_list(), engine) if tok is not None else None
-        docs.append(measure(batch, config.chars_per_token, n_tokens))
-    d = pl.concat(docs) if docs else pl.DataFrame(schema=DOC_SCHEMA)
-    return report, histogram(d), d
+    cpt = config.chars_per_token
+    if config.tokenizer:
+        tok, engine = load_tokenizer(config.tokenizer), get_engine(config.tokenizer, config.engine)
+        tables = [doc_table(f.rel, Lengths.of_batch(b), cpt, count_tokens(tok, b["text"].to_list(), engine))
+                  for b in iter_batches(f, config.read, report) if b.height]
+    else:  # character mode: lengths only, on Arrow and NumPy
+        tables = [doc_table(f.rel, lengths, cpt) for lengths in iter_lengths(f, config.read, report)]
+    docs = pa.concat_tables(tables) if tables else DOC_ARROW.empty_table()
+    return report, histogram(docs), docs
 
 
 def compute_stats(inputs, config: StatsConfig | None = None, *, workers: int | None = None,
@@ -154,8 +154,10 @@ def compute_stats(inputs, config: StatsConfig | None = None, *, workers: int | N
     for f, (report, hist, docs) in zip(files, results):
         reports.append(report)
         hists.append(hist)
-        if doc_sink is not None:
-            doc_sink(docs)
+        if isinstance(doc_sink, _DocWriter):
+            doc_sink.write_arrow(docs)
+        elif doc_sink is not None:
+            doc_sink(pl.from_arrow(docs))
         elif config.doc_lengths:
             keep.append(docs)
         prog.update(f.size)
@@ -163,7 +165,7 @@ def compute_stats(inputs, config: StatsConfig | None = None, *, workers: int | N
     return StatsResult(
         config=config, inputs=files, histogram=merge_histograms(hists), files=files_df, skips=skips_df,
         fingerprint=fingerprint(files, config, tok_info and tok_info["sha256"]), tokenizer=tok_info,
-        doc_lengths=pl.concat(keep) if keep else None, elapsed_s=time.perf_counter() - t0, engine=engine,
+        doc_lengths=pl.from_arrow(pa.concat_tables(keep)) if keep else None, elapsed_s=time.perf_counter() - t0, engine=engine,
     )
 
 
@@ -216,11 +218,17 @@ class _DocWriter:
 
         self._ctx = atomic_open(path)
         self._fh = self._ctx.__enter__()
-        self._w = pq.ParquetWriter(self._fh, pl.DataFrame(schema=DOC_SCHEMA).to_arrow().schema, compression="zstd")
+        # Dictionary pages only for the repeated columns: doc_id is unique, so a dictionary would be built
+        # and thrown away for every row group (about a third of the writing time).
+        self._w = pq.ParquetWriter(self._fh, DOC_ARROW, compression="zstd", use_dictionary=["file", "source"])
 
     def __call__(self, docs: pl.DataFrame) -> None:
         if docs.height:
-            self._w.write_table(docs.select(list(DOC_SCHEMA)).cast(DOC_SCHEMA).to_arrow())
+            self.write_arrow(docs.select(list(DOC_SCHEMA)).cast(DOC_SCHEMA).to_arrow())
+
+    def write_arrow(self, docs: pa.Table) -> None:
+        if docs.num_rows:
+            self._w.write_table(docs)
 
     def close(self, ok: bool) -> None:
         self._w.close()

@@ -243,3 +243,28 @@ def test_run_stats_to_a_memory_url():
     finally:
         if fs.exists(base.removeprefix("memory://").rsplit("/", 1)[0]):
             fs.rm(base.removeprefix("memory://").rsplit("/", 1)[0], recursive=True)
+
+
+def test_program_writes_what_the_function_writes(tmp_path):
+    """The installed program (`run`: GC paused during imports and frozen at exit, process tuning) writes the
+    same stats folder, byte for byte, as `main` called in this process."""
+    from lcdata.cli import main
+
+    proc = lcdata("stats", "data/demo", "--out", tmp_path / "program", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert main(["stats", "data/demo", "--out", str(tmp_path / "function"), "--quiet"]) == 0
+    for name in ("sources", "buckets", "histogram", "files", "skips", "doc_lengths"):
+        assert (tmp_path / "program" / f"{name}.parquet").read_bytes() == (tmp_path / "function" / f"{name}.parquet").read_bytes(), name
+    png = "length_distribution.png"
+    assert (tmp_path / "program" / png).read_bytes() == (tmp_path / "function" / png).read_bytes()
+
+
+@pytest.mark.parametrize("preset", [None, "3"])
+def test_process_tuning_keeps_an_explicit_setting(preset):
+    """`_tune_process` sets OPENBLAS_NUM_THREADS=1 only when the user did not set it."""
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    if preset:
+        env["OPENBLAS_NUM_THREADS"] = preset
+    code = "import os; from lcdata.cli import _tune_process; _tune_process(); print(os.environ['OPENBLAS_NUM_THREADS'])"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == (preset or "1")

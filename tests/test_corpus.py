@@ -16,6 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 import fsspec
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -25,7 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lcdata import FileReport, InputError, ReadConfig, StatsConfig, compute_stats, read_corpus, resolve_inputs
-from lcdata.corpus import iter_batches
+from lcdata.corpus import Lengths, iter_batches, iter_lengths
 
 DEMO = Path(__file__).resolve().parents[1] / "data" / "demo"
 SOURCES = ("books", "code", "docs", "web")
@@ -673,26 +674,36 @@ def test_empty_text_documents_are_counted(tmp_path):
 
 
 def test_lengths_mode_reads_the_same_documents(tmp_path, demo_dir):
-    """`iter_batches(..., lengths=True)` (character-mode stats) reads and skips exactly what the text mode
-    does, with n_chars = the text's length in code points: on the demo corpus (fast path), a parquet copy of
-    part of it, and a file with bad lines, blank lines and non-ASCII text (the line-by-line path)."""
+    """`iter_lengths` (character-mode stats) reads and skips exactly what `iter_batches` does, with n_chars =
+    the text's length in code points: on the demo corpus (fast path), a parquet copy of part of it, a file
+    with bad lines, blank lines and non-ASCII text (the line-by-line path), with constant sources, sources
+    from the path and an id field."""
     lines = [json.dumps({"text": "héllo wörld \U0001F600", "meta": {"redpajama_set_name": "web"}}), "", "{bad json",
              json.dumps({"text": 5, "meta": {"redpajama_set_name": "web"}}),
              json.dumps({"text": "ok", "meta": {"redpajama_set_name": "code"}})]
     bad = write(tmp_path / "bad.jsonl", ("\n".join(lines) + "\n").encode())
     pq_path = tmp_path / "part.parquet"
     read_corpus([str(demo_dir)]).head(500).select("text", meta=pl.struct(redpajama_set_name="source")).write_parquet(pq_path)
+    configs = [ReadConfig(on_error="skip"), ReadConfig(on_error="skip", source="one"),
+               ReadConfig(on_error="skip", source_from_path=True), ReadConfig(on_error="skip", id_field="text")]
     for f in resolve_inputs([str(demo_dir), str(bad), str(pq_path)]):
-        r1, r2 = FileReport(file=f.rel, bytes=f.size), FileReport(file=f.rel, bytes=f.size)
-        text = pl.concat(list(iter_batches(f, ReadConfig(on_error="skip"), r1)))
-        lengths = pl.concat(list(iter_batches(f, ReadConfig(on_error="skip"), r2, lengths=True)))
-        assert lengths.columns == ["doc_id", "file", "row", "source", "n_chars"]
-        want = text.with_columns(n_chars=pl.col("text").str.len_chars().cast(pl.Int64)).drop("text")
-        assert lengths.equals(want)
-        assert (r1.n_read, r1.n_counted, r1.skipped) == (r2.n_read, r2.n_counted, r2.skipped)
-        if f.rel.endswith("bad.jsonl"):
-            assert lengths["n_chars"].to_list() == [len("héllo wörld \U0001F600"), 2]
-            assert r2.skipped == {"malformed_json": 1, "non_string_text": 1}
+        for cfg in configs:
+            r1, r2 = FileReport(file=f.rel, bytes=f.size), FileReport(file=f.rel, bytes=f.size)
+            text = pl.concat(list(iter_batches(f, cfg, r1)))
+            got = list(iter_lengths(f, cfg, r2))
+            assert all(isinstance(b, Lengths) for b in got)
+            assert np.concatenate([b.rows for b in got]).tolist() == text["row"].to_list()
+            n_chars = np.concatenate([b.n_chars for b in got])
+            assert n_chars.dtype == np.int64 and n_chars.tolist() == text["text"].str.len_chars().to_list()
+            assert [s for b in got for s in b.sources.to_pylist()] == text["source"].to_list()
+            if cfg.id_field:
+                assert [i for b in got for i in b.ids.to_pylist()] == text["doc_id"].to_list()
+            else:
+                assert all(b.ids is None for b in got)  # the id is file:row
+            assert (r1.n_read, r1.n_counted, r1.skipped) == (r2.n_read, r2.n_counted, r2.skipped)
+            if f.rel.endswith("bad.jsonl") and cfg.id_field is None:
+                assert n_chars.tolist() == [len("héllo wörld \U0001F600"), 2]
+                assert r2.skipped == {"malformed_json": 1, "non_string_text": 1}
 
 
 def test_zstd_one_shot_path_and_its_fallbacks():
