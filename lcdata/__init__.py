@@ -12,7 +12,8 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "DEFAULT_BUCKETS": "config", "ReadConfig": "config", "StatsConfig": "config",
-    "FileReport": "corpus", "iter_batches": "corpus", "read_corpus": "corpus",
+    "FileReport": "corpus", "Lengths": "corpus", "iter_batches": "corpus", "iter_lengths": "corpus",
+    "read_corpus": "corpus",
     "ConfigError": "errors", "InputError": "errors", "LcdataError": "errors", "TokenizerError": "errors",
     "InputFile": "inputs", "resolve_inputs": "inputs",
     "StatsResult": "stats_run", "compute_stats": "stats_run", "load_stats": "stats_run",
@@ -20,7 +21,8 @@ _EXPORTS = {
 }
 
 __all__ = [
-    "DEFAULT_BUCKETS", "ReadConfig", "StatsConfig", "FileReport", "iter_batches", "read_corpus",
+    "DEFAULT_BUCKETS", "ReadConfig", "StatsConfig", "FileReport", "Lengths", "iter_batches", "iter_lengths",
+    "read_corpus",
     "ConfigError", "InputError", "LcdataError", "TokenizerError", "InputFile", "resolve_inputs",
     "StatsResult", "compute_stats", "load_stats", "merge_stats", "run_stats",
 ]
