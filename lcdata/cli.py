@@ -338,9 +338,10 @@ def _tune_process() -> None:
     NumPy's OpenBLAS without its thread pool (whose threads spin for ~0.1 CPU-s after NumPy loads), and
     glibc's malloc keeping freed buffers of up to 32 MiB for reuse instead of unmapping them and faulting
     in fresh zeroed pages for the next file (together about 10% of the CPU of `lcdata stats` on 2 cores).
-    An explicit ``OPENBLAS_NUM_THREADS`` / ``MALLOC_*_`` setting in the environment wins."""
+    An explicit ``OPENBLAS_NUM_THREADS``, ``MALLOC_*_`` or ``GLIBC_TUNABLES=glibc.malloc.*`` setting wins."""
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # read when NumPy loads OpenBLAS, which is later
-    if sys.platform != "linux" or any(k.startswith("MALLOC_") for k in os.environ):
+    if (sys.platform != "linux" or any(k.startswith("MALLOC_") for k in os.environ)
+            or "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", "")):
         return
     import ctypes
 
@@ -353,22 +354,29 @@ def _tune_process() -> None:
 
 
 def run(argv: list[str] | None = None) -> int:
-    """The ``lcdata`` program (console script and ``python -m lcdata``): `main` as a one-shot process."""
+    """The ``lcdata`` program (console script and ``python -m lcdata``): `main` as a one-shot process.
+
+    Only the data commands (``COMMAND_MODULES``) get the process settings; the training commands, whose
+    libraries have finalizers, run exactly as `main`. Meant to be called once per process (it freezes the
+    process's objects out of the cyclic GC); call `main` to run commands in a longer-lived process."""
     argv = sys.argv[1:] if argv is None else list(argv)
     modules = COMMAND_MODULES.get(argv[0], ()) if argv else ()
-    if modules and "--help" not in argv and "-h" not in argv:
-        _tune_process()
-        gc.disable()
-        try:
-            for m in modules:
-                importlib.import_module(m)
-        finally:
-            gc.freeze()  # imported objects live as long as the process: no later collection needs to visit them
+    if not modules or "--help" in argv or "-h" in argv:
+        return main(argv)
+    _tune_process()
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for m in modules:
+            importlib.import_module(m)
+    finally:
+        gc.freeze()  # imported objects live as long as the process: no later collection needs to visit them
+        if was_enabled:
             gc.enable()
     try:
         return main(argv)
     finally:
-        gc.freeze()  # the process ends now: no collection at exit (objects are freed by the OS)
+        gc.freeze()  # the process ends now: no collection at exit (lcdata's objects have no finalizers)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -51,7 +51,13 @@ DOC_ARROW = pa.schema([(k, pa.large_string() if v == pl.String else pa.int64()) 
 
 def estimate_tokens(n_chars: np.ndarray, chars_per_token: float) -> np.ndarray:
     """ceil(chars / chars_per_token) in float64, as int64 (0 for empty texts)."""
-    return np.ceil(np.asarray(n_chars, np.int64) / chars_per_token).astype(np.int64)
+    est = np.ceil(np.asarray(n_chars, np.int64) / chars_per_token)
+    if len(est) and not est.max() < 2.0**62:
+        from .errors import ConfigError
+
+        raise ConfigError(f"chars_per_token={chars_per_token} makes a document of {int(np.max(n_chars)):,} characters "
+                          f"{est.max():.3g} tokens, beyond int64; use a realistic value (the paper uses 3.68)")
+    return est.astype(np.int64)
 
 
 def doc_table(file: str, lengths, chars_per_token: float, n_tokens=None) -> pa.Table:
@@ -90,17 +96,17 @@ def histogram(docs) -> pl.DataFrame:
         docs = docs.select("source", "n_tokens", "n_chars", "n_est_tokens").to_arrow()
     if docs.num_rows == 0:
         return pl.DataFrame(schema=HIST_SCHEMA)
-    enc = pc.dictionary_encode(docs.column("source").combine_chunks())
-    names = enc.dictionary.to_pylist()
+    enc = pc.dictionary_encode(docs.column("source").combine_chunks(), null_encoding="encode")
+    names = enc.dictionary.to_pylist()  # a null source (only from direct callers) sorts first, as in Polars
+    by_rank = sorted(names, key=lambda x: (x is not None, x or ""))
     rank = np.empty(len(names), np.int64)
-    rank[sorted(range(len(names)), key=names.__getitem__)] = np.arange(len(names))
+    rank[sorted(range(len(names)), key=lambda i: (names[i] is not None, names[i] or ""))] = np.arange(len(names))
     src = rank[enc.indices.to_numpy()]
     n_tok = docs.column("n_tokens").to_numpy()
     order = np.lexsort((n_tok, src))
     src, n_tok = src[order], n_tok[order]
     starts = np.flatnonzero(np.r_[True, (src[1:] != src[:-1]) | (n_tok[1:] != n_tok[:-1])])
     n_chars = docs.column("n_chars").to_numpy()[order]
-    by_rank = sorted(names)
     return pl.DataFrame({
         "source": [by_rank[i] for i in src[starts]],
         "n_tokens": n_tok[starts],

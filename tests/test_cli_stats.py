@@ -268,3 +268,37 @@ def test_process_tuning_keeps_an_explicit_setting(preset):
     code = "import os; from lcdata.cli import _tune_process; _tune_process(); print(os.environ['OPENBLAS_NUM_THREADS'])"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert out.strip() == (preset or "1")
+
+
+@pytest.mark.parametrize("preset, tuned", [({}, True), ({"MALLOC_ARENA_MAX": "2"}, False),
+                                           ({"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=65536"}, False)])
+def test_process_tuning_leaves_an_explicit_malloc_setting(preset, tuned):
+    """glibc's malloc is tuned (mallopt M_MMAP_THRESHOLD, M_TRIM_THRESHOLD) unless the user configured it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"} | preset
+    code = ("import ctypes, sys\n"
+            "calls = []\n"
+            "real = ctypes.CDLL(None)\n"
+            "class Libc:\n"
+            "    def mallopt(self, p, v):\n"
+            "        calls.append((p, v)); return real.mallopt(p, v)\n"
+            "ctypes.CDLL = lambda name: Libc()\n"
+            "from lcdata.cli import _tune_process; _tune_process(); print(calls)")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    want = [(-3, 32 << 20), (-1, 1 << 30)] if tuned and sys.platform == "linux" else []
+    assert out.strip() == str(want)
+
+
+def test_program_settings_only_for_the_data_commands():
+    """`run` of a command outside COMMAND_MODULES (here --version; the training commands alike) is `main`:
+    no process settings, the GC untouched."""
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    code = ("import gc, os, contextlib, io\n"
+            "from lcdata.cli import run\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            "    try:\n"
+            "        run(['--version'])\n"
+            "    except SystemExit:\n"
+            "        pass\n"
+            "print(os.environ.get('OPENBLAS_NUM_THREADS'), gc.isenabled(), gc.get_freeze_count())")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["None", "True", "0"]

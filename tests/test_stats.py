@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 import pytest
 import zstandard
 from hypothesis import HealthCheck, given, settings
@@ -381,8 +382,8 @@ def test_property_histograms_merge_exactly_and_percentiles_are_inverted_cdf(docs
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(["web", "code", "books"]), st.integers(0, 40), st.integers(0, 200)),
-                min_size=1, max_size=80))
+@given(st.lists(st.tuples(st.sampled_from(["web", "code", "books", "Bücher", "web2", None]), st.integers(0, 40),
+                          st.integers(0, 200)), min_size=1, max_size=80))
 def test_histogram_equals_a_polars_group_by(rows):
     """`histogram` (NumPy: dictionary-encoded sources, lexsort, reduceat) equals a Polars group-by, with several
     sources and with one, from a Polars frame and from an Arrow table."""
@@ -390,10 +391,18 @@ def test_histogram_equals_a_polars_group_by(rows):
 
     docs = pl.DataFrame({"source": [r[0] for r in rows], "n_tokens": [r[1] for r in rows],
                          "n_chars": [r[2] for r in rows], "n_est_tokens": [r[2] // 4 for r in rows]})
-    for d in (docs, docs.with_columns(source=pl.lit("web"))):  # several sources (group-by) and one (NumPy)
+    for d in (docs, docs.with_columns(source=pl.lit("web"))):  # several sources (nulls, non-ASCII) and one
         ref = (d.group_by("source", "n_tokens")
                .agg(n_docs=pl.len().cast(pl.Int64), n_chars=pl.col("n_chars").sum(),
                     n_est_tokens=pl.col("n_est_tokens").sum(), n_empty=(pl.col("n_chars") == 0).sum().cast(pl.Int64))
                .select(list(HIST_SCHEMA)).cast(HIST_SCHEMA).sort("source", "n_tokens"))
         assert histogram(d).equals(ref)
-        assert histogram(d.to_arrow()).equals(ref)
+        t = d.to_arrow()
+        assert histogram(t).equals(ref)
+        assert histogram(pa.concat_tables([t.slice(0, len(rows) // 2), t.slice(len(rows) // 2)])).equals(ref)  # 2 chunks
+
+
+def test_estimate_beyond_int64_is_a_config_error(demo_dir):
+    """An absurd chars_per_token cannot wrap the estimate around to negative token counts."""
+    with pytest.raises(ConfigError, match="chars_per_token=1e-16"):
+        compute_stats([str(demo_dir / "web")], StatsConfig(chars_per_token=1e-16))
