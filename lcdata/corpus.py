@@ -240,7 +240,7 @@ class _Parser:
         return Lengths(rows=rows, n_chars=n_chars, sources=sources, ids=ids)
 
     # -- JSONL -------------------------------------------------------------------------------------
-    def jsonl_chunk(self, chunk: bytes, first_line: int) -> pl.DataFrame:
+    def jsonl_chunk(self, chunk: bytes, first_line: int) -> pl.DataFrame | Lengths:
         n_lines, maybe_blank = _scan_lines(chunk)
         self.chunk_lines = n_lines  # iter_batches advances its line counter by this (one count per chunk)
         if _LEADING_NULL.match(chunk):  # pyarrow's JSON reader segfaults on a block whose first value is null
@@ -275,7 +275,7 @@ class _Parser:
             rows, cols["text"], cols.get("source"), cols["id"] if "id" in cols else None
         )
 
-    def jsonl_slow(self, chunk: bytes, first_line: int) -> pl.DataFrame:
+    def jsonl_slow(self, chunk: bytes, first_line: int) -> pl.DataFrame | Lengths:
         rows, texts, sources, ids = [], [], [], []
         cfg = self.cfg
         for i, raw in enumerate(chunk.split(b"\n")):
@@ -342,7 +342,7 @@ class _Parser:
                           ids if cfg.id_field else None)
 
     # -- Parquet -----------------------------------------------------------------------------------
-    def parquet_batches(self, fh) -> Iterator[pl.DataFrame]:
+    def parquet_batches(self, fh) -> Iterator[pl.DataFrame | Lengths]:
         import pyarrow.parquet as pq
 
         cfg = self.cfg
