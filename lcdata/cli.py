@@ -1,7 +1,8 @@
 """The `lcdata` command line. It only maps flags to config dataclasses and calls the Python API.
 
-Errors derived from `LcdataError` are printed as one message (file, line, fix) with exit code 2; no
-traceback unless ``LCDATA_DEBUG=1``.
+A user's error (`errors.user_message`: lcdata's own, a full disk, a read-only or missing path, an unknown
+URL scheme) is printed as one message (file, line, fix) with exit code 2; no traceback unless
+``lcdata --debug ...`` or ``LCDATA_DEBUG=1``.
 
 `main` is the command line as a function (tests and scripts call it, any number of times); `run` is the
 installed ``lcdata`` program: `main` in a one-shot process, which skips the cyclic garbage collector's
@@ -19,7 +20,7 @@ import os
 import sys
 
 from .config import ENGINES, PAPER_CHARS_PER_TOKEN, ReadConfig, StatsConfig, parse_buckets
-from .errors import LcdataError
+from .errors import cli_errors
 from .executors import add_executor_args, executor_from_args
 
 
@@ -64,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(prog="lcdata", description="Long-context training data: stats, sample, build.")
     p.add_argument("--version", action="version", version=f"lcdata {__version__}")
+    p.add_argument("--debug", action="store_true",
+                   help="show the Python traceback of an error (as LCDATA_DEBUG=1); by default one line")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("train", help="continual pretraining on shards (lcdata_train; `lcdata train --help`)", add_help=False)
     sub.add_parser("needle", help="needle-in-a-haystack evaluation (lcdata_train; `lcdata needle --help`)", add_help=False)
@@ -381,6 +384,9 @@ def run(argv: list[str] | None = None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    debug = bool(argv) and argv[0] == "--debug"
+    if debug and len(argv) > 1 and argv[1] in TRAIN_COMMANDS:
+        argv = argv[1:]
     if argv and argv[0] in TRAIN_COMMANDS:
         try:
             from lcdata_train.cli import main as train_main
@@ -388,23 +394,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"lcdata {argv[0]}: error: needs the training extra ({e}); pip install 'lcdata[train]'",
                   file=sys.stderr)
             return 2
-        return train_main(argv)
+        return train_main(argv, debug=debug)
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except LcdataError as e:
-        if os.environ.get("LCDATA_DEBUG"):
-            raise
-        print(f"lcdata {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:  # output piped into `head` and closed: not an error
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
-
+    return cli_errors(args.command, lambda: args.func(args), debug=args.debug)
 
 if __name__ == "__main__":
     sys.exit(run())

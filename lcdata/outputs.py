@@ -10,6 +10,7 @@ import io
 import itertools
 import json
 import os
+import posixpath
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -21,6 +22,31 @@ _counter = itertools.count()
 
 def join(base: str, name: str) -> str:
     return base.rstrip("/") + "/" + name
+
+
+def _norm(url: str) -> tuple[str, str]:
+    """(protocol, normalised absolute path) of a local path or fsspec URL: links resolved for local paths."""
+    if "://" in url and not url.startswith("file://"):
+        proto, _, rest = url.partition("://")
+        return proto, posixpath.normpath("/" + rest.strip("/"))
+    return "file", os.path.realpath(os.path.expanduser(url.removeprefix("file://")))
+
+
+def path_relation(a: str, b: str) -> str | None:
+    """How path ``a`` relates to path ``b``: "same", "inside" (a is below b), "contains" (b is below a), or None.
+
+    Local paths are compared after resolving symbolic links (``os.path.realpath``), URLs by protocol and
+    normalised path. Cost: a few ``stat`` calls; nothing is opened."""
+    (pa, a), (pb, b) = _norm(a), _norm(b)
+    if pa != pb:
+        return None
+    if a == b:
+        return "same"
+    if a.startswith(b.rstrip("/") + "/"):
+        return "inside"
+    if b.startswith(a.rstrip("/") + "/"):
+        return "contains"
+    return None
 
 
 def make_dirs(path: str) -> None:

@@ -2,8 +2,8 @@
 through `main`).
 
 It only maps flags to `TrainConfig` and calls `train.train`; torch is imported after the flags parse, so
-``--help`` and flag errors are instant. Errors derived from `LcdataError` print one message and exit 2
-(traceback with ``LCDATA_DEBUG=1``). Multi-GPU: ``torchrun --nproc-per-node 8 -m lcdata_train train ...``.
+``--help`` and flag errors are instant. A user's error (`lcdata.errors.user_message`) prints one message and exit 2
+(traceback with ``LCDATA_DEBUG=1`` or ``lcdata --debug``). Multi-GPU: ``torchrun --nproc-per-node 8 -m lcdata_train train ...``.
 
 The `lcdata` CLI dispatches with ``lcdata_train.cli.main(["train", *flags])``: ``argv`` starts with the
 subcommand, as after ``lcdata``.
@@ -16,7 +16,7 @@ import json
 import os
 import sys
 
-from lcdata.errors import ConfigError, LcdataError, MissingDependencyError
+from lcdata.errors import MissingDependencyError, cli_errors
 
 from .config import DTYPES, PARALLEL, PRESETS, SCHEDULES, TrainConfig
 
@@ -200,18 +200,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``main(["train", "--shards", ...])``; returns the exit code."""
+def main(argv: list[str] | None = None, debug: bool = False) -> int:
+    """``main(["train", "--shards", ...])``; returns the exit code. ``debug``: show tracebacks."""
     args = build_parser().parse_args(argv)
-    try:
+
+    def go() -> int:
         if args.func is not run_train:
             _need_torch()
         return args.func(args)
-    except (LcdataError, ConfigError) as e:
-        if os.environ.get("LCDATA_DEBUG"):
-            raise
-        print(f"lcdata {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+
+    return cli_errors(args.command, go, debug=debug)
