@@ -36,11 +36,12 @@ import polars as pl
 
 from . import __version__
 from .build_pack import PackLayout, _pack_layout, _write_documents, _write_shard, load_units, unit_doc_ids
-from .config import ENGINES, ReadConfig, _as_dict
+from .config import ENGINES, ReadConfig, _as_dict, check_seed, check_workers
 from .corpus import FileReport, iter_batches
 from .errors import ConfigError, LcdataError
 from .inputs import InputFile, resolve_inputs
-from .outputs import command_line, join, make_dirs, read_json, write_json
+from .outdir import Claim, claim_out, input_roots
+from .outputs import command_line, join, read_json, write_json
 from .parallel import ordered_map, resolve_workers
 from .progress import Progress
 from .shards.format import (
@@ -99,6 +100,7 @@ class BuildConfig:
             raise ConfigError(f"shard_tokens={self.shard_tokens} must be >= 1")
         if self.engine not in ENGINES:
             raise ConfigError(f"engine={self.engine!r} is not one of {ENGINES}; use auto (tiktoken where exact, else hf)")
+        check_seed(self.seed)
 
     def to_dict(self) -> dict:
         d = _as_dict(self)
@@ -210,7 +212,7 @@ def _tokenize_file(args) -> dict:
 
 
 def build_identity(files: list[InputFile], cfg: BuildConfig, tok_sha: str, plan_fp: str | None) -> str:
-    ident = {"format": FORMAT_VERSION, "files": sorted((f.rel, f.size) for f in files), "tokenizer": tok_sha,
+    ident = {"format": FORMAT_VERSION, "files": sorted((f.rel, f.size, f.version) for f in files), "tokenizer": tok_sha,
              "plan": plan_fp, **{k: v for k, v in cfg.to_dict().items() if k not in ("tokenizer", "plan", "engine")}}
     ident["read"].pop("on_error", None)
     ident["read"].pop("chunk_bytes", None)
@@ -251,32 +253,30 @@ def _exists(url: str) -> bool:
     return fs.exists(p)
 
 
-def _prepare_out(out_dir: str, ident: str, overwrite: bool, resume: bool) -> None:
-    """Refuse to mix builds: an output folder holding anything needs --resume (same identity) or --overwrite."""
+def build_protect(inputs, files: list[InputFile], cfg: BuildConfig) -> dict:
+    """What a build reads, which its ``--out`` may never be or contain (`outdir.claim_out`)."""
+    return {"an input": [*map(str, inputs), *(f.url for f in files)], "the tokenizer": [cfg.tokenizer],
+            "the plan folder": [cfg.plan] if cfg.plan else []}
+
+
+def prepare_out(claim: Claim, ident: str) -> None:
+    """A claimed build folder that keeps an earlier run's files (``--resume``) must hold the same build;
+    the temp files of writes the interrupted run never finished are removed."""
+    if claim.fresh:
+        return
+    out_dir = claim.out
+    state = join(out_dir, "build.json")
+    old = read_json(state)["identity"] if _exists(state) else None
+    if old != ident:
+        raise ConfigError(
+            f"{out_dir!r} holds {'a build with another configuration' if old else 'a build that never started'} "
+            f"(identity {old} != {ident}); --resume needs the same inputs (names, sizes and modification times), "
+            "plan, tokenizer and options; pass --overwrite to replace it"
+        )
     fs, p = fsspec.core.url_to_fs(out_dir)
-    if fs.exists(p) and fs.ls(p):
-        state = join(out_dir, "build.json")
-        old = read_json(state)["identity"] if _exists(state) else None
-        if overwrite:
-            fs.rm(p, recursive=True)
-        elif resume:
-            if old != ident:
-                raise ConfigError(
-                    f"{out_dir!r} holds {'a build with another configuration' if old else 'other files'} "
-                    f"(identity {old} != {ident}); --resume needs the same inputs, plan, tokenizer and options; "
-                    "pass --overwrite to replace it"
-                )
-            for q in fs.ls(p, detail=False):  # temp files of writes the interrupted run never finished
-                if ".tmp-" in q.rsplit("/", 1)[-1]:
-                    fs.rm(q)
-        else:
-            what = "this exact build" if old == ident and _exists(join(out_dir, "manifest.json")) else (
-                "a build (complete or interrupted)" if old else "other files")
-            raise ConfigError(
-                f"{out_dir!r} is not empty: it holds {what}; pass --resume to continue the same build, "
-                "--overwrite to replace it, or choose another --out"
-            )
-    make_dirs(out_dir)
+    for q in fs.ls(p, detail=False):  # temp files of writes the interrupted run never finished
+        if ".tmp-" in q.rsplit("/", 1)[-1]:
+            fs.rm(q)
 
 
 def run_build(inputs, out_dir: str, cfg: BuildConfig, *, workers: int | None = None, overwrite: bool = False,
@@ -287,6 +287,7 @@ def run_build(inputs, out_dir: str, cfg: BuildConfig, *, workers: int | None = N
     >>> run_build(["data/demo"], "out/shards", BuildConfig(tokenizer="data/demo/tokenizer.json",
     ...           seq_len=8192))  # doctest: +SKIP
     """
+    check_workers(workers)
     t0 = time.perf_counter()
     files = resolve_inputs(inputs)
     info = tokenizer_info(cfg.tokenizer)
@@ -306,7 +307,16 @@ def run_build(inputs, out_dir: str, cfg: BuildConfig, *, workers: int | None = N
             object.__setattr__(cfg, "read", read)  # the plan's ids depend on how it read the corpus
     plan_fp = plan_man["plan_fingerprint"] if plan_man else None
     ident = build_identity(files, cfg, info.sha256, plan_fp)
-    _prepare_out(out_dir, ident, overwrite, resume)
+    with claim_out(out_dir, "shards", overwrite=overwrite, resume=resume, protect=build_protect(inputs, files, cfg),
+                   inputs=input_roots(inputs)) as claim:
+        prepare_out(claim, ident)
+        return _build_into(out_dir, files, cfg, info, specials, dtype, plan, plan_man, plan_fp, ident, engine_used,
+                           engine_why, t0, workers=workers, progress=progress, work_dir=work_dir, keep_work=keep_work)
+
+
+def _build_into(out_dir, files, cfg, info, specials, dtype, plan, plan_man, plan_fp, ident, engine_used, engine_why,
+                t0, *, workers, progress, work_dir, keep_work) -> BuildResult:
+    """Phases 1 and 2 of `run_build` into its claimed output folder."""
     write_json({"identity": ident, "config": cfg.to_dict()}, join(out_dir, "build.json"))
     local_out = "://" not in out_dir or out_dir.startswith("file://")
     if work_dir is None:

@@ -29,9 +29,10 @@ from .build import (
     Specials,
     _load_plan_for,
     _pack_manifest,
-    _prepare_out,
     _tokenize_file,
     build_identity,
+    build_protect,
+    prepare_out,
     resolve_specials,
 )
 from .build_pack import PackLayout, _pack_layout, _write_shard, load_units, unit_doc_ids
@@ -39,6 +40,7 @@ from .corpus import FileReport
 from .errors import ConfigError, LcdataError
 from .executors import ExecutorConfig, run_stages
 from .inputs import InputFile, resolve_inputs
+from .outdir import claim_out, input_roots
 from .outputs import join, read_json, write_json
 from .shards.format import token_dtype
 from .stages import Stage, _check_done, _executor, _exists, _logging_dir, _Step, _write_text, assign_files
@@ -84,7 +86,11 @@ def _build_job(inputs, out_dir, cfg: BuildConfig, *, overwrite, resume, work_dir
             raise ConfigError(f"the plan names files not among the inputs: {sorted(missing)[:5]}")
         plan_tokens, plan_fp = bool(man.get("tokenizer")), man["plan_fingerprint"]
     ident = build_identity(files, cfg, info.sha256, plan_fp)
-    _prepare_out(out_dir, ident, overwrite, resume)
+    # The driver claims the folder (refusals, --overwrite, --resume identity) and holds its lock while it
+    # prepares; the tasks, which may run on other machines, write only their own files.
+    with claim_out(out_dir, "shards", overwrite=overwrite, resume=resume, protect=build_protect(inputs, files, cfg),
+                   inputs=input_roots(inputs)) as claim:
+        prepare_out(claim, ident)
     write_json({"identity": ident, "config": cfg.to_dict()}, join(out_dir, "build.json"))
     if work_dir is None:
         if "://" not in out_dir or out_dir.startswith("file://"):

@@ -88,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-doc-lengths", action="store_true", help="do not write doc_lengths.parquet")
     s.add_argument("--no-figure", action="store_true", help="do not write the PNG figure")
     s.add_argument("--quiet", action="store_true", help="no progress line and no table")
+    s.add_argument("--overwrite", action="store_true",
+                   help="replace the stats folder --out holds (only ever a folder `lcdata stats` wrote)")
     s.set_defaults(func=cmd_stats)
     add_executor_args(s)
 
@@ -116,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--buckets", default=None, help="report length buckets (default 0,1K,...,128K)")
     sp.add_argument("--no-figure", action="store_true")
     sp.add_argument("--quiet", action="store_true")
+    sp.add_argument("--overwrite", action="store_true",
+                    help="replace the plan folder --out holds (only ever a folder `lcdata sample` wrote)")
     sp.set_defaults(func=cmd_sample)
     add_executor_args(sp)
 
@@ -132,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--eos", default="auto", help="EOS after each document: auto (only if there is no BOS), none, or a token")
     b.add_argument("--shard-size", type=_int_tokens, default=1 << 26, help="tokens per shard file (default 64Mi)")
     b.add_argument("--seed", type=int, default=0, help="seed of the document and sequence shuffles")
-    b.add_argument("--overwrite", action="store_true", help="replace whatever the output folder holds")
+    b.add_argument("--overwrite", action="store_true",
+                   help="replace the shard folder --out holds (only ever a folder `lcdata build` wrote)")
     b.add_argument("--resume", action="store_true", help="continue an interrupted build with the same config")
     b.add_argument("--no-split", action="store_true", help="never cut long texts before encoding")
     b.add_argument("--dtype", choices=["auto", "uint16", "uint32"], default="auto",
@@ -157,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("folder")
     e.add_argument("--format", choices=["datatrove", "megatron"], required=True)
     e.add_argument("--out", required=True)
+    e.add_argument("--overwrite", action="store_true",
+                   help="replace the export folder --out holds (only ever a folder `lcdata export` wrote)")
     e.set_defaults(func=cmd_export)
 
     r = sub.add_parser("report", help="one Markdown page from a pipeline run's output folders",
@@ -237,7 +244,7 @@ def cmd_inspect(a) -> int:
 def cmd_export(a) -> int:
     from .shards.export import export_shards
 
-    man = export_shards(a.folder, a.format, a.out)
+    man = export_shards(a.folder, a.format, a.out, overwrite=a.overwrite)
     print(f"wrote {len(man['files'])} files to {a.out}/; read with {man['read_with']}")
     return 0
 
@@ -272,7 +279,8 @@ def cmd_sample(a) -> int:
     if ex is not None and a.stats is None:
         from .pipelines import run_sample_distributed
 
-        res = run_sample_distributed(a.inputs, a.out, cfg, ex, stats_config=scfg, figure=not a.no_figure)
+        res = run_sample_distributed(a.inputs, a.out, cfg, ex, stats_config=scfg, figure=not a.no_figure,
+                                     overwrite=a.overwrite)
         if res is None:
             return _submitted(a, ex)
     else:
@@ -282,7 +290,7 @@ def cmd_sample(a) -> int:
             if a.chars_per_token is not None:
                 requested["chars_per_token"] = a.chars_per_token
         res = run_sample(a.inputs, a.out, cfg, stats_dir=a.stats, stats_config=scfg, workers=a.workers,
-                         progress=not a.quiet, figure=not a.no_figure, requested=requested)
+                         progress=not a.quiet, figure=not a.no_figure, requested=requested, overwrite=a.overwrite)
     if not a.quiet:
         print(sample_table(res, cfg.threshold))
         print(f"\nwrote {a.out}/ (plan.parquet, report.parquet, report.json, plan.json, sample.png)")
@@ -301,13 +309,14 @@ def cmd_stats(a) -> int:
     if ex is not None:
         from .pipelines import run_stats_distributed
 
-        result = run_stats_distributed(a.inputs, a.out, cfg, ex, figure=not a.no_figure)
+        result = run_stats_distributed(a.inputs, a.out, cfg, ex, figure=not a.no_figure, overwrite=a.overwrite)
         if result is None:
             return _submitted(a, ex)
     else:
         from .stats_run import run_stats
 
-        result = run_stats(a.inputs, a.out, cfg, workers=a.workers, progress=not a.quiet, figure=not a.no_figure)
+        result = run_stats(a.inputs, a.out, cfg, workers=a.workers, progress=not a.quiet, figure=not a.no_figure,
+                           overwrite=a.overwrite)
     from .table import stats_table
 
     if not a.quiet:

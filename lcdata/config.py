@@ -102,12 +102,7 @@ class StatsConfig:
     def __post_init__(self):
         if not (self.chars_per_token > 0):
             raise ConfigError(f"chars_per_token={self.chars_per_token} must be > 0 (the paper uses 3.68)")
-        b = tuple(int(x) for x in self.buckets)
-        object.__setattr__(self, "buckets", b)
-        if len(b) < 1 or b[0] != 0 or any(x >= y for x, y in zip(b, b[1:])):
-            raise ConfigError(
-                f"buckets={list(b)} must start at 0 and strictly increase, e.g. 0,1024,4096,32768"
-            )
+        object.__setattr__(self, "buckets", check_buckets(self.buckets))
         if self.long_threshold < 1:
             raise ConfigError(f"long_threshold={self.long_threshold} must be >= 1 token")
         if self.engine not in ENGINES:
@@ -124,8 +119,29 @@ class StatsConfig:
         return d
 
 
+def check_buckets(edges, name: str = "buckets") -> tuple[int, ...]:
+    """Length-bucket edges as every command takes them: integers starting at 0, strictly increasing."""
+    b = tuple(int(x) for x in edges)
+    if len(b) < 1 or b[0] != 0 or any(x >= y for x, y in zip(b, b[1:])):
+        raise ConfigError(f"{name}={list(b)} must start at 0 and strictly increase, e.g. 0,1K,4K,32K")
+    return b
+
+
+def check_seed(seed) -> int:
+    """A seed as every command takes it: an integer in [0, 2**63)."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise ConfigError(f"seed={seed!r} must be an integer in [0, 2**63), e.g. 0")
+    return seed
+
+
+def check_workers(workers) -> None:
+    """``workers`` as every data command takes it: None or 0 (all cores) or a positive count."""
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
+        raise ConfigError(f"workers={workers!r} must be >= 1 (or 0 / unset for all cores)")
+
+
 def parse_buckets(spec: str) -> tuple[int, ...]:
-    """Parse '0,1K,2K,4k,128K' (K = 1024) into edges."""
+    """Parse '0,1K,2K,4k,128K' (K = 1024) into edges (checked by `check_buckets`)."""
     out = []
     for part in spec.split(","):
         p = part.strip().lower()
@@ -140,4 +156,4 @@ def parse_buckets(spec: str) -> tuple[int, ...]:
             out.append(int(float(p) * mult))
         except ValueError:
             raise ConfigError(f"bucket edge {part!r} in {spec!r} is not a number; use e.g. 0,1K,4K,32K") from None
-    return tuple(out)
+    return check_buckets(out, f"buckets {spec!r}")

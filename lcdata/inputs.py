@@ -11,6 +11,7 @@ Cost: one `find`/`glob`/`info` call per input on the filesystem; no file is open
 from __future__ import annotations
 
 import glob as _glob
+import os
 import posixpath
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -41,12 +42,17 @@ def detect_format(name: str) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class InputFile:
-    """One corpus file. ``url`` opens it with fsspec; ``rel`` names it inside its root."""
+    """One corpus file. ``url`` opens it with fsspec; ``rel`` names it inside its root. ``version`` changes when
+    the file's content may have changed: the modification time in nanoseconds for a local file, else what
+    the store reports (mtime, LastModified, ETag, generation), "" when it reports nothing. Fingerprints of
+    inputs are (rel, size, version): a same-size edit is seen, and so is a copy that does not keep
+    modification times (`cp -p`, `rsync -t` keep them)."""
 
     url: str
     rel: str
     size: int
     format: str
+    version: str = ""
 
     @property
     def protocol(self) -> str:
@@ -67,14 +73,25 @@ def _unsupported(path: str) -> InputError:
     )
 
 
-def _file(fs, path: str, root: str, size: int | None = None) -> InputFile:
+def _file(fs, path: str, root: str, size: int | None = None, info: dict | None = None) -> InputFile:
     fmt = detect_format(path)
     if fmt is None:
         raise _unsupported(path)
     rel = posixpath.relpath(path, root) if root else posixpath.basename(path)
-    if size is None:
-        size = int(fs.size(path) or 0)
-    return InputFile(url=fs.unstrip_protocol(path) if _is_remote(fs) else path, rel=rel, size=int(size), format=fmt)
+    if not _is_remote(fs):
+        st = os.stat(path)
+        return InputFile(url=path, rel=rel, size=st.st_size, format=fmt, version=str(st.st_mtime_ns))
+    info = info if info is not None else fs.info(path)
+    size = info.get("size") if size is None else size
+    return InputFile(url=fs.unstrip_protocol(path), rel=rel, size=int(size or 0), format=fmt, version=_version(info))
+
+
+_VERSION_KEYS = ("mtime", "LastModified", "last_modified", "updated", "generation", "ETag", "etag", "created")
+
+
+def _version(info: dict) -> str:
+    """What a remote store says about a file's version (see `InputFile`)."""
+    return ";".join(f"{k}={info[k]}" for k in _VERSION_KEYS if info.get(k) is not None)
 
 
 def _is_remote(fs) -> bool:
@@ -119,7 +136,7 @@ def resolve_inputs(inputs: Iterable[str] | str) -> list[InputFile]:
                     f"point at a folder with {', '.join(FORMATS)} files",
                 )
             root = path.rstrip("/")
-            found += [_file(fs, p, root, detail[p].get("size")) for p in files]
+            found += [_file(fs, p, root, detail[p].get("size"), detail[p]) for p in files]
         elif fs.exists(path):
             found.append(_file(fs, path, posixpath.dirname(path)))
         else:

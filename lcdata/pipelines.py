@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 import fsspec
@@ -44,7 +45,9 @@ from .corpus import FileReport
 from .errors import LcdataError
 from .executors import EXECUTORS, ExecutorConfig, StageFailed, add_executor_args, executor_from_args, run_stages
 from .inputs import InputFile, resolve_inputs
+from .outdir import claim_out, input_roots
 from .outputs import join, make_dirs, read_json, write_json, write_parquet
+from .sample_run import sample_protect
 from .stages import (
     FAIL_ENV,
     InjectedFailure,
@@ -61,7 +64,16 @@ from .stages import (
     assign_files,
 )
 from .stats import merge_histograms
-from .stats_run import StatsResult, _DocWriter, _stats_one_file, fingerprint, load_stats, reports_to_frames, write_stats
+from .stats_run import (
+    StatsResult,
+    _DocWriter,
+    _stats_one_file,
+    fingerprint,
+    load_stats,
+    reports_to_frames,
+    stats_protect,
+    write_stats,
+)
 from .tokenizer import resolve_engine, tokenizer_info
 
 __all__ = ["Stage", "assign_files", "stats_pipeline", "sample_pipeline", "build_pipeline", "run_stats_distributed",
@@ -196,7 +208,7 @@ def _stats_stages(job: StatsJob, tasks: int) -> list[Stage]:
 
 
 def run_stats_distributed(inputs, out_dir: str, config: StatsConfig | None = None,
-                          executor: str | ExecutorConfig = "local", *, figure: bool = True,
+                          executor: str | ExecutorConfig = "local", *, figure: bool = True, overwrite: bool = False,
                           **executor_opts) -> StatsResult | None:
     """`run_stats` on a datatrove executor; the same stats folder. Returns the result (None for Slurm: the
     jobs are submitted and the last one writes the folder).
@@ -204,10 +216,13 @@ def run_stats_distributed(inputs, out_dir: str, config: StatsConfig | None = Non
     >>> run_stats_distributed(["data/demo"], "out/stats", executor="local", tasks=4, workers=2)  # doctest: +SKIP
     """
     ex = _executor(executor, executor_opts)
-    job = _stats_job(inputs, out_dir, config, figure)
-    stages = _stats_stages(job, ex.n_tasks(len(job.files)))
-    logs = _logging_dir(ex, out_dir, job.identity, stages)
-    run_stages(stages, ex, logs)
+    # A rerun of the same command continues (datatrove's completion markers); --overwrite starts afresh.
+    with claim_out(out_dir, "stats", overwrite=overwrite, resume=not overwrite, resume_flag=None,
+                   protect=stats_protect(inputs, config or StatsConfig()), inputs=input_roots(inputs)):
+        job = _stats_job(inputs, out_dir, config, figure)
+        stages = _stats_stages(job, ex.n_tasks(len(job.files)))
+        logs = _logging_dir(ex, out_dir, job.identity, stages, fresh=overwrite)
+        run_stages(stages, ex, logs)
     if ex.kind == "slurm":
         return None
     _check_done(join(out_dir, "stats.json"), logs)
@@ -223,10 +238,10 @@ class SampleSolve(_Step):
     name = "sample"
 
     def work(self, rank, world_size):
-        from .sample_run import run_sample
+        from .sample_run import sample_into
 
-        run_sample(None, self.job["out_dir"], self.job["config"], stats_dir=self.job["stats_dir"],
-                   figure=self.job["figure"])
+        sample_into(None, self.job["out_dir"], self.job["config"], stats_dir=self.job["stats_dir"],
+                    figure=self.job["figure"])  # the driver claimed out_dir
 
 
 def sample_pipeline(inputs, out_dir: str, config, *, stats_config: StatsConfig | None = None, tasks: int,
@@ -244,18 +259,25 @@ def _sample_stages(sjob: StatsJob, out_dir: str, config, tasks: int, figure: boo
 
 def run_sample_distributed(inputs, out_dir: str, config, executor: str | ExecutorConfig = "local", *,
                            stats_config: StatsConfig | None = None, stats_dir: str | None = None,
-                           figure: bool = True, **executor_opts):
+                           figure: bool = True, overwrite: bool = False, **executor_opts):
     """`run_sample` with the length statistics computed on a datatrove executor (into ``stats_dir``, default
     ``OUT/stats``); the plan is solved once from them, so it equals the single-process plan. Returns the
     `SampleResult` (None for Slurm)."""
     from .sample_run import SampleResult, load_plan
 
     ex = _executor(executor, executor_opts)
-    sjob = _stats_job(inputs, stats_dir or join(out_dir, "stats"), stats_config, figure)
-    stages = _sample_stages(sjob, out_dir, config, ex.n_tasks(len(sjob.files)), figure)
-    ident = _sha({"stats": sjob.identity, "sample": config.to_dict(), "figure": figure})
-    logs = _logging_dir(ex, out_dir, ident, stages)
-    run_stages(stages, ex, logs)
+    protect = sample_protect(inputs, None, stats_config)
+    with ExitStack() as claims:  # the plan folder and a separate stats folder, as in run_stats_distributed
+        claims.enter_context(claim_out(out_dir, "plan", overwrite=overwrite, resume=not overwrite, resume_flag=None,
+                                       protect=protect, inputs=input_roots(inputs)))
+        if stats_dir is not None:
+            claims.enter_context(claim_out(stats_dir, "stats", overwrite=overwrite, resume=not overwrite,
+                                           resume_flag=None, protect=protect, inputs=input_roots(inputs)))
+        sjob = _stats_job(inputs, stats_dir or join(out_dir, "stats"), stats_config, figure)
+        stages = _sample_stages(sjob, out_dir, config, ex.n_tasks(len(sjob.files)), figure)
+        ident = _sha({"stats": sjob.identity, "sample": config.to_dict(), "figure": figure})
+        logs = _logging_dir(ex, out_dir, ident, stages, fresh=overwrite)
+        run_stages(stages, ex, logs)
     if ex.kind == "slurm":
         return None
     _check_done(join(out_dir, "plan.json"), logs)

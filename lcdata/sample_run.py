@@ -22,9 +22,10 @@ import numpy as np
 import polars as pl
 
 from . import __version__
-from .config import StatsConfig
+from .config import StatsConfig, check_workers
 from .errors import ConfigError
 from .inputs import resolve_inputs
+from .outdir import check_outputs, claim_out, input_roots, outputs_record
 from .outputs import command_line, join, make_dirs, read_json, write_bytes, write_json, write_parquet
 from .sampling import Plan, copies_stats, solve_plan
 from .stats_run import compute_stats, fingerprint, load_stats
@@ -85,7 +86,7 @@ def _doc_table(inputs, stats_dir, stats_config, workers, progress, requested=Non
                 diff = sorted(set(have) ^ set(was))[:5]
                 raise ConfigError(
                     f"the stats in {stats_dir!r} were computed from other inputs (fingerprint {st.fingerprint} "
-                    f"!= {fp} for the inputs given{'; differing files: ' + ', '.join(diff) if diff else ', same names but other sizes or read options'}); "
+                    f"!= {fp} for the inputs given{'; differing files: ' + ', '.join(diff) if diff else ', same names but other sizes, modification times or read options'}); "
                     f"rerun `lcdata stats` on these inputs or pass the matching --stats folder"
                 )
         if stats_config is not None and stats_config.tokenizer:
@@ -101,6 +102,7 @@ def _doc_table(inputs, stats_dir, stats_config, workers, progress, requested=Non
         try:
             import fsspec
 
+            check_outputs(stats_dir, st.outputs, ["doc_lengths.parquet"], "stats")
             with fsspec.open(join(stats_dir, "doc_lengths.parquet"), "rb") as fh:
                 cols = ["file", "row", "source", "n_tokens"] + (["doc_id"] if st.config.read.id_field else [])
                 docs = pl.read_parquet(fh, columns=cols)
@@ -117,9 +119,17 @@ def _doc_table(inputs, stats_dir, stats_config, workers, progress, requested=Non
     return docs.select(cols), st
 
 
+def sample_protect(inputs, stats_dir: str | None, stats_config: StatsConfig | None) -> dict:
+    """What `lcdata sample` reads, which its ``--out`` may never be or contain (`outdir.claim_out`)."""
+    return {"an input": [str(i) for i in ([inputs] if isinstance(inputs, str) else inputs or [])],
+            "the stats folder": [stats_dir] if stats_dir else [],
+            "the tokenizer": [stats_config.tokenizer] if stats_config and stats_config.tokenizer else []}
+
+
 def run_sample(inputs, out_dir: str | None, config: SampleConfig, *, stats_dir: str | None = None,
                stats_config: StatsConfig | None = None, workers: int | None = None,
-               progress: bool = False, figure: bool = True, requested: dict | None = None) -> SampleResult:
+               progress: bool = False, figure: bool = True, requested: dict | None = None,
+               overwrite: bool = False) -> SampleResult:
     """Solve the plan for ``inputs`` (or the corpus of ``stats_dir``) and write it to ``out_dir``.
 
     ``requested``: with ``stats_dir``, options the caller set explicitly ({"read.source": "web",
@@ -129,6 +139,17 @@ def run_sample(inputs, out_dir: str | None, config: SampleConfig, *, stats_dir: 
     >>> r = run_sample(["data/demo"], "out/plan", SampleConfig(strategy="per-source", budget_tokens=10**6),
     ...                stats_dir="out/demo/stats")  # doctest: +SKIP
     """
+    check_workers(workers)
+    if out_dir is None:
+        return sample_into(inputs, None, config, stats_dir, stats_config, workers, progress, figure, requested)
+    with claim_out(out_dir, "plan", overwrite=overwrite, protect=sample_protect(inputs, stats_dir, stats_config),
+                   inputs=input_roots(inputs or []), resume_flag=None):
+        return sample_into(inputs, out_dir, config, stats_dir, stats_config, workers, progress, figure, requested)
+
+
+def sample_into(inputs, out_dir, config, stats_dir=None, stats_config=None, workers=None, progress=False, figure=True,
+                requested=None) -> SampleResult:
+    """`run_sample`'s work, writing into ``out_dir`` that the caller has claimed (`outdir.claim_out`)."""
     t0 = time.perf_counter()
     docs, st = _doc_table(inputs, stats_dir, stats_config, workers, progress, requested)
     if config.strategy in ("per-source", "global") and config.threshold > max(config.buckets[-1], 1) and len(config.buckets) > 1:
@@ -145,7 +166,8 @@ def run_sample(inputs, out_dir: str | None, config: SampleConfig, *, stats_dir: 
         "stats_identity": {"chars_per_token": st.config.chars_per_token},
         "length_unit": "tokens" if st.config.tokenizer else f"estimated tokens (chars / {st.config.chars_per_token})",
         "tokenizer": st.tokenizer,
-        "inputs": [{"url": f.url, "rel": f.rel, "bytes": f.size, "format": f.format} for f in st.inputs],
+        "inputs": [{"url": f.url, "rel": f.rel, "bytes": f.size, "format": f.format, "version": f.version}
+                   for f in st.inputs],
         "totals": {"budget_tokens": config.budget_tokens, **copies_stats(plan),
                    "corpus_tokens": int(docs["n_tokens"].sum()), "corpus_docs": docs.height},
         "capped": plan.capped,
@@ -158,7 +180,9 @@ def run_sample(inputs, out_dir: str | None, config: SampleConfig, *, stats_dir: 
 
 
 def write_plan(plan: Plan, manifest: dict, out_dir: str, figure: bool = True) -> None:
+    """Write the plan folder; plan.json last, listing every other file (size + SHA-256)."""
     make_dirs(out_dir)
+    names = ["plan.parquet", "report.parquet", "groups.parquet", "report.json"] + (["sample.png"] if figure else [])
     write_parquet(plan.plan, join(out_dir, "plan.parquet"))
     write_parquet(plan.report, join(out_dir, "report.parquet"))
     write_parquet(plan.groups, join(out_dir, "groups.parquet"))
@@ -172,7 +196,7 @@ def write_plan(plan: Plan, manifest: dict, out_dir: str, figure: bool = True) ->
                             series={"original_share_in_source": "original", "target_share_in_source": "target",
                                     "achieved_share_in_source": "achieved"})
         write_bytes(png, join(out_dir, "sample.png"))
-    write_json(manifest, join(out_dir, "plan.json"))  # last: marks a complete plan folder
+    write_json({**manifest, "outputs": outputs_record(out_dir, names)}, join(out_dir, "plan.json"))  # last: complete
 
 
 def load_plan(plan_dir: str) -> tuple[pl.DataFrame, dict]:
@@ -183,6 +207,7 @@ def load_plan(plan_dir: str) -> tuple[pl.DataFrame, dict]:
         manifest = read_json(join(plan_dir, "plan.json"))
     except FileNotFoundError:
         raise ConfigError(f"{plan_dir!r} holds no plan.json; run `lcdata sample ... --out {plan_dir}` first") from None
+    check_outputs(plan_dir, manifest.get("outputs"), ["plan.parquet"], "plan")
     with fsspec.open(join(plan_dir, "plan.parquet"), "rb") as fh:
         return pl.read_parquet(fh), manifest
 

@@ -28,10 +28,11 @@ import polars as pl
 import pyarrow as pa
 
 from . import __version__
-from .config import StatsConfig
+from .config import StatsConfig, check_workers
 from .corpus import FileReport, Lengths, iter_batches, iter_lengths
 from .errors import LcdataError
 from .inputs import InputFile, resolve_inputs
+from .outdir import check_outputs, claim_out, input_roots, outputs_record
 from .outputs import command_line, join, make_dirs, read_json, write_bytes, write_json, write_parquet
 from .parallel import ordered_map, resolve_workers
 from .progress import Progress
@@ -57,6 +58,7 @@ class StatsResult:
     doc_lengths: pl.DataFrame | None = None
     elapsed_s: float = 0.0
     engine: dict | None = None  # the tokenizer engine used: {"name": "hf" | "tiktoken", "reason": ...}
+    outputs: dict | None = None  # read back from a stats folder: its files' sizes and SHA-256 (`outdir.check_outputs`)
     sources: pl.DataFrame = field(init=False)
     buckets: pl.DataFrame = field(init=False)
 
@@ -88,7 +90,8 @@ class StatsResult:
             "config": self.config.to_dict(),
             "tokenizer": self.tokenizer,
             "engine": self.engine,
-            "inputs": [{"url": f.url, "rel": f.rel, "bytes": f.size, "format": f.format} for f in self.inputs],
+            "inputs": [{"url": f.url, "rel": f.rel, "bytes": f.size, "format": f.format, "version": f.version}
+                       for f in self.inputs],
             "totals": self.totals,
             "sources": self.sources.to_dicts(),
             "buckets": self.buckets.to_dicts(),
@@ -100,10 +103,11 @@ class StatsResult:
 
 
 def fingerprint(inputs: list[InputFile], config: StatsConfig, tokenizer_sha: str | None) -> str:
-    """Identity of (corpus files, read config, length unit): what a stats folder was computed from."""
+    """Identity of (corpus files: name, size and version, read config, length unit): what a stats folder was
+    computed from."""
     r = config.read
     ident = {
-        "files": sorted((f.rel, f.size) for f in inputs),
+        "files": sorted((f.rel, f.size, f.version) for f in inputs),
         "read": [r.text_field, r.source_field, r.source_from_path, r.source, r.id_field],
         "length": tokenizer_sha or f"chars/{config.chars_per_token}",
     }
@@ -241,25 +245,35 @@ class _DocWriter:
                 pass
 
 
+def stats_protect(inputs, config: StatsConfig) -> dict:
+    """What `lcdata stats` reads, which its ``--out`` may never be or contain (`outdir.claim_out`)."""
+    return {"an input": [str(i) for i in ([inputs] if isinstance(inputs, str) else inputs)],
+            "the tokenizer": [config.tokenizer] if config.tokenizer else []}
+
+
 def run_stats(inputs, out_dir: str, config: StatsConfig | None = None, *, workers: int | None = None,
-              progress: bool = False, figure: bool = True) -> StatsResult:
-    """Compute stats and write the stats folder ``out_dir`` (local path or fsspec URL)."""
+              progress: bool = False, figure: bool = True, overwrite: bool = False) -> StatsResult:
+    """Compute stats and write the stats folder ``out_dir`` (local path or fsspec URL). A folder that is not
+    empty is refused unless it is a stats folder and ``overwrite`` (`outdir.claim_out`)."""
     config = config or StatsConfig()
-    make_dirs(out_dir)
-    sink = _DocWriter(join(out_dir, "doc_lengths.parquet")) if config.doc_lengths else None
-    ok = False
-    try:
-        result = compute_stats(inputs, config, workers=workers, progress=progress, doc_sink=sink)
-        ok = True
-    finally:
-        if sink is not None:
-            sink.close(ok)
-    write_stats(result, out_dir, figure=figure)
+    check_workers(workers)
+    with claim_out(out_dir, "stats", overwrite=overwrite, protect=stats_protect(inputs, config),
+                   inputs=input_roots(inputs), resume_flag=None):
+        sink = _DocWriter(join(out_dir, "doc_lengths.parquet")) if config.doc_lengths else None
+        ok = False
+        try:
+            result = compute_stats(inputs, config, workers=workers, progress=progress, doc_sink=sink)
+            ok = True
+        finally:
+            if sink is not None:
+                sink.close(ok)
+        write_stats(result, out_dir, figure=figure)
     return result
 
 
 def write_stats(result: StatsResult, out_dir: str, figure: bool = True) -> None:
     make_dirs(out_dir)
+    names = ["sources.parquet", "buckets.parquet", "histogram.parquet", "files.parquet", "skips.parquet"]
     write_parquet(result.sources, join(out_dir, "sources.parquet"))
     write_parquet(result.buckets, join(out_dir, "buckets.parquet"))
     write_parquet(result.histogram, join(out_dir, "histogram.parquet"))
@@ -267,12 +281,16 @@ def write_stats(result: StatsResult, out_dir: str, figure: bool = True) -> None:
     write_parquet(result.skips, join(out_dir, "skips.parquet"))
     if result.doc_lengths is not None:
         write_parquet(result.doc_lengths, join(out_dir, "doc_lengths.parquet"))
+    if result.doc_lengths is not None or result.config.doc_lengths:  # else streamed there by run_stats
+        names.append("doc_lengths.parquet")
     if figure:
         from .plots import length_figure
 
         png = length_figure(result.buckets, title="Token share by length bucket")
         write_bytes(png, join(out_dir, "length_distribution.png"))
-    write_json(result.to_json(), join(out_dir, "stats.json"))  # last: its presence marks a complete folder
+        names.append("length_distribution.png")
+    # last: its presence marks a complete folder, and it lists every other file (size + SHA-256)
+    write_json({**result.to_json(), "outputs": outputs_record(out_dir, names)}, join(out_dir, "stats.json"))
 
 
 def load_stats(out_dir: str, with_doc_lengths: bool = False) -> StatsResult:
@@ -287,17 +305,20 @@ def load_stats(out_dir: str, with_doc_lengths: bool = False) -> StatsResult:
     c["read"] = ReadConfig(**c["read"])
     c["buckets"] = tuple(c["buckets"])
     config = StatsConfig(**c)
-    inputs = [InputFile(url=i["url"], rel=i["rel"], size=i["bytes"], format=i["format"]) for i in meta["inputs"]]
+    inputs = [InputFile(url=i["url"], rel=i["rel"], size=i["bytes"], format=i["format"], version=i.get("version", ""))
+              for i in meta["inputs"]]
     import fsspec
 
     def rd(name):
         with fsspec.open(join(out_dir, name), "rb") as fh:
             return pl.read_parquet(fh)
 
+    check_outputs(out_dir, meta.get("outputs"), ["histogram.parquet", "files.parquet", "skips.parquet"]
+                  + (["doc_lengths.parquet"] if with_doc_lengths else []), "stats")
     res = StatsResult(
         config=config, inputs=inputs, histogram=rd("histogram.parquet"), files=rd("files.parquet"),
         skips=rd("skips.parquet"), fingerprint=meta["fingerprint"], tokenizer=meta.get("tokenizer"),
         doc_lengths=rd("doc_lengths.parquet") if with_doc_lengths else None, elapsed_s=meta.get("elapsed_s", 0.0),
-        engine=meta.get("engine"),
+        engine=meta.get("engine"), outputs=meta.get("outputs"),
     )
     return res

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import fsspec
 
-from .config import DEFAULT_BUCKETS, LONG_THRESHOLD, _as_dict
+from .config import DEFAULT_BUCKETS, LONG_THRESHOLD, _as_dict, check_buckets, check_seed
 from .errors import ConfigError
 
 STRATEGIES = ("natural", "cut", "per-source", "global", "upsample-sources", "target")
@@ -132,6 +132,8 @@ class SampleConfig:
     report_buckets: tuple[int, ...] = DEFAULT_BUCKETS
 
     def __post_init__(self):
+        check_seed(self.seed)
+        object.__setattr__(self, "report_buckets", check_buckets(self.report_buckets, "report_buckets"))
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
         if not isinstance(self.budget_tokens, int) or self.budget_tokens <= 0:

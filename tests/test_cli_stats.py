@@ -225,7 +225,7 @@ def test_run_stats_to_a_memory_url():
         r = run_stats(inputs, base, StatsConfig(tokenizer=str(TOK), read=ReadConfig(source="web")), workers=1)
         names = {p.rsplit("/", 1)[-1] for p in fs.ls(base.removeprefix("memory://"), detail=False)}
         assert {"sources.parquet", "buckets.parquet", "histogram.parquet", "doc_lengths.parquet", "stats.json",
-                "length_distribution.png", "files.parquet", "skips.parquet"} == names
+                "length_distribution.png", "files.parquet", "skips.parquet", ".lcdata.json"} == names  # marker: no lock
         with fsspec.open(f"{base}/sources.parquet", "rb") as fh:
             assert pl.read_parquet(fh).equals(r.sources)
         with fsspec.open(f"{base}/doc_lengths.parquet", "rb") as fh:

@@ -24,7 +24,8 @@ import struct
 import numpy as np
 
 from ..errors import ConfigError
-from ..outputs import join, make_dirs, write_bytes, write_json
+from ..outdir import claim_out
+from ..outputs import join, path_relation, write_bytes, write_json
 from .reader import open_shards
 
 FORMATS = ("datatrove", "megatron")
@@ -59,12 +60,21 @@ def megatron_layout(s) -> tuple[np.ndarray, np.ndarray]:
     return segs[order], file_of[order]
 
 
-def export_shards(folder: str, fmt: str, out_dir: str) -> dict:
-    """Write ``folder``'s shards in format ``fmt`` to ``out_dir``; returns a small manifest."""
+def export_shards(folder: str, fmt: str, out_dir: str, *, overwrite: bool = False) -> dict:
+    """Write ``folder``'s shards in format ``fmt`` to ``out_dir``; returns a small manifest. ``out_dir`` may
+    not be, contain or lie inside ``folder``; a folder that is not empty is refused unless it is an export
+    folder and ``overwrite`` (`outdir.claim_out`)."""
     if fmt not in FORMATS:
         raise ConfigError(f"export format {fmt!r} is not one of {FORMATS}")
+    if path_relation(out_dir, folder) is not None:
+        raise ConfigError(f"--out {out_dir!r} is, contains or lies inside the shard folder {folder!r} it exports; "
+                          "choose an --out outside it")
     s = open_shards(folder)
-    make_dirs(out_dir)
+    with claim_out(out_dir, "export", overwrite=overwrite, resume_flag=None, protect={"the shard folder": [folder]}):
+        return _export(s, folder, fmt, out_dir)
+
+
+def _export(s, folder: str, fmt: str, out_dir: str) -> dict:
     L = s.seq_len
     vocab = s.manifest["tokenizer"]["vocab_size"]
     files = []
@@ -101,5 +111,5 @@ def export_shards(folder: str, fmt: str, out_dir: str) -> dict:
            **({"documents": n_docs} if fmt == "megatron" else {}),
            "read_with": f"DatatroveFolderDataset(folder, seq_len={L - 1}, token_size={s.dtype.itemsize})"
            if fmt == "datatrove" else "megatron.core.datasets.indexed_dataset.IndexedDataset(prefix)"}
-    write_json(man, join(out_dir, f"export-{fmt}.json"))
+    write_json(man, join(out_dir, f"export-{fmt}.json"))  # last: marks a complete export folder
     return man
