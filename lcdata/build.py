@@ -3,8 +3,9 @@
 Phase 1, tokenize (parallel over input files): each file is streamed, its planned documents (all of them
 without a plan) are encoded with `encode_batch_fast` (long texts cut at safe points, `tokenizer.can_split`),
 cut to the plan's token ranges, wrapped with BOS/EOS per policy and spilled to ``WORK/tok-NNNNN.bin``, its
-read report ``tok-NNNNN.report.json`` and ``tok-NNNNN.units.parquet`` (written last, atomically: a finished
-file is never redone on resume, and its read report still counts in the manifest).
+read report ``tok-NNNNN.report.json``, ``tok-NNNNN.units.parquet`` and ``tok-NNNNN.done.json`` (written last,
+atomically, with the size and SHA-256 of the other three: on resume a finished spill whose files still match
+is not redone, and its read report still counts in the manifest; one that does not match is redone).
 
 Phase 2, pack (`lcdata.build_pack`; one process, streaming shard by shard): units are repeated by their plan copies into
 *instances*, ordered by a stable hash of (seed, identity, chunk, copy), packed (`shards.packing`), the
@@ -134,9 +135,13 @@ def _tokenize_file(args) -> dict:
     i, f, cfg, plan_rows, work, specials, dtype_str = args
     units_path = os.path.join(work, f"tok-{i:05d}.units.parquet")
     report_path = os.path.join(work, f"tok-{i:05d}.report.json")
-    if os.path.exists(units_path) and os.path.exists(report_path):  # finished by an earlier (interrupted) run
+    done_path = os.path.join(work, f"tok-{i:05d}.done.json")
+    if spill_intact(work, i):  # finished by an earlier (interrupted) run, its files as they were written
         with open(report_path) as fh:
             return {"i": i, "resumed": True, "report": FileReport(**json.load(fh))}
+    if os.path.exists(done_path):  # a spill altered since: it is redone, never trusted
+        os.remove(done_path)
+    spill_digest = hashlib.sha256()
     tok = load_tokenizer(cfg.tokenizer)
     engine = get_engine(cfg.tokenizer, cfg.engine)  # None = HF; the same ids either way
     split = cfg.split_long and can_split_file(cfg.tokenizer)
@@ -184,7 +189,9 @@ def _tokenize_file(args) -> dict:
                     pieces.append(eos)
                 doc_tokens[k] = len(full)
                 lengths[k] = len(body) + extra
-            out.write(np.concatenate(pieces, dtype=dtype, casting="unsafe").data)
+            buf = np.concatenate(pieces, dtype=dtype, casting="unsafe").data
+            out.write(buf)
+            spill_digest.update(buf)
             offsets = offset + np.cumsum(lengths) - lengths
             offset += int(lengths.sum())
             unit_parts.append(batch.select(
@@ -205,7 +212,40 @@ def _tokenize_file(args) -> dict:
     tmp = units_path + f".tmp-{os.getpid()}"
     units.write_parquet(tmp)
     os.replace(tmp, units_path)
+    done = {"bin": {"bytes": offset * dtype.itemsize, "sha256": spill_digest.hexdigest()},
+            **{k: _file_digest(pth) for k, pth in (("units", units_path), ("report", report_path))}}
+    with open(done_path + f".tmp-{os.getpid()}", "w") as fh:  # last: marks the spill done, with its checksums
+        json.dump(done, fh)
+    os.replace(done_path + f".tmp-{os.getpid()}", done_path)
     return {"i": i, "resumed": False, "report": report}
+
+
+def _file_digest(path: str) -> dict:
+    with open(path, "rb") as fh:
+        data = fh.read()
+    return {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def spill_intact(work: str, i: int) -> bool:
+    """Whether spill ``i`` in ``work`` was finished (its ``tok-NNNNN.done.json``, written last) and its files
+    still have the sizes and SHA-256 recorded there: only such a spill is reused on resume. Cost: one read of
+    the spill."""
+    try:
+        with open(os.path.join(work, f"tok-{i:05d}.done.json")) as fh:
+            done = json.load(fh)
+        for k, suffix in (("bin", "bin"), ("units", "units.parquet"), ("report", "report.json")):
+            path = os.path.join(work, f"tok-{i:05d}.{suffix}")
+            if os.path.getsize(path) != done[k]["bytes"]:
+                return False
+            h = hashlib.sha256()
+            with open(path, "rb") as fh:
+                while block := fh.read(8 << 20):
+                    h.update(block)
+            if h.hexdigest() != done[k]["sha256"]:
+                return False
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return True
 
 
 # ------------------------------------------------------------------------------------------ phase 2
