@@ -346,6 +346,12 @@ def run_build(inputs, out_dir: str, cfg: BuildConfig, *, workers: int | None = N
         if read != cfg.read:
             object.__setattr__(cfg, "read", read)  # the plan's ids depend on how it read the corpus
     plan_fp = plan_man["plan_fingerprint"] if plan_man else None
+    if plan is not None and plan_man.get("tokenizer") and cfg.packing == "concat":  # exact lengths: check now
+        extra = (specials.bos is not None) + (specials.eos is not None)
+        planned = int((plan["length"] * plan["copies"]).sum()) + extra * int(plan["copies"].sum())
+        if planned < cfg.seq_len:
+            raise ConfigError(f"the corpus (as planned) has {planned} tokens, less than one sequence of "
+                              f"seq_len={cfg.seq_len}; lower --seq-len or sample a larger --budget-tokens")
     ident = build_identity(files, cfg, info.sha256, plan_fp)
     with claim_out(out_dir, "shards", overwrite=overwrite, resume=resume, protect=build_protect(inputs, files, cfg),
                    inputs=input_roots(inputs)) as claim:

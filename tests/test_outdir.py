@@ -268,3 +268,16 @@ def test_resume_redoes_a_spill_altered_since_it_was_written(proj, tmp_path):
     got, want = tree(out), tree(ref)
     got.pop("manifest.json"), want.pop("manifest.json")
     assert got == want
+
+
+def test_seq_len_beyond_a_plan_is_refused_before_tokenizing(proj, tmp_path, capsys):
+    st, plan, out = tmp_path / "stats", tmp_path / "plan", tmp_path / "out"
+    assert run("stats", proj / "corpus", "--source-from-path", "--quiet", "--tokenizer", proj / "tokenizer.json",
+               "--out", st) == 0
+    assert run("sample", proj / "corpus", "--stats", st, "--strategy", "natural", "--budget-tokens", "5K",
+               "--quiet", "--out", plan) == 0
+    planned = json.loads((plan / "plan.json").read_text())["totals"]["tokens"]
+    args = [a if a != 512 else planned + 1000 for a in build_args(proj, out, "--plan", plan)]
+    assert run(*args) == 2
+    e = err(capsys)
+    assert "less than one sequence" in e and "tokenize" not in e and not out.exists()
