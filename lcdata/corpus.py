@@ -388,14 +388,7 @@ class _Parser:
         missing = {k: p for k, p in paths.items() if p.split(".")[0] not in names}
         columns = sorted({p.split(".")[0] for p in paths.values()} & names)
         first = 0
-        batches = pf.iter_batches(batch_size=4096, columns=columns or None)
-        while True:
-            try:
-                rb = next(batches)
-            except StopIteration:
-                break
-            except (pa.ArrowInvalid, OSError) as e:  # a row group that cannot be decoded: it and all after are lost
-                raise Corrupt(f"parquet: {e}", _row_group_start(pf, first), row=first) from None
+        for rb in _row_group_batches(pf, columns or None):
             n = rb.num_rows
             self.report.n_read += n
             table = pa.Table.from_batches([rb])
@@ -443,17 +436,21 @@ class _Parser:
             yield self.frame(rows, cols["text"], cols.get("source"), cols.get("id"))
 
 
-def _row_group_start(pf, row: int) -> int:
-    """The file offset of the row group holding ``row`` (its first page), or 0 if the metadata cannot say."""
-    md, seen = pf.metadata, 0
-    for k in range(md.num_row_groups):
-        rg = md.row_group(k)
-        if row < seen + rg.num_rows:
+def _row_group_batches(pf, columns) -> Iterator[pa.RecordBatch]:
+    """The record batches of a Parquet file, row group by row group (a batch never spans two, so the rows of
+    the groups before a corrupt one are all given out); raises `Corrupt` at the offset of the row group
+    that cannot be decoded (its first page): it and every group after it are lost."""
+    row = 0
+    for k in range(pf.metadata.num_row_groups):
+        try:
+            for rb in pf.iter_batches(batch_size=4096, row_groups=[k], columns=columns):
+                row += rb.num_rows
+                yield rb
+        except (pa.ArrowInvalid, OSError) as e:
+            rg = pf.metadata.row_group(k)
             cols = [rg.column(j) for j in range(rg.num_columns)]
             starts = [c.dictionary_page_offset if c.has_dictionary_page else c.data_page_offset for c in cols]
-            return min((s for s in starts if s), default=0)
-        seen += rg.num_rows
-    return 0
+            raise Corrupt(f"parquet: row group {k}: {e}", min((s for s in starts if s), default=0), row=row) from None
 
 
 def iter_batches(f: InputFile, cfg: ReadConfig, report: FileReport | None = None) -> Iterator[pl.DataFrame]:
@@ -485,6 +482,8 @@ def _read(f: InputFile, cfg: ReadConfig, report: FileReport, parser: _Parser) ->
             report.unread_bytes = max(0, f.size - lost.offset)
             detail = (f"{detail}; records from {'row' if f.format == 'parquet' else 'line'} {lost.row + 1} on "
                       f"are lost: {report.unread_bytes:,} of {f.size:,} bytes unread")
+            if lost.checksum:
+                detail += "; a checksum failure: the records read from that frame or member may be corrupt"
         if cfg.on_error == "raise":
             raise InputError(f.url, reason, detail, _FIX[reason], line=line)
         report.error, report.error_detail = reason, detail

@@ -41,11 +41,13 @@ ONE_SHOT_BYTES = 16 << 20  # a .zst file up to this size may be decompressed in 
 
 class Corrupt(Exception):
     """A stream that cannot be decoded to its end. ``offset``: the compressed bytes decoded before the break
-    (module docstring); ``row``: the first record lost, where the decoder knows it (Parquet), else None."""
+    (module docstring); ``row``: the first record lost, where the decoder knows it (Parquet), else None;
+    ``checksum``: the break is a frame's / member's checksum that does not match (its output, given out
+    before the check, may be corrupt)."""
 
-    def __init__(self, message: str, offset: int, row: int | None = None):
+    def __init__(self, message: str, offset: int, row: int | None = None, checksum: bool = False):
         super().__init__(message)
-        self.offset, self.row = offset, row
+        self.offset, self.row, self.checksum = offset, row, checksum
 
 
 def zstd_pieces(raw, path: str, max_out: int = 32 << 20) -> Iterator[bytes]:
@@ -127,9 +129,10 @@ def _frames(raw, new, errors, codec: str, unit: str, skip_zeros: bool = False) -
             except errors as e:
                 if codec == "gzip":
                     offset = yield from _inflate_break(before, data, pos, errors)
+                    checksum = "incorrect data check" in str(e) or "incorrect length check" in str(e)
                 else:
-                    offset = yield from _zstd_break(raw, start, done)
-                raise Corrupt(f"{codec}: {e}", offset) from None
+                    offset, checksum = yield from _zstd_break(raw, start, done)
+                raise Corrupt(f"{codec}: {e}", offset, checksum=checksum) from None
             inside = True
             if out:
                 done += len(out)
@@ -141,7 +144,7 @@ def _frames(raw, new, errors, codec: str, unit: str, skip_zeros: bool = False) -
                 pos += len(data)
                 data = b""
     if inside:
-        offset = pos if codec == "gzip" else (yield from _zstd_break(raw, start, done))
+        offset = pos if codec == "gzip" else (yield from _zstd_break(raw, start, done))[0]
         raise Corrupt(f"{codec} stream ends inside a {unit} (file truncated)", offset)
 
 
@@ -164,14 +167,15 @@ def _inflate_break(before, data: bytes, pos: int, errors) -> Generator[bytes, No
     return pos + lo
 
 
-def _zstd_break(raw, start: int, done: int) -> Generator[bytes, None, int]:
+def _zstd_break(raw, start: int, done: int) -> Generator[bytes, None, tuple[int, bool]]:
     """Decode the zstd frame at offset ``start`` of ``raw`` again, block by block, up to the first block that
     fails or is cut off. Yields its output past the first ``done`` bytes (given out already); returns the
-    end offset of the last whole block decoded (``start`` if none, or if ``raw`` cannot seek)."""
+    end offset of the last whole block decoded (``start`` if none, or if ``raw`` cannot seek), and whether
+    the break is the frame's checksum."""
     try:
         raw.seek(start)
     except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
-        return start
+        return start, False
     head = _read_exact(raw, 18)  # the longest frame header
     dobj = zstandard.ZstdDecompressor().decompressobj()
     try:
@@ -179,22 +183,22 @@ def _zstd_break(raw, start: int, done: int) -> Generator[bytes, None, int]:
         checksum = zstandard.get_frame_parameters(head).has_checksum
         dobj.decompress(head[:n])
     except zstandard.ZstdError:
-        return start
+        return start, False
     raw.seek(start + n)
     good, pos, out_n = start, start + n, 0
     while True:
         header = _read_exact(raw, 3)
         if len(header) < 3:
-            return good
+            return good, False
         v = int.from_bytes(header, "little")
         last, size = v & 1, 1 if (v >> 1) & 3 == 1 else v >> 3  # an RLE block holds one byte
         body = _read_exact(raw, size)
         if len(body) < size:
-            return good
+            return good, False
         try:
             out = dobj.decompress(header + body)
         except zstandard.ZstdError:
-            return good
+            return good, False
         if out_n + len(out) > done:
             yield out[max(0, done - out_n):]
         out_n += len(out)
@@ -205,9 +209,9 @@ def _zstd_break(raw, start: int, done: int) -> Generator[bytes, None, int]:
                 try:
                     dobj.decompress(_read_exact(raw, 4))
                 except zstandard.ZstdError:
-                    return good
+                    return good, True
                 pos += 4
-            return pos if dobj.eof else good
+            return (pos, False) if dobj.eof else (good, False)
 
 
 def _read_exact(raw, n: int) -> bytes:
