@@ -480,8 +480,8 @@ def _read(f: InputFile, cfg: ReadConfig, report: FileReport, parser: _Parser) ->
         if lost is not None:
             report.first_lost_row = lost.row
             report.unread_bytes = max(0, f.size - lost.offset)
-            detail = (f"{detail}; records from {'row' if f.format == 'parquet' else 'line'} {lost.row + 1} on "
-                      f"are lost: {report.unread_bytes:,} of {f.size:,} bytes unread")
+            where = f"row {lost.row} (0-based)" if f.format == "parquet" else f"line {lost.row + 1}"
+            detail = f"{detail}; records from {where} on are lost: {report.unread_bytes:,} of {f.size:,} bytes unread"
             if lost.checksum:
                 detail += "; a checksum failure: the records read from that frame or member may be corrupt"
         if cfg.on_error == "raise":
