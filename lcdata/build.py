@@ -38,7 +38,7 @@ import polars as pl
 from . import __version__
 from .build_pack import PackLayout, _pack_layout, _write_documents, _write_shard, load_units, unit_doc_ids
 from .config import ENGINES, ReadConfig, _as_dict, check_seed, check_workers
-from .corpus import FileReport, iter_batches
+from .corpus import FileReport, iter_batches, read_summary
 from .errors import ConfigError, LcdataError
 from .inputs import InputFile, resolve_inputs
 from .outdir import Claim, claim_out, input_roots
@@ -400,12 +400,7 @@ def _build_into(out_dir, files, cfg, info, specials, dtype, plan, plan_man, plan
     # phase 2: order, pack, permute, write
     manifest = _pack_and_write(units, files, cfg, out_dir, work_dir, info, specials, dtype, plan_fp, ident, progress,
                                doc_ids)
-    skipped: dict[str, int] = {}
-    for r in reports:  # the same reason in several files: summed
-        for k, v in r.skipped.items():
-            skipped[k] = skipped.get(k, 0) + v
-    manifest["read_report"] = {"n_read": sum(r.n_read for r in reports), "n_counted": sum(r.n_counted for r in reports),
-                               "skipped": dict(sorted(skipped.items())), "files_resumed": n_resumed}
+    manifest["read_report"] = {**read_summary(reports), "files_resumed": n_resumed}
     manifest["engine"] = {"name": engine_used, "reason": engine_why}
     manifest["elapsed_s"] = round(time.perf_counter() - t0, 3)
     write_json(manifest, join(out_dir, "manifest.json"))  # last: marks a complete build

@@ -36,7 +36,7 @@ from .build import (
     resolve_specials,
 )
 from .build_pack import PackLayout, _pack_layout, _write_shard, load_units, unit_doc_ids
-from .corpus import FileReport
+from .corpus import FileReport, read_summary
 from .errors import ConfigError, LcdataError
 from .executors import ExecutorConfig, run_stages
 from .inputs import InputFile, resolve_inputs
@@ -197,19 +197,15 @@ class Finish(_Step):
         manifest = _pack_manifest(lay, shards, list(job.files), job.cfg, job.out_dir, job.tokenizer, job.specials,
                                   np.dtype(job.dtype), job.plan_fp, job.ident,
                                   unit_doc_ids(job.work_dir, job.active) if job.cfg.read.id_field else None)
-        reports, skipped = [], {}
+        reports = []
         for i in job.active:  # read reports that _tokenize_file keeps beside each spill
             p = os.path.join(job.work_dir, f"tok-{i:05d}.report.json")
-            if os.path.exists(p):
-                with open(p) as fh:
-                    reports.append(FileReport(**json.load(fh)))
-        for r in reports:
-            for k, v in r.skipped.items():
-                skipped[k] = skipped.get(k, 0) + v
+            if not os.path.exists(p):  # every active file was tokenized: its report must be there
+                raise LcdataError(f"the read report of {job.files[i].rel} ({p}) is missing; rerun the same command")
+            with open(p) as fh:
+                reports.append(FileReport(**json.load(fh)))
         resumed = sum(os.path.exists(os.path.join(job.work_dir, f"tok-{i:05d}.resumed")) for i in job.active)
-        manifest["read_report"] = {"n_read": sum(r.n_read for r in reports),
-                                   "n_counted": sum(r.n_counted for r in reports),
-                                   "skipped": dict(sorted(skipped.items())), "files_resumed": resumed}
+        manifest["read_report"] = {**read_summary(reports), "files_resumed": resumed}
         name, why = resolve_engine(job.cfg.tokenizer, job.cfg.engine)  # as run_build records it
         manifest["engine"] = {"name": name, "reason": why}
         manifest["elapsed_s"] = round(time.time() - job.t0, 3)

@@ -213,6 +213,7 @@ def cmd_build(a) -> int:
         print(render(rows, [("source", "source", "str"), ("documents", "docs", "int"), ("tokens", "tokens", "int"),
                             ("share", "share", "pct")]))
         print(f"wrote {a.out}/ (manifest.json, shard-*.bin, shard-*.seg.npy, documents.parquet)")
+    _warn_read(r.manifest["read_report"])
     return 0
 
 
@@ -294,6 +295,7 @@ def cmd_sample(a) -> int:
     if not a.quiet:
         print(sample_table(res, cfg.threshold))
         print(f"\nwrote {a.out}/ (plan.parquet, report.parquet, report.json, plan.json, sample.png)")
+    _warn_read(res.manifest["read_report"])
     return 0
 
 
@@ -321,17 +323,19 @@ def cmd_stats(a) -> int:
 
     if not a.quiet:
         print(stats_table(result))
-        if result.skips.height:
-            print("\nskipped by reason:")
-            for r in result.skips.group_by("reason").agg(n=__import__("polars").col("n_docs").sum()).sort("reason").iter_rows():
-                print(f"  {r[0]}: {r[1]:,}")
-        bad = result.files.filter(result.files["error"].is_not_null())
-        if bad.height:
-            print("\nunreadable files (records before the break were kept):")
-        for r in bad.iter_rows(named=True):
-            print(f"  {r['file']}: {r['error']} ({r['error_detail']})")
         print(f"\nwrote {a.out}/ (sources.parquet, buckets.parquet, stats.json, ...)")
+    _warn_read(result.read_report)
     return 0
+
+
+def _warn_read(read_report: dict) -> None:
+    """Print what a command could not read (skipped records by reason, unreadable file remainders) to stderr,
+    even with --quiet: data that was not used is never silent."""
+    from .table import read_warning
+
+    text = read_warning(read_report)
+    if text:
+        print(text, file=sys.stderr)
 
 
 TRAIN_COMMANDS = ("train", "needle", "eval-loss")  # dispatched lazily to lcdata_train (torch), never imported otherwise

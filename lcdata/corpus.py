@@ -20,8 +20,10 @@ fields read must be valid UTF-8), so the documents kept do not depend on ``chunk
 bad record is counted by reason in the file's `FileReport`. Invariant:
 ``n_read == n_counted + sum(skipped.values())`` where ``n_read`` counts non-blank lines / rows. A file that
 cannot be read to its end (corrupt or truncated zstd/gzip, corrupt parquet, empty file) sets
-``FileReport.error``; in skip mode the records before the break are kept (all complete lines decoded
-before it; a corrupt block can lose the output of the one decoder call that hit it).
+``FileReport.error``, and where the break is: ``first_lost_row`` (the line / row of the first record lost)
+and ``unread_bytes`` (the file's bytes from the break on; `lcdata.decode` gives the exact definition per
+codec: the last whole zstd block, the first byte zlib rejects, the first Parquet row group that fails). In
+skip mode the records before the break are kept: every complete line the decoder gives out before it.
 """
 
 from __future__ import annotations
@@ -61,8 +63,10 @@ _FIX = {
     "missing_source": "set --source-field, or use --source-from-path / --source NAME, or --on-error skip",
     "non_string_source": "the source field must be a string; fix the record or use --source NAME",
     "missing_id": "set --id-field to a field every record has, or leave it unset to use file:row ids",
-    "corrupt_compressed": "the compressed stream is corrupt or truncated; re-download or re-compress the file",
-    "corrupt_file": "the file cannot be decoded in its format; re-create it or remove it from the inputs",
+    "corrupt_compressed": "the compressed stream is corrupt or truncated; re-download or re-compress the file, "
+                          "or pass --on-error skip to keep the records before the break (reported as lost)",
+    "corrupt_file": "the file cannot be decoded in its format; re-create it or remove it from the inputs, or pass "
+                    "--on-error skip to keep the records before the break (reported as lost)",
     "empty_file": "remove the empty file from the inputs, or pass --on-error skip to ignore it",
 }
 
@@ -71,7 +75,10 @@ BATCH_SCHEMA = {"doc_id": pl.String, "file": pl.String, "row": pl.Int64, "source
 
 @dataclass
 class FileReport:
-    """What happened to one input file. ``n_read == n_counted + sum(skipped.values())``."""
+    """What happened to one input file. Records: ``n_read == n_counted + sum(skipped.values())``. Bytes:
+    ``bytes == (bytes - unread_bytes) + unread_bytes``, where ``bytes - unread_bytes`` is the part of the file
+    decoded (`lcdata.decode` defines the break of each format exactly). A file read to its end has
+    ``error is None``, ``first_lost_row is None`` and ``unread_bytes == 0``."""
 
     file: str
     bytes: int
@@ -80,6 +87,8 @@ class FileReport:
     skipped: dict[str, int] = field(default_factory=dict)
     error: str | None = None  # reason tag of a file-level failure (skip mode only)
     error_detail: str | None = None
+    first_lost_row: int | None = None  # 0-based line / row of the first record after the break (lost)
+    unread_bytes: int = 0  # bytes of the file (compressed) not decoded: from the break to its end
 
     def skip(self, reason: str, n: int = 1) -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + n
@@ -87,6 +96,26 @@ class FileReport:
     @property
     def n_skipped(self) -> int:
         return sum(self.skipped.values())
+
+
+def read_summary(reports: list[FileReport]) -> dict:
+    """The read report of several files, as a build manifest's and a plan's ``read_report`` hold it: records
+    read, counted and skipped by reason, and every file not read to its end (``errors``: file, reason, detail,
+    first_lost_row, unread_bytes). It adds up: ``n_read == n_counted + sum(skipped.values())`` and
+    ``unread_bytes == sum(e["unread_bytes"] for e in errors)``.
+
+    >>> read_summary([FileReport("a.jsonl", 10, n_read=3, n_counted=2, skipped={"malformed_json": 1})])
+    {'n_read': 3, 'n_counted': 2, 'skipped': {'malformed_json': 1}, 'files_with_errors': 0, 'unread_bytes': 0, 'errors': []}
+    """
+    skipped: dict[str, int] = {}
+    for r in reports:  # the same reason in several files: summed
+        for k, v in r.skipped.items():
+            skipped[k] = skipped.get(k, 0) + v
+    errors = [{"file": r.file, "reason": r.error, "detail": r.error_detail, "first_lost_row": r.first_lost_row,
+               "unread_bytes": r.unread_bytes} for r in reports if r.error]
+    return {"n_read": sum(r.n_read for r in reports), "n_counted": sum(r.n_counted for r in reports),
+            "skipped": dict(sorted(skipped.items())), "files_with_errors": len(errors),
+            "unread_bytes": sum(e["unread_bytes"] for e in errors), "errors": errors}
 
 
 def empty_batch() -> pl.DataFrame:
@@ -349,7 +378,7 @@ class _Parser:
         try:
             pf = pq.ParquetFile(fh)
         except (pa.ArrowInvalid, OSError) as e:
-            raise Corrupt(f"parquet: {e}") from None
+            raise Corrupt(f"parquet: {e}", 0, row=0) from None
         names = set(pf.schema_arrow.names)
         paths = {"text": cfg.text_field}
         if self.const_source is None:
@@ -359,7 +388,7 @@ class _Parser:
         missing = {k: p for k, p in paths.items() if p.split(".")[0] not in names}
         columns = sorted({p.split(".")[0] for p in paths.values()} & names)
         first = 0
-        for rb in pf.iter_batches(batch_size=4096, columns=columns or None):
+        for rb in _row_group_batches(pf, columns or None):
             n = rb.num_rows
             self.report.n_read += n
             table = pa.Table.from_batches([rb])
@@ -407,6 +436,23 @@ class _Parser:
             yield self.frame(rows, cols["text"], cols.get("source"), cols.get("id"))
 
 
+def _row_group_batches(pf, columns) -> Iterator[pa.RecordBatch]:
+    """The record batches of a Parquet file, row group by row group (a batch never spans two, so the rows of
+    the groups before a corrupt one are all given out); raises `Corrupt` at the offset of the row group
+    that cannot be decoded (its first page): it and every group after it are lost."""
+    row = 0
+    for k in range(pf.metadata.num_row_groups):
+        try:
+            for rb in pf.iter_batches(batch_size=4096, row_groups=[k], columns=columns):
+                row += rb.num_rows
+                yield rb
+        except (pa.ArrowInvalid, OSError) as e:
+            rg = pf.metadata.row_group(k)
+            cols = [rg.column(j) for j in range(rg.num_columns)]
+            starts = [c.dictionary_page_offset if c.has_dictionary_page else c.data_page_offset for c in cols]
+            raise Corrupt(f"parquet: row group {k}: {e}", min((s for s in starts if s), default=0), row=row) from None
+
+
 def iter_batches(f: InputFile, cfg: ReadConfig, report: FileReport | None = None) -> Iterator[pl.DataFrame]:
     """Stream the documents of one file as Polars batches (see the module docstring for the contract).
 
@@ -430,7 +476,14 @@ def iter_lengths(f: InputFile, cfg: ReadConfig, report: FileReport | None = None
 def _read(f: InputFile, cfg: ReadConfig, report: FileReport, parser: _Parser) -> Iterator:
     produced = False
 
-    def fail(reason: str, detail: str, line: int | None = None):
+    def fail(reason: str, detail: str, line: int | None = None, lost: Corrupt | None = None):
+        if lost is not None:
+            report.first_lost_row = lost.row
+            report.unread_bytes = max(0, f.size - lost.offset)
+            where = f"row {lost.row} (0-based)" if f.format == "parquet" else f"line {lost.row + 1}"
+            detail = f"{detail}; records from {where} on are lost: {report.unread_bytes:,} of {f.size:,} bytes unread"
+            if lost.checksum:
+                detail += "; a checksum failure: the records read from that frame or member may be corrupt"
         if cfg.on_error == "raise":
             raise InputError(f.url, reason, detail, _FIX[reason], line=line)
         report.error, report.error_detail = reason, detail
@@ -443,10 +496,10 @@ def _read(f: InputFile, cfg: ReadConfig, report: FileReport, parser: _Parser) ->
                         produced = True
                         yield batch
                 except Corrupt as e:
-                    fail("corrupt_file", str(e))
+                    fail("corrupt_file", str(e), lost=e)
                     return
-                except (pa.ArrowInvalid, OSError) as e:
-                    fail("corrupt_file", f"parquet: {e}")
+                except (pa.ArrowInvalid, OSError) as e:  # where the break is is unknown: count all bytes unread
+                    fail("corrupt_file", f"parquet: {e}", lost=Corrupt("", 0, row=report.n_read))
                     return
             else:
                 if f.format == "jsonl.zst":
@@ -461,8 +514,9 @@ def _read(f: InputFile, cfg: ReadConfig, report: FileReport, parser: _Parser) ->
                         line += parser.chunk_lines
                         yield batch
                 except Corrupt as e:
-                    # Complete lines before the break were already yielded; the break is after `line`.
-                    fail("corrupt_compressed", f"{e} (after {line} complete lines)", line=line + 1)
+                    # Complete lines before the break were yielded; the first line lost is the next one.
+                    e.row = line
+                    fail("corrupt_compressed", str(e), line=line + 1, lost=e)
                     return
     except FileNotFoundError:
         raise InputError(f.url, "not_found", "no such file", "check the path or URL") from None

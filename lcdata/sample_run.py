@@ -171,6 +171,7 @@ def sample_into(inputs, out_dir, config, stats_dir=None, stats_config=None, work
         "totals": {"budget_tokens": config.budget_tokens, **copies_stats(plan),
                    "corpus_tokens": int(docs["n_tokens"].sum()), "corpus_docs": docs.height},
         "capped": plan.capped,
+        "read_report": st.read_report,  # what the corpus reading skipped or could not read (`corpus.read_summary`)
         "elapsed_s": round(time.perf_counter() - t0, 3),
         "command": command_line(),
     }

@@ -9,7 +9,8 @@ on ``workers``) -> summaries -> the stats folder.
 
 The stats folder (schema in docs/stats.md; these names are a contract):
 ``sources.parquet``, ``buckets.parquet``, ``histogram.parquet`` (the exact mergeable partial),
-``files.parquet`` and ``skips.parquet`` (per-file read / counted / skipped-by-reason), ``doc_lengths.parquet``
+``files.parquet`` and ``skips.parquet`` (per-file read / counted / skipped-by-reason, and where a file
+that could not be read to its end broke: error, first lost row, unread bytes), ``doc_lengths.parquet``
 (one row per document: doc_id, file, row, source, n_chars, n_tokens, n_est_tokens; used by `lcdata sample`),
 ``stats.json`` (all of it plus config, inputs and fingerprint) and ``length_distribution.png``.
 
@@ -29,7 +30,7 @@ import pyarrow as pa
 
 from . import __version__
 from .config import StatsConfig, check_workers
-from .corpus import FileReport, Lengths, iter_batches, iter_lengths
+from .corpus import FileReport, Lengths, iter_batches, iter_lengths, read_summary
 from .errors import LcdataError
 from .inputs import InputFile, resolve_inputs
 from .outdir import check_outputs, claim_out, input_roots, outputs_record
@@ -40,7 +41,8 @@ from .stats import DOC_ARROW, DOC_SCHEMA, doc_table, histogram, merge_histograms
 from .tokenizer import count_tokens, get_engine, load_tokenizer, resolve_engine, tokenizer_info
 
 FILES_SCHEMA = {"file": pl.String, "bytes": pl.Int64, "n_read": pl.Int64, "n_counted": pl.Int64,
-                "n_skipped": pl.Int64, "error": pl.String, "error_detail": pl.String}
+                "n_skipped": pl.Int64, "error": pl.String, "error_detail": pl.String, "first_lost_row": pl.Int64,
+                "unread_bytes": pl.Int64}
 SKIPS_SCHEMA = {"file": pl.String, "reason": pl.String, "n_docs": pl.Int64}
 
 
@@ -76,10 +78,23 @@ class StatsResult:
             "n_counted": int(f["n_counted"].sum()),
             "n_skipped": int(f["n_skipped"].sum()),
             "n_file_errors": int(f["error"].is_not_null().sum()),
+            "unread_bytes": int(f["unread_bytes"].sum()),
             "n_docs": int(self.sources["n_docs"].sum()),
             "n_chars": int(self.sources["n_chars"].sum()),
             "n_tokens": int(self.sources["n_tokens"].sum()),
         }
+
+    @property
+    def read_report(self) -> dict:
+        """What was not read, as `corpus.read_summary` gives it (a build manifest's ``read_report``)."""
+        skipped: dict[str, dict[str, int]] = {}
+        for file, reason, n in self.skips.select("file", "reason", "n_docs").iter_rows():
+            skipped.setdefault(file, {})[reason] = n
+        return read_summary([
+            FileReport(file=r["file"], bytes=r["bytes"], n_read=r["n_read"], n_counted=r["n_counted"],
+                       skipped=skipped.get(r["file"], {}), error=r["error"], error_detail=r["error_detail"],
+                       first_lost_row=r["first_lost_row"], unread_bytes=r["unread_bytes"] or 0)
+            for r in self.files.iter_rows(named=True)])
 
     def to_json(self) -> dict:
         return {
@@ -176,7 +191,8 @@ def compute_stats(inputs, config: StatsConfig | None = None, *, workers: int | N
 def reports_to_frames(reports: list[FileReport]) -> tuple[pl.DataFrame, pl.DataFrame]:
     files = pl.DataFrame(
         [{"file": r.file, "bytes": r.bytes, "n_read": r.n_read, "n_counted": r.n_counted,
-          "n_skipped": r.n_skipped, "error": r.error, "error_detail": r.error_detail} for r in reports],
+          "n_skipped": r.n_skipped, "error": r.error, "error_detail": r.error_detail,
+          "first_lost_row": r.first_lost_row, "unread_bytes": r.unread_bytes} for r in reports],
         schema=FILES_SCHEMA,
     )
     skips = pl.DataFrame(
@@ -315,8 +331,10 @@ def load_stats(out_dir: str, with_doc_lengths: bool = False) -> StatsResult:
 
     check_outputs(out_dir, meta.get("outputs"), ["histogram.parquet", "files.parquet", "skips.parquet"]
                   + (["doc_lengths.parquet"] if with_doc_lengths else []), "stats")
+    files = rd("files.parquet")  # a folder written before first_lost_row / unread_bytes: null (not known)
+    files = files.with_columns(pl.lit(None, t).alias(c) for c, t in FILES_SCHEMA.items() if c not in files.columns)
     res = StatsResult(
-        config=config, inputs=inputs, histogram=rd("histogram.parquet"), files=rd("files.parquet"),
+        config=config, inputs=inputs, histogram=rd("histogram.parquet"), files=files,
         skips=rd("skips.parquet"), fingerprint=meta["fingerprint"], tokenizer=meta.get("tokenizer"),
         doc_lengths=rd("doc_lengths.parquet") if with_doc_lengths else None, elapsed_s=meta.get("elapsed_s", 0.0),
         engine=meta.get("engine"), outputs=meta.get("outputs"),

@@ -51,3 +51,21 @@ def stats_table(result) -> str:
     head = (f"{t['n_files']} files, {t['bytes'] / 1e6:,.1f} MB, read {t['n_read']:,} = counted {t['n_counted']:,}"
             f"{skipped}{errors}; lengths in {unit}; {result.elapsed_s:.1f} s")
     return head + "\n" + text
+
+
+def read_warning(rr: dict) -> str | None:
+    """The warning a command prints when its read report (`corpus.read_summary`) shows records skipped or
+    files not read to their end; None when everything was read."""
+    if not rr["skipped"] and not rr["files_with_errors"]:
+        return None
+    n_skipped = sum(rr["skipped"].values())
+    lines = [f"WARNING: not everything was read: {rr['n_read']:,} records read = {rr['n_counted']:,} used + "
+             f"{n_skipped:,} skipped; {rr['files_with_errors']} file(s) empty or not readable to their end, "
+             f"{rr['unread_bytes']:,} bytes unread"]
+    if rr["skipped"]:
+        lines.append("skipped by reason:")
+        lines += [f"  {k}: {v:,}" for k, v in rr["skipped"].items()]
+    if rr["files_with_errors"]:
+        lines.append("unreadable files (records before the break were kept):")
+        lines += [f"  {e['file']}: {e['reason']}: {e['detail']}" for e in rr["errors"]]  # the detail says where
+    return "\n".join(lines)

@@ -150,10 +150,10 @@ def test_on_error_skip_prints_the_skip_counts(tmp_path):
     (corpus / "c.jsonl.zst").write_bytes(blob[: len(blob) // 2])
     proc = lcdata("stats", corpus, "--out", tmp_path / "out", "--on-error", "skip", "--workers", "1", "--no-figure")
     assert proc.returncode == 0, proc.stderr
-    assert "skipped by reason:" in proc.stdout
-    assert "malformed_json: 2" in proc.stdout
-    assert "non_string_text: 1" in proc.stdout and "missing_text: 1" in proc.stdout
-    assert "unreadable files" in proc.stdout and "  c.jsonl.zst: corrupt_compressed" in proc.stdout
+    assert "WARNING: not everything was read" in proc.stderr and "skipped by reason:" in proc.stderr
+    assert "malformed_json: 2" in proc.stderr
+    assert "non_string_text: 1" in proc.stderr and "missing_text: 1" in proc.stderr
+    assert "unreadable files" in proc.stderr and "  c.jsonl.zst: corrupt_compressed" in proc.stderr
     skips = pl.read_parquet(tmp_path / "out" / "skips.parquet")
     assert sorted(skips.rows()) == [("a.jsonl", "malformed_json", 2), ("a.jsonl", "non_string_text", 1),
                                     ("b.jsonl", "missing_text", 1)]
