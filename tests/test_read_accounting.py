@@ -346,6 +346,9 @@ def test_a_stats_folder_without_the_new_columns_still_loads(corpus, tmp_path):
     out = tmp_path / "stats"
     run_stats([str(corpus)], str(out), StatsConfig(read=SKIP), workers=1, figure=False)
     pl.read_parquet(out / "files.parquet").drop("first_lost_row", "unread_bytes").write_parquet(out / "files.parquet")
+    meta = json.loads((out / "stats.json").read_text())
+    meta.pop("outputs")  # as written before stats.json listed its files' checksums
+    (out / "stats.json").write_text(json.dumps(meta))
     st = load_stats(str(out))
     assert st.files["unread_bytes"].null_count() == st.files.height  # not known, not 0
     assert st.totals["unread_bytes"] == 0 and st.read_report["files_with_errors"] == len(CASES)
