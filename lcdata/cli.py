@@ -136,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--resume", action="store_true", help="continue an interrupted build with the same config")
     b.add_argument("--no-split", action="store_true", help="never cut long texts before encoding")
     b.add_argument("--dtype", choices=["auto", "uint16", "uint32"], default="auto",
-                   help="token dtype (auto: uint16 when the vocabulary fits, else uint32)")
+                   help="token dtype (auto: uint16 when the tokenizer's largest id fits, else uint32)")
     _add_engine_arg(b)
     b.add_argument("--quiet", action="store_true")
     b.set_defaults(func=cmd_build)

@@ -153,6 +153,7 @@ def _enum(*values):
 def _opt(spec):
     def check(v, path, problems):
         return v is None or spec(v, path, problems)
+    check.inner = spec
     return check
 
 
@@ -163,6 +164,7 @@ def _list(item, nonempty: bool = False):
         if nonempty and not v:
             return _say(problems, path, "is an empty list")
         return all([item(x, f"{path}[{i}]", problems) for i, x in enumerate(v)])
+    check.inner = item
     return check
 
 
@@ -172,6 +174,7 @@ def _map(value):
         if not isinstance(v, dict):
             return _say(problems, path, f"{type(v).__name__} is not an object")
         return all([value(x, f"{path}.{k}", problems) for k, x in v.items()])
+    check.inner = value
     return check
 
 
@@ -189,9 +192,8 @@ def _obj(fields: dict):
             if k not in fields:
                 ok = _say(problems, f"{where}{k}", "unknown key (not in the format; the manifest was altered)")
         return all([fields[k](v[k], f"{where}{k}", problems) for k in fields if k in v]) and ok
-    obj = check
-    obj.fields = fields
-    return obj
+    check.fields = fields  # for the docs test: every key of the schema is documented
+    return check
 
 
 FILE_SCHEMA = _obj({"path": _name, "bytes": _int(), "sha256": _str(_HEX64)})
@@ -236,10 +238,16 @@ def write_manifest(manifest: dict, out_dir: str) -> dict:
     from ..outputs import join, write_json
 
     manifest.pop("manifest_sha256", None)
-    manifest = json.loads(json.dumps(manifest))  # what a reader will see (NumPy scalars, tuples made JSON)
+    manifest = json.loads(json.dumps(manifest, default=_plain))  # what a reader will see (tuples made lists)
     manifest["manifest_sha256"] = seal(manifest)
     write_json(manifest, join(out_dir, MANIFEST_FILE))
     return manifest
+
+
+def _plain(o):
+    if hasattr(o, "item"):  # a NumPy scalar
+        return o.item()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
 def parse_manifest(data: bytes) -> tuple[dict | None, list[str]]:
@@ -320,6 +328,9 @@ def _consistency(m: dict) -> list[str]:
     elif sum(x["documents"] for x in per.values()) != m["n_documents"]:
         bad("per_source", f"documents sum to {sum(x['documents'] for x in per.values()):,} != n_documents "
                           f"{m['n_documents']:,}")
+    rels = [f["rel"] for f in m["inputs"]]
+    if len(set(rels)) != len(rels):
+        bad("inputs", "a file is listed twice")
     if m["n_documents"] > m["n_instances"]:
         bad("n_documents", f"{m['n_documents']:,} > n_instances {m['n_instances']:,}")
     if m["n_tokens"] + m["padding_tokens"] != n_seq * L:

@@ -57,7 +57,11 @@ def check_folder(folder: str) -> tuple[dict | None, list[str]]:
     if MANIFEST_FILE not in listing:
         return None, [f"{folder!r} holds no {MANIFEST_FILE}: not a complete lcdata build (an interrupted build "
                       "resumes with `lcdata build ... --resume`)"]
-    m, problems = parse_manifest(_read_bytes(_path(folder, MANIFEST_FILE)))
+    try:
+        data = _read_bytes(_path(folder, MANIFEST_FILE))
+    except OSError as e:  # a folder of that name, no permission, ...
+        return None, [f"{MANIFEST_FILE}: cannot be read ({type(e).__name__}: {e})"]
+    m, problems = parse_manifest(data)
     if m is None:
         return None, problems
     problems = validate_manifest(m)

@@ -1,7 +1,7 @@
 """`lcdata verify`: every claim of a shard folder's manifest checked against its data.
 
 Three passes, each run only if the one before found nothing (a later pass would read data the earlier one
-already found untrustworthy):
+already found untrustworthy; pass 2 still hashes the files whose size was right):
 1. structure (`reader.check_folder`): the manifest's schema, names, internal consistency and seal, and
    every listed file present with its listed size. No data read.
 2. checksums: the SHA-256 of every file (shards and documents.parquet), streamed.
@@ -46,19 +46,21 @@ def verify_shards(folder: str) -> list[str]:
     folder = str(folder).rstrip("/")
     try:
         m, problems = check_folder(folder)
+        if m is not None and not any(p.startswith(MANIFEST_FILE) for p in problems):  # the files' own problems:
+            problems += _checksums(folder, m, skip={p.split(": ", 1)[0] for p in problems})  # hash the others
         if not problems:
-            problems = _checksums(folder, m)
-        if not problems:
-            problems = _data(folder, m)
+            problems = _data(folder, m) + _tokenizer(m)
         return problems
     except Exception as e:  # a bug (or an unforeseen damage): a FAIL line, never a traceback
         return [f"{folder}: verify stopped on an unexpected {type(e).__name__} ({str(e)[:300]}); the folder is not "
                 "verified; this is a bug in lcdata: please report it"]
 
 
-def _checksums(folder: str, m: dict) -> list[str]:
+def _checksums(folder: str, m: dict, skip=()) -> list[str]:
     out = []
     for _, meta in listed_files(m):
+        if meta["path"] in skip:
+            continue
         digest = hashlib.sha256()
         with fsspec.open(_path(folder, meta["path"]), "rb") as fh:
             while block := fh.read(HASH_BLOCK):
@@ -197,7 +199,7 @@ def _data(folder: str, m: dict) -> list[str]:
         for key, got in (("tokens", int(tok_per_src[i])), ("documents", int(docs_per_src[i]))):
             if m["per_source"][s][key] != got:
                 _key(p, f"per_source.{s}.{key}", f"{m['per_source'][s][key]:,} but the pieces have {got:,}")
-    return p + _tokenizer(m)
+    return p
 
 
 def _tokenizer(m: dict) -> list[str]:
