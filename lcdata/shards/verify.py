@@ -25,6 +25,7 @@ import hashlib
 import io
 import os
 import types
+from dataclasses import dataclass
 
 import fsspec
 import numpy as np
@@ -103,98 +104,107 @@ def _documents(folder: str, m: dict, p: list[str]) -> pl.DataFrame | None:
     return docs
 
 
+@dataclass
+class _Docs:
+    """What the shard checks need of documents.parquet: per instance, its source index and its length."""
+
+    src: np.ndarray
+    length: np.ndarray
+
+
+def _tokens(folder: str, name: str, dtype: np.dtype) -> np.ndarray:
+    url = _path(folder, name)
+    if _is_local(url):
+        return np.memmap(url.removeprefix("file://"), dtype=dtype, mode="r")
+    return np.frombuffer(_read_bytes(url), dtype=dtype)
+
+
+def _pieces(folder: str, name: str, p: list[str]) -> np.ndarray | None:
+    url = _path(folder, name)
+    try:
+        segs = np.load(url.removeprefix("file://") if _is_local(url) else io.BytesIO(_read_bytes(url)),
+                       allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        p.append(f"{name}: not a readable .npy piece table ({type(err).__name__}: {err})")
+        return None
+    if segs.dtype != SEG_FILE_DTYPE or segs.ndim != 1:
+        p.append(f"{name}: {segs.dtype} {segs.shape} is not the format's piece table {SEG_FILE_DTYPE}")
+        return None
+    return segs
+
+
+def _shard(folder: str, m: dict, e: dict, docs: _Docs, p: list[str]) -> tuple[np.ndarray, int] | None:
+    """Check one shard's pieces and tokens; returns (its pieces, its padding positions) or None."""
+    L, sp, n_src = m["seq_len"], m["special_tokens"], len(m["sources"])
+    bin_name, seg_name = e["files"]["bin"]["path"], e["files"]["seg"]["path"]
+    segs = _pieces(folder, seg_name, p)
+    if segs is None:
+        return None
+    tokens = _tokens(folder, bin_name, np.dtype(m["dtype"]).newbyteorder("<"))
+    n, n_inst = e["n_sequences"], len(docs.length)
+    seq, start, length = (segs[c].astype(np.int64) for c in ("seq", "start", "length"))
+    pos, end = seq * L + start, seq * L + start + length
+    # the piece table's own structure: each failure makes the next checks meaningless
+    for bad, what in (((length < 1) | (seq >= n) | (start + length > L), "a piece is empty or lies outside its "
+                       f"sequence (shard of {n} x {L} tokens)"),
+                      (pos[1:] < end[:-1], "pieces not sorted by (seq, start), or overlapping"),
+                      (segs["doc"] >= n_inst, f"a piece of a document beyond the {n_inst} rows of documents.parquet"),
+                      (segs["source"] >= n_src, f"a source index beyond the {n_src} sources of {MANIFEST_FILE}")):
+        if bad.any():
+            p.append(f"{seg_name}: {what}")
+            return None
+    doc, offset = segs["doc"].astype(np.int64), segs["offset"]
+    dlen = docs.length[doc].astype(np.uint64)
+    if (segs["source"] != docs.src[doc]).any():
+        p.append(f"{seg_name}: a piece's source differs from its document's in documents.parquet")
+    last = offset + length.astype(np.uint64) == dlen
+    if ((offset > dlen) | (offset + length.astype(np.uint64) > dlen)).any():
+        p.append(f"{seg_name}: a piece reaches past the end of its document (documents.parquet length)")
+    if int(tokens.max()) > m["tokenizer"]["max_id"]:
+        p.append(f"{bin_name}: token id {int(tokens.max()):,} > tokenizer.max_id {m['tokenizer']['max_id']:,} "
+                 f"in {MANIFEST_FILE}")
+    cover = np.zeros(n * L + 1, dtype=np.int8)  # pieces do not overlap: the running sum is 0 or 1
+    np.add.at(cover, pos, 1)
+    np.add.at(cover, end, -1)
+    pad = np.cumsum(cover[:-1], dtype=np.int8) == 0
+    if (tokens[pad] != sp["pad_id"]).any():
+        p.append(f"{bin_name}: a padding position does not hold special_tokens.pad_id {sp['pad_id']}")
+    for key, at, word in (("bos_id", pos[offset == 0], "start"), ("eos_id", end[last] - 1, "end")):
+        if sp[key] is not None and (tokens[at] != sp[key]).any():
+            p.append(f"{bin_name}: a document does not {word} with special_tokens.{key} {sp[key]}")
+    return segs, int(pad.sum())
+
+
 def _data(folder: str, m: dict) -> list[str]:
     p: list[str] = []
-    docs = _documents(folder, m, p)
-    if docs is None or p:
+    frame = _documents(folder, m, p)
+    if frame is None or p:
         return p
-    n_inst, L = docs.height, m["seq_len"]
     sources = m["sources"]
-    src_index = {s: i for i, s in enumerate(sources)}
-    doc_src = np.array([src_index[s] for s in docs["source"].to_list()], dtype=np.int64)
-    doc_len = docs["length"].to_numpy().astype(np.int64)
-    sp = m["special_tokens"]
-    dtype = np.dtype(m["dtype"]).newbyteorder("<")
-    all_doc, all_off, all_len = [], [], []
-    tok_per_src = np.zeros(len(sources), dtype=np.int64)
-    padding = 0
-    for e in m["shards"]:
-        bin_name, seg_name = e["files"]["bin"]["path"], e["files"]["seg"]["path"]
-        seg_url = _path(folder, seg_name)
-        try:
-            segs = np.load(seg_url.removeprefix("file://") if _is_local(seg_url) else
-                           io.BytesIO(_read_bytes(seg_url)), allow_pickle=False)
-        except (ValueError, OSError, EOFError) as err:
-            p.append(f"{seg_name}: not a readable .npy piece table ({type(err).__name__}: {err})")
-            continue
-        if segs.dtype != SEG_FILE_DTYPE or segs.ndim != 1:
-            p.append(f"{seg_name}: {segs.dtype} {segs.shape} is not the format's piece table {SEG_FILE_DTYPE}")
-            continue
-        bin_url = _path(folder, bin_name)
-        tokens = (np.memmap(bin_url.removeprefix("file://"), dtype=dtype, mode="r") if _is_local(bin_url) else
-                  np.frombuffer(_read_bytes(bin_url), dtype=dtype))
-        n = e["n_sequences"]
-        seq, start = segs["seq"].astype(np.int64), segs["start"].astype(np.int64)
-        length, doc = segs["length"].astype(np.int64), segs["doc"]
-        offset, src = segs["offset"].astype(np.uint64), segs["source"].astype(np.int64)
-        end = start + length
-        pos = seq * L + start
-        if (length < 1).any():
-            p.append(f"{seg_name}: a piece of length 0")
-        if len(segs) and ((seq >= n).any() or (end > L).any()):
-            p.append(f"{seg_name}: a piece lies outside its sequence (shard of {n} x {L} tokens)")
-            continue
-        if len(segs) > 1 and ((np.diff(pos) < 0).any() or (pos[1:] < (seq * L + end)[:-1]).any()):
-            p.append(f"{seg_name}: pieces not sorted by (seq, start), or overlapping")
-            continue
-        if len(segs) and int(doc.max()) >= n_inst:
-            p.append(f"{seg_name}: a piece of document {int(doc.max())}, but {m['documents']['path']} has {n_inst} rows")
-            continue
-        doc = doc.astype(np.int64)
-        if len(segs) and int(src.max()) >= len(sources):
-            p.append(f"{seg_name}: source index {int(src.max())} but {MANIFEST_FILE} lists {len(sources)} sources")
-            continue
-        if (src != doc_src[doc]).any():
-            p.append(f"{seg_name}: a piece's source differs from its document's in {m['documents']['path']}")
-        if (offset + length.astype(np.uint64) > doc_len[doc].astype(np.uint64)).any():
-            p.append(f"{seg_name}: a piece reaches past the end of its document (documents.parquet length)")
-        if tokens.size and int(tokens.max()) > m["tokenizer"]["max_id"]:
-            p.append(f"{bin_name}: token id {int(tokens.max()):,} > tokenizer.max_id {m['tokenizer']['max_id']:,} "
-                     f"in {MANIFEST_FILE}")
-        cover = np.zeros(n * L + 1, dtype=np.int8)
-        np.add.at(cover, pos, 1)
-        np.add.at(cover, pos + length, -1)
-        pad = np.cumsum(cover[:-1], dtype=np.int8) == 0
-        padding += int(pad.sum())
-        if (tokens[pad] != sp["pad_id"]).any():
-            p.append(f"{bin_name}: a padding position does not hold special_tokens.pad_id {sp['pad_id']}")
-        del cover, pad
-        for key, at, want in (("bos_id", offset == 0, pos), ("eos_id", offset + length.astype(np.uint64) ==
-                                                             doc_len[doc].astype(np.uint64), pos + length - 1)):
-            if sp[key] is not None and (tokens[want[at]] != sp[key]).any():
-                p.append(f"{bin_name}: a document does not {'start' if key == 'bos_id' else 'end'} with "
-                         f"special_tokens.{key} {sp[key]}")
-        tok_per_src += np.bincount(src, weights=length, minlength=len(sources)).astype(np.int64)
-        all_doc.append(doc)
-        all_off.append(offset)
-        all_len.append(length)
+    index = {s: i for i, s in enumerate(sources)}
+    docs = _Docs(src=np.array([index[s] for s in frame["source"].to_list()], dtype=np.int64),
+                 length=frame["length"].to_numpy().astype(np.int64))
+    shards = [_shard(folder, m, e, docs, p) for e in m["shards"]]
     if p:
         return p
-    doc, off, length = (np.concatenate(a) for a in (all_doc, all_off, all_len))
+    segs = np.concatenate([s for s, _ in shards])
+    padding = sum(n for _, n in shards)
+    # each document's pieces: contiguous from its first token
+    doc, off, length = segs["doc"].astype(np.int64), segs["offset"], segs["length"].astype(np.int64)
     order = np.lexsort((off, doc))
     doc, off, length = doc[order], off[order], length[order]
     new = np.r_[True, doc[1:] != doc[:-1]]
-    expect = np.r_[np.uint64(0), (off[:-1] + length[:-1].astype(np.uint64))]
+    expect = np.r_[np.uint64(0), off[:-1] + length[:-1].astype(np.uint64)]
     if ((new & (off != 0)) | (~new & (off != expect))).any():
         p.append("the pieces of a document are not contiguous from its first token (seg.npy offsets)")
-    n_tokens = int(length.sum())
-    used = np.unique(doc)
-    totals = (("n_tokens", n_tokens), ("padding_tokens", padding),
-              ("dropped_tokens", int(doc_len.sum()) - n_tokens), ("n_documents", len(used)))
-    for key, got in totals:
+    # the totals
+    n_tokens, used = int(length.sum()), np.unique(doc)
+    for key, got in (("n_tokens", n_tokens), ("padding_tokens", padding),
+                     ("dropped_tokens", int(docs.length.sum()) - n_tokens), ("n_documents", len(used))):
         if m[key] != got:
             _key(p, key, f"{m[key]:,} but the data has {got:,}")
-    docs_per_src = np.bincount(doc_src[used], minlength=len(sources))
+    tok_per_src = np.bincount(segs["source"], weights=segs["length"], minlength=len(sources)).astype(np.int64)
+    docs_per_src = np.bincount(docs.src[used], minlength=len(sources))
     for i, s in enumerate(sources):
         for key, got in (("tokens", int(tok_per_src[i])), ("documents", int(docs_per_src[i]))):
             if m["per_source"][s][key] != got:
