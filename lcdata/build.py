@@ -49,7 +49,9 @@ from .shards.format import (
     DOCUMENTS_FILE,
     FORMAT,
     FORMAT_VERSION,
-    token_dtype,
+    PACKINGS,
+    choose_token_dtype,
+    write_manifest,
 )
 from .tokenizer import (
     BOS_NAMES,
@@ -65,7 +67,6 @@ from .tokenizer import (
     tokenizer_info,
 )
 
-PACKINGS = ("concat", "best-fit")
 UNIT_SCHEMA = {"file_index": pl.Int32, "file": pl.String, "row": pl.Int64, "chunk": pl.Int32, "doc_id": pl.String,
                "source": pl.String, "doc_tokens": pl.Int64, "length": pl.Int64, "offset": pl.Int64,
                "copies": pl.Int64}
@@ -86,7 +87,7 @@ class BuildConfig:
     seed: int = 0
     plan: str | None = None
     split_long: bool = True
-    dtype: str = "auto"  # auto = uint16 when the vocabulary fits, else uint32
+    dtype: str = "auto"  # auto = uint16 when the tokenizer's largest id fits, else uint32
     read: ReadConfig = field(default_factory=ReadConfig)
     engine: str = "auto"  # tokenizer engine, auto | hf | tiktoken: speed only (same ids), not in the identity
 
@@ -189,7 +190,7 @@ def _tokenize_file(args) -> dict:
                     pieces.append(eos)
                 doc_tokens[k] = len(full)
                 lengths[k] = len(body) + extra
-            buf = np.concatenate(pieces, dtype=dtype, casting="unsafe").data
+            buf = _fit(np.concatenate(pieces), dtype, f).data
             out.write(buf)
             spill_digest.update(buf)
             offsets = offset + np.cumsum(lengths) - lengths
@@ -246,6 +247,15 @@ def spill_intact(work: str, i: int) -> bool:
     except (OSError, ValueError, KeyError, TypeError):
         return False
     return True
+
+
+def _fit(ids: np.ndarray, dtype: np.dtype, f: InputFile) -> np.ndarray:
+    """``ids`` as ``dtype``, or an error if an id does not fit (a cast never wraps)."""
+    if ids.size and (int(ids.max()) > np.iinfo(dtype).max or int(ids.min()) < 0):
+        bad = int(ids.max()) if int(ids.max()) > np.iinfo(dtype).max else int(ids.min())
+        raise LcdataError(f"{f.url}: the tokenizer emitted id {bad:,}, which dtype {dtype.name} cannot hold "
+                          "(larger than the tokenizer's largest id?); rebuild with --dtype uint32")
+    return ids.astype(dtype)
 
 
 # ------------------------------------------------------------------------------------------ phase 2
@@ -332,12 +342,7 @@ def run_build(inputs, out_dir: str, cfg: BuildConfig, *, workers: int | None = N
     files = resolve_inputs(inputs)
     info = tokenizer_info(cfg.tokenizer)
     tok = load_tokenizer(cfg.tokenizer)
-    dtype = token_dtype(info.vocab_size) if cfg.dtype == "auto" else np.dtype(cfg.dtype).newbyteorder("<")
-    if dtype.itemsize == 2 and info.vocab_size > 65536:
-        raise ConfigError(
-            f"the tokenizer's vocabulary ({info.vocab_size:,} ids) does not fit dtype uint16 (65,536 ids); "
-            "use --dtype uint32 or auto"
-        )
+    dtype = choose_token_dtype(info.max_id, cfg.dtype)
     specials = resolve_specials(tok, cfg)
     engine_used, engine_why = resolve_engine(cfg.tokenizer, cfg.engine)  # fails here if forced and impossible
     plan = plan_man = None
@@ -403,7 +408,7 @@ def _build_into(out_dir, files, cfg, info, specials, dtype, plan, plan_man, plan
     manifest["read_report"] = {**read_summary(reports), "files_resumed": n_resumed}
     manifest["engine"] = {"name": engine_used, "reason": engine_why}
     manifest["elapsed_s"] = round(time.perf_counter() - t0, 3)
-    write_json(manifest, join(out_dir, "manifest.json"))  # last: marks a complete build
+    manifest = write_manifest(manifest, out_dir)  # last: marks a complete build
     if not keep_work:
         shutil.rmtree(work_dir, ignore_errors=True)
     return BuildResult(out_dir=out_dir, manifest=manifest)
@@ -411,8 +416,8 @@ def _build_into(out_dir, files, cfg, info, specials, dtype, plan, plan_man, plan
 
 def _pack_manifest(lay: PackLayout, shards: list[dict], files, cfg, out_dir, info, specials, dtype, plan_fp,
                    ident, doc_ids: pl.Series | None = None) -> dict:
-    """Write documents.parquet; return the manifest (every shard and documents.parquet listed with size and
-    SHA-256) without the read report. Both `run_build` and the distributed ``finish`` step call this, so
+    """Write documents.parquet; return the manifest (`lcdata.shards.format.MANIFEST_SCHEMA`: every shard and
+    documents.parquet listed with size and SHA-256) without the read report, engine, time and seal. Both `run_build` and the distributed ``finish`` step call this, so
     their manifests and documents.parquet are byte-identical."""
     segs, inst_src, sources = lay.segs, lay.inst_src, lay.sources
     documents = _write_documents(lay, out_dir, doc_ids)
@@ -425,7 +430,8 @@ def _pack_manifest(lay: PackLayout, shards: list[dict], files, cfg, out_dir, inf
         "dtype": dtype.name, "seq_len": cfg.seq_len, "packing": cfg.packing, "n_sequences": int(lay.n_seq),
         "n_documents": int(len(used)), "n_instances": int(len(lay.inst_unit)),
         "n_tokens": int(segs["length"].sum()), "padding_tokens": int(lay.padding), "dropped_tokens": int(lay.dropped),
-        "tokenizer": {"path": cfg.tokenizer, "sha256": info.sha256, "vocab_size": info.vocab_size},
+        "tokenizer": {"path": cfg.tokenizer, "sha256": info.sha256, "vocab_size": info.vocab_size,
+                      "max_id": info.max_id},
         "special_tokens": {"bos_id": specials.bos, "eos_id": specials.eos, "pad_id": specials.pad},
         "sources": sources,
         "per_source": {s: {"documents": int(docs_per_src[i]), "tokens": int(tok_per_src[i])} for i, s in enumerate(sources)},

@@ -24,7 +24,7 @@ import polars as pl
 from .errors import LcdataError
 from .hashing import file_row_hash, splitmix64
 from .outputs import atomic_open, join, write_bytes
-from .shards.format import DOCUMENTS_FILE, SEG_FILE_DTYPE, npy_bytes, sha256_bytes, shard_name
+from .shards.format import DOCS_SCHEMA, DOCUMENTS_FILE, SEG_FILE_DTYPE, npy_bytes, sha256_bytes, shard_name
 from .shards.packing import pack_best_fit, pack_concat
 
 if TYPE_CHECKING:
@@ -230,8 +230,6 @@ def _write_shard(lay: PackLayout, k: int, cfg: BuildConfig, out_dir: str, work_d
     return entry
 
 
-DOCS_SCHEMA = {"doc": pl.Int64, "doc_id": pl.String, "file": pl.String, "row": pl.Int64, "chunk": pl.Int32,
-               "copy": pl.Int64, "source": pl.String, "length": pl.Int64}
 DOCS_ROWS_PER_GROUP = 1 << 20
 
 

@@ -42,7 +42,7 @@ from .executors import ExecutorConfig, run_stages
 from .inputs import InputFile, resolve_inputs
 from .outdir import claim_out, input_roots
 from .outputs import join, read_json, write_json
-from .shards.format import token_dtype
+from .shards.format import choose_token_dtype, write_manifest
 from .stages import Stage, _check_done, _executor, _exists, _logging_dir, _Step, _write_text, assign_files
 from .tokenizer import TokenizerInfo, load_tokenizer, resolve_engine, tokenizer_info
 
@@ -69,10 +69,7 @@ def _build_job(inputs, out_dir, cfg: BuildConfig, *, overwrite, resume, work_dir
     t0 = time.time()
     files = resolve_inputs(inputs)
     info = tokenizer_info(cfg.tokenizer)
-    dtype = token_dtype(info.vocab_size) if cfg.dtype == "auto" else np.dtype(cfg.dtype).newbyteorder("<")
-    if dtype.itemsize == 2 and info.vocab_size > 65536:
-        raise ConfigError(f"the tokenizer's vocabulary ({info.vocab_size:,} ids) does not fit dtype uint16 "
-                          "(65,536 ids); use --dtype uint32 or auto")
+    dtype = choose_token_dtype(info.max_id, cfg.dtype)
     specials = resolve_specials(load_tokenizer(cfg.tokenizer), cfg)
     resolve_engine(cfg.tokenizer, cfg.engine)  # fails here, before any task, if a forced engine is impossible
     plan_files, plan_tokens, plan_fp = None, False, None
@@ -209,7 +206,7 @@ class Finish(_Step):
         name, why = resolve_engine(job.cfg.tokenizer, job.cfg.engine)  # as run_build records it
         manifest["engine"] = {"name": name, "reason": why}
         manifest["elapsed_s"] = round(time.time() - job.t0, 3)
-        write_json(manifest, man_path)  # last: marks a complete build
+        write_manifest(manifest, job.out_dir)  # last: marks a complete build
         if not job.keep_work:
             shutil.rmtree(job.work_dir, ignore_errors=True)
 

@@ -141,13 +141,14 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--resume", action="store_true", help="continue an interrupted build with the same config")
     b.add_argument("--no-split", action="store_true", help="never cut long texts before encoding")
     b.add_argument("--dtype", choices=["auto", "uint16", "uint32"], default="auto",
-                   help="token dtype (auto: uint16 when the vocabulary fits, else uint32)")
+                   help="token dtype (auto: uint16 when the tokenizer's largest id fits, else uint32)")
     _add_engine_arg(b)
     b.add_argument("--quiet", action="store_true")
     b.set_defaults(func=cmd_build)
     add_executor_args(b)
 
-    v = sub.add_parser("verify", help="check a shard folder against its manifest")
+    v = sub.add_parser("verify", help="check every claim of a shard folder's manifest against its data",
+                       description="Prints one FAIL line per problem (exit 1) or one OK line (docs/format.md).")
     v.add_argument("folder")
     v.set_defaults(func=cmd_verify)
 
@@ -158,7 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--max-chars", type=int, default=400, help="characters shown per document piece")
     i.set_defaults(func=cmd_inspect)
 
-    e = sub.add_parser("export", help="export shards for datatrove or Megatron-Core readers")
+    e = sub.add_parser("export", help="export shards for datatrove or Megatron-Core readers",
+                       description="Verifies the shard folder first; --out may not be, contain or lie inside it.")
     e.add_argument("folder")
     e.add_argument("--format", choices=["datatrove", "megatron"], required=True)
     e.add_argument("--out", required=True)
@@ -231,7 +233,8 @@ def cmd_verify(a) -> int:
         print(f"FAIL {p}", file=sys.stderr)
     if problems:
         return 1
-    print(f"OK {a.folder}: every file matches manifest.json (sizes, SHA-256, structure, per-source counts)")
+    print(f"OK {a.folder}: every claim of manifest.json matches the data (schema, names, sizes, SHA-256, counts, "
+          "pieces, token ids, special tokens, per-source totals)")
     return 0
 
 

@@ -32,9 +32,13 @@ HF_SUB_BATCH_CHARS = 1 << 20  # characters per HF `encode_batch_fast` call (see 
 
 @dataclass(frozen=True, slots=True)
 class TokenizerInfo:
+    """``vocab_size``: the number of ids (``get_vocab_size``); ``max_id``: the largest id the tokenizer can emit
+    (vocabulary and added tokens). They differ when ids are not contiguous: dtypes and bounds use ``max_id``."""
+
     path: str
     sha256: str
     vocab_size: int
+    max_id: int
 
 
 def _read(path: str) -> bytes:
@@ -68,7 +72,13 @@ def load_tokenizer(path: str):
 def tokenizer_info(path: str) -> TokenizerInfo:
     data = _read(path)
     tok = load_tokenizer(path)
-    return TokenizerInfo(path=path, sha256=hashlib.sha256(data).hexdigest(), vocab_size=tok.get_vocab_size())
+    return TokenizerInfo(path=path, sha256=hashlib.sha256(data).hexdigest(), vocab_size=tok.get_vocab_size(),
+                         max_id=max_token_id(tok))
+
+
+def max_token_id(tok) -> int:
+    """The largest id ``tok`` can emit: of its vocabulary and its added tokens (O(vocabulary))."""
+    return max([*tok.get_vocab(with_added_tokens=True).values(), *tok.get_added_tokens_decoder(), 0])
 
 
 def _sub_batches(texts: list[str], limit: int | None = None):

@@ -35,6 +35,9 @@ IGNORE = -100
 
 
 class ShardDataset(Dataset):
+    """Windows of a shard folder; ``open_shards`` validates the folder first (a damaged or altered folder is one
+    `LcdataError` line). ``vocab_size``: the embedding rows the ids need (largest id + 1)."""
+
     def __init__(self, shards: str | ShardSet, seq_len: int | None = None, doc_mask: bool = False):
         self.shards = open_shards(shards) if isinstance(shards, str) else shards
         S = self.shards.seq_len
@@ -45,7 +48,8 @@ class ShardDataset(Dataset):
                 f"rebuild them with `lcdata build --seq-len {L}` or train with --seq-len <= {S:,}")
         self.windows = S // L
         self.doc_mask = doc_mask
-        self.vocab_size = int(self.shards.manifest["tokenizer"]["vocab_size"])
+        tok = self.shards.manifest["tokenizer"]  # validated by open_shards (lcdata.shards.check_folder)
+        self.vocab_size = max(int(tok["vocab_size"]), int(tok["max_id"]) + 1)  # ids are < this, contiguous or not
 
     def __len__(self) -> int:
         return len(self.shards) * self.windows

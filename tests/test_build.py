@@ -33,7 +33,7 @@ L = 4096
 SHARD_TOKENS = 100_000  # 24 sequences per shard: several shards
 BOS = 0
 PAD = 2
-VOLATILE = ("elapsed_s", "command")
+VOLATILE = ("elapsed_s", "command", "manifest_sha256")  # the seal covers the run info too
 
 
 # ------------------------------------------------------------------------------------------ fixtures

@@ -33,7 +33,7 @@ SLICE = {"web": "web/part-000.jsonl.zst", "books": "books/part-002.jsonl.zst", "
 L = 2048
 SHARD = 8192  # 4 sequences per shard: ~100 shard files, so phase 2 lasts long enough to be interrupted
 BOS, PAD = 0, 2
-VOLATILE = ("elapsed_s", "command")
+VOLATILE = ("elapsed_s", "command", "manifest_sha256")  # the seal covers the run info too
 
 
 def lcdata(*args, check: bool = False, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -239,15 +239,19 @@ def test_verify_and_inspect_catch_altered_documents_parquet(build_w1, tmp_path):
     assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
     assert p.stderr.strip().splitlines() == [
         f"FAIL documents.parquet: size {len(data) + 2} != {len(data)} bytes in manifest.json (truncated or altered)"]
+    p = lcdata("inspect", bad, "--seq", 0)  # the readers' structural check sees the size
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+    assert "documents.parquet: size" in p.stderr and "lcdata verify" in p.stderr
+    (bad / "documents.parquet").write_bytes(data[:-4] + b"XXXX")  # same size: only reading it shows the damage
     p = lcdata("inspect", bad, "--seq", 0)
-    assert p.returncode != 0 and "Traceback" not in p.stderr, p.stderr
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
     assert "documents.parquet cannot be read" in p.stderr and "lcdata verify" in p.stderr
-    # a manifest written before the checksum existed: the structural check still catches the damage
+    # the key is required (format v2): a manifest without it is a FAIL naming the key
     del m["documents"]
     (bad / "manifest.json").write_text(json.dumps(m))
     p = lcdata("verify", bad)
     assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
-    assert "documents.parquet: not a readable Parquet file" in p.stderr
+    assert "FAIL manifest.json: documents: missing key" in p.stderr
 
 
 def test_inspect_prints_decoded_pieces(build_w1, raw_texts, hf_tok):
@@ -379,7 +383,7 @@ def test_bad_values_are_refused(slice_dir, tmp_path, tokenizer_path):
     big.save(str(tmp_path / "big.json"))
     p = lcdata("build", slice_dir, "--tokenizer", tmp_path / "big.json", "--seq-len", L, "--dtype", "uint16",
                "--out", tmp_path / "o1")
-    assert_user_error(p, "uint16", f"{big.get_vocab_size():,}")
+    assert_user_error(p, "uint16", f"largest id ({big.get_vocab_size() - 1:,})")
     p = lcdata(*build_args(slice_dir, tmp_path / "o2", "--seq-len", 1))
     assert_user_error(p, "seq_len=1")
     assert not (tmp_path / "o2" / "manifest.json").exists()

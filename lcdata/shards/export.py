@@ -14,7 +14,12 @@
   whose cut documents are adjacent exports in exactly the shards' order. A shard left with no document
   writes no files (Megatron cannot map an empty ``.bin``).
 
-Both are written atomically per file; cost is one pass over the tokens.
+Safety: the output may not be, contain or lie inside the input folder (`lcdata.outputs.path_relation`), and
+the input is verified in full first (`verify_shards`: every claim of its manifest, every checksum), so a
+damaged or altered folder is refused, not copied; output names come from the format (``shard-NNNNN``),
+never from the manifest. No token is cast to a dtype that cannot hold it.
+
+Both are written atomically per file; cost is the verify pass plus one pass over the tokens.
 """
 
 from __future__ import annotations
@@ -23,10 +28,12 @@ import struct
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, LcdataError
 from ..outdir import claim_out
 from ..outputs import join, path_relation, write_bytes, write_json
+from .format import shard_name
 from .reader import open_shards
+from .verify import verify_shards
 
 FORMATS = ("datatrove", "megatron")
 MEGATRON_CODES = {np.dtype(np.uint16): 8, np.dtype(np.int32): 4}
@@ -60,15 +67,38 @@ def megatron_layout(s) -> tuple[np.ndarray, np.ndarray]:
     return segs[order], file_of[order]
 
 
+def megatron_dtype(max_id: int) -> np.dtype:
+    """Megatron's rule (``DType.optimal_dtype``): uint16 below 65,500 ids, else int32; ids are 0..max_id."""
+    if max_id + 1 < 65500:
+        return np.dtype(np.uint16)
+    if max_id > np.iinfo(np.int32).max:
+        raise LcdataError(f"the tokenizer's largest id {max_id:,} does not fit Megatron's int32 tokens")
+    return np.dtype(np.int32)
+
+
+def check_export(folder: str, out_dir: str) -> None:
+    """Refuse an ``out_dir`` that is, contains or lies inside ``folder``, then verify ``folder`` in full."""
+    rel = path_relation(out_dir, folder)
+    if rel is not None:
+        where = {"same": "is", "inside": "lies inside", "contains": "contains"}[rel]
+        raise ConfigError(f"--out {out_dir!r} {where} the input folder {folder!r}: an export never writes into or "
+                          "over its input; choose another --out")
+    problems = verify_shards(folder)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise LcdataError(f"{folder}: {problems[0]}{more}; the folder fails `lcdata verify` and is not exported: "
+                          "rebuild it")
+
+
 def export_shards(folder: str, fmt: str, out_dir: str, *, overwrite: bool = False) -> dict:
-    """Write ``folder``'s shards in format ``fmt`` to ``out_dir``; returns a small manifest. ``out_dir`` may
-    not be, contain or lie inside ``folder``; a folder that is not empty is refused unless it is an export
-    folder and ``overwrite`` (`outdir.claim_out`)."""
+    """Write ``folder``'s shards in format ``fmt`` to ``out_dir`` (after `check_export`); returns a small manifest.
+    A folder that is not empty is refused unless it is an export folder and ``overwrite`` (`outdir.claim_out`).
+
+    >>> export_shards("out/shards", "megatron", "out/megatron")  # doctest: +SKIP
+    """
     if fmt not in FORMATS:
         raise ConfigError(f"export format {fmt!r} is not one of {FORMATS}")
-    if path_relation(out_dir, folder) is not None:
-        raise ConfigError(f"--out {out_dir!r} is, contains or lies inside the shard folder {folder!r} it exports; "
-                          "choose an --out outside it")
+    check_export(folder, out_dir)
     s = open_shards(folder)
     with claim_out(out_dir, "export", overwrite=overwrite, resume_flag=None, protect={"the shard folder": [folder]}):
         return _export(s, folder, fmt, out_dir)
@@ -76,13 +106,12 @@ def export_shards(folder: str, fmt: str, out_dir: str, *, overwrite: bool = Fals
 
 def _export(s, folder: str, fmt: str, out_dir: str) -> dict:
     L = s.seq_len
-    vocab = s.manifest["tokenizer"]["vocab_size"]
     files = []
     n_docs = 0
     if fmt == "megatron":
         mg_segs, mg_file = megatron_layout(s)
     for k, e in enumerate(s.manifest["shards"]):
-        name = e["name"]
+        name = shard_name(k)
         if fmt == "datatrove":
             sh = s._shard(k)
             tokens = np.asarray(sh.tokens).reshape(-1)
@@ -95,13 +124,13 @@ def _export(s, folder: str, fmt: str, out_dir: str) -> dict:
             write_bytes(bounds.astype("<u8").tobytes(), join(out_dir, f"{name}.ds.index"))
             files += [f"{name}.ds", f"{name}.ds.index"]
         else:
-            dt = np.dtype(np.uint16) if vocab < 65500 else np.dtype(np.int32)
+            dt = megatron_dtype(s.max_id)
             mine = mg_segs[mg_file == k]
             if not len(mine):  # every piece belongs to documents begun in earlier shards: Megatron cannot map
                 continue  # an empty .bin, so no file
             pieces = [s[int(g)][a: a + n] for g, a, n in zip(mine["gseq"], mine["start"].astype(np.int64),
                                                             mine["length"].astype(np.int64))]
-            data = np.concatenate(pieces).astype(dt) if pieces else np.zeros(0, dt)
+            data = np.concatenate(pieces).astype(dt) if pieces else np.zeros(0, dt)  # verified: ids <= max_id
             starts = np.flatnonzero(np.r_[True, mine["doc"][1:] != mine["doc"][:-1]]) if len(mine) else []
             write_bytes(data.tobytes(), join(out_dir, f"{name}.bin"))
             write_bytes(megatron_idx(mine["length"], dt, starts), join(out_dir, f"{name}.idx"))

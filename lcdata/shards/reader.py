@@ -1,13 +1,20 @@
-"""Reading, verifying and inspecting a shard folder (format in `lcdata.shards.format`, docs/format.md).
+"""Reading and inspecting a shard folder (format in `lcdata.shards.format`, docs/format.md).
 
-`open_shards(dir)` gives random access to sequence i as a NumPy view of a memory map (zero copy; remote
-folders are read into memory), its document pieces (boundaries, source, document id) and, for tests and
-round trips, every document instance re-assembled from its pieces.
+`check_folder(dir)` is the cheap structural validation every reader runs before it trusts a folder: the
+manifest parses and passes `validate_manifest` (schema, names, counts against each other, seal), and every
+file it lists is there with its listed size (one directory listing; no data read). `open_shards(dir)` (the
+training loader's and `inspect`'s entry) and `lcdata export` call it and refuse a folder with a problem in
+one line; `lcdata verify` (`lcdata.shards.verify`) adds the checks against the data.
+
+`open_shards` gives random access to sequence i as a NumPy view of a memory map (zero copy; remote folders
+are read into memory), its document pieces (boundaries, source, document id) and, for tests and round
+trips, every document instance re-assembled from its pieces.
 """
 
 from __future__ import annotations
 
-import json
+import io
+import re
 from dataclasses import dataclass
 
 import fsspec
@@ -15,7 +22,9 @@ import numpy as np
 import polars as pl
 
 from ..errors import LcdataError
-from .format import FORMAT, FORMAT_VERSION, SEG_FILE_DTYPE, sha256_bytes
+from .format import MANIFEST_FILE, SEG_FILE_DTYPE, parse_manifest, validate_manifest
+
+_SHARD_FILE = re.compile(r"shard-\d+\.(bin|seg\.npy)")
 
 
 def _is_local(url: str) -> bool:
@@ -31,6 +40,60 @@ def _read_bytes(url: str) -> bytes:
         return fh.read()
 
 
+def listed_files(m: dict) -> list[tuple[str, dict]]:
+    """(key path, {path, bytes, sha256}) of every data file a valid manifest lists."""
+    out = [(f"shards[{k}].files.{t}", e["files"][t]) for k, e in enumerate(m["shards"]) for t in ("bin", "seg")]
+    return out + [("documents", m["documents"])]
+
+
+def check_folder(folder: str) -> tuple[dict | None, list[str]]:
+    """(manifest, problems) of the cheap structural validation (module docstring); [] problems = trusted."""
+    folder = folder.rstrip("/")
+    try:
+        fs, root = fsspec.core.url_to_fs(folder)
+        listing = {e["name"].rstrip("/").rsplit("/", 1)[-1]: e for e in fs.ls(root, detail=True)}
+    except (FileNotFoundError, NotADirectoryError):
+        return None, [f"{folder}: no such folder"]
+    if MANIFEST_FILE not in listing:
+        return None, [f"{folder!r} holds no {MANIFEST_FILE}: not a complete lcdata build (an interrupted build "
+                      "resumes with `lcdata build ... --resume`)"]
+    try:
+        data = _read_bytes(_path(folder, MANIFEST_FILE))
+    except OSError as e:  # a folder of that name, no permission, ...
+        return None, [f"{MANIFEST_FILE}: cannot be read ({type(e).__name__}: {e})"]
+    m, problems = parse_manifest(data)
+    if m is None:
+        return None, problems
+    problems = validate_manifest(m)
+    if problems:
+        return m, problems
+    listed = set()
+    for key, meta in listed_files(m):
+        name = meta["path"]
+        listed.add(name)
+        e = listing.get(name)
+        if e is None or e.get("type") not in ("file", None):
+            problems.append(f"{name}: missing (listed in {MANIFEST_FILE} as {key})")
+        elif e.get("size") != meta["bytes"]:
+            problems.append(f"{name}: size {e.get('size')} != {meta['bytes']} bytes in {MANIFEST_FILE} "
+                            "(truncated or altered)")
+    for name in sorted(listing):
+        if _SHARD_FILE.fullmatch(name) and name not in listed:
+            problems.append(f"{name}: a shard file not listed in {MANIFEST_FILE} (left by another build?); "
+                            "rebuild the folder or remove it")
+    return m, problems
+
+
+def validate_folder(folder: str) -> dict:
+    """The manifest of ``folder`` after `check_folder`; a folder with a problem raises one `LcdataError` line."""
+    m, problems = check_folder(folder)
+    if problems:
+        more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+        raise LcdataError(f"{folder}: {problems[0]}{more}; run `lcdata verify {folder}` for the full report and "
+                          "rebuild the folder")
+    return m
+
+
 @dataclass
 class _Shard:
     tokens: np.ndarray  # (n, seq_len)
@@ -39,8 +102,8 @@ class _Shard:
 
 
 class ShardSet:
-    """A built shard folder. ``len(s)``, ``s[i]`` (tokens of sequence i), ``s.pieces(i)``,
-    ``s.cu_seqlens(i)``, ``s.documents`` (Polars frame), ``s.manifest``.
+    """A built shard folder, validated by `check_folder`. ``len(s)``, ``s[i]`` (tokens of sequence i),
+    ``s.pieces(i)``, ``s.cu_seqlens(i)``, ``s.documents`` (Polars frame), ``s.manifest``.
 
     >>> s = open_shards("out/demo/shards")  # doctest: +SKIP
     >>> s[0].shape, s.pieces(0)[0]["source"]  # doctest: +SKIP
@@ -48,18 +111,11 @@ class ShardSet:
 
     def __init__(self, folder: str):
         self.folder = folder.rstrip("/")
-        try:
-            self.manifest = json.loads(_read_bytes(_path(self.folder, "manifest.json")))
-        except FileNotFoundError:
-            raise LcdataError(f"{folder!r} holds no manifest.json: not a complete lcdata build "
-                              "(an interrupted build resumes with `lcdata build ... --resume`)") from None
-        m = self.manifest
-        if m.get("format") != FORMAT or m.get("format_version") != FORMAT_VERSION:
-            raise LcdataError(f"{folder!r}: format {m.get('format')} v{m.get('format_version')} is not "
-                              f"{FORMAT} v{FORMAT_VERSION}; rebuild it with this lcdata")
+        self.manifest = m = validate_folder(self.folder)
         self.seq_len = int(m["seq_len"])
         self.dtype = np.dtype(m["dtype"]).newbyteorder("<")
         self.sources: list[str] = m["sources"]
+        self.max_id = int(m["tokenizer"]["max_id"])
         self._shards: list[_Shard | None] = [None] * len(m["shards"])
         self._starts = np.array([s["first_sequence"] for s in m["shards"]] + [m["n_sequences"]], dtype=np.int64)
         self._docs: pl.DataFrame | None = None
@@ -73,15 +129,19 @@ class ShardSet:
             e = self.manifest["shards"][k]
             bin_url = _path(self.folder, e["files"]["bin"]["path"])
             seg_url = _path(self.folder, e["files"]["seg"]["path"])
-            if _is_local(bin_url):
-                p = bin_url.removeprefix("file://")
-                tokens = np.memmap(p, dtype=self.dtype, mode="r") if e["n_sequences"] else np.zeros(0, self.dtype)
-                segs = np.load(seg_url.removeprefix("file://"), mmap_mode="r", allow_pickle=False)
-            else:
-                tokens = np.frombuffer(_read_bytes(bin_url), dtype=self.dtype)
-                import io
-
-                segs = np.load(io.BytesIO(_read_bytes(seg_url)), allow_pickle=False)
+            try:
+                if _is_local(bin_url):
+                    tokens = np.memmap(bin_url.removeprefix("file://"), dtype=self.dtype, mode="r")
+                    segs = np.load(seg_url.removeprefix("file://"), mmap_mode="r", allow_pickle=False)
+                else:
+                    tokens = np.frombuffer(_read_bytes(bin_url), dtype=self.dtype)
+                    segs = np.load(io.BytesIO(_read_bytes(seg_url)), allow_pickle=False)
+            except (ValueError, OSError, EOFError) as err:
+                raise LcdataError(f"{self.folder}: shard {k} cannot be read ({type(err).__name__}: {err}); run "
+                                  f"`lcdata verify {self.folder}` and rebuild the folder") from None
+            if segs.dtype != SEG_FILE_DTYPE or segs.ndim != 1:
+                raise LcdataError(f"{seg_url}: holds {segs.dtype} {segs.shape}, not the format's piece table; run "
+                                  f"`lcdata verify {self.folder}` and rebuild the folder")
             tokens = tokens.reshape(-1, self.seq_len)
             idx = np.searchsorted(segs["seq"], np.arange(e["n_sequences"] + 1), side="left")
             sh = self._shards[k] = _Shard(tokens=tokens, segs=segs, seg_index=idx)
@@ -168,68 +228,6 @@ class ShardSet:
 def open_shards(folder: str) -> ShardSet:
     """Open a shard folder written by `lcdata build` (local path or fsspec URL)."""
     return ShardSet(folder)
-
-
-def verify_shards(folder: str) -> list[str]:
-    """Check every file against the manifest (size, SHA-256: shards and documents.parquet) and the structure
-    (documents.parquet readable with ``n_instances`` rows, token ids < vocab size, pieces inside sequences and
-    non-overlapping, each piece's document a row of documents.parquet, per-source token counts). Returns the
-    problems found (empty = valid); each names the file and the failed check."""
-    problems: list[str] = []
-    try:
-        s = open_shards(folder)
-    except LcdataError as e:
-        return [str(e)]
-    m = s.manifest
-    vocab = m["tokenizer"]["vocab_size"]
-    per_src = np.zeros(len(s.sources), dtype=np.int64)
-    files = [(e["files"][k]["path"], e["files"][k]) for e in m["shards"] for k in ("bin", "seg")]
-    if "documents" in m:  # absent from manifests written before lcdata recorded it: the checks below still run
-        files.append((m["documents"]["path"], m["documents"]))
-    for path, meta in files:
-        url = _path(s.folder, path)
-        try:
-            data = _read_bytes(url)
-        except FileNotFoundError:
-            problems.append(f"{path}: missing (listed in manifest.json)")
-            continue
-        if len(data) != meta["bytes"]:
-            problems.append(f"{path}: size {len(data)} != {meta['bytes']} bytes in manifest.json (truncated or altered)")
-        elif sha256_bytes(data) != meta["sha256"]:
-            problems.append(f"{path}: SHA-256 mismatch with manifest.json (file altered)")
-    if problems:
-        return problems
-    docs_name = m["documents_file"]
-    try:
-        n_docs = pl.read_parquet(_read_bytes(_path(s.folder, docs_name))).height
-    except FileNotFoundError:
-        return [f"{docs_name}: missing (named in manifest.json)"]
-    except pl.exceptions.PolarsError:
-        return [f"{docs_name}: not a readable Parquet file (truncated or altered)"]
-    if n_docs != m["n_instances"]:
-        problems.append(f"{docs_name}: {n_docs} rows != n_instances {m['n_instances']} in manifest.json")
-    for k, e in enumerate(m["shards"]):
-        sh = s._shard(k)
-        name = e["files"]["bin"]["path"]
-        if sh.tokens.size and int(sh.tokens.max()) >= vocab:
-            problems.append(f"{name}: token id {int(sh.tokens.max())} >= vocab size {vocab}")
-        g = sh.segs
-        if len(g):
-            end = g["start"].astype(np.int64) + g["length"]
-            if (end > s.seq_len).any() or (g["seq"] >= e["n_sequences"]).any():
-                problems.append(f"{e['files']['seg']['path']}: a piece lies outside its sequence")
-            same = g["seq"][1:] == g["seq"][:-1]
-            if (same & (g["start"][1:].astype(np.int64) < end[:-1])).any():
-                problems.append(f"{e['files']['seg']['path']}: overlapping pieces")
-            if int(g["doc"].max()) >= n_docs:
-                problems.append(f"{e['files']['seg']['path']}: piece of document {int(g['doc'].max())}, but "
-                                f"{docs_name} has {n_docs} rows")
-            per_src += np.bincount(g["source"], weights=g["length"], minlength=len(s.sources)).astype(np.int64)
-    for i, src in enumerate(s.sources):
-        want = m["per_source"][src]["tokens"]
-        if int(per_src[i]) != want:
-            problems.append(f"manifest.json: source {src!r} has {int(per_src[i])} tokens in the pieces, manifest says {want}")
-    return problems
 
 
 def inspect_sequence(folder: str, i: int, tokenizer: str | None = None, max_chars: int = 400) -> str:
