@@ -157,9 +157,9 @@ def test_resume_after_kills_is_byte_identical(slice_dir, tmp_path, build_w1):
     out = tmp_path / "killed"
     args = build_args(slice_dir, out, "--workers", 1)
     # 1. killed in phase 1, right after the first file's spill was committed
-    left = _run_until(args, out / "_work" / "tok-00000.units.parquet")
-    spills = [f for f in left if f.endswith(".units.parquet")]
-    assert 1 <= len(spills) < 3 and "build.json" in left
+    left = _run_until(args, out / "_work" / "tok-00000.done.json")
+    spills = [f for f in left if f.startswith("_work/tok-") and f.endswith((".units.parquet", ".done.json"))]
+    assert 1 <= sum(f.endswith(".done.json") for f in spills) < 3 and "build.json" in left
     mtimes = {f: (out / f).stat().st_mtime_ns for f in spills}
     # without --resume the folder is refused, and left as it is
     assert_user_error(lcdata(*args), str(out), "--resume")
@@ -167,7 +167,8 @@ def test_resume_after_kills_is_byte_identical(slice_dir, tmp_path, build_w1):
     left2 = _run_until(args + ["--resume"], out / "shard-00003.bin")
     assert {f: (out / f).stat().st_mtime_ns for f in spills} == mtimes  # finished spills were not redone
     assert sum(f.endswith(".units.parquet") for f in left2) == 3
-    done = sorted(f.removeprefix("_work/").removesuffix(".done.json") for f in left2 if f.endswith(".done.json"))
+    done = sorted(f.removeprefix("_work/").removesuffix(".done.json") for f in left2
+                  if f.startswith("_work/shard-") and f.endswith(".done.json"))
     assert done and done[0] == "shard-00000"
     shard_mtimes = {f"{n}.{ext}": (out / f"{n}.{ext}").stat().st_mtime_ns for n in done for ext in ("bin", "seg.npy")}
     # 3. resumed to the end

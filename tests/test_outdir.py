@@ -119,7 +119,7 @@ def test_out_naming_a_file_and_export_into_its_input(proj, tmp_path, capsys):
     before = tree(out)
     for target in (out, out / "export", tmp_path):
         assert run("export", out, "--format", "megatron", "--out", target) == 2
-        assert "shard folder" in err(capsys)
+        assert "the input folder" in err(capsys)
     assert tree(out) == before
 
 
