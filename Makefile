@@ -42,9 +42,8 @@ EVAL_SEQUENCES ?= 64
 # explicit rules below: GNU make reads `a\ b/x` as one file). Recipes never use $@, $< or $^ (make gives
 # those unescaped); they name their paths with q. So the real output files stay the targets (not stamp files
 # kept elsewhere): their times are the dependencies, and a deleted or edited output re-runs its stage.
-# INPUTS and HELDOUT are shell words as typed: quote a path
-# with spaces inside them (INPUTS="'my corpus/train'"). Pattern rules cannot match escaped names, so the
-# paper ablation's ABL must be free of spaces (checked).
+# INPUTS and HELDOUT are shell words as typed: quote a path with spaces inside them (INPUTS="'my corpus/x'").
+# Pattern rules cannot match escaped names, so the paper ablation's ABL must be free of spaces (checked).
 space := $(subst x,,x x)
 q = '$(subst ','\'',$(1))'
 t = $(subst :,\:,$(subst $(space),\$(space),$(1)))
