@@ -36,26 +36,45 @@ NEEDLE_DEPTHS  ?= 0:100:5
 NEEDLE_ARGS    ?=
 POS_BUCKETS    ?= 0,512
 EVAL_SEQUENCES ?= 64
-LCDATA    := $(BIN)/lcdata
+# Paths with spaces (OUT, CORPUS, TOKENIZER, BIN). Make splits file names on spaces, so the two places a path
+# goes are kept apart: $(call q,PATH) is one quoted shell word, for commands; $(call t,PATH) is the same path
+# with spaces and colons escaped by a backslash, for make's own file names (targets and prerequisites of the
+# explicit rules below: GNU make reads `a\ b/x` as one file). Recipes never use $@, $< or $^ (make gives
+# those unescaped); they name their paths with q. So the real output files stay the targets (not stamp files
+# kept elsewhere): their times are the dependencies, and a deleted or edited output re-runs its stage.
+# INPUTS and HELDOUT are shell words as typed: quote a path with spaces inside them (INPUTS="'my corpus/x'").
+# Pattern rules cannot match escaped names, so the paper ablation's ABL must be free of spaces (checked).
+space := $(subst x,,x x)
+q = '$(subst ','\'',$(1))'
+t = $(subst :,\:,$(subst $(space),\$(space),$(1)))
+O := $(call t,$(OUT))
+LCDATA    := $(call q,$(BIN)/lcdata)
+TOK       := $(call q,$(TOKENIZER))
 
-# A stage also re-runs when its variables change: $(call vars,FILE,TEXT) keeps TEXT in FILE and rewrites FILE
-# (so its time changes) only when TEXT differs; each stage depends on its FILE. Written only for pipeline goals.
+# A stage also re-runs when its variables change. Reading the Makefile writes nothing (`make -n` and `make -q`
+# create no file or folder): $(call changed,DIR,NAME,TEXT) is FORCE when the file DIR/NAME does not hold TEXT
+# (so the stage re-runs, and by their times the stages after it), and the stage's recipe records TEXT there
+# with $(call record,DIR,NAME,TEXT) once its command succeeded (a failed stage is re-run next time).
 same = $(and $(findstring x$(1)x,x$(2)x),$(findstring x$(2)x,x$(1)x))
-vars = $(shell mkdir -p $(dir $(1)))$(if $(call same,$(strip $(2)),$(strip $(file <$(1)))),,$(file >$(1),$(strip $(2))))
+changed = $(if $(call same,$(strip $(3)),$(strip $(file <$(1)/$(2)))),,FORCE)
+record = mkdir -p $(call q,$(1)) && printf '%s\n' $(call q,$(strip $(3))) > $(call q,$(1)/$(2))
 WFLAG     := $(if $(WORKERS),--workers $(WORKERS))
-CORPUS_FILES := $(sort $(shell find $(CORPUS) -name '*.jsonl*' -o -name '*.parquet' 2>/dev/null))
-# INPUTS feed stats/sample/build; HELDOUT (files or globs, quoted) feeds eval-loss and must not overlap them.
+# every corpus file (escaped for make) and the tokenizer (unless a URL) are prerequisites: an edit re-runs
+CORPUS_FILES := $(shell find $(call q,$(CORPUS)) -type f \( -name '*.jsonl*' -o -name '*.json.zst' -o \
+	-name '*.json.gz' -o -name '*.parquet' \) 2>/dev/null | LC_ALL=C sort | sed 's/[ :]/\\&/g')
+TOK_FILE  := $(if $(findstring ://,$(TOKENIZER)),,$(call t,$(TOKENIZER)))
+# INPUTS feed stats/sample/build; HELDOUT (files, folders or globs, quoted) feeds eval-loss and must not overlap them.
 # The demo holds out one part file per source; for another CORPUS, INPUTS is all of it and HELDOUT is yours to name.
 ifeq ($(CORPUS),data/demo)
 INPUTS    ?= '$(CORPUS)/*/part-000.jsonl.zst' '$(CORPUS)/[!w]*/part-001.jsonl.zst'
 HELDOUT   ?= '$(CORPUS)/*/part-002.jsonl.zst' '$(CORPUS)/web/part-001.jsonl.zst'
 else
-INPUTS    ?= $(CORPUS)
+INPUTS    ?= $(call q,$(CORPUS))
 HELDOUT   ?=
 endif
 
 .SECONDARY:
-.PHONY: venv test demo stats sample shards heldout train needle eval-loss report paper-ablation lint bench clean
+.PHONY: venv test demo stats sample shards heldout train needle eval-loss report paper-ablation lint bench clean FORCE
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -76,62 +95,69 @@ lint: venv
 # The main job on the embedded demo corpus: statistics, a per-source sample, packed shards (verified), a short
 # continual-pretraining run, the needle evaluation and per-source/position loss, and out/demo/report.md.
 demo: venv report
-	$(LCDATA) verify $(OUT)/shards
+	$(LCDATA) verify $(call q,$(OUT)/shards)
 	@echo "lcdata demo: open $(OUT)/report.md"
 
+# each stage's variables, kept in $(OUT)/.vars/STAGE
 V := $(OUT)/.vars
-ifneq ($(filter-out venv test lint bench clean paper-ablation $(ABL)/%,$(MAKECMDGOALS)),)
-$(call vars,$(V)/stats,$(INPUTS) $(TOKENIZER))
-$(call vars,$(V)/plan,$(STRATEGY) $(BUDGET) $(SEED) $(SAMPLE_ARGS))
-$(call vars,$(V)/shards,$(SEQ_LEN) $(PACKING) $(SEED))
-$(call vars,$(V)/heldout,$(HELDOUT) $(TRAIN_SEQ_LEN))
-$(call vars,$(V)/train,$(MODEL) $(TRAIN_SEQ_LEN) $(BATCH_TOKENS) $(TRAIN_TOKENS) $(LR) $(SEED) $(TRAIN_ARGS))
-$(call vars,$(V)/needle,$(NEEDLE_TASK) $(NEEDLE_MODE) $(NEEDLE_LENGTHS) $(NEEDLE_DEPTHS) $(NEEDLE_ARGS))
-$(call vars,$(V)/eval-loss,$(POS_BUCKETS) $(EVAL_SEQUENCES))
-endif
+VARS_stats     = $(INPUTS) $(TOKENIZER)
+VARS_plan      = $(STRATEGY) $(BUDGET) $(SEED) $(SAMPLE_ARGS)
+VARS_shards    = $(SEQ_LEN) $(PACKING) $(SEED)
+VARS_heldout   = $(HELDOUT) $(TOKENIZER) $(TRAIN_SEQ_LEN)
+VARS_train     = $(MODEL) $(TRAIN_SEQ_LEN) $(BATCH_TOKENS) $(TRAIN_TOKENS) $(LR) $(SEED) $(TRAIN_ARGS)
+VARS_needle    = $(NEEDLE_TASK) $(NEEDLE_MODE) $(NEEDLE_LENGTHS) $(NEEDLE_DEPTHS) $(NEEDLE_ARGS)
+VARS_eval-loss = $(POS_BUCKETS) $(EVAL_SEQUENCES)
+stage_changed = $(call changed,$(V),$(1),$(VARS_$(1)))
+stage_record = $(call record,$(V),$(1),$(VARS_$(1)))
 
-stats: $(OUT)/stats/stats.json
-sample: $(OUT)/plan/plan.json
-shards: $(OUT)/shards/manifest.json
-heldout: $(OUT)/heldout/manifest.json
-train: $(OUT)/run/final/config.json
-needle: $(OUT)/needle/results.json
-eval-loss: $(OUT)/eval-loss/loss.json
-report: $(OUT)/report.md
+stats: $(O)/stats/stats.json
+sample: $(O)/plan/plan.json
+shards: $(O)/shards/manifest.json
+heldout: $(O)/heldout/manifest.json
+train: $(O)/run/final/config.json
+needle: $(O)/needle/results.json
+eval-loss: $(O)/eval-loss/loss.json
+report: $(O)/report.md
 
-$(OUT)/stats/stats.json: $(STAMP) $(CORPUS_FILES) $(TOKENIZER) $(V)/stats
-	$(LCDATA) stats $(INPUTS) --tokenizer $(TOKENIZER) --calibrate --out $(OUT)/stats $(WFLAG)
+$(O)/stats/stats.json: $(STAMP) $(CORPUS_FILES) $(TOK_FILE) $(call stage_changed,stats)
+	$(LCDATA) stats $(INPUTS) --tokenizer $(TOK) --calibrate --out $(call q,$(OUT)/stats) $(WFLAG)
+	@$(call stage_record,stats)
 
-$(OUT)/plan/plan.json: $(OUT)/stats/stats.json $(V)/plan
-	$(LCDATA) sample $(INPUTS) --stats $(OUT)/stats --strategy $(STRATEGY) --budget-tokens $(BUDGET) \
-		--seed $(SEED) --out $(OUT)/plan $(SAMPLE_ARGS) $(WFLAG)
+$(O)/plan/plan.json: $(O)/stats/stats.json $(call stage_changed,plan)
+	$(LCDATA) sample $(INPUTS) --stats $(call q,$(OUT)/stats) --strategy $(STRATEGY) --budget-tokens $(BUDGET) \
+		--seed $(SEED) --out $(call q,$(OUT)/plan) $(SAMPLE_ARGS) $(WFLAG)
+	@$(call stage_record,plan)
 
-$(OUT)/shards/manifest.json: $(OUT)/plan/plan.json $(V)/shards
-	$(LCDATA) build $(INPUTS) --plan $(OUT)/plan --tokenizer $(TOKENIZER) --seq-len $(SEQ_LEN) \
-		--packing $(PACKING) --seed $(SEED) --out $(OUT)/shards --overwrite $(WFLAG)
+$(O)/shards/manifest.json: $(O)/plan/plan.json $(call stage_changed,shards)
+	$(LCDATA) build $(INPUTS) --plan $(call q,$(OUT)/plan) --tokenizer $(TOK) --seq-len $(SEQ_LEN) \
+		--packing $(PACKING) --seed $(SEED) --out $(call q,$(OUT)/shards) --overwrite $(WFLAG)
+	@$(call stage_record,shards)
 
-# held-out documents (HELDOUT), every one once, in windows of the training length; HELDOUT must be named
-need_heldout = $(if $(strip $(HELDOUT)),,$(error HELDOUT is empty: name held-out files or globs for eval-loss, \
-	documents that INPUTS does not hold))
-$(OUT)/heldout/manifest.json: $(STAMP) $(CORPUS_FILES) $(TOKENIZER) $(V)/heldout $(V)/stats
-	$(need_heldout)$(LCDATA) build $(HELDOUT) --tokenizer $(TOKENIZER) --seq-len $(TRAIN_SEQ_LEN) \
-		--out $(OUT)/heldout --overwrite $(WFLAG)
+# held-out documents (HELDOUT), every one once, in windows of the training length
+$(O)/heldout/manifest.json: $(STAMP) $(CORPUS_FILES) $(TOK_FILE) $(call stage_changed,heldout)
+	$(LCDATA) build $(HELDOUT) --tokenizer $(TOK) --seq-len $(TRAIN_SEQ_LEN) --out $(call q,$(OUT)/heldout) \
+		--overwrite $(WFLAG)
+	@$(call stage_record,heldout)
 
-$(OUT)/run/final/config.json: $(OUT)/shards/manifest.json $(V)/train
-	rm -rf $(OUT)/run
-	$(LCDATA) train --shards $(OUT)/shards --model $(MODEL) --seq-len $(TRAIN_SEQ_LEN) --batch-tokens $(BATCH_TOKENS) \
-		--tokens $(TRAIN_TOKENS) --lr $(LR) --seed $(SEED) --save-every 0 --log-every 8 --out $(OUT)/run $(TRAIN_ARGS)
+$(O)/run/final/config.json: $(O)/shards/manifest.json $(call stage_changed,train)
+	rm -rf $(call q,$(OUT)/run)
+	$(LCDATA) train --shards $(call q,$(OUT)/shards) --model $(MODEL) --seq-len $(TRAIN_SEQ_LEN) \
+		--batch-tokens $(BATCH_TOKENS) --tokens $(TRAIN_TOKENS) --lr $(LR) --seed $(SEED) --save-every 0 \
+		--log-every 8 --out $(call q,$(OUT)/run) $(TRAIN_ARGS)
+	@$(call stage_record,train)
 
-$(OUT)/needle/results.json: $(OUT)/run/final/config.json $(V)/needle
-	$(LCDATA) needle --model $(OUT)/run --tokenizer $(TOKENIZER) --task $(NEEDLE_TASK) --mode $(NEEDLE_MODE) \
-		--lengths $(NEEDLE_LENGTHS) --depths $(NEEDLE_DEPTHS) --out $(OUT)/needle $(NEEDLE_ARGS)
+$(O)/needle/results.json: $(O)/run/final/config.json $(call stage_changed,needle)
+	$(LCDATA) needle --model $(call q,$(OUT)/run) --tokenizer $(TOK) --task $(NEEDLE_TASK) --mode $(NEEDLE_MODE) \
+		--lengths $(NEEDLE_LENGTHS) --depths $(NEEDLE_DEPTHS) --out $(call q,$(OUT)/needle) $(NEEDLE_ARGS)
+	@$(call stage_record,needle)
 
-$(OUT)/eval-loss/loss.json: $(OUT)/run/final/config.json $(OUT)/heldout/manifest.json $(V)/eval-loss
-	$(LCDATA) eval-loss --model $(OUT)/run --labels $(MODEL)-$(STRATEGY) --shards $(OUT)/heldout \
-		--position-buckets $(POS_BUCKETS) --max-sequences $(EVAL_SEQUENCES) --out $(OUT)/eval-loss
+$(O)/eval-loss/loss.json: $(O)/run/final/config.json $(O)/heldout/manifest.json $(call stage_changed,eval-loss)
+	$(LCDATA) eval-loss --model $(call q,$(OUT)/run) --labels $(MODEL)-$(STRATEGY) --shards $(call q,$(OUT)/heldout) \
+		--position-buckets $(POS_BUCKETS) --max-sequences $(EVAL_SEQUENCES) --out $(call q,$(OUT)/eval-loss)
+	@$(call stage_record,eval-loss)
 
-$(OUT)/report.md: $(OUT)/needle/results.json $(OUT)/eval-loss/loss.json
-	$(LCDATA) report $(OUT)
+$(O)/report.md: $(O)/needle/results.json $(O)/eval-loss/loss.json
+	$(LCDATA) report $(call q,$(OUT))
 
 # ---------------------------------------------------------------------------------------- paper ablation
 # The paper's comparison in miniature (Fu et al. 2024, "The mixtures compared"): the same base model (trained
@@ -152,62 +178,88 @@ ABL_POS_BUCKETS ?= 0,256
 # ABL_BASE: an existing model (HF folder or run) to continue from; empty = a MODEL trained here at ABL_BASE_SEQ_LEN
 ABL_BASE       ?=
 ABL_BASE_MODEL := $(or $(ABL_BASE),$(ABL)/base/run/final)
-AV := $(ABL)/.vars
-ifneq ($(filter paper-ablation $(ABL)/%,$(MAKECMDGOALS)),)
-$(call vars,$(AV)/stats,$(INPUTS) $(TOKENIZER))
-$(call vars,$(AV)/plan,$(ABL_BUDGET) $(ABL_UPSAMPLE) $(SEED))
-$(call vars,$(AV)/shards,$(ABL_SEQ_LEN) $(ABL_BASE_SEQ_LEN))
-$(call vars,$(AV)/base,$(MODEL) $(ABL_BASE_TOKENS) $(LR) $(BATCH_TOKENS))
-$(call vars,$(AV)/train,$(ABL_BASE) $(ABL_TOKENS) $(ABL_LR) $(BATCH_TOKENS) $(TRAIN_ARGS))
-$(call vars,$(AV)/needle,$(NEEDLE_TASK) $(NEEDLE_MODE) $(NEEDLE_LENGTHS) $(NEEDLE_DEPTHS) $(NEEDLE_ARGS))
-$(call vars,$(AV)/eval-loss,$(ABL_STRATEGIES) $(ABL_POS_BUCKETS) $(EVAL_SEQUENCES) $(HELDOUT))
+ifneq ($(words $(ABL)),1)
+$(error ABL='$(ABL)' holds a space: make's pattern rules cannot name such files; choose an ABL without spaces)
 endif
+# each stage's variables, kept in $(ABL)/.vars/STAGE (per strategy where a rule makes one folder per strategy)
+AV := $(ABL)/.vars
+AVARS_stats     = $(INPUTS) $(TOKENIZER)
+AVARS_plan      = $(ABL_BUDGET) $(ABL_UPSAMPLE) $(SEED)
+AVARS_shards    = $(ABL_SEQ_LEN) $(ABL_BASE_SEQ_LEN) $(TOKENIZER)
+AVARS_base      = $(MODEL) $(ABL_BASE_TOKENS) $(LR) $(BATCH_TOKENS)
+AVARS_train     = $(ABL_BASE) $(ABL_TOKENS) $(ABL_LR) $(BATCH_TOKENS) $(TRAIN_ARGS)
+AVARS_needle    = $(NEEDLE_TASK) $(NEEDLE_MODE) $(NEEDLE_LENGTHS) $(NEEDLE_DEPTHS) $(NEEDLE_ARGS) $(TOKENIZER)
+AVARS_eval-loss = $(ABL_STRATEGIES) $(ABL_POS_BUCKETS) $(EVAL_SEQUENCES) $(HELDOUT) $(TOKENIZER)
+# $(call abl_changed,STAGE[,STRATEGY]) and $(call abl_record,STAGE[,STRATEGY]), as stage_changed/stage_record;
+# in a pattern rule's prerequisites, written $$(call abl_changed,STAGE,$$*) (expanded per target)
+abl_changed = $(call changed,$(AV),$(1)$(if $(2),-$(2)),$(AVARS_$(1)))
+abl_record = $(call record,$(AV),$(1)$(if $(2),-$(2)),$(AVARS_$(1)))
+.SECONDEXPANSION:
 
 paper-ablation: $(ABL)/report.md
 	@echo "lcdata paper-ablation: open $(ABL)/report.md"
 
-$(ABL)/stats/stats.json: $(STAMP) $(CORPUS_FILES) $(TOKENIZER) $(AV)/stats
-	$(LCDATA) stats $(INPUTS) --tokenizer $(TOKENIZER) --out $(ABL)/stats --quiet $(WFLAG)
+$(ABL)/stats/stats.json: $(STAMP) $(CORPUS_FILES) $(TOK_FILE) $(call abl_changed,stats)
+	$(LCDATA) stats $(INPUTS) --tokenizer $(TOK) --out $(ABL)/stats --quiet $(WFLAG)
+	@$(call abl_record,stats)
 
-$(ABL)/%/plan/plan.json: $(ABL)/stats/stats.json $(AV)/plan
+$(ABL)/%/plan/plan.json: $(ABL)/stats/stats.json $$(call abl_changed,plan,$$*)
 	$(LCDATA) sample $(INPUTS) --stats $(ABL)/stats --strategy $* --budget-tokens $(ABL_BUDGET) --seed $(SEED) \
 		--out $(ABL)/$*/plan $(if $(filter upsample-sources,$*),$(ABL_UPSAMPLE)) --quiet $(WFLAG)
+	@$(call abl_record,plan,$*)
 
-$(ABL)/%/shards/manifest.json: $(ABL)/%/plan/plan.json $(AV)/shards
-	$(LCDATA) build $(INPUTS) --plan $(ABL)/$*/plan --tokenizer $(TOKENIZER) --seq-len $(ABL_SEQ_LEN) \
+$(ABL)/%/shards/manifest.json: $(ABL)/%/plan/plan.json $$(call abl_changed,shards,$$*)
+	$(LCDATA) build $(INPUTS) --plan $(ABL)/$*/plan --tokenizer $(TOK) --seq-len $(ABL_SEQ_LEN) \
 		--seed $(SEED) --out $(ABL)/$*/shards --overwrite $(WFLAG)
+	@$(call abl_record,shards,$*)
 
-$(ABL)/base/shards/manifest.json: $(ABL)/natural/plan/plan.json $(AV)/shards
-	$(LCDATA) build $(INPUTS) --plan $(ABL)/natural/plan --tokenizer $(TOKENIZER) --seq-len $(ABL_BASE_SEQ_LEN) \
+$(ABL)/base/shards/manifest.json: $(ABL)/natural/plan/plan.json $(call abl_changed,shards,base)
+	$(LCDATA) build $(INPUTS) --plan $(ABL)/natural/plan --tokenizer $(TOK) --seq-len $(ABL_BASE_SEQ_LEN) \
 		--seed $(SEED) --out $(ABL)/base/shards --overwrite $(WFLAG)
+	@$(call abl_record,shards,base)
 
-$(ABL)/base/run/final/config.json: $(ABL)/base/shards/manifest.json $(AV)/base
+$(ABL)/base/run/final/config.json: $(ABL)/base/shards/manifest.json $(call abl_changed,base)
 	rm -rf $(ABL)/base/run
 	$(LCDATA) train --shards $(ABL)/base/shards --model $(MODEL) --batch-tokens $(BATCH_TOKENS) \
 		--tokens $(ABL_BASE_TOKENS) --lr $(LR) --seed $(SEED) --save-every 0 --log-every 16 --out $(ABL)/base/run
+	@$(call abl_record,base)
 
-$(ABL)/%/run/final/config.json: $(ABL)/%/shards/manifest.json $(AV)/train \
+$(ABL)/%/run/final/config.json: $(ABL)/%/shards/manifest.json $$(call abl_changed,train,$$*) \
 		$(if $(ABL_BASE),,$(ABL)/base/run/final/config.json)
 	rm -rf $(ABL)/$*/run
-	$(LCDATA) train --shards $(ABL)/$*/shards --model $(ABL_BASE_MODEL) --seq-len $(ABL_SEQ_LEN) \
+	$(LCDATA) train --shards $(ABL)/$*/shards --model $(call q,$(ABL_BASE_MODEL)) --seq-len $(ABL_SEQ_LEN) \
 		--batch-tokens $(BATCH_TOKENS) --tokens $(ABL_TOKENS) --lr $(ABL_LR) --seed $(SEED) --save-every 0 \
 		--log-every 16 --out $(ABL)/$*/run $(TRAIN_ARGS)
+	@$(call abl_record,train,$*)
 
-$(ABL)/heldout/manifest.json: $(STAMP) $(CORPUS_FILES) $(TOKENIZER) $(AV)/eval-loss $(AV)/shards
-	$(need_heldout)$(LCDATA) build $(HELDOUT) --tokenizer $(TOKENIZER) --seq-len $(ABL_SEQ_LEN) --out $(ABL)/heldout --overwrite $(WFLAG)
+$(ABL)/heldout/manifest.json: $(STAMP) $(CORPUS_FILES) $(TOK_FILE) $(call abl_changed,eval-loss,heldout) \
+		$(call abl_changed,shards,heldout)
+	$(LCDATA) build $(HELDOUT) --tokenizer $(TOK) --seq-len $(ABL_SEQ_LEN) --out $(ABL)/heldout --overwrite $(WFLAG)
+	@$(call abl_record,eval-loss,heldout) && $(call abl_record,shards,heldout)
 
-$(ABL)/%/needle/results.json: $(ABL)/%/run/final/config.json $(AV)/needle
-	$(LCDATA) needle --model $(ABL)/$*/run --tokenizer $(TOKENIZER) --task $(NEEDLE_TASK) --mode $(NEEDLE_MODE) \
+$(ABL)/%/needle/results.json: $(ABL)/%/run/final/config.json $$(call abl_changed,needle,$$*)
+	$(LCDATA) needle --model $(ABL)/$*/run --tokenizer $(TOK) --task $(NEEDLE_TASK) --mode $(NEEDLE_MODE) \
 		--lengths $(NEEDLE_LENGTHS) --depths $(NEEDLE_DEPTHS) --out $(ABL)/$*/needle --quiet $(NEEDLE_ARGS)
+	@$(call abl_record,needle,$*)
 
 $(ABL)/eval-loss/loss.json: $(foreach s,$(ABL_STRATEGIES),$(ABL)/$(s)/run/final/config.json) $(ABL)/heldout/manifest.json \
-		$(AV)/eval-loss
+		$(call abl_changed,eval-loss)
 	$(LCDATA) eval-loss --model $(foreach s,$(ABL_STRATEGIES),$(ABL)/$(s)/run) --labels $(ABL_STRATEGIES) \
 		--shards $(ABL)/heldout --position-buckets $(ABL_POS_BUCKETS) --max-sequences $(EVAL_SEQUENCES) \
 		--out $(ABL)/eval-loss
+	@$(call abl_record,eval-loss)
 
 $(ABL)/report.md: $(ABL)/eval-loss/loss.json $(foreach s,$(ABL_STRATEGIES),$(ABL)/$(s)/needle/results.json)
 	$(LCDATA) report $(ABL) --ablation $(ABL_STRATEGIES)
+
+# HELDOUT is checked when make reads the Makefile, before any stage runs (not after training): it must name
+# corpus files, each word must match some, and none may be among INPUTS' (scripts/check_heldout.sh). Only
+# for goals that use it; the check reads the corpus folders and writes nothing.
+ifneq ($(or $(filter heldout eval-loss report demo paper-ablation,$(MAKECMDGOALS)),\
+	$(findstring heldout/,$(MAKECMDGOALS)),$(findstring eval-loss/,$(MAKECMDGOALS)),$(findstring report.md,$(MAKECMDGOALS))),)
+heldout_error := $(shell sh scripts/check_heldout.sh $(INPUTS) -- $(HELDOUT))
+$(if $(heldout_error),$(error $(heldout_error)))
+endif
 
 bench: venv
 	$(BIN)/python benchmarks/run_all.py

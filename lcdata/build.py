@@ -23,6 +23,7 @@ spill into the buffer, and documents.parquet is streamed in row groups of 1M row
 from __future__ import annotations
 
 import dataclasses
+import glob
 import hashlib
 import json
 import os
@@ -40,9 +41,10 @@ from .build_pack import PackLayout, _pack_layout, _write_documents, _write_shard
 from .config import ENGINES, ReadConfig, _as_dict, check_seed, check_workers
 from .corpus import FileReport, iter_batches, read_summary
 from .errors import ConfigError, LcdataError
+from .faults import fault_point
 from .inputs import InputFile, resolve_inputs
 from .outdir import Claim, claim_out, input_roots
-from .outputs import command_line, join, read_json, write_json
+from .outputs import atomic_open, command_line, join, read_json, write_bytes, write_json
 from .parallel import ordered_map, resolve_workers
 from .progress import Progress
 from .shards.format import (
@@ -148,14 +150,15 @@ def _tokenize_file(args) -> dict:
     split = cfg.split_long and can_split_file(cfg.tokenizer)
     dtype = np.dtype(dtype_str)
     report = FileReport(file=f.rel, bytes=f.size)
-    bin_tmp = os.path.join(work, f"tok-{i:05d}.bin.tmp-{os.getpid()}")
+    for stale in glob.glob(os.path.join(glob.escape(work), f"tok-{i:05d}.*.tmp-*")):  # a killed run's
+        os.remove(stale)
     unit_parts: list[pl.DataFrame] = []
     offset = 0
     found = 0
     bos = np.array([specials.bos], dtype=np.int64) if specials.bos is not None else None
     eos = np.array([specials.eos], dtype=np.int64) if specials.eos is not None else None
     extra = (bos is not None) + (eos is not None)
-    with open(bin_tmp, "wb") as out:
+    with atomic_open(os.path.join(work, f"tok-{i:05d}.bin")) as out:  # a failed write leaves no temp file
         for batch in iter_batches(f, cfg.read, report):
             if plan_rows is not None:
                 batch = batch.join(plan_rows, on="row", how="inner")
@@ -193,31 +196,27 @@ def _tokenize_file(args) -> dict:
             buf = _fit(np.concatenate(pieces), dtype, f).data
             out.write(buf)
             spill_digest.update(buf)
+            fault_point(f"build.tokenize:{f.rel}")
             offsets = offset + np.cumsum(lengths) - lengths
             offset += int(lengths.sum())
             unit_parts.append(batch.select(
                 file_index=pl.lit(i, pl.Int32), file=pl.lit(f.rel, pl.String), row="row", chunk="chunk",
                 doc_id="doc_id", source="source", doc_tokens=pl.Series(doc_tokens), length=pl.Series(lengths),
                 offset=pl.Series(offsets), copies="copies"))
-    if plan_rows is not None and found != plan_rows.height:
-        os.remove(bin_tmp)
-        raise LcdataError(
-            f"{f.url}: the plan lists {plan_rows.height} units of this file but only {found} were found; "
-            "the plan does not match this input: rerun `lcdata sample` on these inputs"
-        )
-    os.replace(bin_tmp, os.path.join(work, f"tok-{i:05d}.bin"))
+        if plan_rows is not None and found != plan_rows.height:
+            raise LcdataError(
+                f"{f.url}: the plan lists {plan_rows.height} units of this file but only {found} were found; "
+                "the plan does not match this input: rerun `lcdata sample` on these inputs"
+            )
     units = pl.concat(unit_parts).cast(UNIT_SCHEMA) if unit_parts else pl.DataFrame(schema=UNIT_SCHEMA)
-    with open(report_path + f".tmp-{os.getpid()}", "w") as fh:  # before the units file, which marks the spill done
-        json.dump(dataclasses.asdict(report), fh)
-    os.replace(report_path + f".tmp-{os.getpid()}", report_path)
-    tmp = units_path + f".tmp-{os.getpid()}"
-    units.write_parquet(tmp)
-    os.replace(tmp, units_path)
+    # the report and the units file, then the done file with the three files' checksums: it marks the spill done
+    write_bytes(json.dumps(dataclasses.asdict(report)).encode(), report_path)
+    with atomic_open(units_path) as fh:
+        units.write_parquet(fh)
     done = {"bin": {"bytes": offset * dtype.itemsize, "sha256": spill_digest.hexdigest()},
             **{k: _file_digest(pth) for k, pth in (("units", units_path), ("report", report_path))}}
-    with open(done_path + f".tmp-{os.getpid()}", "w") as fh:  # last: marks the spill done, with its checksums
-        json.dump(done, fh)
-    os.replace(done_path + f".tmp-{os.getpid()}", done_path)
+    write_bytes(json.dumps(done).encode(), done_path)
+    fault_point("build.spill")
     return {"i": i, "resumed": False, "report": report}
 
 
@@ -394,7 +393,7 @@ def _build_into(out_dir, files, cfg, info, specials, dtype, plan, plan_man, plan
     prog = Progress(len(per_file), sum(a[1].size for a in per_file), progress, label="tokenize")
     reports = []
     n_resumed = 0
-    for args, res in zip(per_file, ordered_map(_tokenize_file, per_file, n_workers)):
+    for args, res in zip(per_file, ordered_map(_tokenize_file, per_file, n_workers, describe=lambda a: a[1].url)):
         reports.append(res["report"])
         n_resumed += res["resumed"]
         prog.update(args[1].size)
@@ -408,6 +407,7 @@ def _build_into(out_dir, files, cfg, info, specials, dtype, plan, plan_man, plan
     manifest["read_report"] = {**read_summary(reports), "files_resumed": n_resumed}
     manifest["engine"] = {"name": engine_used, "reason": engine_why}
     manifest["elapsed_s"] = round(time.perf_counter() - t0, 3)
+    fault_point("build.manifest")
     manifest = write_manifest(manifest, out_dir)  # last: marks a complete build
     if not keep_work:
         shutil.rmtree(work_dir, ignore_errors=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -22,6 +23,7 @@ import numpy as np
 import polars as pl
 
 from .errors import LcdataError
+from .faults import fault_point
 from .hashing import file_row_hash, splitmix64
 from .outputs import atomic_open, join, write_bytes
 from .shards.format import DOCS_SCHEMA, DOCUMENTS_FILE, SEG_FILE_DTYPE, npy_bytes, sha256_bytes, shard_name
@@ -224,9 +226,8 @@ def _write_shard(lay: PackLayout, k: int, cfg: BuildConfig, out_dir: str, work_d
     entry = {"name": name, "first_sequence": first, "n_sequences": n,
              "files": {"bin": {"path": f"{name}.bin", "bytes": n * L * size, "sha256": digest.hexdigest()},
                        "seg": {"path": f"{name}.seg.npy", "bytes": len(seg_bytes), "sha256": sha256_bytes(seg_bytes)}}}
-    with open(marker + f".tmp-{os.getpid()}", "w") as fh:
-        json.dump(entry, fh)
-    os.replace(marker + f".tmp-{os.getpid()}", marker)
+    write_bytes(json.dumps(entry).encode(), marker)
+    fault_point("build.shard")
     return entry
 
 
@@ -255,20 +256,12 @@ def _write_documents(lay: PackLayout, out_dir: str, doc_ids: pl.Series | None) -
     n = len(lay.inst_unit)
     with atomic_open(path) as fh:
         w = pq.ParquetWriter(fh, schema, compression="zstd")
-        for a in range(0, max(n, 1), DOCS_ROWS_PER_GROUP):
-            b = min(n, a + DOCS_ROWS_PER_GROUP)
-            u = np.asarray(lay.inst_unit[a:b])
-            f = files.gather(np.asarray(lay.inst_file[a:b]).astype(np.int64))
-            row = pl.Series(lay.unit_row[u], dtype=pl.Int64)
-            frame = pl.DataFrame({
-                "doc": np.arange(a, b, dtype=np.int64),
-                "doc_id": doc_ids.gather(u) if doc_ids is not None else
-                pl.DataFrame({"f": f, "r": row}).select(pl.format("{}:{}", "f", "r")).to_series(),
-                "file": f, "row": row, "chunk": lay.unit_chunk[u], "copy": np.asarray(lay.inst_copy[a:b]),
-                "source": sources.gather(np.asarray(lay.inst_src[a:b]).astype(np.int64)),
-                "length": lay.unit_length[u],
-            }, schema=DOCS_SCHEMA)
-            w.write_table(frame.to_arrow())
+        try:
+            _write_document_groups(w, lay, n, files, sources, doc_ids)
+        except BaseException:
+            with suppress(Exception):  # a half-written file: closing it fails too; atomic_open removes it
+                w.close()
+            raise
         w.close()
     digest, size = hashlib.sha256(), 0
     with fsspec.open(path, "rb") as fh:
@@ -276,3 +269,21 @@ def _write_documents(lay: PackLayout, out_dir: str, doc_ids: pl.Series | None) -
             digest.update(block)
             size += len(block)
     return {"path": DOCUMENTS_FILE, "bytes": size, "sha256": digest.hexdigest()}
+
+
+def _write_document_groups(w, lay: PackLayout, n: int, files: pl.Series, sources: pl.Series,
+                           doc_ids: pl.Series | None) -> None:
+    for a in range(0, max(n, 1), DOCS_ROWS_PER_GROUP):
+        b = min(n, a + DOCS_ROWS_PER_GROUP)
+        u = np.asarray(lay.inst_unit[a:b])
+        f = files.gather(np.asarray(lay.inst_file[a:b]).astype(np.int64))
+        row = pl.Series(lay.unit_row[u], dtype=pl.Int64)
+        frame = pl.DataFrame({
+            "doc": np.arange(a, b, dtype=np.int64),
+            "doc_id": doc_ids.gather(u) if doc_ids is not None else
+            pl.DataFrame({"f": f, "r": row}).select(pl.format("{}:{}", "f", "r")).to_series(),
+            "file": f, "row": row, "chunk": lay.unit_chunk[u], "copy": np.asarray(lay.inst_copy[a:b]),
+            "source": sources.gather(np.asarray(lay.inst_src[a:b]).astype(np.int64)),
+            "length": lay.unit_length[u],
+        }, schema=DOCS_SCHEMA)
+        w.write_table(frame.to_arrow())

@@ -1,7 +1,9 @@
 """Atomic writes of output artifacts to local paths or fsspec URLs.
 
 Every file is written to ``NAME.tmp-<pid>-<n>`` in the same folder and renamed into place, so a reader
-never sees a half-written file and a crash leaves at most a temp file (cleaned on the next write).
+never sees a half-written file. A write that fails (disk full, file-size limit, an exception in the block)
+removes its temp file and names the file in the OSError; only a killed process (SIGKILL, power loss) leaves
+a temp file, which the next run of the same command removes (`build --resume`) or ignores.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import json
 import os
 import posixpath
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 import fsspec
 import polars as pl
@@ -56,7 +58,9 @@ def make_dirs(path: str) -> None:
 
 @contextmanager
 def atomic_open(path: str, mode: str = "wb") -> Iterator[io.IOBase]:
-    """Open ``path`` for writing; the file appears under its name only if the block succeeds."""
+    """Open ``path`` for writing; the file appears under its name only if the block succeeds. If anything
+    fails (the block, the final flush, the rename), the temp file is removed and an OSError without a file
+    name gets ``path`` as its ``filename`` (so the one-line error names the file being written)."""
     fs, p = fsspec.core.url_to_fs(path)
     tmp = f"{p}.tmp-{os.getpid()}-{next(_counter)}"
     fh = fs.open(tmp, mode)
@@ -69,10 +73,14 @@ def atomic_open(path: str, mode: str = "wb") -> Iterator[io.IOBase]:
             os.replace(tmp, p)
         else:
             fs.mv(tmp, p)
-    except BaseException:
-        fh.close()
-        if fs.exists(tmp):
-            fs.rm(tmp)
+    except BaseException as e:
+        with suppress(Exception):  # a close that fails again (its buffer cannot be flushed) must not stop the rm
+            fh.close()
+        with suppress(Exception):
+            if fs.exists(tmp):
+                fs.rm(tmp)
+        if isinstance(e, OSError) and e.filename is None:
+            e.filename = path
         raise
 
 

@@ -169,7 +169,8 @@ def compute_stats(inputs, config: StatsConfig | None = None, *, workers: int | N
     reports, hists, keep = [], [], []
     # Character mode is zstd + Arrow's JSON parser + Polars: threads of this process (no interpreter start
     # and imports per worker, no pickling of the results); a tokenizer runs in worker processes.
-    results = ordered_map(_stats_one_file, [(f, config) for f in files], n_workers, threads=not config.tokenizer)
+    results = ordered_map(_stats_one_file, [(f, config) for f in files], n_workers, threads=not config.tokenizer,
+                          describe=lambda a: a[0].url)
     for f, (report, hist, docs) in zip(files, results):
         reports.append(report)
         hists.append(hist)
@@ -236,6 +237,7 @@ class _DocWriter:
 
         from .outputs import atomic_open
 
+        self._path = path
         self._ctx = atomic_open(path)
         self._fh = self._ctx.__enter__()
         # Dictionary pages only for the repeated columns: doc_id is unique, so a dictionary would be built
@@ -248,17 +250,26 @@ class _DocWriter:
 
     def write_arrow(self, docs: pa.Table) -> None:
         if docs.num_rows:
-            self._w.write_table(docs)
+            try:
+                self._w.write_table(docs)
+            except OSError as e:  # disk full, file-size limit: name the file (its temp is removed by close)
+                if e.filename is None:
+                    e.filename = self._path
+                raise
 
     def close(self, ok: bool) -> None:
-        self._w.close()
+        """Finish the file (``ok``) or drop it; either way its temp file does not outlive this call."""
+        try:
+            self._w.close()  # writes the footer: can fail (disk full) like any write
+        except BaseException as e:
+            self._ctx.__exit__(type(e), e, e.__traceback__)  # removes the temp file
+            if ok:
+                raise
+            return  # already failing: the first error is the one reported
         if ok:
             self._ctx.__exit__(None, None, None)
         else:
-            try:
-                self._ctx.__exit__(RuntimeError, RuntimeError("aborted"), None)
-            except RuntimeError:
-                pass
+            self._ctx.__exit__(RuntimeError, RuntimeError("aborted"), None)
 
 
 def stats_protect(inputs, config: StatsConfig) -> dict:

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 import torch
 
 from lcdata.errors import ConfigError
+from lcdata.faults import fault_point
 
 from . import distributed as D
 from .attention import pick_backend
@@ -259,6 +260,7 @@ def _train(cfg: TrainConfig, info: D.DistInfo) -> TrainResult:
         if info.main:
             with open(log_path, "a") as fh:
                 fh.write(json.dumps(rec) + "\n")
+            fault_point("train.step")
             if not cfg.quiet and (step % cfg.log_every == 0 or step == stop):
                 mfu = f"MFU {rec['mfu']:.1%}" if rec["mfu"] is not None else "MFU n/a"
                 print(f"step {step}/{total_steps} | loss {rec['loss']:.4f} | lr {lr:.2e} | grad {gnorm:.3f} | "

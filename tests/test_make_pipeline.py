@@ -34,16 +34,38 @@ def slice_corpus(root: Path) -> None:
             (root / split / src / "part-000.jsonl").write_text("\n".join(rows[:n]) + "\n")
 
 
-def test_make_chain_writes_a_report_and_reruns_nothing(tmp_path):
-    slice_corpus(tmp_path / "corpus")
-    out = tmp_path / "out"
-    args = [f"OUT={out}", f"CORPUS={tmp_path / 'corpus'}", f"INPUTS={tmp_path / 'corpus' / 'train'}",
-            f"HELDOUT={tmp_path / 'corpus' / 'heldout'}", f"BIN={Path(sys.executable).parent}", "STAMP=",
+def _make(*args, env=None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run(["make", "--no-print-directory", "-C", str(ROOT), *args], capture_output=True, text=True,
+                          env=env)
+
+
+def _tree(d: Path) -> set[str]:
+    return {p.relative_to(d).as_posix() for p in d.rglob("*")}
+
+
+def test_make_chain_on_paths_with_spaces_writes_a_report_and_reruns_nothing(tmp_path):
+    """OUT, CORPUS and TOKENIZER all hold spaces (the hard case: on plain paths the Makefile's quoting and
+    escaping change nothing). `make -n` on a fresh OUT writes nothing, anywhere."""
+    root = tmp_path / "my data"
+    slice_corpus(root / "the corpus")
+    tok = root / "tok dir" / "my tokenizer.json"
+    tok.parent.mkdir()
+    tok.write_bytes((DEMO / "tokenizer.json").read_bytes())
+    out = root / "out put"
+    corpus = root / "the corpus"
+    args = [f"OUT={out}", f"CORPUS={corpus}", f"TOKENIZER={tok}", f"INPUTS='{corpus / 'train'}'",
+            f"HELDOUT='{corpus / 'heldout'}'", f"BIN={Path(sys.executable).parent}", "STAMP=",
             "BUDGET=40K", "SEQ_LEN=1024", "TRAIN_SEQ_LEN=256", "BATCH_TOKENS=1024", "TRAIN_TOKENS=4096",
             "NEEDLE_LENGTHS=256,512", "NEEDLE_DEPTHS=0,50,100", "POS_BUCKETS=0,128", "EVAL_SEQUENCES=8",
             "WORKERS=1"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    r = subprocess.run(["make", "-C", str(ROOT), "report", *args], capture_output=True, text=True, env=env)
+    before, repo_before = _tree(tmp_path), _tree_top(ROOT)
+    n = _make("-n", "report", *args)
+    assert n.returncode == 0, n.stderr
+    assert f"--out '{out}/stats'" in n.stdout and f"--tokenizer '{tok}'" in n.stdout
+    assert _tree(tmp_path) == before and _tree_top(ROOT) == repo_before  # -n created nothing
+
+    r = _make("report", *args)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     report = (out / "report.md").read_text()
     for section in ("## 1. Corpus statistics", "## 2. Sample", "## 3. Shards", "## 4. Continual pretraining",
@@ -54,13 +76,50 @@ def test_make_chain_writes_a_report_and_reruns_nothing(tmp_path):
         assert f"]({fig})" in report and (out / fig).exists()
     for src in ("books", "code", "docs", "web"):
         assert f"| {src} |" in report
+    assert _tree_top(ROOT) == repo_before  # nothing written outside OUT
     # real dependencies: nothing left to do, and a changed plan re-runs the stages after it
-    q = subprocess.run(["make", "-C", str(ROOT), "-q", "report", *args], capture_output=True, text=True, env=env)
+    q = _make("-q", "report", *args)
     assert q.returncode == 0, q.stdout + q.stderr
     os.utime(out / "plan" / "plan.json")
-    n = subprocess.run(["make", "-C", str(ROOT), "-n", "report", *args], capture_output=True, text=True, env=env)
-    assert "lcdata build" in n.stdout and "lcdata train" in n.stdout and "lcdata stats" not in n.stdout
-    # a changed variable re-runs its stage and those after it, not those before
+    n = _make("-n", "report", *args)
+    assert "lcdata' build" in n.stdout and "lcdata' train" in n.stdout and "lcdata' stats" not in n.stdout
+    # a changed variable re-runs its stage and those after it, not those before; -n does not record it
+    recorded = (out / ".vars" / "plan").read_text()
     args = [a if not a.startswith("BUDGET=") else "BUDGET=30K" for a in args]
-    n = subprocess.run(["make", "-C", str(ROOT), "-n", "report", *args], capture_output=True, text=True, env=env)
-    assert "lcdata sample" in n.stdout and "lcdata needle" in n.stdout and "lcdata stats" not in n.stdout
+    n = _make("-n", "report", *args)
+    assert "lcdata' sample" in n.stdout and "lcdata' needle" in n.stdout and "lcdata' stats" not in n.stdout
+    assert (out / ".vars" / "plan").read_text() == recorded
+    # an edited corpus file re-runs from stats; an edited tokenizer too
+    for path in (corpus / "train" / "web" / "part-000.jsonl", tok):
+        st = path.stat()
+        os.utime(path)
+        assert "lcdata' stats" in _make("-n", "report", *args).stdout, path
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def _tree_top(d: Path) -> set[str]:
+    return {p.name for p in d.iterdir()}
+
+
+def test_make_report_checks_heldout_before_any_stage(tmp_path):
+    """A non-demo CORPUS without HELDOUT, a HELDOUT glob that matches nothing, a HELDOUT that overlaps INPUTS:
+    make stops while reading the Makefile (exit 2, the reason on stderr), no stage runs, OUT is not created."""
+    slice_corpus(tmp_path / "corpus")
+    out = tmp_path / "out"
+    base = [f"OUT={out}", f"CORPUS={tmp_path / 'corpus'}", f"BIN={Path(sys.executable).parent}", "STAMP="]
+    cases = {
+        "HELDOUT is empty": [],
+        "matches no corpus file": [f"HELDOUT='{tmp_path}/corpus/nope/*.jsonl'"],
+        "HELDOUT and INPUTS share 4 file(s)": [f"HELDOUT='{tmp_path}/corpus/heldout'"],  # INPUTS = all of CORPUS
+    }
+    for goal in ("report", "eval-loss", "heldout"):
+        for needle, extra in cases.items():
+            r = _make(goal, *base, "HELDOUT=", *extra)
+            assert r.returncode == 2, (goal, needle, r.stdout, r.stderr)
+            assert needle in r.stderr and r.stdout == "", (goal, needle, r.stdout, r.stderr)
+            assert not out.exists()
+    # stages that do not use HELDOUT are not held up by it
+    assert _make("-n", "stats", *base, "HELDOUT=").returncode == 0
+    ok = _make("-n", "report", *base, f"INPUTS='{tmp_path}/corpus/train'", f"HELDOUT='{tmp_path}/corpus/heldout'")
+    assert ok.returncode == 0, ok.stderr
+    assert not out.exists()
