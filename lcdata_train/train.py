@@ -108,6 +108,11 @@ def resolve_model(cfg: TrainConfig, vocab: int, seq_len: int) -> tuple[ModelConf
         mcfg, src_dtype = preset(cfg.model, vocab, max(seq_len, 4096)), "float32"
     elif os.path.isdir(cfg.model):
         folder = cfg.model
+        if not os.path.isfile(os.path.join(folder, "config.json")) and os.path.isfile(os.path.join(folder, "run.json")):
+            final = os.path.join(folder, "final")
+            model = final if os.path.isfile(os.path.join(final, "config.json")) else latest_checkpoint(folder)
+            raise ConfigError(f"--model {folder!r} is a run folder of `lcdata train`, not a model; pass its model"
+                              + (f", --model {model}" if model else " (it has none yet: --resume it first)"))
         verify_model_folder(folder, f"the model folder {folder} is damaged: restore or re-create it")
         mcfg, src_dtype = read_hf_config(folder)
     else:
