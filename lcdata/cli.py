@@ -154,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("inspect", help="decode a sequence with document boundaries and sources marked")
     i.add_argument("folder")
-    i.add_argument("--seq", type=int, default=0)
+    i.add_argument("--seq", type=int, default=0, help="sequence number, 0 to n_sequences - 1 (default 0)")
     i.add_argument("--tokenizer", default=None, help="tokenizer.json (default: the one in the manifest)")
     i.add_argument("--max-chars", type=int, default=400, help="characters shown per document piece")
     i.set_defaults(func=cmd_inspect)
@@ -239,8 +239,15 @@ def cmd_verify(a) -> int:
 
 
 def cmd_inspect(a) -> int:
-    from .shards import inspect_sequence
+    from .errors import ConfigError
+    from .shards import inspect_sequence, open_shards
 
+    if a.max_chars < 1:
+        raise ConfigError(f"--max-chars {a.max_chars} must be >= 1 (characters shown per document piece)")
+    n = len(open_shards(a.folder))
+    if not 0 <= a.seq < n:
+        have = f"its sequences are numbered 0 to {n - 1:,}" if n else "it holds no sequence"
+        raise ConfigError(f"--seq {a.seq} is out of range for {a.folder}: {have}")
     print(inspect_sequence(a.folder, a.seq, a.tokenizer, a.max_chars))
     return 0
 

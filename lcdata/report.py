@@ -4,7 +4,10 @@ A run folder (the Makefile's ``OUT``) holds ``stats/``, ``plan/``, ``shards/``, 
 ``needle/``, ``eval-loss/``; `write_report` reads whichever exist and writes ``report.md`` beside them with
 a section per stage: its table (read from the stage's parquet/JSON, never recomputed) and its figure
 (linked by relative path; the loss curve is drawn here from ``run/log.jsonl`` into ``loss_curve.png``).
-A missing stage gets a line saying so, not an error, so the page can be written at any point.
+A missing stage gets a line saying so, not an error, so the page can be written at any point; a folder
+that is not a run folder (missing, a file, a URL, or holding none of the stage folders) is refused before
+anything is written, and a stage file that cannot be read is an `InputError` naming it. A torn last line of
+``run/log.jsonl`` (a training run killed mid-write) is left out, as the trainer's resume does.
 
 `write_ablation_report` does the same for ``make paper-ablation`` (``ABL/<strategy>/...``): the achieved
 mixture of each strategy, then per-source loss at short vs long positions and needle scores side by side,
@@ -21,16 +24,55 @@ import os
 import polars as pl
 
 from ._figure import label as _bucket
+from .errors import ConfigError, InputError
+from .jsonlog import read_log
 from .outputs import write_bytes
+
+STAGES = ("stats", "plan", "shards", "run", "needle", "eval-loss")
+_RERUN = "the file is damaged or from another lcdata version: run that stage again"
 
 
 def _read_json(path: str):
-    with open(path) as fh:
-        return json.load(fh)
+    try:
+        with open(path) as fh:
+            return json.load(fh)
+    except ValueError as e:
+        raise InputError(path, "bad_json", f"not valid JSON ({e})", _RERUN) from None
+
+
+def _read_parquet(path: str) -> pl.DataFrame:
+    try:
+        return pl.read_parquet(path)
+    except pl.exceptions.PolarsError as e:
+        raise InputError(path, "bad_parquet", f"not a readable Parquet file ({type(e).__name__})", _RERUN) from None
+
+
+def _log_records(path: str) -> list[dict]:
+    """The training log's records (a torn last line left out; any other bad line is an `InputError`)."""
+    return read_log(path)[0]
+
+
+def check_run_folder(d: str, names: tuple[str, ...] = STAGES) -> None:
+    """Refuse ``d`` unless it is a local folder holding at least one of ``names`` (before anything is written)."""
+    if "://" in d:
+        raise ConfigError(f"{d!r} is a URL; lcdata report reads a local run folder: copy it here first")
+    if not os.path.exists(d):
+        raise ConfigError(f"{d!r} does not exist; pass the run folder (the Makefile's OUT, holding "
+                          f"{', '.join(STAGES)})")
+    if not os.path.isdir(d):
+        raise ConfigError(f"{d!r} is a file, not a folder; pass the run folder (the Makefile's OUT)")
+    if not any(os.path.isdir(os.path.join(d, n)) for n in names):
+        raise ConfigError(f"{d!r} holds none of {', '.join(names)}: it is not a run folder (pass the folder above "
+                          "the stages, the Makefile's OUT, not a stage's own folder)")
 
 
 def _exists(*parts: str) -> bool:
     return os.path.exists(os.path.join(*parts))
+
+
+def _count(v) -> str:
+    """``1,536``, or ``?`` for a value the run's files do not record."""
+    return f"{v:,}" if isinstance(v, int) else "?"
 
 
 def md_table(df: pl.DataFrame, floats: int = 4) -> str:
@@ -59,7 +101,7 @@ def stats_section(d: str) -> list[str]:
     out = ["## 1. Corpus statistics (`lcdata stats`)", ""]
     if not _exists(d, "stats", "sources.parquet"):
         return out + ["(no stats/ folder)", ""]
-    src = pl.read_parquet(os.path.join(d, "stats", "sources.parquet"))
+    src = _read_parquet(os.path.join(d, "stats", "sources.parquet"))
     cols = [c for c in ("source", "n_docs", "n_tokens", "token_share", "p50_tokens", "max_tokens", "long_token_share",
                         "est_error") if c in src.columns]
     out += [md_table(src.select(cols)), ""]
@@ -74,7 +116,7 @@ def sample_section(d: str, rel: str = "plan") -> list[str]:
     if not os.path.exists(path):
         return out + [f"(no {rel}/ folder)", ""]
     plan = _read_json(os.path.join(d, rel, "plan.json"))
-    rep = pl.read_parquet(path)
+    rep = _read_parquet(path)
     cfg = plan.get("config", {})
     out += [f"Strategy `{cfg.get('strategy')}`, budget {cfg.get('budget_tokens'):,} tokens, seed {cfg.get('seed')}.", ""]
     src = rep.filter(pl.col("level") == "source").select(
@@ -93,7 +135,7 @@ def shards_section(d: str) -> list[str]:
     m = _read_json(os.path.join(d, "shards", "manifest.json"))
     c = m.get("config", {})
     t = m.get("totals", m)
-    out += [f"{t.get('n_sequences', '?'):,} sequences of {c.get('seq_len', '?'):,} tokens, packing "
+    out += [f"{_count(t.get('n_sequences'))} sequences of {_count(c.get('seq_len'))} tokens, packing "
             f"`{c.get('packing')}`, {t.get('n_tokens', 0):,} document tokens, {t.get('padding_tokens', 0):,} padding.", ""]
     per = m.get("per_source") or t.get("per_source") or {}
     if per:
@@ -110,7 +152,7 @@ def loss_curve(log_path: str, title: str) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    recs = [json.loads(ln) for ln in open(log_path) if ln.strip()]
+    recs = _log_records(log_path)
     fig, ax = plt.subplots(figsize=(6, 3.4))
     ax.plot([r["tokens"] for r in recs], [r["loss"] for r in recs], lw=1.2)
     ax.set_xlabel("tokens")
@@ -130,12 +172,14 @@ def train_section(d: str, rel: str = "run") -> list[str]:
     if not os.path.exists(log):
         return out + [f"(no {rel}/log.jsonl)", ""]
     run = _read_json(os.path.join(d, rel, "run.json")) if _exists(d, rel, "run.json") else {}
-    recs = [json.loads(ln) for ln in open(log) if ln.strip()]
+    recs = _log_records(log)
+    if not recs:
+        return out + [f"({rel}/log.jsonl holds no step yet)", ""]
     first, last = recs[0], recs[-1]
     tps = sorted(r["tokens_per_s"] for r in recs)[len(recs) // 2]
     cfg = run.get("config", {})
     out += [f"Model `{cfg.get('model')}` ({run.get('n_params', 0) / 1e6:.1f}M parameters), sequence length "
-            f"{run.get('seq_len', '?'):,}, {run.get('batch_tokens', 0):,} tokens per step, {last['step']} steps "
+            f"{_count(run.get('seq_len'))}, {_count(run.get('batch_tokens'))} tokens per step, {last['step']} steps "
             f"({last['tokens']:,} tokens) on {run.get('device')} ({run.get('attention_backend')} attention).", "",
             md_table(pl.DataFrame({"": ["first step", "last step"], "loss": [first["loss"], last["loss"]]})), "",
             f"Median throughput {tps:,.0f} tokens/s" + (f", MFU {last['mfu']:.1%}" if last.get("mfu") else "") + ".", ""]
@@ -162,10 +206,10 @@ def eval_loss_section(d: str) -> list[str]:
     out = ["## 6. Validation loss by source and position (`lcdata eval-loss`)", ""]
     if not _exists(d, "eval-loss", "loss.parquet"):
         return out + ["(no eval-loss/ folder)", ""]
-    losses = pl.read_parquet(os.path.join(d, "eval-loss", "loss.parquet"))
+    losses = _read_parquet(os.path.join(d, "eval-loss", "loss.parquet"))
     out += [md_table(pivot_losses(losses)), ""]
     if _exists(d, "eval-loss", "compare.parquet"):
-        cmp = pl.read_parquet(os.path.join(d, "eval-loss", "compare.parquet"))
+        cmp = _read_parquet(os.path.join(d, "eval-loss", "compare.parquet"))
         out += [f"Difference to the first model (`*`: |delta| > {_threshold(os.path.join(d, 'eval-loss'))}):", "",
                 md_table(pivot_deltas(cmp)), ""]
     return out
@@ -202,13 +246,24 @@ def pivot_deltas(cmp: pl.DataFrame) -> pl.DataFrame:
 # ------------------------------------------------------------------------------------------ pages
 
 
+def _section(section, d: str, stage: str) -> list[str]:
+    """``section(d)``; a stage file lacking a key or column the report reads is an `InputError` naming the stage."""
+    try:
+        return section(d)
+    except (KeyError, TypeError, IndexError, pl.exceptions.PolarsError) as e:
+        raise InputError(os.path.join(d, stage), "bad_stage", f"a file lacks what the report reads "
+                         f"({type(e).__name__}: {e})", _RERUN) from None
+
+
 def write_report(d: str) -> str:
     """Write ``d/report.md`` from the stage folders in ``d``; returns its path."""
+    check_run_folder(d)
     lines = [f"# lcdata report: `{os.path.abspath(d)}`", "",
              "Stages: stats -> sample -> build -> train -> needle + eval-loss (Fu et al. 2024, per-source length "
              "upsampling). Every number below is read from the stage's own output files in this folder.", ""]
-    for section in (stats_section, sample_section, shards_section, train_section, needle_section, eval_loss_section):
-        lines += section(d)
+    for section, stage in ((stats_section, "stats"), (sample_section, "plan"), (shards_section, "shards"),
+                           (train_section, "run"), (needle_section, "needle"), (eval_loss_section, "eval-loss")):
+        lines += _section(section, d, stage)
     path = os.path.join(d, "report.md")
     write_bytes("\n".join(lines).encode(), path)
     return path
@@ -216,6 +271,7 @@ def write_report(d: str) -> str:
 
 def write_ablation_report(d: str, strategies: list[str]) -> str:
     """``d/report.md`` for ``make paper-ablation``: the strategies side by side."""
+    check_run_folder(d, (*strategies, "eval-loss"))
     lines = [f"# lcdata paper ablation: `{os.path.abspath(d)}`", "",
              "The same base model continues training on each mixture at the same token budget (Fu et al. 2024, "
              "\"The mixtures compared\"); held-out loss per source at short vs long positions, and needle scores.", ""]
@@ -223,7 +279,7 @@ def write_ablation_report(d: str, strategies: list[str]) -> str:
     for s in strategies:
         p = os.path.join(d, s, "plan", "report.parquet")
         if os.path.exists(p):
-            rep = pl.read_parquet(p).filter(pl.col("level") == "source")
+            rep = _read_parquet(p).filter(pl.col("level") == "source")
             rows += [{"strategy": s, "source": r["source"], "achieved_share": r["achieved_share"]}
                      for r in rep.iter_rows(named=True)]
     lines += ["## Achieved mixture (token share per source)", ""]
@@ -234,7 +290,7 @@ def write_ablation_report(d: str, strategies: list[str]) -> str:
     for s in strategies:
         p = os.path.join(d, s, "plan", "report.parquet")
         if os.path.exists(p):
-            rep = pl.read_parquet(p).filter(pl.col("level") == "bucket")
+            rep = _read_parquet(p).filter(pl.col("level") == "bucket")
             long = rep.filter(pl.col("bucket_min") >= 4096)["achieved_tokens"].sum()
             long_rows.append({"strategy": s, "share of tokens in documents >= 4K": long / max(1, rep["achieved_tokens"].sum())})
     if long_rows:
@@ -242,11 +298,11 @@ def write_ablation_report(d: str, strategies: list[str]) -> str:
     lines += ["## Held-out loss by source and position", ""]
     lp = os.path.join(d, "eval-loss", "loss.parquet")
     if os.path.exists(lp):
-        lines += [md_table(pivot_losses(pl.read_parquet(lp))), ""]
+        lines += [md_table(pivot_losses(_read_parquet(lp))), ""]
         cp = os.path.join(d, "eval-loss", "compare.parquet")
         if os.path.exists(cp):
             lines += [f"Difference to `{strategies[0]}` (`*`: |delta| > {_threshold(os.path.join(d, 'eval-loss'))}):", "",
-                      md_table(pivot_deltas(pl.read_parquet(cp))), ""]
+                      md_table(pivot_deltas(_read_parquet(cp))), ""]
     else:
         lines += ["(no eval-loss/ folder)", ""]
     lines += ["## Needle in a haystack", ""]
@@ -266,7 +322,9 @@ def write_ablation_report(d: str, strategies: list[str]) -> str:
     for s in ["base", *strategies]:
         log = os.path.join(d, s, "run", "log.jsonl")
         if os.path.exists(log):
-            recs = [json.loads(ln) for ln in open(log) if ln.strip()]
+            recs = _log_records(log)
+            if not recs:
+                continue
             trows.append({"run": s, "steps": recs[-1]["step"], "tokens": recs[-1]["tokens"], "first loss": recs[0]["loss"],
                           "last loss": recs[-1]["loss"]})
     if trows:

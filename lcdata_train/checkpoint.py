@@ -9,17 +9,29 @@ every name and shape against config.json and names what is missing or differs. `
 A training checkpoint ``RUN/checkpoints/step-00000100/`` holds the model in HF format (fp32, exact),
 ``optimizer.safetensors`` (AdamW moments and step counts, keyed ``<param>/<name>``) and ``state.json``
 (step, tokens, data-loader state, optimizer hyper-parameters, the run's config, the shards' identity),
-written last into a temporary folder that is then renamed: a folder named ``step-*`` is complete.
+written into a temporary folder that is then renamed: a folder named ``step-*`` is complete.
+
+Checksums: every folder written here (training checkpoints, ``RUN/final``, `save_hf`) ends with
+``checksums.json`` = ``{"algorithm": "sha256", "files": {name: {"bytes", "sha256"}}}`` over each file it
+wrote, written last (atomically). Resume and evaluation call `verify_model_folder` /
+`check_training_checkpoint` before reading anything: a file missing, of another size or with another SHA-256
+(truncated, emptied, a flipped bit) is a `CheckpointError` naming the file and what to do. A folder without
+checksums.json (a Hugging Face download, a checkpoint of an older lcdata) still loads, unverified; a
+damaged safetensors or JSON file there is still a one-line `CheckpointError`, never a parser's traceback.
+Cost: one extra read of each file (SHA-256, about 1 GB/s per core) at save and at load.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import shutil
+from collections.abc import Iterable
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from lcdata.errors import ConfigError, LcdataError
@@ -34,21 +46,106 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 class CheckpointError(LcdataError):
-    """A checkpoint folder is missing files or does not match its config / this run."""
+    """A checkpoint folder is missing files, is damaged, or does not match its config / this run."""
+
+
+CHECKSUMS = "checksums.json"
+
+
+# ------------------------------------------------------------------------------------- checksums
+
+
+def file_sha256(path: str, block: int = 1 << 20) -> str:
+    """SHA-256 (hex) of a file, read ``block`` bytes at a time."""
+    h, buf = hashlib.sha256(), bytearray(block)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as fh:
+        while n := fh.readinto(buf):
+            h.update(view[:n])
+    return h.hexdigest()
+
+
+def write_checksums(folder: str, names: Iterable[str]) -> None:
+    """Record size and SHA-256 of the files ``names`` of ``folder`` in its checksums.json (call it last)."""
+    files = {n: {"bytes": os.path.getsize(os.path.join(folder, n)), "sha256": file_sha256(os.path.join(folder, n))}
+             for n in sorted(names)}
+    _atomic_json({"algorithm": "sha256", "files": files}, os.path.join(folder, CHECKSUMS))
+
+
+def verify_checksums(folder: str, need: Iterable[str], fix: str) -> bool:
+    """Check the files of ``folder`` against its checksums.json: each listed file present with its size and
+    SHA-256, and every name in ``need`` (the files the caller will read) listed. False when the folder has no
+    checksums.json (nothing to verify); a failed check raises `CheckpointError` naming the file and ``fix``."""
+    path = os.path.join(folder, CHECKSUMS)
+    if not os.path.isfile(path):
+        return False
+    try:
+        with open(path) as fh:
+            files = json.load(fh)["files"]
+        sizes = {str(n): (int(e["bytes"]), str(e["sha256"])) for n, e in files.items()}
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"{path}: not a checksums file ({type(e).__name__}: {e}); {fix}") from None
+    unlisted = [n for n in need if n not in sizes]
+    if unlisted:
+        raise CheckpointError(f"{path} does not list {unlisted}, which are read from this folder; {fix}")
+    for name, (size, digest) in sizes.items():
+        f = os.path.join(folder, name)
+        if not os.path.isfile(f):
+            raise CheckpointError(f"{f}: missing (listed in {CHECKSUMS}); {fix}")
+        have = os.path.getsize(f)
+        if have != size:
+            raise CheckpointError(f"{f}: {have:,} bytes, but {CHECKSUMS} records {size:,} (truncated or replaced); "
+                                  f"{fix}")
+        if file_sha256(f) != digest:
+            raise CheckpointError(f"{f}: SHA-256 differs from {CHECKSUMS} (the file changed after it was written: a "
+                                  f"disk error or an edit); {fix}")
+    return True
+
+
+def verify_model_folder(folder: str, fix: str, extra: Iterable[str] = ()) -> bool:
+    """`verify_checksums` of a Hugging Face folder: config.json, its weight files and ``extra`` must be listed."""
+    if not os.path.isfile(os.path.join(folder, CHECKSUMS)):
+        return False
+    weights = [os.path.basename(f) for f in _weight_files(folder)]
+    index = [] if weights == ["model.safetensors"] else ["model.safetensors.index.json"]
+    return verify_checksums(folder, ["config.json", *weights, *index, *extra], fix)
+
+
+RESTORE = "the file is damaged: restore the folder or re-create it"
+
+
+def _read_json(path: str, fix: str = RESTORE) -> dict:
+    """A JSON object from ``path``; a damaged file is a `CheckpointError` naming it and ``fix``."""
+    try:
+        with open(path) as fh:
+            obj = json.load(fh)
+    except ValueError as e:
+        raise CheckpointError(f"{path}: not valid JSON ({e}); {fix}") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: a JSON {type(obj).__name__}, not an object; {fix}")
+    return obj
+
+
+def _load_safetensors(path: str, fix: str = RESTORE) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file; a damaged (truncated, emptied) file is a `CheckpointError` naming it."""
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e}); {fix}") from None
 
 
 # ------------------------------------------------------------------------------------- HF config
 
 
-def read_hf_config(folder: str) -> tuple[ModelConfig, str]:
-    """(ModelConfig, stored dtype name) of a Hugging Face LLaMA folder."""
+def read_hf_config(folder: str, fix: str = RESTORE) -> tuple[ModelConfig, str]:
+    """(ModelConfig, stored dtype name) of a Hugging Face LLaMA folder (``fix``: see `load_hf_state`)."""
     path = os.path.join(folder, "config.json")
     if not os.path.isfile(path):
         have = sorted(os.listdir(folder)) if os.path.isdir(folder) else None
         raise CheckpointError(f"{folder!r} has no config.json (it holds {have}); a Hugging Face LLaMA folder needs "
                               "config.json and model.safetensors" if have is not None else
                               f"{folder!r} is neither a model preset nor a folder")
-    j = json.loads(open(path).read())
+    j = _read_json(path, fix)
     if j.get("model_type", "llama") != "llama":
         raise CheckpointError(f"{path}: model_type {j.get('model_type')!r} is not 'llama'; only LLaMA-architecture "
                               "checkpoints load here")
@@ -112,7 +209,10 @@ def _weight_files(folder: str) -> list[str]:
     if os.path.isfile(single):
         return [single]
     if os.path.isfile(index):
-        files = sorted(set(json.loads(open(index).read())["weight_map"].values()))
+        try:
+            files = sorted(set(_read_json(index)["weight_map"].values()))
+        except (KeyError, TypeError, AttributeError):
+            raise CheckpointError(f"{index}: has no weight_map of tensor name -> file name") from None
         missing = [f for f in files if not os.path.isfile(os.path.join(folder, f))]
         if missing:
             raise CheckpointError(f"{folder!r}: model.safetensors.index.json lists missing files {missing[:5]}")
@@ -143,12 +243,14 @@ def check_state(cfg: ModelConfig, sd: dict[str, torch.Tensor], where: str) -> No
                               f"intermediate={cfg.ffn_dim}, tied={cfg.tie_embeddings}): " + "; ".join(problems))
 
 
-def load_hf_state(folder: str, cfg: ModelConfig, dtype: torch.dtype | None = torch.float32) -> dict[str, torch.Tensor]:
+def load_hf_state(folder: str, cfg: ModelConfig, dtype: torch.dtype | None = torch.float32,
+                  fix: str = RESTORE) -> dict[str, torch.Tensor]:
     """The checked state dict of a HF folder (CPU; ``dtype`` None keeps the stored one). A tied model's dict
-    gets ``lm_head.weight`` as the embedding, so it loads into `Llama` with strict=True."""
+    gets ``lm_head.weight`` as the embedding, so it loads into `Llama` with strict=True. ``fix``: what a
+    `CheckpointError` about a damaged file tells the user to do."""
     sd: dict[str, torch.Tensor] = {}
     for f in _weight_files(folder):
-        sd.update(load_file(f))
+        sd.update(_load_safetensors(f, fix))
     sd = {k: v for k, v in sd.items() if not k.endswith("rotary_emb.inv_freq")}
     if cfg.tie_embeddings:
         sd.pop("lm_head.weight", None)
@@ -166,24 +268,41 @@ def _atomic_json(obj, path: str) -> None:
     os.replace(path + ".tmp", path)
 
 
-def save_hf(sd: dict[str, torch.Tensor], cfg: ModelConfig, folder: str, dtype: str = "float32") -> None:
-    """Write ``sd`` (full, CPU) as a Hugging Face LLaMA folder in ``dtype``."""
+def save_hf(sd: dict[str, torch.Tensor], cfg: ModelConfig, folder: str, dtype: str = "float32",
+            tokenizer: str | None = None) -> None:
+    """Write ``sd`` (full, CPU) as a Hugging Face LLaMA folder in ``dtype`` (with a copy of the ``tokenizer``
+    file as tokenizer.json, if given), checksums.json last."""
+    names = _write_hf_files(sd, cfg, folder, dtype)
+    if tokenizer:
+        shutil.copyfile(tokenizer, os.path.join(folder, "tokenizer.json.tmp"))
+        os.replace(os.path.join(folder, "tokenizer.json.tmp"), os.path.join(folder, "tokenizer.json"))
+        names.append("tokenizer.json")
+    write_checksums(folder, names)
+
+
+def _write_hf_files(sd: dict[str, torch.Tensor], cfg: ModelConfig, folder: str, dtype: str) -> list[str]:
+    """model.safetensors and config.json, each atomically; a stale checksums.json is removed first (a crash
+    before the new one leaves a folder that loads unverified, never one that fails against old sums)."""
     if dtype not in DTYPES:
         raise ConfigError(f"save dtype {dtype!r} must be one of {sorted(DTYPES)}")
     os.makedirs(folder, exist_ok=True)
     out = {k: v.detach().to("cpu", DTYPES[dtype]).contiguous() for k, v in sd.items()
            if not (cfg.tie_embeddings and k == "lm_head.weight")}
     check_state(cfg, out, "the model to save")
+    if os.path.exists(os.path.join(folder, CHECKSUMS)):
+        os.remove(os.path.join(folder, CHECKSUMS))
     save_file(out, os.path.join(folder, "model.safetensors.tmp"), metadata={"format": "pt"})
     os.replace(os.path.join(folder, "model.safetensors.tmp"), os.path.join(folder, "model.safetensors"))
     _atomic_json(hf_config_dict(cfg, dtype), os.path.join(folder, "config.json"))
+    return ["model.safetensors", "config.json"]
 
 
 def load_pretrained(folder: str, **overrides):
     """A `Llama` with the weights of a HF LLaMA folder (fp32, CPU). ``overrides`` replace config fields
-    (e.g. ``rope_theta=5e6``)."""
+    (e.g. ``rope_theta=5e6``). The folder's checksums.json, if any, is verified first."""
     from .model import Llama
 
+    verify_model_folder(folder, "the model folder is damaged: restore or re-create it")
     cfg, _ = read_hf_config(folder)
     sd = load_hf_state(folder, cfg)
     cfg = cfg.replace(**overrides) if overrides else cfg
@@ -211,7 +330,7 @@ def save_training_checkpoint(run_dir: str, step: int, model_sd: dict, cfg: Model
     final = os.path.join(root, f"step-{step:08d}")
     tmp = final + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    save_hf(model_sd, cfg, tmp, "float32")
+    names = _write_hf_files(model_sd, cfg, tmp, "float32")
     tensors, scalars = {}, {}
     for name, st in optim_sd["state"].items():
         for k, v in st.items():
@@ -222,6 +341,7 @@ def save_training_checkpoint(run_dir: str, step: int, model_sd: dict, cfg: Model
     save_file(tensors, os.path.join(tmp, "optimizer.safetensors"))
     state = dict(state, step=step, optimizer={"param_groups": optim_sd["param_groups"], "scalars": scalars})
     _atomic_json(state, os.path.join(tmp, "state.json"))
+    write_checksums(tmp, [*names, "optimizer.safetensors", "state.json"])
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     done = sorted(n for n in os.listdir(root) if _STEP.match(n))
@@ -230,23 +350,48 @@ def save_training_checkpoint(run_dir: str, step: int, model_sd: dict, cfg: Model
     return final
 
 
-def load_training_checkpoint(path: str, cfg: ModelConfig) -> tuple[dict, dict, dict]:
-    """(model state dict, optimizer state dict, state.json) of a training checkpoint folder."""
-    need = ["config.json", "model.safetensors", "optimizer.safetensors", "state.json"]
-    missing = [f for f in need if not os.path.isfile(os.path.join(path, f))]
+_TRAINING_FILES = ("config.json", "model.safetensors", "optimizer.safetensors", "state.json")
+
+
+def _resume_fix(path: str) -> str:
+    """What to do about a damaged training checkpoint: fall back to the one before it, if any."""
+    root, name = os.path.split(os.path.normpath(path))
+    before = sorted(n for n in (os.listdir(root) if os.path.isdir(root) else []) if _STEP.match(n) and n < name)
+    then = f"resume from {before[-1]}" if before else "start the run again from step 0"
+    return f"delete {path} to {then} (keep a copy if you want to investigate)"
+
+
+def check_training_checkpoint(path: str) -> dict:
+    """Verify a training checkpoint folder (files present; checksums.json, when there is one) and return its
+    state.json. Raises `CheckpointError` naming the first bad file."""
+    fix = _resume_fix(path)
+    missing = [f for f in _TRAINING_FILES if not os.path.isfile(os.path.join(path, f))]
     if missing:
-        raise CheckpointError(f"training checkpoint {path!r} lacks {missing}; delete it to resume from the one before")
-    saved_cfg, _ = read_hf_config(path)
+        raise CheckpointError(f"training checkpoint {path} lacks {missing}; {fix}")
+    verify_checksums(path, _TRAINING_FILES, fix)
+    return _read_json(os.path.join(path, "state.json"), fix)
+
+
+def load_training_checkpoint(path: str, cfg: ModelConfig, verify: bool = True) -> tuple[dict, dict, dict]:
+    """(model state dict, optimizer state dict, state.json) of a training checkpoint folder. ``verify``:
+    `check_training_checkpoint` it first (False: the caller just did)."""
+    fix = _resume_fix(path)
+    state = check_training_checkpoint(path) if verify else _read_json(os.path.join(path, "state.json"), fix)
+    saved_cfg, _ = read_hf_config(path, fix)
     diff = [f"{k}: {getattr(saved_cfg, k)!r} (checkpoint) != {getattr(cfg, k)!r} (now)"
             for k in ("vocab_size", "dim", "n_layers", "n_heads", "n_kv_heads", "ffn_dim", "head_dim", "rope_theta",
                       "rope_scaling", "tie_embeddings") if getattr(saved_cfg, k) != getattr(cfg, k)]
     if diff:
         raise CheckpointError(f"training checkpoint {path!r} is of another model: " + "; ".join(diff))
-    model_sd = load_hf_state(path, cfg)
-    state = json.loads(open(os.path.join(path, "state.json")).read())
-    flat = load_file(os.path.join(path, "optimizer.safetensors"))
+    model_sd = load_hf_state(path, cfg, fix=fix)
+    flat = _load_safetensors(os.path.join(path, "optimizer.safetensors"), fix)
     osd_state: dict[str, dict] = {}
-    for key, v in list(flat.items()) + list(state["optimizer"]["scalars"].items()):
-        name, k = key.rsplit("/", 1)
-        osd_state.setdefault(name, {})[k] = v
-    return model_sd, {"state": osd_state, "param_groups": state["optimizer"]["param_groups"]}, state
+    try:
+        for key, v in list(flat.items()) + list(state["optimizer"]["scalars"].items()):
+            name, k = key.rsplit("/", 1)
+            osd_state.setdefault(name, {})[k] = v
+        groups = state["optimizer"]["param_groups"]
+    except (KeyError, TypeError, AttributeError, ValueError) as e:
+        raise CheckpointError(f"{path}: the optimizer state in state.json / optimizer.safetensors is not lcdata's "
+                              f"({type(e).__name__}: {e}); {fix}") from None
+    return model_sd, {"state": osd_state, "param_groups": groups}, state

@@ -209,9 +209,13 @@ class TrainConfig:
         for name in ("micro_batch", "loss_chunk", "log_every", "keep"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)} must be >= 1")
-        for name in ("warmup_steps", "save_every", "num_workers"):
+        for name in ("warmup_steps", "save_every", "num_workers", "seed", "weight_decay", "grad_clip"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}={getattr(self, name)} must be >= 0")
+        if self.peak_tflops is not None and not self.peak_tflops > 0:
+            raise ConfigError(f"peak_tflops={self.peak_tflops} must be > 0 (the GPU's dense bf16 peak, e.g. 989 for "
+                              "an H100)")
+        check_out_folder(self.out, local=True)
         if self.stop_after is not None and self.stop_after < 1:
             raise ConfigError(f"stop_after={self.stop_after} must be >= 1")
         if not 0 <= self.min_lr_ratio <= 1:
@@ -224,6 +228,22 @@ class TrainConfig:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         d["betas"] = list(self.betas)
         return d
+
+
+def check_out_folder(out: str, local: bool = False) -> None:
+    """Refuse an output folder that cannot be one, before any work: an existing file, or (``local``: a command
+    that writes with plain file operations) a URL."""
+    import os
+
+    if local and "://" in out:
+        raise ConfigError(f"--out {out!r} is a URL, but this command writes a local folder; pass a local path "
+                          "(copy the folder to remote storage afterwards)")
+    if "://" not in out and os.path.exists(out) and not os.path.isdir(out):
+        raise ConfigError(f"--out {out!r} is a file, not a folder; choose a folder path")
+    if "://" in out:
+        import fsspec
+
+        fsspec.core.url_to_fs(out)  # an unknown protocol fails now, not after the work
 
 
 def config_changes(saved: dict, now: TrainConfig) -> list[str]:

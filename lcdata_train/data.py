@@ -41,6 +41,8 @@ class ShardDataset(Dataset):
     def __init__(self, shards: str | ShardSet, seq_len: int | None = None, doc_mask: bool = False):
         self.shards = open_shards(shards) if isinstance(shards, str) else shards
         S = self.shards.seq_len
+        if seq_len is not None and seq_len < 2:
+            raise ConfigError(f"seq_len={seq_len} must be >= 2 (tokens per window)")
         self.seq_len = L = seq_len or S
         if L > S:
             raise ConfigError(

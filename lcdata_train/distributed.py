@@ -58,7 +58,10 @@ def setup(device: str = "auto") -> DistInfo:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device {device!r} asked for but CUDA is not available; use --device cpu")
-    dev = torch.device(f"cuda:{local}") if device == "cuda" else torch.device(device)
+    try:
+        dev = torch.device(f"cuda:{local}") if device == "cuda" else torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"--device {device!r} is not a device; use auto, cpu, cuda or cuda:N") from None
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():

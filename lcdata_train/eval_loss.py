@@ -30,6 +30,8 @@ import polars as pl
 
 from lcdata.errors import ConfigError
 
+from .config import check_out_folder
+
 ALL = "ALL"
 THRESHOLD = 0.01
 
@@ -72,6 +74,14 @@ class EvalLossConfig:
         object.__setattr__(self, "labels", labels)
         if self.max_sequences is not None and self.max_sequences < 1:
             raise ConfigError(f"max_sequences={self.max_sequences} must be >= 1")
+        if self.seq_len is not None and self.seq_len < 2:
+            raise ConfigError(f"seq_len={self.seq_len} must be >= 2 (tokens per window)")
+        if self.chunk < 1:
+            raise ConfigError(f"chunk={self.chunk} must be >= 1")
+        if not self.threshold >= 0:
+            raise ConfigError(f"threshold={self.threshold} must be >= 0 (a |delta| in nats; the paper's is 0.01)")
+        if self.out is not None:
+            check_out_folder(self.out)
 
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from lcdata.errors import ConfigError
 
-from .checkpoint import CheckpointError, latest_checkpoint, load_hf_state, read_hf_config
+from .checkpoint import CheckpointError, latest_checkpoint, load_hf_state, read_hf_config, verify_model_folder
 from .model import KVCache, Llama
 
 IGNORE = -100
@@ -47,6 +47,15 @@ def model_folder(path: str) -> str:
         return ckpt
     raise CheckpointError(f"{path!r} is not a model: expected a Hugging Face LLaMA folder (config.json + "
                           "model.safetensors) or an `lcdata train` run folder (with final/ or checkpoints/)")
+
+
+def _damaged_fix(folder: str) -> str:
+    """What to do about a damaged model folder: another copy, or the run's checkpoint."""
+    run = os.path.dirname(os.path.normpath(folder))
+    if os.path.basename(os.path.normpath(folder)) == "final" and latest_checkpoint(run):
+        return (f"the model is damaged: evaluate the run's last training checkpoint ({latest_checkpoint(run)}, the "
+                "same weights in float32), or copy the folder again")
+    return "the model folder is damaged: copy it again or re-create it"
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -72,8 +81,10 @@ def load_model(path: str, device: str = "auto", rope_theta: float | None = None,
     """(model in eval mode on ``device``, the folder it came from). ``rope_theta`` overrides the saved base;
     ``max_seq_len`` raises the model's position limit (RoPE extrapolates; nothing is learned for it)."""
     folder = model_folder(path)
-    cfg, _ = read_hf_config(folder)
-    sd = load_hf_state(folder, cfg)
+    fix = _damaged_fix(folder)
+    verify_model_folder(folder, fix)
+    cfg, _ = read_hf_config(folder, fix)
+    sd = load_hf_state(folder, cfg, fix=fix)
     over = {}
     if rope_theta is not None:
         over["rope_theta"] = float(rope_theta)

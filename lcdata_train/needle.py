@@ -46,6 +46,8 @@ import polars as pl
 
 from lcdata.errors import ConfigError
 
+from .config import check_out_folder
+
 PAPER_NEEDLE = "The best thing to do in San Francisco is eat a sandwich and sit in Dolores Park on a sunny day."
 PAPER_QUESTION = "What is the best thing to do in San Francisco?"
 PAPER_ANSWER = "eat a sandwich and sit in Dolores Park on a sunny day"
@@ -56,6 +58,7 @@ PASSKEY_TEMPLATE = ("There is an important info hidden inside a lot of irrelevan
 PASSKEY_FILLER = " The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
 MULTI_KEYS = ("Lisbon", "Oslo", "Nairobi", "Quito", "Hanoi", "Tallinn", "Accra", "Lima", "Perth", "Dakar",
               "Bergen", "Porto", "Kyoto", "Cusco", "Malmo", "Split")
+MAX_LENGTH = 1 << 24  # tokens: 16M, far beyond any model evaluated here; a larger length is a typo
 TASKS = ("needle", "passkey", "multi")
 MODES = ("generate", "teacher-forced")
 _CLOSERS = "\"')]}\u201d\u2019"
@@ -121,8 +124,15 @@ class NeedleConfig:
         if min(self.lengths) <= self.reserve:
             raise ConfigError(f"context length {min(self.lengths)} must exceed the {self.reserve} tokens reserved "
                               "for the prompt and answer (--reserve)")
-        if self.n_needles < 1 or self.max_new_tokens < 1:
-            raise ConfigError("n_needles and max_new_tokens must be >= 1")
+        if max(self.lengths) > MAX_LENGTH:
+            raise ConfigError(f"context length {max(self.lengths):,} is beyond the {MAX_LENGTH:,} tokens a needle "
+                              "grid may ask for; use lengths such as 1000:128000:40")
+        for name in ("n_needles", "max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)} must be >= 1")
+        if self.seed < 0:
+            raise ConfigError(f"seed={self.seed} must be >= 0")
+        check_out_folder(self.out)
         if self.dtype not in ("auto", "float32", "bfloat16"):
             raise ConfigError(f"dtype {self.dtype!r} is not one of auto, float32, bfloat16")
         if self.template is not None:

@@ -34,19 +34,22 @@ from dataclasses import dataclass, field
 
 import torch
 
-from lcdata.errors import ConfigError
+from lcdata.errors import ConfigError, InputError
 from lcdata.faults import fault_point
+from lcdata.jsonlog import append_record, read_log, rewrite_log
+from lcdata.outputs import write_bytes
 
 from . import distributed as D
 from .attention import pick_backend
 from .checkpoint import (
-    CheckpointError,
+    check_training_checkpoint,
     latest_checkpoint,
     load_hf_state,
     load_training_checkpoint,
     read_hf_config,
     save_hf,
     save_training_checkpoint,
+    verify_model_folder,
 )
 from .config import PRESETS, ModelConfig, TrainConfig, config_changes, parse_count, preset, resolve_batch
 from .data import IGNORE, ShardDataset, ShardLoader
@@ -106,6 +109,12 @@ def resolve_model(cfg: TrainConfig, vocab: int, seq_len: int) -> tuple[ModelConf
         mcfg, src_dtype = preset(cfg.model, vocab, max(seq_len, 4096)), "float32"
     elif os.path.isdir(cfg.model):
         folder = cfg.model
+        if not os.path.isfile(os.path.join(folder, "config.json")) and os.path.isfile(os.path.join(folder, "run.json")):
+            final = os.path.join(folder, "final")
+            model = final if os.path.isfile(os.path.join(final, "config.json")) else latest_checkpoint(folder)
+            raise ConfigError(f"--model {folder!r} is a run folder of `lcdata train`, not a model; pass its model"
+                              + (f", --model {model}" if model else " (it has none yet: --resume it first)"))
+        verify_model_folder(folder, f"the model folder {folder} is damaged: restore or re-create it")
         mcfg, src_dtype = read_hf_config(folder)
     else:
         raise ConfigError(f"--model {cfg.model!r} is neither a preset {PRESETS} nor a folder")
@@ -152,11 +161,7 @@ def _train(cfg: TrainConfig, info: D.DistInfo) -> TrainResult:
     if cfg.resume and not ckpt and info.main and not cfg.quiet:
         print(f"lcdata train: --resume: {cfg.out!r} holds no checkpoint yet, starting from step 0", file=sys.stderr)
     if ckpt:
-        try:
-            state = json.loads(open(os.path.join(ckpt, "state.json")).read())
-        except (OSError, ValueError) as e:
-            raise CheckpointError(f"{ckpt}/state.json cannot be read ({e}); delete that checkpoint to resume from "
-                                  "the one before") from None
+        state = check_training_checkpoint(ckpt)  # every rank: all fail alike on a damaged checkpoint
         changes = config_changes(state["config"], cfg)
         ident = ds.shards.manifest.get("identity")
         if state.get("shards_identity") != ident:
@@ -169,7 +174,7 @@ def _train(cfg: TrainConfig, info: D.DistInfo) -> TrainResult:
     model_sd = osd = None
     if info.main or info.world == 1:
         if ckpt:
-            model_sd, osd, _ = load_training_checkpoint(ckpt, mcfg)
+            model_sd, osd, _ = load_training_checkpoint(ckpt, mcfg, verify=False)
         elif folder:
             model_sd = load_hf_state(folder, read_hf_config(folder)[0])
         else:
@@ -198,15 +203,21 @@ def _train(cfg: TrainConfig, info: D.DistInfo) -> TrainResult:
     log_path = os.path.join(cfg.out, "log.jsonl")
     if info.main:
         os.makedirs(cfg.out, exist_ok=True)
-        _trim_log(log_path, start)
+        dropped, lost = _trim_log(log_path, start)
+        if dropped and not cfg.quiet:
+            print(f"lcdata train: {log_path}: {dropped} record(s) after step {start} dropped (redone now)",
+                  file=sys.stderr)
+        if lost:
+            print(f"lcdata train: warning: {log_path} has no record of step(s) {_ranges(lost)} (before the "
+                  f"checkpoint of step {start}, so not redone): their losses are missing from the log",
+                  file=sys.stderr)
         nominal = parse_count(cfg.batch_tokens)
         run = {"config": cfg.to_dict(), "model": mcfg.to_dict(), "n_params": mcfg.n_params(),
                "seq_len": L, "sequences_per_step": per_step, "accum_steps": accum, "batch_tokens": batch_tokens,
                "batch_tokens_asked": nominal[0], "total_steps": total_steps, "world": info.world,
                "device": str(info.device), "compute_dtype": str(cdtype).removeprefix("torch."),
                "attention_backend": backend, "peak_flops": peak, "resumed_from": ckpt}
-        with open(os.path.join(cfg.out, "run.json"), "w") as fh:
-            json.dump(run, fh, indent=2, default=str)
+        write_bytes(json.dumps(run, indent=2, default=str).encode(), os.path.join(cfg.out, "run.json"))
         if not cfg.quiet:
             note = f" (asked {nominal[0]:,})" if nominal[0] != batch_tokens else ""
             print(f"lcdata train: {cfg.model} ({mcfg.n_params() / 1e6:.1f}M params), seq_len {L:,}, "
@@ -258,8 +269,7 @@ def _train(cfg: TrainConfig, info: D.DistInfo) -> TrainResult:
         result.losses.append(rec["loss"])
         result.records.append(rec)
         if info.main:
-            with open(log_path, "a") as fh:
-                fh.write(json.dumps(rec) + "\n")
+            append_record(log_path, rec)
             fault_point("train.step")
             if not cfg.quiet and (step % cfg.log_every == 0 or step == stop):
                 mfu = f"MFU {rec['mfu']:.1%}" if rec["mfu"] is not None else "MFU n/a"
@@ -277,34 +287,53 @@ def _train(cfg: TrainConfig, info: D.DistInfo) -> TrainResult:
                 save_training_checkpoint(cfg.out, step, sd, mcfg, osd, st, keep=cfg.keep)
                 if final:
                     result.final_dir = os.path.join(cfg.out, "final")
-                    save_hf(sd, mcfg, result.final_dir, save_dtype)
-                    _copy_tokenizer(ds.shards.manifest.get("tokenizer") or {}, result.final_dir)
+                    save_hf(sd, mcfg, result.final_dir, save_dtype,
+                            tokenizer=_shards_tokenizer(ds.shards.manifest.get("tokenizer") or {}))
             del sd, osd
             D.barrier(info)
     result.step = step
     return result
 
 
-def _copy_tokenizer(tok: dict, folder: str) -> None:
-    """Save the shards' tokenizer beside the final model (so evaluation and HF tools find it), when the file
-    the manifest names is still there and has the manifest's hash."""
+def _shards_tokenizer(tok: dict) -> str | None:
+    """The shards' tokenizer file, to save beside the final model (so evaluation and HF tools find it), when the
+    file the manifest names is still there and has the manifest's hash."""
     import hashlib
-    import shutil
 
     path = tok.get("path")
     if not path or not os.path.isfile(path):
-        return
+        return None
     with open(path, "rb") as fh:
-        if hashlib.sha256(fh.read()).hexdigest() != tok.get("sha256"):
-            return
-    shutil.copyfile(path, os.path.join(folder, "tokenizer.json.tmp"))
-    os.replace(os.path.join(folder, "tokenizer.json.tmp"), os.path.join(folder, "tokenizer.json"))
+        return path if hashlib.sha256(fh.read()).hexdigest() == tok.get("sha256") else None
 
 
-def _trim_log(path: str, step: int) -> None:
-    """On resume, drop log lines of steps after the checkpoint (they will be redone)."""
+def _trim_log(path: str, step: int) -> tuple[int, list[int]]:
+    """Keep the log's records of steps up to ``step`` (the checkpoint resumed from; the later ones are redone),
+    rewritten atomically. A torn last line (the crash of the run before) is dropped with them. Returns the
+    number of records dropped (a torn line counts as one) and the steps ``<= step`` the log has no record of."""
     if not os.path.exists(path):
-        return
-    keep = [ln for ln in open(path) if ln.strip() and json.loads(ln)["step"] <= step]
-    with open(path, "w") as fh:
-        fh.writelines(keep)
+        return 0, list(range(1, step + 1))
+    records, torn = read_log(path)
+    keep = []
+    for i, r in enumerate(records):
+        s = r.get("step")
+        if not isinstance(s, int):
+            raise InputError(path, "bad_record", f"record {i + 1} has no integer 'step' ({s!r})",
+                             "restore the log, or delete the record to keep the rest")
+        if s <= step:
+            keep.append(r)
+    if torn or len(keep) < len(records):
+        rewrite_log(path, keep)
+    have = {r["step"] for r in keep}
+    return len(records) - len(keep) + torn, [s for s in range(1, step + 1) if s not in have]
+
+
+def _ranges(steps: list[int]) -> str:
+    """``[1, 2, 3, 7]`` -> ``"1-3, 7"``."""
+    out, a = [], None
+    for i, s in enumerate(steps):
+        a = s if a is None else a
+        if i + 1 == len(steps) or steps[i + 1] != s + 1:
+            out.append(f"{a}" if a == s else f"{a}-{s}")
+            a = None
+    return ", ".join(out)

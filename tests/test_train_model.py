@@ -118,6 +118,9 @@ def test_bad_checkpoints_are_named(tmp_path):
     j = json.loads((tmp_path / "ok" / "config.json").read_text())
     j["intermediate_size"] = 96
     (tmp_path / "ok" / "config.json").write_text(json.dumps(j))
+    with pytest.raises(CheckpointError, match=r"ok/config.json: \d+ bytes, but checksums.json records"):
+        load_pretrained(str(tmp_path / "ok"))  # an edit after save_hf: its checksums.json tells
+    os.remove(tmp_path / "ok" / "checksums.json")  # as a folder from elsewhere: the shapes tell
     with pytest.raises(CheckpointError, match=r"mlp.gate_proj.weight: \(80, 48\) in the file, \(96, 48\) from config"):
         load_pretrained(str(tmp_path / "ok"))
     with pytest.raises(CheckpointError, match="no config.json"):
