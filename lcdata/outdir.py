@@ -62,28 +62,30 @@ class Kind:
     command: str
     complete: str
     entries: tuple[str, ...]
-    legacy_key: tuple[str, str] | None = None  # (key, value) of the completion file before markers existed
+    # how a folder written before markers existed is recognised: (file, key, value) - the JSON ``file`` has
+    # ``key`` (equal to ``value`` unless it is None)
+    legacy: tuple[str, str, str | None] | None = None
 
 
 KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("stats", "lcdata stats", "stats.json",
          ("stats.json", "sources.parquet", "buckets.parquet", "histogram.parquet", "files.parquet", "skips.parquet",
-          "doc_lengths.parquet", "length_distribution.png", "_scaleout"), ("kind", "lcdata.stats")),
+          "doc_lengths.parquet", "length_distribution.png", "_scaleout"), ("stats.json", "kind", "lcdata.stats")),
     Kind("plan", "lcdata sample", "plan.json",
          ("plan.json", "plan.parquet", "report.parquet", "groups.parquet", "report.json", "sample.png", "_scaleout",
           "stats"),
-         ("kind", "lcdata.plan")),
+         ("plan.json", "kind", "lcdata.plan")),
     Kind("shards", "lcdata build", "manifest.json",
          ("manifest.json", "build.json", "shard-*.bin", "shard-*.seg.npy", "documents.parquet", "_work", "_scaleout"),
-         ("format", "lcdata.shards")),
+         ("manifest.json", "format", "lcdata.shards")),
     Kind("export", "lcdata export", "export-*.json",
          ("export-*.json", "shard-*.ds", "shard-*.ds.index", "shard-*.bin", "shard-*.idx")),
-    Kind("train", "lcdata train", "run.json",
-         ("run.json", "log.jsonl", "checkpoints", "final", "loss.png", "train.json", "*.log")),
-    Kind("needle", "lcdata needle", "results.json",
-         ("results.json", "results.parquet", "heatmap.png", "*.png", "needle.json")),
-    Kind("eval-loss", "lcdata eval-loss", "loss.json",
-         ("loss.json", "loss.parquet", "compare.parquet", "*.png")),
+    Kind("train", "lcdata train", "final", ("run.json", "log.jsonl", "checkpoints", "final"),
+         ("run.json", "total_steps", None)),
+    Kind("needle", "lcdata needle", "results.json", ("results.json", "results.parquet", "heatmap*.png"),
+         ("results.json", "average_score", None)),
+    Kind("eval-loss", "lcdata eval-loss", "loss.json", ("loss.json", "loss.parquet", "compare.parquet"),
+         ("loss.json", "loss", None)),
 )}
 
 
@@ -114,9 +116,9 @@ def folder_kind(out: str) -> str | None:
     if isinstance(m, dict) and m.get("kind") in KINDS:
         return m["kind"]
     for k in KINDS.values():
-        if k.legacy_key and fs.exists(f"{p}/{k.complete}"):
-            j = _read_json(fs, f"{p}/{k.complete}")
-            if isinstance(j, dict) and j.get(k.legacy_key[0]) == k.legacy_key[1]:
+        if k.legacy and fs.exists(f"{p}/{k.legacy[0]}"):
+            j = _read_json(fs, f"{p}/{k.legacy[0]}")
+            if isinstance(j, dict) and k.legacy[1] in j and k.legacy[2] in (None, j[k.legacy[1]]):
                 return k.name
     if fs.exists(f"{p}/build.json"):
         return "shards"

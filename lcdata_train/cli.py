@@ -38,6 +38,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    "(config.json + safetensors)")
     p.add_argument("--out", required=True, help="run folder (log.jsonl, checkpoints/, final/)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run folder --out holds (only ever a folder `lcdata train` wrote)")
     p.add_argument("--seq-len", type=int, default=None, help="tokens per sequence (default: the shards')")
     p.add_argument("--rope-theta", type=float, default=None, help="RoPE base, e.g. 5e6 (default: the model's)")
     p.add_argument("--rope-scaling", type=_rope_scaling, default=None,
@@ -77,7 +79,7 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
                        min_lr_ratio=a.min_lr_ratio, batch_tokens=a.batch_tokens, tokens=a.tokens,
                        micro_batch=a.micro_batch, doc_mask=a.doc_mask, weight_decay=a.weight_decay,
                        grad_clip=a.grad_clip, act_ckpt=not a.no_act_ckpt, loss_chunk=a.loss_chunk, seed=a.seed,
-                       resume=a.resume, save_every=a.save_every, keep=a.keep, stop_after=a.stop_after,
+                       resume=a.resume, overwrite=a.overwrite, save_every=a.save_every, keep=a.keep, stop_after=a.stop_after,
                        log_every=a.log_every, device=a.device, dtype=a.dtype, save_dtype=a.save_dtype,
                        attn_backend=a.attn_backend, parallel=a.parallel, num_workers=a.num_workers,
                        peak_tflops=a.peak_tflops, quiet=a.quiet)
@@ -133,6 +135,8 @@ def add_needle_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto")
     p.add_argument("--out", required=True, help="output folder (results.parquet, results.json, heatmap.png)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the needle folder --out holds (only ever a folder `lcdata needle` wrote)")
     p.add_argument("--quiet", action="store_true")
 
 
@@ -143,7 +147,7 @@ def run_needle_cmd(a: argparse.Namespace) -> int:
                        mode=a.mode, lengths=parse_grid(a.lengths, True), depths=parse_grid(a.depths, True),
                        needle=a.needle, question=a.question, answer=a.answer, target=a.target, template=a.template,
                        n_needles=a.n_needles, reserve=a.reserve, max_new_tokens=a.max_new_tokens, seed=a.seed,
-                       device=a.device, dtype=a.dtype, rope_theta=a.rope_theta, quiet=a.quiet)
+                       device=a.device, dtype=a.dtype, rope_theta=a.rope_theta, quiet=a.quiet, overwrite=a.overwrite)
     res = run_needle(cfg)
     if not a.quiet:
         print_summary(res, a.out)
@@ -164,6 +168,8 @@ def add_eval_loss_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto")
     p.add_argument("--out", default=None, help="output folder (loss.parquet, loss.json, compare.parquet)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the folder --out holds (only ever a folder `lcdata eval-loss` wrote)")
     p.add_argument("--quiet", action="store_true")
 
 
@@ -173,7 +179,7 @@ def run_eval_loss_cmd(a: argparse.Namespace) -> int:
     cfg = EvalLossConfig(models=tuple(a.model), labels=tuple(a.labels) if a.labels else None, shards=a.shards,
                          out=a.out, position_buckets=a.position_buckets, seq_len=a.seq_len, doc_mask=a.doc_mask,
                          max_sequences=a.max_sequences, threshold=a.threshold, rope_theta=a.rope_theta,
-                         device=a.device, dtype=a.dtype, quiet=a.quiet)
+                         device=a.device, dtype=a.dtype, quiet=a.quiet, overwrite=a.overwrite)
     losses, cmp = run_eval_loss(cfg)
     print(format_table(losses, cmp))
     if a.out:

@@ -149,7 +149,7 @@ SCHEDULES = ("constant", "cosine")
 PARALLEL = ("fsdp", "ddp")
 DTYPES = ("auto", "float32", "bfloat16")
 # TrainConfig fields a resumed run may change; every other one must equal the checkpoint's.
-RESUMABLE_CHANGES = ("out", "resume", "tokens", "stop_after", "save_every", "keep", "log_every", "num_workers",
+RESUMABLE_CHANGES = ("out", "resume", "overwrite", "tokens", "stop_after", "save_every", "keep", "log_every", "num_workers",
                      "quiet", "peak_tflops", "save_dtype")
 
 
@@ -182,6 +182,7 @@ class TrainConfig:
     loss_chunk: int = 4096  # tokens per cross-entropy chunk
     seed: int = 0
     resume: bool = False
+    overwrite: bool = False  # replace the run folder --out holds (only ever one `lcdata train` wrote)
     save_every: int = 100  # steps; 0 = only at the end
     keep: int = 2  # training checkpoints kept
     stop_after: int | None = None  # stop (with a checkpoint) after this many steps of this invocation

@@ -58,6 +58,7 @@ class EvalLossConfig:
     max_sequences: int | None = None
     threshold: float = THRESHOLD
     chunk: int = 4096
+    overwrite: bool = False  # replace the folder --out holds (only ever one `lcdata eval-loss` wrote)
     device: str = "auto"
     dtype: str = "auto"
     rope_theta: float | None = None
@@ -208,12 +209,21 @@ def format_table(losses: pl.DataFrame, cmp: pl.DataFrame | None = None) -> str:
 
 def run_eval_loss(cfg: EvalLossConfig) -> tuple[pl.DataFrame, pl.DataFrame | None]:
     """`eval_loss`, the comparison when there are several models, and the outputs in ``cfg.out``."""
-    from lcdata.outputs import make_dirs, write_json, write_parquet
+    from contextlib import nullcontext
 
+    from lcdata.outdir import claim_out
+    from lcdata.outputs import write_json, write_parquet
+
+    with (claim_out(cfg.out, "eval-loss", overwrite=cfg.overwrite, resume_flag=None, inputs=[cfg.shards, *cfg.models],
+                    protect={"the shard folder": [cfg.shards], "a model": list(cfg.models)})
+          if cfg.out else nullcontext()):
+        return _run_eval_loss(cfg, write_json, write_parquet)
+
+
+def _run_eval_loss(cfg: EvalLossConfig, write_json, write_parquet) -> tuple[pl.DataFrame, pl.DataFrame | None]:
     losses = eval_loss(cfg)
     cmp = compare(losses, cfg.threshold) if len(cfg.models) > 1 else None
     if cfg.out:
-        make_dirs(cfg.out)
         write_parquet(losses, os.path.join(cfg.out, "loss.parquet"))
         if cmp is not None:
             write_parquet(cmp, os.path.join(cfg.out, "compare.parquet"))

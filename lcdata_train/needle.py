@@ -106,6 +106,7 @@ class NeedleConfig:
     dtype: str = "auto"
     rope_theta: float | None = None
     quiet: bool = False
+    overwrite: bool = False  # replace the needle folder --out holds (only ever one `lcdata needle` wrote)
 
     def __post_init__(self):
         if self.task not in TASKS:
@@ -327,7 +328,18 @@ def haystack_ids(tok, texts: list[str], n_tokens: int, sep: str = "\n\n") -> np.
 
 
 def run_needle(cfg: NeedleConfig) -> pl.DataFrame:
-    """Evaluate the grid and write the outputs; returns ``results`` (one row per cell and needle)."""
+    """Evaluate the grid and write the outputs; returns ``results`` (one row per cell and needle). ``cfg.out`` is
+    claimed first (`lcdata.outdir.claim_out`): never the model's folder or inside it, never a haystack file."""
+    from lcdata.outdir import claim_out
+
+    model = [cfg.model] if os.path.exists(cfg.model) else []  # a preset name is no folder
+    with claim_out(cfg.out, "needle", overwrite=cfg.overwrite, resume_flag=None, inputs=model,
+                   protect={"the model": model, "the tokenizer": [cfg.tokenizer or ""],
+                            "a haystack file": list(cfg.haystack)}):
+        return _run_needle(cfg)
+
+
+def _run_needle(cfg: NeedleConfig) -> pl.DataFrame:
     from lcdata.tokenizer import BOS_NAMES, EOS_NAMES, find_special, load_tokenizer
 
     from .infer import greedy_generate, load_model, resolve_tokenizer, teacher_forced
@@ -416,9 +428,9 @@ def _write_outputs(cfg: NeedleConfig, res: pl.DataFrame, info: dict) -> None:
     if "logprob" in res.columns:
         summary["mean_answer_logprob"] = float(res["logprob"].mean())
         summary["mean_token_acc"] = float(res["token_acc"].mean())
-    write_json(summary, os.path.join(cfg.out, "results.json"))
     png = heatmap(cells, f"{cfg.task} ({cfg.mode}) - {os.path.basename(cfg.model.rstrip('/'))}: average {avg:.1f}")
     write_bytes(png, os.path.join(cfg.out, "heatmap.png"))
+    write_json(summary, os.path.join(cfg.out, "results.json"))  # last: marks a complete folder
 
 
 def heatmap(cells: pl.DataFrame, title: str) -> bytes:

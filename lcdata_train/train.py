@@ -37,6 +37,7 @@ import torch
 from lcdata.errors import ConfigError, InputError
 from lcdata.faults import fault_point
 from lcdata.jsonlog import append_record, read_log, rewrite_log
+from lcdata.outdir import claim_out
 from lcdata.outputs import write_bytes
 
 from . import distributed as D
@@ -136,9 +137,22 @@ def train(cfg: TrainConfig) -> TrainResult:
     """Run (or resume) ``cfg``; under torchrun every rank calls this. Returns this invocation's losses."""
     info = D.setup(cfg.device)
     try:
-        return _train(cfg, info)
+        # rank 0 claims --out (lcdata.outdir) and holds its lock for the run: never the shard or model folder,
+        # nor inside one; --overwrite only of a run folder
+        claim = (claim_out(cfg.out, "train", overwrite=cfg.overwrite, resume=cfg.resume,
+                           inputs=[cfg.shards, *_folders(cfg.model)],
+                           protect={"the shard folder": [cfg.shards], "the model": _folders(cfg.model)})
+                 if info.main else contextlib.nullcontext())
+        with claim:
+            D.barrier(info)
+            return _train(cfg, info)
     finally:
         D.teardown()
+
+
+def _folders(*paths: str) -> list[str]:
+    """The paths that exist (a model given as a preset name is no folder to protect)."""
+    return [p for p in paths if p and os.path.exists(p)]
 
 
 def _train(cfg: TrainConfig, info: D.DistInfo) -> TrainResult:

@@ -101,7 +101,7 @@ def test_compare_flags_deltas_above_the_threshold(train_shards, models, tmp_path
 
 
 def test_bad_input(train_shards, models):
-    with pytest.raises(ConfigError, match="starting at 0"):
+    with pytest.raises(ConfigError, match="must start at 0"):
         parse_edges("10,4096")
     with pytest.raises(ConfigError, match="one per model"):
         EvalLossConfig(models=(models[0],), labels=("a", "b"), shards=train_shards)

@@ -4,6 +4,7 @@ against an independent computation, outputs and CLI, bad input; and a debug mode
 documents scores clearly above an untrained one."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -152,6 +153,20 @@ def test_run_writes_results_heatmap_and_exact_lengths(untrained, tmp_path):
     assert len(summary["cells"]) == 6 and summary["tokenizer"].endswith("tokenizer.json")
     assert (out / "heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "results.parquet").exists()
+    # the output folder's rules (lcdata.outdir): a second run is refused, --overwrite replaces only its own files,
+    # and the model's folder is never an output
+    cfg = dict(model=untrained, lengths=(400,), depths=(50,), mode="teacher-forced", quiet=True, device="cpu")
+    with pytest.raises(ConfigError, match="pass --overwrite"):
+        N.run_needle(N.NeedleConfig(out=str(out), **cfg))
+    (out / "mine.txt").write_text("keep")
+    with pytest.raises(ConfigError, match="mine.txt"):
+        N.run_needle(N.NeedleConfig(out=str(out), overwrite=True, **cfg))
+    (out / "mine.txt").unlink()
+    assert N.run_needle(N.NeedleConfig(out=str(out), overwrite=True, **cfg)).height == 1
+    for bad in (untrained, os.path.join(untrained, "needle")):
+        with pytest.raises(ConfigError, match="the model|inside the input folder"):
+            N.run_needle(N.NeedleConfig(out=bad, **cfg))
+    assert not os.path.exists(os.path.join(untrained, "needle"))
 
 
 def test_bad_input_is_refused_with_the_value():

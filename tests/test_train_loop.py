@@ -103,8 +103,19 @@ def test_bad_input_names_the_values(train_shards, tmp_path):
 
     run = tmp_path / "run"
     train(_cfg(train_shards, run, tokens=512 * 2))
-    with pytest.raises(ConfigError, match="already holds a run .checkpoint step-00000002.; pass --resume"):
+    with pytest.raises(ConfigError, match="holds a complete lcdata train folder; pass --resume or --overwrite"):
         train(_cfg(train_shards, run, tokens=512 * 2))
+    with pytest.raises(ConfigError, match="is the shard folder"):  # never into the shards it reads
+        train(_cfg(train_shards, train_shards, tokens=512 * 2))
+    with pytest.raises(ConfigError, match="inside the input folder"):
+        train(_cfg(train_shards, os.path.join(train_shards, "run"), tokens=512 * 2))
+    other = tmp_path / "other"
+    train(_cfg(train_shards, other, tokens=512 * 2))
+    (other / "notes.md").write_text("mine")
+    with pytest.raises(ConfigError, match="notes.md"):  # --overwrite never removes what train did not write
+        train(_cfg(train_shards, other, tokens=512 * 2, overwrite=True))
+    (other / "notes.md").unlink()
+    assert train(_cfg(train_shards, other, tokens=512 * 2, overwrite=True, seed=1)).first_step == 0
     with pytest.raises(ConfigError, match=r"changed config: lr: 0.01 \(checkpoint\) -> 0.02 \(now\); "
                                           r"micro_batch: 2 \(checkpoint\) -> 1 \(now\)"):
         train(_cfg(train_shards, run, tokens=512 * 4, resume=True, lr=0.02, micro_batch=1))
