@@ -120,12 +120,12 @@ eval-loss: $(O)/eval-loss/loss.json
 report: $(O)/report.md
 
 $(O)/stats/stats.json: $(STAMP) $(CORPUS_FILES) $(TOK_FILE) $(call stage_changed,stats)
-	$(LCDATA) stats $(INPUTS) --tokenizer $(TOK) --calibrate --out $(call q,$(OUT)/stats) $(WFLAG)
+	$(LCDATA) stats $(INPUTS) --tokenizer $(TOK) --calibrate --out $(call q,$(OUT)/stats) --overwrite $(WFLAG)
 	@$(call stage_record,stats)
 
 $(O)/plan/plan.json: $(O)/stats/stats.json $(call stage_changed,plan)
 	$(LCDATA) sample $(INPUTS) --stats $(call q,$(OUT)/stats) --strategy $(STRATEGY) --budget-tokens $(BUDGET) \
-		--seed $(SEED) --out $(call q,$(OUT)/plan) $(SAMPLE_ARGS) $(WFLAG)
+		--seed $(SEED) --out $(call q,$(OUT)/plan) --overwrite $(SAMPLE_ARGS) $(WFLAG)
 	@$(call stage_record,plan)
 
 $(O)/shards/manifest.json: $(O)/plan/plan.json $(call stage_changed,shards)
@@ -140,20 +140,20 @@ $(O)/heldout/manifest.json: $(STAMP) $(CORPUS_FILES) $(TOK_FILE) $(call stage_ch
 	@$(call stage_record,heldout)
 
 $(O)/run/final/config.json: $(O)/shards/manifest.json $(call stage_changed,train)
-	rm -rf $(call q,$(OUT)/run)
 	$(LCDATA) train --shards $(call q,$(OUT)/shards) --model $(MODEL) --seq-len $(TRAIN_SEQ_LEN) \
 		--batch-tokens $(BATCH_TOKENS) --tokens $(TRAIN_TOKENS) --lr $(LR) --seed $(SEED) --save-every 0 \
-		--log-every 8 --out $(call q,$(OUT)/run) $(TRAIN_ARGS)
+		--log-every 8 --out $(call q,$(OUT)/run) --overwrite $(TRAIN_ARGS)
 	@$(call stage_record,train)
 
 $(O)/needle/results.json: $(O)/run/final/config.json $(call stage_changed,needle)
 	$(LCDATA) needle --model $(call q,$(OUT)/run) --tokenizer $(TOK) --task $(NEEDLE_TASK) --mode $(NEEDLE_MODE) \
-		--lengths $(NEEDLE_LENGTHS) --depths $(NEEDLE_DEPTHS) --out $(call q,$(OUT)/needle) $(NEEDLE_ARGS)
+		--lengths $(NEEDLE_LENGTHS) --depths $(NEEDLE_DEPTHS) --out $(call q,$(OUT)/needle) --overwrite $(NEEDLE_ARGS)
 	@$(call stage_record,needle)
 
 $(O)/eval-loss/loss.json: $(O)/run/final/config.json $(O)/heldout/manifest.json $(call stage_changed,eval-loss)
 	$(LCDATA) eval-loss --model $(call q,$(OUT)/run) --labels $(MODEL)-$(STRATEGY) --shards $(call q,$(OUT)/heldout) \
-		--position-buckets $(POS_BUCKETS) --max-sequences $(EVAL_SEQUENCES) --out $(call q,$(OUT)/eval-loss)
+		--position-buckets $(POS_BUCKETS) --max-sequences $(EVAL_SEQUENCES) --out $(call q,$(OUT)/eval-loss) \
+		--overwrite
 	@$(call stage_record,eval-loss)
 
 $(O)/report.md: $(O)/needle/results.json $(O)/eval-loss/loss.json
@@ -200,12 +200,12 @@ paper-ablation: $(ABL)/report.md
 	@echo "lcdata paper-ablation: open $(ABL)/report.md"
 
 $(ABL)/stats/stats.json: $(STAMP) $(CORPUS_FILES) $(TOK_FILE) $(call abl_changed,stats)
-	$(LCDATA) stats $(INPUTS) --tokenizer $(TOK) --out $(ABL)/stats --quiet $(WFLAG)
+	$(LCDATA) stats $(INPUTS) --tokenizer $(TOK) --out $(ABL)/stats --overwrite --quiet $(WFLAG)
 	@$(call abl_record,stats)
 
 $(ABL)/%/plan/plan.json: $(ABL)/stats/stats.json $$(call abl_changed,plan,$$*)
 	$(LCDATA) sample $(INPUTS) --stats $(ABL)/stats --strategy $* --budget-tokens $(ABL_BUDGET) --seed $(SEED) \
-		--out $(ABL)/$*/plan $(if $(filter upsample-sources,$*),$(ABL_UPSAMPLE)) --quiet $(WFLAG)
+		--out $(ABL)/$*/plan --overwrite $(if $(filter upsample-sources,$*),$(ABL_UPSAMPLE)) --quiet $(WFLAG)
 	@$(call abl_record,plan,$*)
 
 $(ABL)/%/shards/manifest.json: $(ABL)/%/plan/plan.json $$(call abl_changed,shards,$$*)
@@ -219,17 +219,16 @@ $(ABL)/base/shards/manifest.json: $(ABL)/natural/plan/plan.json $(call abl_chang
 	@$(call abl_record,shards,base)
 
 $(ABL)/base/run/final/config.json: $(ABL)/base/shards/manifest.json $(call abl_changed,base)
-	rm -rf $(ABL)/base/run
 	$(LCDATA) train --shards $(ABL)/base/shards --model $(MODEL) --batch-tokens $(BATCH_TOKENS) \
-		--tokens $(ABL_BASE_TOKENS) --lr $(LR) --seed $(SEED) --save-every 0 --log-every 16 --out $(ABL)/base/run
+		--tokens $(ABL_BASE_TOKENS) --lr $(LR) --seed $(SEED) --save-every 0 --log-every 16 --out $(ABL)/base/run \
+		--overwrite
 	@$(call abl_record,base)
 
 $(ABL)/%/run/final/config.json: $(ABL)/%/shards/manifest.json $$(call abl_changed,train,$$*) \
 		$(if $(ABL_BASE),,$(ABL)/base/run/final/config.json)
-	rm -rf $(ABL)/$*/run
 	$(LCDATA) train --shards $(ABL)/$*/shards --model $(call q,$(ABL_BASE_MODEL)) --seq-len $(ABL_SEQ_LEN) \
 		--batch-tokens $(BATCH_TOKENS) --tokens $(ABL_TOKENS) --lr $(ABL_LR) --seed $(SEED) --save-every 0 \
-		--log-every 16 --out $(ABL)/$*/run $(TRAIN_ARGS)
+		--log-every 16 --out $(ABL)/$*/run --overwrite $(TRAIN_ARGS)
 	@$(call abl_record,train,$*)
 
 $(ABL)/heldout/manifest.json: $(STAMP) $(CORPUS_FILES) $(TOK_FILE) $(call abl_changed,eval-loss,heldout) \
@@ -239,14 +238,14 @@ $(ABL)/heldout/manifest.json: $(STAMP) $(CORPUS_FILES) $(TOK_FILE) $(call abl_ch
 
 $(ABL)/%/needle/results.json: $(ABL)/%/run/final/config.json $$(call abl_changed,needle,$$*)
 	$(LCDATA) needle --model $(ABL)/$*/run --tokenizer $(TOK) --task $(NEEDLE_TASK) --mode $(NEEDLE_MODE) \
-		--lengths $(NEEDLE_LENGTHS) --depths $(NEEDLE_DEPTHS) --out $(ABL)/$*/needle --quiet $(NEEDLE_ARGS)
+		--lengths $(NEEDLE_LENGTHS) --depths $(NEEDLE_DEPTHS) --out $(ABL)/$*/needle --overwrite --quiet $(NEEDLE_ARGS)
 	@$(call abl_record,needle,$*)
 
 $(ABL)/eval-loss/loss.json: $(foreach s,$(ABL_STRATEGIES),$(ABL)/$(s)/run/final/config.json) $(ABL)/heldout/manifest.json \
 		$(call abl_changed,eval-loss)
 	$(LCDATA) eval-loss --model $(foreach s,$(ABL_STRATEGIES),$(ABL)/$(s)/run) --labels $(ABL_STRATEGIES) \
 		--shards $(ABL)/heldout --position-buckets $(ABL_POS_BUCKETS) --max-sequences $(EVAL_SEQUENCES) \
-		--out $(ABL)/eval-loss
+		--out $(ABL)/eval-loss --overwrite
 	@$(call abl_record,eval-loss)
 
 $(ABL)/report.md: $(ABL)/eval-loss/loss.json $(foreach s,$(ABL_STRATEGIES),$(ABL)/$(s)/needle/results.json)
