@@ -33,6 +33,7 @@ the files they hash once.
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import hashlib
 import json
@@ -179,7 +180,13 @@ class _Lock:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        except OSError as e:
+            if e.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):  # a filesystem without locks: as remote
+                os.close(fd)
+                return
+            if not isinstance(e, BlockingIOError):
+                os.close(fd)
+                raise
             try:
                 info = json.loads(os.pread(fd, 4096, 0) or b"{}")
             except ValueError:
