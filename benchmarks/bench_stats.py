@@ -410,7 +410,7 @@ def child_lcdata_engine(engine: str, inputs: list[str], out: str) -> dict:
     """`lcdata stats --tokenizer` with a given tokenizer engine, through the API (what the CLI calls)."""
     from lcdata import StatsConfig, run_stats
 
-    run_stats(inputs, out, StatsConfig(tokenizer=str(TOKENIZER), engine=engine))
+    run_stats(inputs, out, StatsConfig(tokenizer=str(TOKENIZER), engine=engine), overwrite=True)
     return {}
 
 
@@ -533,7 +533,7 @@ def main() -> None:
             shutil.copyfile(corpus_dir / f["path"], qdir / f["path"])
         q_files = [str(qdir / f["path"]) for f in quarter]
         def char_argv(name, inputs):
-            return ["stats", *inputs, "--out", str(tmp / name), "--quiet"]
+            return ["stats", *inputs, "--out", str(tmp / name), "--quiet", "--overwrite"]  # rounds reuse the folder
 
         # The parse floor and character mode take seconds: with --repeat they run in interleaved rounds and
         # each keeps its fastest (the machine's noise is +-20% from run to run).
