@@ -22,19 +22,28 @@ Algorithm (pure Polars/NumPy over the per-document length table; no per-document
    with key <= ``CANDIDATE_KEY`` are sorted (a group whose candidates hold less than R_g + tol_g, e.g. a small
    one by chance, sorts all its units): the same plan as a sort of every unit, at a fraction of the cost.
 5. **The total, by carrying the rounding.** Half a unit per group adds up over groups (demo corpus,
-   per-source, 1M: +0.83% with four sources). So each group may instead take any prefix sum within
-   tol_g = max(its longest unit, ``CARRY_SHARE`` x its target) of its target, and the groups are solved in
-   a fixed order (longest units first, then by name: a property of the corpus, never of the seed, file order or
-   workers) carrying the running "target minus achieved": a beam search over the prefix sums bracketing
-   each group's remainder plus none, part or all of the carry, keeping the ``BEAM`` states of smallest |carry|
-   beyond ``TOTAL_SLACK`` x the budget, then smallest summed relative deviation of the groups from their own
-   targets (no group moves further than the total needs, and large groups absorb most). Guarantees: each group within tol_g of its target (each
-   source, for the per-source strategies: within max(its longest document, 0.5%)); the total within
-   max(``TOTAL_SLACK`` x budget, half the longest unit of any group) (the greedy path, "nearest to remainder
-   + carry", is among the states, and it never lets the carry grow past max(carry, half the group's longest
-   unit)). Demo corpus, per-source: 1M -> 999,034 tokens (-0.10%, was +0.83%); 2M +0.46% (was +3.9%), 500K
-   +0.97% (was +11.1%; books: 11 documents selected, up to 167K tokens each). It changes only which prefix
-   is taken, so theta_g still decides every unit.
+   per-source, 1M, four sources: +0.83% if each group stopped nearest its own remainder). So each group may
+   instead take any prefix sum within tol_g = max(its longest unit, ``CARRY_SHARE`` x its target) of its
+   target, and the groups are solved in a fixed order (longest units first, then by name: a property of the
+   corpus, never of the seed, file order or workers) carrying the running "target minus achieved": a beam
+   search over the prefix sums bracketing each group's remainder plus none, part or all of the carry, keeping
+   the ``BEAM`` states of smallest |carry| beyond ``TOTAL_SLACK`` x the budget, then smallest summed relative
+   deviation of the groups from their own targets (no group moves further than the total needs, and large
+   groups absorb most). It changes only which prefix is taken, so theta_g still decides every unit. Demo
+   corpus, per-source: 1M -> 999,034 tokens (-0.10%), 2M +0.46%, 500K +0.97% (books: 11 documents
+   selected, up to 167K tokens each).
+
+In code, `solve_plan` runs these steps as pure functions: `make_units` (1), `_unit_classes` and
+`group_targets` (2), `_group_parameters` and `_carry_tolerance` (3), `_class_probabilities` and
+`_select_units` (4-5: `_order_keys`, `_candidates`, `_order`, `_prefix_lengths`), then `_class_outcome`,
+`_group_table`, `build_report` and `_selected_rows` turn the selection into the plan's three tables.
+
+Invariants (tests/test_sampling.py): every unit gets m_g or m_g + 1 copies, at most ``max_repeat``, and empty
+units none; each group lands within tol_g of its target (each source, for the per-source strategies: within
+max(its longest document, 0.5%)); the total within max(``TOTAL_SLACK`` x budget, half the longest unit of
+any group) (the greedy path, "nearest to remainder + carry", is among the states, and it never lets the carry
+grow past max(carry, half the group's longest unit)); a unit is selected iff (key, hash) <= theta_g; the plan
+is a function of (corpus lengths and identities, config, seed) only, its rows in (file, row, chunk) order.
 
 Why it is unbiased: under sequential Poisson sampling the inclusion probability of a unit is p (up to a
 correction that vanishes with group size), so the expected number of copies is m_g + p, proportional to
@@ -213,12 +222,6 @@ def solve_lambda(remainder: float, classes: list[tuple[float, float]]) -> float:
     return math.inf
 
 
-def _describe(g: dict) -> str:
-    if g["bucket"] is None:
-        return f"source {g['source']!r}" if g["source"] is not None else "the corpus"
-    return f"source {g['source']!r}, length bucket {g['bucket']}"
-
-
 def solve_plan(docs: pl.DataFrame, cfg: SampleConfig) -> Plan:
     """Solve the plan for a per-document length table (columns ``file, row, source, n_tokens``, optional
     ``doc_id`` when ids come from an id field).
@@ -229,12 +232,32 @@ def solve_plan(docs: pl.DataFrame, cfg: SampleConfig) -> Plan:
     >>> p.total_tokens
     5060
     """
-    id_col = "doc_id" if "doc_id" in docs.columns else None
-    units = make_units(docs, cfg, with_doc_id=False)
-    n_units = units.height
-    # Per-unit work is on NumPy arrays of integer codes, never on per-unit strings. A unit's *class* is
-    # (source, bucket of its length, empty/short/long): its group, weight, p and passes are functions of it.
+    units = make_units(docs, cfg, with_doc_id=False)  # step 1
     length = units["length"].to_numpy()
+    cls, classes = _unit_classes(units, length, cfg)  # step 2: per-unit work is on class codes from here on
+    targets = group_targets(classes.select("group", "source", "bucket", length="tokens"), cfg)
+    par, capped = _group_parameters(targets, classes, cfg)  # step 3
+    longest, tol = _carry_tolerance(par, classes)
+    classes = _class_probabilities(classes, par)
+    lut = np.searchsorted(classes["cls"].to_numpy(), cls)  # unit -> row of classes
+    del cls
+    id_col = "doc_id" if "doc_id" in docs.columns else None
+    sel, theta = _select_units(units, length, lut, classes, par, longest, tol, cfg, id_col)  # steps 4-5
+    copies = classes["passes"].to_numpy()[lut]
+    copies[sel] += 1
+    classes = _class_outcome(classes, lut[sel], length[sel])
+    del lut, sel, length
+    groups = _group_table(targets, par.with_columns(tolerance=pl.Series(tol)), theta, classes)
+    report = build_report(docs, classes, targets, cfg)
+    plan = _selected_rows(units, copies)
+    del copies
+    plan = _with_file_row_ids(plan)
+    return Plan(plan=plan, groups=groups, report=report, capped=capped, config=cfg)
+
+
+def _unit_classes(units: pl.DataFrame, length: np.ndarray, cfg: SampleConfig) -> tuple[np.ndarray, pl.DataFrame]:
+    """Each unit's class code (source x length bucket x empty/short/long) and the class table: ``cls, tokens,
+    n, longest, source, bucket, kind`` (0 empty, 1 short, 2 long), ``group`` and ``weight``, sorted by ``cls``."""
     src_names, src = _codes(units["source"])
     edges = np.asarray(cfg.buckets, dtype=np.int64)
     nb = len(edges)
@@ -249,137 +272,204 @@ def solve_plan(docs: pl.DataFrame, cfg: SampleConfig) -> Plan:
     c_cls = ct["cls"].to_numpy()
     ct = ct.with_columns(source=pl.Series([src_names[i] for i in c_cls // 3 // nb], dtype=pl.String),
                          bucket=pl.Series(c_cls // 3 % nb, dtype=pl.Int32), kind=pl.Series(c_cls % 3))
+    return cls, _class_groups(ct, cfg)
+
+
+def _class_groups(classes: pl.DataFrame, cfg: SampleConfig) -> pl.DataFrame:
+    """The strategy's group of each class (the corpus, its source, or its source x bucket) and its weight
+    (``short_keep`` for empty and short units under ``per-source`` and ``global``, else 1)."""
     s = cfg.strategy
     if s == "global":
-        ct = ct.with_columns(group=pl.lit("*"))
+        ct = classes.with_columns(group=pl.lit("*"))
     elif s == "target":
-        ct = ct.with_columns(group=pl.format("{}|{}", pl.col("source"), pl.col("bucket")))
+        ct = classes.with_columns(group=pl.format("{}|{}", pl.col("source"), pl.col("bucket")))
     else:
-        ct = ct.with_columns(group=pl.col("source"))
+        ct = classes.with_columns(group=pl.col("source"))
     weighted = s in ("per-source", "global")
-    ct = ct.with_columns(weight=pl.when(pl.lit(weighted) & (pl.col("kind") <= 1)).then(pl.lit(cfg.short_keep))
-                         .otherwise(pl.lit(1.0)))
-    targets = group_targets(ct.select("group", "source", "bucket", length="tokens"), cfg)
+    return ct.with_columns(weight=pl.when(pl.lit(weighted) & (pl.col("kind") <= 1)).then(pl.lit(cfg.short_keep))
+                           .otherwise(pl.lit(1.0)))
+
+
+def _group_parameters(targets: pl.DataFrame, classes: pl.DataFrame, cfg: SampleConfig) -> tuple[pl.DataFrame, list[str]]:
+    """Per group (in ``targets`` order) ``group, granted_tokens, passes, remainder, lambda``, and a message for
+    each group whose target was capped (raises `ConfigError` instead unless ``cfg.on_cap`` allows it)."""
+    wmap: dict[str, list[tuple[float, float]]] = {}
+    for r in classes.group_by("group", "weight").agg(W=pl.col("tokens").sum()).iter_rows(named=True):
+        wmap.setdefault(r["group"], []).append((r["weight"], float(r["W"])))
     capped: list[str] = []
     params = []
-    weights = ct.group_by("group", "weight").agg(W=pl.col("tokens").sum())
-    wmap: dict[str, list[tuple[float, float]]] = {}
-    for r in weights.iter_rows(named=True):
-        wmap.setdefault(r["group"], []).append((r["weight"], float(r["W"])))
     for g in targets.iter_rows(named=True):
-        T, N = g["target_tokens"], float(g["corpus_tokens"])
-        granted = T
-        if T > 0 and N <= 0:
-            msg = f"{_describe(g)} has no tokens in the corpus but its target is {T:,.0f} tokens"
-            if cfg.on_cap == "error":
-                raise ConfigError(msg + "; change the target or pass --cap to accept a shortfall")
-            capped.append(msg + "; capped to 0")
-            granted = 0.0
-        m = math.floor(granted / N) if N > 0 else 0
-        R = granted - m * N if N > 0 else 0.0
-        # a remainder under half a token selects nothing (the crossing rule needs L <= 2R, L >= 1): it is
-        # float rounding of granted = B x share (e.g. B = the whole corpus), not a further pass
-        if m + (R >= 0.5) > cfg.max_repeat:
-            msg = (f"{_describe(g)} needs {granted:,.0f} tokens but has {N:,.0f} "
-                   f"({granted / N:.2f} passes > --max-repeat {cfg.max_repeat})")
-            if cfg.on_cap == "error":
-                raise ConfigError(msg + "; lower --budget-tokens, raise --max-repeat, or pass --cap")
-            capped.append(msg + f"; capped to {cfg.max_repeat * N:,.0f}")
-            granted, m, R = cfg.max_repeat * N, cfg.max_repeat, 0.0
-        lam = solve_lambda(R, wmap.get(g["group"], []))
-        params.append({"group": g["group"], "granted_tokens": granted, "passes": m, "remainder": R,
-                       "lambda": lam if math.isfinite(lam) else None})
+        param, msg = _group_passes(g, wmap.get(g["group"], []), cfg)
+        params.append(param)
+        if msg:
+            capped.append(msg)
     par = pl.DataFrame(params, schema={"group": pl.String, "granted_tokens": pl.Float64, "passes": pl.Int64,
                                        "remainder": pl.Float64, "lambda": pl.Float64})
-    # carry (step 5): each group's longest unit, and how much of earlier groups' rounding it may absorb
-    longest = par.select("group").join(ct.filter(pl.col("kind") > 0).group_by("group").agg(pl.col("longest").max()),
-                                       on="group", how="left")["longest"].fill_null(0).to_numpy().astype(np.float64)
-    tol = np.where(par["remainder"].to_numpy() >= 0.5,  # groups without a remainder selection absorb nothing
+    return par, capped
+
+
+def _group_passes(g: dict, weights: list[tuple[float, float]], cfg: SampleConfig) -> tuple[dict, str | None]:
+    """One group's granted tokens, whole passes m, remainder R and lambda (step 3) from its target row ``g`` and
+    its ``(weight, tokens)`` classes; the cap message if the target was capped."""
+    T, N = g["target_tokens"], float(g["corpus_tokens"])
+    granted = T
+    capped = None
+    if T > 0 and N <= 0:
+        msg = f"{_describe(g)} has no tokens in the corpus but its target is {T:,.0f} tokens"
+        if cfg.on_cap == "error":
+            raise ConfigError(msg + "; change the target or pass --cap to accept a shortfall")
+        capped = msg + "; capped to 0"
+        granted = 0.0
+    m = math.floor(granted / N) if N > 0 else 0
+    R = granted - m * N if N > 0 else 0.0
+    # a remainder under half a token selects nothing (the crossing rule needs L <= 2R, L >= 1): it is
+    # float rounding of granted = B x share (e.g. B = the whole corpus), not a further pass
+    if m + (R >= 0.5) > cfg.max_repeat:
+        msg = (f"{_describe(g)} needs {granted:,.0f} tokens but has {N:,.0f} "
+               f"({granted / N:.2f} passes > --max-repeat {cfg.max_repeat})")
+        if cfg.on_cap == "error":
+            raise ConfigError(msg + "; lower --budget-tokens, raise --max-repeat, or pass --cap")
+        capped = msg + f"; capped to {cfg.max_repeat * N:,.0f}"
+        granted, m, R = cfg.max_repeat * N, cfg.max_repeat, 0.0
+    lam = solve_lambda(R, weights)
+    return ({"group": g["group"], "granted_tokens": granted, "passes": m, "remainder": R,
+             "lambda": lam if math.isfinite(lam) else None}, capped)
+
+
+def _describe(g: dict) -> str:
+    """A group's name in messages: the corpus, a source, or a source's length bucket."""
+    if g["bucket"] is None:
+        return f"source {g['source']!r}" if g["source"] is not None else "the corpus"
+    return f"source {g['source']!r}, length bucket {g['bucket']}"
+
+
+def _carry_tolerance(par: pl.DataFrame, classes: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Per group (``par`` order) its longest non-empty unit and tol_g, how far it may stop from its remainder to
+    absorb the carry (step 5): max(longest, ``CARRY_SHARE`` x granted), 0 without a remainder selection."""
+    longest = par.select("group").join(
+        classes.filter(pl.col("kind") > 0).group_by("group").agg(pl.col("longest").max()), on="group", how="left"
+    )["longest"].fill_null(0).to_numpy().astype(np.float64)
+    tol = np.where(par["remainder"].to_numpy() >= 0.5,
                    np.maximum(longest, CARRY_SHARE * par["granted_tokens"].to_numpy()), 0.0)
-    # per class: group index, p = min(1, lambda x weight) (0 for empty units), passes (0 for empty units)
-    ct = ct.join(par.with_row_index("gi"), on="group", how="left").with_columns(
+    return longest, tol
+
+
+def _class_probabilities(classes: pl.DataFrame, par: pl.DataFrame) -> pl.DataFrame:
+    """The class table joined with its group's parameters: group index ``gi``, inclusion probability
+    p = min(1, lambda x weight), ``passes`` and ``expected`` copies (passes + p); 0 for empty units."""
+    return classes.join(par.with_row_index("gi"), on="group", how="left").with_columns(
         p=pl.when(pl.col("kind") == 0).then(0.0)
         .when(pl.col("lambda").is_null()).then(pl.when(pl.col("remainder") > 0).then(1.0).otherwise(0.0))
         .otherwise(pl.min_horizontal(1.0, pl.col("lambda") * pl.col("weight"))),
         passes=pl.when(pl.col("kind") == 0).then(0).otherwise(pl.col("passes")),
     ).with_columns(expected=pl.col("passes").cast(pl.Float64) + pl.col("p")).sort("cls")
-    lut = np.searchsorted(c_cls, cls)  # unit -> row of ct
-    del cls
-    gi = ct["gi"].to_numpy()[lut]  # uint32
-    p = ct["p"].to_numpy()[lut]
+
+
+def _select_units(units: pl.DataFrame, length: np.ndarray, lut: np.ndarray, classes: pl.DataFrame,
+                  par: pl.DataFrame, longest: np.ndarray, tol: np.ndarray, cfg: SampleConfig,
+                  id_col: str | None) -> tuple[np.ndarray, pl.DataFrame]:
+    """Order sampling (steps 4-5): the units selected for one copy beyond the whole passes (indices into
+    ``units``) and per group theta, the ``theta_key, theta_hash`` of its last selected unit."""
+    gi = classes["gi"].to_numpy()[lut]  # uint32
+    p = classes["p"].to_numpy()[lut]
     remainder = par["remainder"].to_numpy()
-    # key u / p (u from the stable hash of the unit's identity); inf where p = 0 (never selected)
     h = doc_hash(units, cfg.seed, id_col, extra="chunk" if cfg.chunk else None)
-    key = to_unit(h)
-    np.divide(key, p, out=key, where=p > 0)
-    key[p <= 0] = np.inf
-    # order sampling: take units in (key, hash, file, row, chunk) order until the group's remainder is reached.
-    # The selection is a prefix of that order and its expected stopping key is 1, so only units with
-    # key <= CANDIDATE_KEY are sorted; a group whose candidates hold fewer tokens than its remainder (small
-    # groups, by chance) sorts all its units. Units past the candidates have prev >= R: never taken.
-    cand = (p > 0) & (key <= CANDIDATE_KEY)
-    held = np.bincount(gi[cand], weights=length[cand], minlength=par.height)
-    short = held < remainder + tol  # with the carry, the aim may be up to tol past the remainder
-    if short.any():
-        cand |= (p > 0) & short[gi]
+    key = _order_keys(h, p)
+    idx = _candidates(gi, p, key, length, remainder + tol)  # with the carry, a group may aim up to tol past R
     del p
-    idx = np.flatnonzero(cand)
-    del cand
     idx = idx[_order(units, idx, gi, key, h)]
-    sg, L = gi[idx], length[idx]
-    cum = np.cumsum(L)
-    starts = np.flatnonzero(np.r_[True, sg[1:] != sg[:-1]]) if len(sg) else np.zeros(0, dtype=np.int64)
-    cum -= np.repeat(cum[starts] - L[starts], np.diff(np.r_[starts, len(L)]))  # cumulative inside each group
+    sg = gi[idx]
+    del gi
     granted = par["granted_tokens"].to_numpy()
-    n_take = _prefix_lengths(sg, cum, par["group"].to_list(), remainder, tol, longest, granted,
-                             TOTAL_SLACK * float(granted.sum()))
-    del L, cum
-    rank = np.arange(len(sg)) - np.searchsorted(sg, sg, side="left")  # position inside the group's order
-    tpos = np.flatnonzero(rank < n_take[sg])
-    del rank
-    par = par.with_columns(tolerance=pl.Series(tol))
+    n_take = _prefix_lengths(sg, _cumsum_in_groups(sg, length[idx]), par["group"].to_list(), remainder, tol,
+                             longest, granted, TOTAL_SLACK * float(granted.sum()))
+    tpos = _prefix_positions(sg, n_take)
     # theta: the group's last selected unit in that order (the selection is a prefix of it)
     last = tpos[np.flatnonzero(np.r_[sg[tpos][1:] != sg[tpos][:-1], True])] if len(tpos) else tpos
     theta = pl.DataFrame({"gi": sg[last], "theta_key": key[idx[last]],
                           "theta_hash": pl.Series(h[idx[last]], dtype=pl.UInt64)})
-    sel = idx[tpos]
-    del key, h, sg, idx, tpos, gi
-    copies = ct["passes"].to_numpy()[lut]
-    copies[sel] += 1
-    # per class: achieved tokens, units with copies > 0, copies (from the passes and the selected units)
-    sel_cls = lut[sel]
-    ct = ct.with_columns(sel_tokens=pl.Series(np.bincount(sel_cls, weights=length[sel], minlength=ct.height)
-                                              .astype(np.int64)),
-                         sel_n=pl.Series(np.bincount(sel_cls, minlength=ct.height).astype(np.int64)))
-    del lut, sel, sel_cls, length
-    ct = ct.with_columns(
+    theta = theta.join(par.with_row_index("gi").select("gi", "group"), on="gi").drop("gi")
+    return idx[tpos], theta
+
+
+def _order_keys(h: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Each unit's order-sampling key u / p, u uniform from its hash ``h``; inf where p = 0 (never selected)."""
+    key = to_unit(h)
+    np.divide(key, p, out=key, where=p > 0)
+    key[p <= 0] = np.inf
+    return key
+
+
+def _candidates(gi: np.ndarray, p: np.ndarray, key: np.ndarray, length: np.ndarray, aim: np.ndarray) -> np.ndarray:
+    """Indices of the units that may be selected: key <= ``CANDIDATE_KEY``, or every unit with p > 0 of a group
+    whose candidates hold fewer tokens than its ``aim`` (small groups, by chance).
+
+    The selection is a prefix of the key order whose expected stopping key is 1: units past the candidates
+    have cumulative length >= the aim and are never taken."""
+    cand = (p > 0) & (key <= CANDIDATE_KEY)
+    held = np.bincount(gi[cand], weights=length[cand], minlength=len(aim))
+    short = held < aim
+    if short.any():
+        cand |= (p > 0) & short[gi]
+    return np.flatnonzero(cand)
+
+
+def _cumsum_in_groups(sg: np.ndarray, L: np.ndarray) -> np.ndarray:
+    """Cumulative sum of lengths ``L`` restarting at each group of the grouped ``sg``."""
+    cum = np.cumsum(L)
+    starts = np.flatnonzero(np.r_[True, sg[1:] != sg[:-1]]) if len(sg) else np.zeros(0, dtype=np.int64)
+    cum -= np.repeat(cum[starts] - L[starts], np.diff(np.r_[starts, len(L)]))
+    return cum
+
+
+def _prefix_positions(sg: np.ndarray, n_take: np.ndarray) -> np.ndarray:
+    """Positions in the grouped order ``sg`` of the first ``n_take[g]`` units of each group g."""
+    rank = np.arange(len(sg)) - np.searchsorted(sg, sg, side="left")  # position inside the group's order
+    return np.flatnonzero(rank < n_take[sg])
+
+
+def _class_outcome(classes: pl.DataFrame, sel_cls: np.ndarray, sel_length: np.ndarray) -> pl.DataFrame:
+    """The class table with what the plan achieved: ``sel_tokens, sel_n`` (selected units), ``achieved_tokens,
+    n_selected`` (units with copies > 0) and ``n_copies``, from the passes and the selected units' classes."""
+    ct = classes.with_columns(
+        sel_tokens=pl.Series(np.bincount(sel_cls, weights=sel_length, minlength=classes.height).astype(np.int64)),
+        sel_n=pl.Series(np.bincount(sel_cls, minlength=classes.height).astype(np.int64)))
+    return ct.with_columns(
         achieved_tokens=pl.col("passes") * pl.col("tokens") + pl.col("sel_tokens"),
         n_selected=pl.when(pl.col("passes") > 0).then(pl.col("n")).otherwise(pl.col("sel_n")),
         n_copies=pl.col("passes") * pl.col("n") + pl.col("sel_n"),
     )
-    theta = theta.join(par.with_row_index("gi").select("gi", "group"), on="gi").drop("gi")
-    groups = (
+
+
+def _group_table(targets: pl.DataFrame, par: pl.DataFrame, theta: pl.DataFrame, classes: pl.DataFrame) -> pl.DataFrame:
+    """The plan's ``groups`` table: targets, solved parameters, theta and achieved tokens per group."""
+    return (
         targets.join(par, on="group", how="left").join(theta, on="group", how="left")
-        .join(ct.group_by("group").agg(pl.col("achieved_tokens").sum(), n_units=pl.col("n").sum().cast(pl.UInt32),
-                                       n_selected=pl.col("n_selected").sum().cast(pl.UInt32)),
+        .join(classes.group_by("group").agg(pl.col("achieved_tokens").sum(), n_units=pl.col("n").sum().cast(pl.UInt32),
+                                            n_selected=pl.col("n_selected").sum().cast(pl.UInt32)),
               on="group", how="left")
         .with_columns(pl.col("achieved_tokens", "n_units", "n_selected").fill_null(0))
         .sort("group")
     )
-    report = build_report(docs, ct, targets, cfg)
+
+
+def _selected_rows(units: pl.DataFrame, copies: np.ndarray) -> pl.DataFrame:
+    """The units with copies > 0 and their ``copies``, in (file, row, chunk) order."""
     keep = np.flatnonzero(copies > 0)
     order = _file_row_order(units, keep)
     if order is not None:
         keep = keep[order]
-    whole = order is None and len(keep) == n_units  # every unit, already in order: no copy
-    plan = (units if whole else units[keep]).with_columns(copies=pl.Series(copies if whole else copies[keep]))
-    del copies, keep
+    whole = order is None and len(keep) == units.height  # every unit, already in order: no copy
+    return (units if whole else units[keep]).with_columns(copies=pl.Series(copies if whole else copies[keep]))
+
+
+def _with_file_row_ids(plan: pl.DataFrame) -> pl.DataFrame:
+    """The plan's columns (``UNIT_COLUMNS, copies``), with ``file:row`` ids where the input had no ``doc_id``."""
     if "doc_id" not in plan.columns:  # formatted 1M rows at a time: the whole at once needs ~3x its size
         plan = plan.with_columns(doc_id=pl.concat(
             [plan.slice(i, 1 << 20).select(doc_id=_file_row_id()).to_series() for i in range(0, plan.height, 1 << 20)]
             or [pl.Series("doc_id", [], dtype=pl.String)], rechunk=False))
-    plan = pl.DataFrame([plan[c] for c in (*UNIT_COLUMNS, "copies")])  # not select(): that rechunks every column
-    return Plan(plan=plan, groups=groups, report=report, capped=capped, config=cfg)
+    return pl.DataFrame([plan[c] for c in (*UNIT_COLUMNS, "copies")])  # not select(): that rechunks every column
 
 
 def _prefix_lengths(sg: np.ndarray, cum: np.ndarray, names: list[str], remainder: np.ndarray, tol: np.ndarray,
@@ -536,5 +626,4 @@ def copies_stats(plan: Plan) -> dict:
             "n_repeated": int((c > 1).sum()), "tokens": plan.total_tokens}
 
 
-__all__ = ["Plan", "make_units", "group_targets", "solve_lambda", "solve_plan", "build_report", "copies_stats",
-           "np"]
+__all__ = ["Plan", "make_units", "group_targets", "solve_lambda", "solve_plan", "build_report", "copies_stats"]
