@@ -20,6 +20,21 @@ written to ``RUN/final`` in Hugging Face format (with the shards' tokenizer.json
 manifest names is still there). Resume (``resume=True``) restores weights, optimizer and
 the data position from the newest checkpoint and refuses a changed config; with no randomness after
 initialisation, the resumed losses equal the uninterrupted run's (bitwise on CPU).
+
+In code: `train` claims ``--out`` (rank 0, `lcdata.outdir`) and runs `_train`, a few named steps: `_setup`
+(shards and batch shape, model config, `_restore_point`, `_model_and_optimizer`, the loader at the first step
+to run), `_start_run_folder` (rank 0: log trimmed to the restored step, ``run.json``), then the step loop:
+`_step` (one optimizer step, returning its record), `_log_step` (rank 0: append the record, then the
+``train.step`` fault point, then the progress line) and `_save` when a checkpoint is due.
+
+Invariants: the log holds at most one record per step, in step order (a resume drops the records after the
+checkpoint it restores, and redoes those steps); a resume refuses a changed config or other shards; every rank
+computes the same step count, LR and loss (the reductions are sums over ranks).
+
+Cost per step: ``accum`` forward + backward passes per rank, two small all-reduces (scored tokens; loss and
+attention FLOPs) besides the gradient sync on the last micro-batch, one JSON line appended. A checkpoint
+gathers the full model and optimizer state onto rank 0's CPU (collective) and writes it: about 3x the fp32
+model size on disk per checkpoint (the newest ``keep`` stay), plus the model once more in ``RUN/final``.
 """
 
 from __future__ import annotations
@@ -156,6 +171,56 @@ def _folders(*paths: str) -> list[str]:
 
 
 def _train(cfg: TrainConfig, info: D.DistInfo) -> TrainResult:
+    """Set up data and model (restored from the newest checkpoint when resuming), then the step loop: one
+    optimizer step, its log record, and a checkpoint when one is due."""
+    run = _setup(cfg, info)
+    log_path = os.path.join(cfg.out, "log.jsonl")
+    if info.main:
+        _start_run_folder(cfg, info, run, log_path)
+    stop = min(run.total_steps, run.start + cfg.stop_after) if cfg.stop_after else run.total_steps
+    result = TrainResult(run_dir=cfg.out, first_step=run.start, step=run.start, total_steps=run.total_steps)
+    run.model.train()
+    step = run.start
+    while step < stop:
+        rec = _step(cfg, info, run, step)
+        step = rec["step"]
+        result.losses.append(rec["loss"])
+        result.records.append(rec)
+        if info.main:
+            _log_step(cfg, log_path, rec, run.total_steps, stop)
+        if step == stop or (cfg.save_every and step % cfg.save_every == 0):
+            final_dir = _save(cfg, info, run, step)
+            if final_dir:
+                result.final_dir = final_dir
+    result.step = step
+    return result
+
+
+@dataclass
+class _Run:
+    """What the step loop needs, made once per invocation by `_setup`."""
+
+    ds: ShardDataset
+    mcfg: ModelConfig
+    save_dtype: str
+    cdtype: torch.dtype
+    per_step: int  # sequences per optimizer step, all ranks
+    accum: int  # micro-batches per rank per step
+    batch_tokens: int
+    total_steps: int
+    start: int  # steps done before this invocation (the checkpoint restored, else 0)
+    ckpt: str | None  # the checkpoint restored
+    model: torch.nn.Module
+    opt: torch.optim.Optimizer
+    loader: ShardLoader
+    peak: float | None  # peak FLOP/s of one device, None: no MFU
+    backend: str
+    autocast: contextlib.AbstractContextManager  # mixed precision of the forward pass (none in float32)
+
+
+def _setup(cfg: TrainConfig, info: D.DistInfo) -> _Run:
+    """The shards and batch shape, the model config and compute dtype, the restore point, the model and
+    optimizer on the device, and the data loader positioned at the first step to run."""
     torch.manual_seed(cfg.seed)
     ds = ShardDataset(cfg.shards, cfg.seq_len, cfg.doc_mask)
     L = ds.seq_len
@@ -166,7 +231,24 @@ def _train(cfg: TrainConfig, info: D.DistInfo) -> TrainResult:
     cuda = info.device.type == "cuda"
     cdtype = {"auto": torch.bfloat16 if cuda else torch.float32, "float32": torch.float32,
               "bfloat16": torch.bfloat16}[cfg.dtype]
+    ckpt, state = _restore_point(cfg, info, ds)
+    model, opt = _model_and_optimizer(cfg, info, mcfg, cdtype, ckpt, folder)
+    start = int(state["step"]) if ckpt else 0
+    loader = ShardLoader(ds, per_step=per_step, micro_batch=cfg.micro_batch, rank=info.rank, world=info.world,
+                         seed=cfg.seed, start_step=start, num_workers=cfg.num_workers, pin_memory=cuda)
+    if state:
+        loader.check_state(state["data"])
+    return _Run(ds=ds, mcfg=mcfg, save_dtype=save_dtype, cdtype=cdtype, per_step=per_step, accum=accum,
+                batch_tokens=batch_tokens, total_steps=total_steps, start=start, ckpt=ckpt, model=model, opt=opt,
+                loader=loader, peak=peak_flops(info.device, cdtype, cfg.peak_tflops),
+                backend=pick_backend(info.device, cfg.doc_mask),
+                autocast=(torch.autocast(info.device.type, dtype=cdtype) if cdtype != torch.float32
+                          else contextlib.nullcontext()))
 
+
+def _restore_point(cfg: TrainConfig, info: D.DistInfo, ds: ShardDataset) -> tuple[str | None, dict | None]:
+    """The newest checkpoint in ``cfg.out`` and its checked state (None, None for a new run); refuses a run
+    folder without ``--resume`` and a resume with a changed config or other shards."""
     ckpt = latest_checkpoint(cfg.out)
     state = None
     if ckpt and not cfg.resume:
@@ -183,8 +265,13 @@ def _train(cfg: TrainConfig, info: D.DistInfo) -> TrainResult:
         if changes:
             raise ConfigError(f"cannot resume {cfg.out!r} with a changed config: " + "; ".join(changes)
                               + ". Use the checkpoint's values, or start a new run with another --out")
+    return ckpt, state
 
-    # weights: rank 0 reads them (checkpoint, HF folder, or a seeded init); the others get them broadcast
+
+def _model_and_optimizer(cfg: TrainConfig, info: D.DistInfo, mcfg: ModelConfig, cdtype: torch.dtype,
+                         ckpt: str | None, folder: str | None) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    """The model on the device, wrapped for data parallelism, and its AdamW: weights and optimizer state from
+    ``ckpt``, else weights from the HF ``folder`` or a seeded init. Rank 0 reads them; the others get a broadcast."""
     model_sd = osd = None
     if info.main or info.world == 1:
         if ckpt:
@@ -202,111 +289,111 @@ def _train(cfg: TrainConfig, info: D.DistInfo) -> TrainResult:
     no_decay = [p for p in model.parameters() if p.ndim < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=cfg.betas, eps=1e-8,
-                            fused=True if cuda and info.world == 1 else None)
-    start = 0
+                            fused=True if info.device.type == "cuda" and info.world == 1 else None)
     if ckpt:
         D.load_optim_state(model, opt, osd, info)
-        start = int(state["step"])
-    loader = ShardLoader(ds, per_step=per_step, micro_batch=cfg.micro_batch, rank=info.rank, world=info.world,
-                         seed=cfg.seed, start_step=start, num_workers=cfg.num_workers, pin_memory=cuda)
-    if state:
-        loader.check_state(state["data"])
+    return model, opt
 
-    peak = peak_flops(info.device, cdtype, cfg.peak_tflops)
-    backend = pick_backend(info.device, cfg.doc_mask)
-    log_path = os.path.join(cfg.out, "log.jsonl")
+
+def _start_run_folder(cfg: TrainConfig, info: D.DistInfo, run: _Run, log_path: str) -> None:
+    """Rank 0: trim the log to the restored step (warning of steps it lacks), write ``run.json`` (what this
+    invocation runs) and print the run's banner."""
+    os.makedirs(cfg.out, exist_ok=True)
+    dropped, lost = _trim_log(log_path, run.start)
+    if dropped and not cfg.quiet:
+        print(f"lcdata train: {log_path}: {dropped} record(s) after step {run.start} dropped (redone now)",
+              file=sys.stderr)
+    if lost:
+        print(f"lcdata train: warning: {log_path} has no record of step(s) {_ranges(lost)} (before the "
+              f"checkpoint of step {run.start}, so not redone): their losses are missing from the log",
+              file=sys.stderr)
+    mcfg, dtype = run.mcfg, str(run.cdtype).removeprefix("torch.")
+    nominal = parse_count(cfg.batch_tokens)
+    meta = {"config": cfg.to_dict(), "model": mcfg.to_dict(), "n_params": mcfg.n_params(),
+            "seq_len": run.ds.seq_len, "sequences_per_step": run.per_step, "accum_steps": run.accum,
+            "batch_tokens": run.batch_tokens, "batch_tokens_asked": nominal[0], "total_steps": run.total_steps,
+            "world": info.world, "device": str(info.device), "compute_dtype": dtype,
+            "attention_backend": run.backend, "peak_flops": run.peak, "resumed_from": run.ckpt}
+    write_bytes(json.dumps(meta, indent=2, default=str).encode(), os.path.join(cfg.out, "run.json"))
+    if not cfg.quiet:
+        note = f" (asked {nominal[0]:,})" if nominal[0] != run.batch_tokens else ""
+        print(f"lcdata train: {cfg.model} ({mcfg.n_params() / 1e6:.1f}M params), seq_len {run.ds.seq_len:,}, "
+              f"{run.batch_tokens:,} tokens/step{note} = {info.world} rank(s) x {run.accum} x {cfg.micro_batch} "
+              f"seqs, {run.total_steps} steps, attention {run.backend}, {info.device} {dtype}"
+              + (f", resuming at step {run.start}" if run.ckpt else ""), file=sys.stderr)
+
+
+def _step(cfg: TrainConfig, info: D.DistInfo, run: _Run, step: int) -> dict:
+    """Optimizer step ``step`` (0-based): ``accum`` micro-batches forward and backward, the loss scaled by the
+    step's scored tokens, clipping, the schedule's LR, AdamW. Returns its log record (``step`` = steps done)."""
+    model, mcfg = run.model, run.mcfg
+    t0 = time.perf_counter()
+    micro = next(run.loader)
+    t_data = time.perf_counter() - t0
+    scored = torch.tensor([float(sum(int((b["labels"] != IGNORE).sum()) for b in micro))], device=info.device)
+    scored = float(D.all_reduce_sum(scored, info)[0])
+    scale = info.world / max(scored, 1.0)
+    loss_sum = torch.zeros((), device=info.device, dtype=torch.float64)
+    for i, b in enumerate(micro):
+        t1 = time.perf_counter()
+        b = {k: v.to(info.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in b.items()}
+        t_data += time.perf_counter() - t1
+        cu = b["cu_seqlens"] if cfg.doc_mask else None
+        with D.grad_sync(model, i == run.accum - 1):
+            with run.autocast:
+                ls, _ = model(b["input_ids"], b["position_ids"], cu, b["max_seqlen"] if cu is not None else None,
+                              labels=b["labels"])
+            (ls * scale).backward()
+        loss_sum += ls.detach().double()
+    gnorm = D.clip_grad_norm(model, cfg.grad_clip)
+    lr = lr_at(step, cfg, run.total_steps)
+    for g in run.opt.param_groups:
+        g["lr"] = lr
+    run.opt.step()
+    run.opt.zero_grad(set_to_none=True)
+    red = torch.stack([loss_sum, torch.tensor(attention_flops(mcfg, micro, cfg.doc_mask), dtype=torch.float64,
+                                              device=info.device)])
+    red = D.all_reduce_sum(red, info).tolist()
+    step += 1
+    dt = time.perf_counter() - t0
+    flops = 6.0 * mcfg.matmul_params() * run.batch_tokens + red[1]
+    return {"step": step, "loss": red[0] / max(scored, 1.0), "lr": lr, "grad_norm": gnorm,
+            "tokens": step * run.batch_tokens, "scored_tokens": int(scored), "step_s": round(dt, 6),
+            "data_s": round(t_data, 6), "data_share": round(t_data / dt, 6), "tokens_per_s": run.batch_tokens / dt,
+            "mfu": flops / (dt * info.world * run.peak) if run.peak else None, "model_flops": flops}
+
+
+def _log_step(cfg: TrainConfig, log_path: str, rec: dict, total_steps: int, stop: int) -> None:
+    """Rank 0: append the step's record to the log (then the ``train.step`` fault point) and print a progress
+    line every ``log_every`` steps and at the last step of this invocation."""
+    append_record(log_path, rec)
+    fault_point("train.step")
+    step = rec["step"]
+    if not cfg.quiet and (step % cfg.log_every == 0 or step == stop):
+        mfu = f"MFU {rec['mfu']:.1%}" if rec["mfu"] is not None else "MFU n/a"
+        print(f"step {step}/{total_steps} | loss {rec['loss']:.4f} | lr {rec['lr']:.2e} | grad {rec['grad_norm']:.3f} | "
+              f"{rec['tokens_per_s']:,.0f} tok/s | {mfu} | data {rec['data_share']:.1%} | {rec['step_s']:.2f} s",
+              file=sys.stderr, flush=True)
+
+
+def _save(cfg: TrainConfig, info: D.DistInfo, run: _Run, step: int) -> str | None:
+    """Checkpoint after ``step`` steps (collective: every rank calls it); after the last step of the run also
+    the model in HF format, whose folder it returns (rank 0; None otherwise)."""
+    final_dir = None
+    sd = D.model_state(run.model, info)
+    osd = D.optim_state(run.model, run.opt, info)
     if info.main:
-        os.makedirs(cfg.out, exist_ok=True)
-        dropped, lost = _trim_log(log_path, start)
-        if dropped and not cfg.quiet:
-            print(f"lcdata train: {log_path}: {dropped} record(s) after step {start} dropped (redone now)",
-                  file=sys.stderr)
-        if lost:
-            print(f"lcdata train: warning: {log_path} has no record of step(s) {_ranges(lost)} (before the "
-                  f"checkpoint of step {start}, so not redone): their losses are missing from the log",
-                  file=sys.stderr)
-        nominal = parse_count(cfg.batch_tokens)
-        run = {"config": cfg.to_dict(), "model": mcfg.to_dict(), "n_params": mcfg.n_params(),
-               "seq_len": L, "sequences_per_step": per_step, "accum_steps": accum, "batch_tokens": batch_tokens,
-               "batch_tokens_asked": nominal[0], "total_steps": total_steps, "world": info.world,
-               "device": str(info.device), "compute_dtype": str(cdtype).removeprefix("torch."),
-               "attention_backend": backend, "peak_flops": peak, "resumed_from": ckpt}
-        write_bytes(json.dumps(run, indent=2, default=str).encode(), os.path.join(cfg.out, "run.json"))
-        if not cfg.quiet:
-            note = f" (asked {nominal[0]:,})" if nominal[0] != batch_tokens else ""
-            print(f"lcdata train: {cfg.model} ({mcfg.n_params() / 1e6:.1f}M params), seq_len {L:,}, "
-                  f"{batch_tokens:,} tokens/step{note} = {info.world} rank(s) x {accum} x {cfg.micro_batch} seqs, "
-                  f"{total_steps} steps, attention {backend}, {info.device} {str(cdtype).removeprefix('torch.')}"
-                  + (f", resuming at step {start}" if ckpt else ""), file=sys.stderr)
-
-    stop = min(total_steps, start + cfg.stop_after) if cfg.stop_after else total_steps
-    result = TrainResult(run_dir=cfg.out, first_step=start, step=start, total_steps=total_steps)
-    autocast = torch.autocast(info.device.type, dtype=cdtype) if cdtype != torch.float32 else contextlib.nullcontext()
-    dense_flops = 6.0 * mcfg.matmul_params()
-    model.train()
-    step = start
-    while step < stop:
-        t0 = time.perf_counter()
-        micro = next(loader)
-        t_data = time.perf_counter() - t0
-        scored = torch.tensor([float(sum(int((b["labels"] != IGNORE).sum()) for b in micro))], device=info.device)
-        scored = float(D.all_reduce_sum(scored, info)[0])
-        scale = info.world / max(scored, 1.0)
-        loss_sum = torch.zeros((), device=info.device, dtype=torch.float64)
-        for i, b in enumerate(micro):
-            t1 = time.perf_counter()
-            b = {k: v.to(info.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in b.items()}
-            t_data += time.perf_counter() - t1
-            cu = b["cu_seqlens"] if cfg.doc_mask else None
-            with D.grad_sync(model, i == accum - 1):
-                with autocast:
-                    ls, _ = model(b["input_ids"], b["position_ids"], cu, b["max_seqlen"] if cu is not None else None,
-                                  labels=b["labels"])
-                (ls * scale).backward()
-            loss_sum += ls.detach().double()
-        gnorm = D.clip_grad_norm(model, cfg.grad_clip)
-        lr = lr_at(step, cfg, total_steps)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        red = torch.stack([loss_sum, torch.tensor(attention_flops(mcfg, micro, cfg.doc_mask), dtype=torch.float64,
-                                                  device=info.device)])
-        red = D.all_reduce_sum(red, info).tolist()
-        step += 1
-        dt = time.perf_counter() - t0
-        flops = dense_flops * batch_tokens + red[1]
-        rec = {"step": step, "loss": red[0] / max(scored, 1.0), "lr": lr, "grad_norm": gnorm,
-               "tokens": step * batch_tokens, "scored_tokens": int(scored), "step_s": round(dt, 6),
-               "data_s": round(t_data, 6), "data_share": round(t_data / dt, 6), "tokens_per_s": batch_tokens / dt,
-               "mfu": flops / (dt * info.world * peak) if peak else None, "model_flops": flops}
-        result.losses.append(rec["loss"])
-        result.records.append(rec)
-        if info.main:
-            append_record(log_path, rec)
-            fault_point("train.step")
-            if not cfg.quiet and (step % cfg.log_every == 0 or step == stop):
-                mfu = f"MFU {rec['mfu']:.1%}" if rec["mfu"] is not None else "MFU n/a"
-                print(f"step {step}/{total_steps} | loss {rec['loss']:.4f} | lr {lr:.2e} | grad {gnorm:.3f} | "
-                      f"{rec['tokens_per_s']:,.0f} tok/s | {mfu} | data {rec['data_share']:.1%} | {dt:.2f} s",
-                      file=sys.stderr, flush=True)
-        if step == stop or (cfg.save_every and step % cfg.save_every == 0):
-            final = step == total_steps
-            sd = D.model_state(model, info)
-            osd = D.optim_state(model, opt, info)
-            if info.main:
-                st = {"tokens": step * batch_tokens, "data": loader.state_dict(), "config": cfg.to_dict(),
-                      "shards_identity": ds.shards.manifest.get("identity"), "world": info.world,
-                      "total_steps": total_steps}
-                save_training_checkpoint(cfg.out, step, sd, mcfg, osd, st, keep=cfg.keep)
-                if final:
-                    result.final_dir = os.path.join(cfg.out, "final")
-                    save_hf(sd, mcfg, result.final_dir, save_dtype,
-                            tokenizer=_shards_tokenizer(ds.shards.manifest.get("tokenizer") or {}))
-            del sd, osd
-            D.barrier(info)
-    result.step = step
-    return result
+        manifest = run.ds.shards.manifest
+        st = {"tokens": step * run.batch_tokens, "data": run.loader.state_dict(), "config": cfg.to_dict(),
+              "shards_identity": manifest.get("identity"), "world": info.world, "total_steps": run.total_steps}
+        save_training_checkpoint(cfg.out, step, sd, run.mcfg, osd, st, keep=cfg.keep)
+        if step == run.total_steps:
+            final_dir = os.path.join(cfg.out, "final")
+            save_hf(sd, run.mcfg, final_dir, run.save_dtype,
+                    tokenizer=_shards_tokenizer(manifest.get("tokenizer") or {}))
+    del sd, osd
+    D.barrier(info)
+    return final_dir
 
 
 def _shards_tokenizer(tok: dict) -> str | None:
