@@ -59,8 +59,6 @@ _O200K = "|".join([
 # and "anything else" each have an alternative), so HF's Isolated split leaves no gap that tiktoken would drop.
 KNOWN_PATTERNS = {GPT2_PATTERN: "gpt2", _CL100K: "cl100k/llama3", _QWEN2: "qwen2", _O200K: "o200k"}
 
-SUB_BATCH_CHARS = 4 << 20
-
 
 def _bytes_to_unicode() -> dict[int, str]:
     """The ByteLevel alphabet: byte -> printable character (GPT-2's table, as HF uses it)."""

@@ -536,5 +536,4 @@ def copies_stats(plan: Plan) -> dict:
             "n_repeated": int((c > 1).sum()), "tokens": plan.total_tokens}
 
 
-__all__ = ["Plan", "make_units", "group_targets", "solve_lambda", "solve_plan", "build_report", "copies_stats",
-           "np"]
+__all__ = ["Plan", "make_units", "group_targets", "solve_lambda", "solve_plan", "build_report", "copies_stats"]

@@ -127,10 +127,6 @@ def prepare_model(model, full_sd: dict, info: DistInfo, parallel: str = "fsdp", 
     return model
 
 
-def unwrap(model):
-    return model.module if hasattr(model, "module") and hasattr(model, "no_sync") else model
-
-
 def model_state(model, info: DistInfo) -> dict:
     """The full state dict on rank 0's CPU ({} on other ranks); collective: call on every rank."""
     sd = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
