@@ -19,8 +19,8 @@ import importlib
 import os
 import sys
 
-from .config import ENGINES, PAPER_CHARS_PER_TOKEN, ReadConfig, StatsConfig, parse_buckets
-from .errors import cli_errors
+from .config import ENGINES, PAPER_CHARS_PER_TOKEN, ReadConfig, StatsConfig, parse_buckets, parse_count
+from .errors import ConfigError, cli_errors
 from .executors import add_executor_args, executor_from_args
 
 
@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp._actions[[a.dest for a in sp._actions].index("inputs")].nargs = "*"
     sp.add_argument("--strategy", required=True,
                     choices=["natural", "cut", "per-source", "global", "upsample-sources", "target"])
-    sp.add_argument("--budget-tokens", required=True, type=_int_tokens, help="total tokens, e.g. 5000000 or 5M or 1B")
+    sp.add_argument("--budget-tokens", required=True, type=_count_arg, help="total tokens, e.g. 5000000 or 5M or 1B")
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--out", required=True, help="plan folder")
     sp.add_argument("--stats", default=None, help="stats folder from `lcdata stats` (else lengths are computed now)")
@@ -134,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="concat = the paper's concatenate-and-chunk; best-fit = best-fit-decreasing bins + padding")
     b.add_argument("--bos", default="auto", help="BOS at each document: auto (the tokenizer's, if any), none, or a token")
     b.add_argument("--eos", default="auto", help="EOS after each document: auto (only if there is no BOS), none, or a token")
-    b.add_argument("--shard-size", type=_int_tokens, default=1 << 26, help="tokens per shard file (default 64Mi)")
+    b.add_argument("--shard-size", type=_count_arg, default=1 << 26, help="tokens per shard file (default 64Mi)")
     b.add_argument("--seed", type=int, default=0, help="seed of the document and sequence shuffles")
     b.add_argument("--overwrite", action="store_true",
                    help="replace the shard folder --out holds (only ever a folder `lcdata build` wrote)")
@@ -239,7 +239,6 @@ def cmd_verify(a) -> int:
 
 
 def cmd_inspect(a) -> int:
-    from .errors import ConfigError
     from .shards import inspect_sequence, open_shards
 
     if a.max_chars < 1:
@@ -260,13 +259,12 @@ def cmd_export(a) -> int:
     return 0
 
 
-def _int_tokens(s: str) -> int:
-    t = s.strip().upper().replace("_", "")
-    mult = {"K": 10**3, "M": 10**6, "B": 10**9, "G": 10**9, "T": 10**12}.get(t[-1:], 1)
+def _count_arg(s: str) -> int:
+    """An argparse type: a token count as `lcdata.config.parse_count` reads it (5000000, 5M, 1B)."""
     try:
-        return int(float(t[:-1] if mult > 1 else t) * mult)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{s!r} is not a token count; use e.g. 5000000, 5M or 1B") from None
+        return parse_count(s, minimum=0)[0]
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def cmd_sample(a) -> int:

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 import fsspec
 
 from .errors import ConfigError, LcdataError
-from .outputs import join, path_relation
+from .outputs import is_local, join, path_relation
 
 MARKER = ".lcdata.json"
 LOCK = ".lcdata.lock"
@@ -92,10 +92,6 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
 
 def _fs(url: str):
     return fsspec.core.url_to_fs(url)
-
-
-def is_local(url: str) -> bool:
-    return "://" not in url or url.startswith("file://")
 
 
 def _name(p: str) -> str:
