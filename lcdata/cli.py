@@ -191,16 +191,12 @@ def cmd_build(a) -> int:
     cfg = BuildConfig(tokenizer=a.tokenizer, seq_len=a.seq_len, packing=a.packing, bos=a.bos, eos=a.eos,
                       shard_tokens=a.shard_size, seed=a.seed, plan=a.plan, split_long=not a.no_split, dtype=a.dtype,
                       read=_read_config(a), engine=a.engine)
-    ex = executor_from_args(a)
-    if ex is not None:
-        from .pipelines import run_build_distributed
-
-        r = run_build_distributed(a.inputs, a.out, cfg, ex, overwrite=a.overwrite, resume=a.resume)
-        if r is None:
-            return _submitted(a, ex)
-    else:
-        r = run_build(a.inputs, a.out, cfg, workers=a.workers, overwrite=a.overwrite, resume=a.resume,
-                      progress=not a.quiet)
+    r = _run(a, lambda: run_build(a.inputs, a.out, cfg, workers=a.workers, overwrite=a.overwrite,
+                                  resume=a.resume, progress=not a.quiet),
+             lambda ex, pipelines: pipelines.run_build_distributed(a.inputs, a.out, cfg, ex, overwrite=a.overwrite,
+                                                                   resume=a.resume))
+    if r is None:
+        return 0
     if not a.quiet:
         m = r.manifest
         print(f"{m['n_sequences']:,} sequences x {m['seq_len']:,} tokens ({m['dtype']}), {m['n_tokens']:,} document "
@@ -219,10 +215,20 @@ def cmd_build(a) -> int:
     return 0
 
 
-def _submitted(a, ex) -> int:
-    logs = getattr(ex, "logging_dir", None) or f"{a.out}/_scaleout/logs"
-    print(f"submitted to {getattr(ex, 'kind', 'the executor')}; the last job writes {a.out}/; logs in {logs}")
-    return 0
+def _run(a, local, scaled, *, scale: bool = True):
+    """The one place a command picks where it runs: ``scaled(executor, lcdata.pipelines)`` when ``--executor``
+    is given (and ``scale``), else ``local()``. Returns the result, or None when the jobs were submitted
+    (Slurm), after saying where the output and the logs will be."""
+    ex = executor_from_args(a)
+    if ex is None or not scale:
+        return local()
+    from . import pipelines
+
+    r = scaled(ex, pipelines)
+    if r is None:
+        logs = getattr(ex, "logging_dir", None) or f"{a.out}/_scaleout/logs"
+        print(f"submitted to {getattr(ex, 'kind', 'the executor')}; the last job writes {a.out}/; logs in {logs}")
+    return r
 
 
 def cmd_verify(a) -> int:
@@ -284,22 +290,19 @@ def cmd_sample(a) -> int:
     if a.stats is None or a.tokenizer:
         skw = {"chars_per_token": a.chars_per_token} if a.chars_per_token else {}
         scfg = StatsConfig(tokenizer=a.tokenizer, read=_read_config(a), **skw)
-    ex = executor_from_args(a)
-    if ex is not None and a.stats is None:
-        from .pipelines import run_sample_distributed
-
-        res = run_sample_distributed(a.inputs, a.out, cfg, ex, stats_config=scfg, figure=not a.no_figure,
-                                     overwrite=a.overwrite)
-        if res is None:
-            return _submitted(a, ex)
-    else:
-        requested = None
-        if a.stats is not None:  # flags that would change the lengths: must agree with the stats folder's
-            requested = {f"read.{k}": v for k, v in _read_options(a).items()}
-            if a.chars_per_token is not None:
-                requested["chars_per_token"] = a.chars_per_token
-        res = run_sample(a.inputs, a.out, cfg, stats_dir=a.stats, stats_config=scfg, workers=a.workers,
-                         progress=not a.quiet, figure=not a.no_figure, requested=requested, overwrite=a.overwrite)
+    requested = None
+    if a.stats is not None:  # flags that would change the lengths: must agree with the stats folder's
+        requested = {f"read.{k}": v for k, v in _read_options(a).items()}
+        if a.chars_per_token is not None:
+            requested["chars_per_token"] = a.chars_per_token
+    res = _run(a, lambda: run_sample(a.inputs, a.out, cfg, stats_dir=a.stats, stats_config=scfg, workers=a.workers,
+                                     progress=not a.quiet, figure=not a.no_figure, requested=requested,
+                                     overwrite=a.overwrite),
+               lambda ex, pipelines: pipelines.run_sample_distributed(a.inputs, a.out, cfg, ex, stats_config=scfg,
+                                                                      figure=not a.no_figure, overwrite=a.overwrite),
+               scale=a.stats is None)  # with --stats there is nothing to scale out: the plan is solved here
+    if res is None:
+        return 0
     if not a.quiet:
         print(sample_table(res, cfg.threshold))
         print(f"\nwrote {a.out}/ (plan.parquet, report.parquet, report.json, plan.json, sample.png)")
@@ -315,19 +318,15 @@ def cmd_stats(a) -> int:
         kw["chars_per_token"] = a.chars_per_token
     cfg = StatsConfig(tokenizer=a.tokenizer, calibrate=a.calibrate, long_threshold=a.long_threshold,
                       doc_lengths=not a.no_doc_lengths, read=_read_config(a), engine=a.engine, **kw)
-    ex = executor_from_args(a)
-    if ex is not None:
-        from .pipelines import run_stats_distributed
-
-        result = run_stats_distributed(a.inputs, a.out, cfg, ex, figure=not a.no_figure, overwrite=a.overwrite)
-        if result is None:
-            return _submitted(a, ex)
-    else:
-        from .stats_run import run_stats
-
-        result = run_stats(a.inputs, a.out, cfg, workers=a.workers, progress=not a.quiet, figure=not a.no_figure,
-                           overwrite=a.overwrite)
+    from .stats_run import run_stats
     from .table import stats_table
+
+    result = _run(a, lambda: run_stats(a.inputs, a.out, cfg, workers=a.workers, progress=not a.quiet,
+                                       figure=not a.no_figure, overwrite=a.overwrite),
+                  lambda ex, pipelines: pipelines.run_stats_distributed(a.inputs, a.out, cfg, ex,
+                                                                        figure=not a.no_figure, overwrite=a.overwrite))
+    if result is None:
+        return 0
 
     if not a.quiet:
         print(stats_table(result))

@@ -1,6 +1,6 @@
 """Figures (PNG bytes) in the style of the paper's Figure 2: token share by length bucket, per source.
 
-The rasterising lives in `lcdata._figure` (plain data in, PNG out, Pillow imported lazily), so
+The rasterising lives in `lcdata.figures` (plain data in, PNG out, Pillow imported lazily), so
 `import lcdata` stays light and a figure costs tens of milliseconds.
 """
 
@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import polars as pl
 
-from ._figure import draw
-from ._figure import label as _label
+from .figures import draw
+from .figures import label as _label
 
 __all__ = ["figure_spec", "length_figure"]
 

@@ -23,8 +23,8 @@ import os
 
 import polars as pl
 
-from ._figure import label as _bucket
 from .errors import ConfigError, InputError
+from .figures import label as _bucket
 from .jsonlog import read_log
 from .outputs import write_bytes
 
