@@ -38,7 +38,6 @@ import fsspec
 import numpy as np
 import polars as pl
 
-from . import __version__
 from .build_pack import PackLayout, load_units, pack_layout, unit_doc_ids, write_documents, write_shard
 from .config import ReadConfig, StatsConfig, as_dict, check_engine, check_seed, check_workers
 from .corpus import FileReport, iter_batches, read_summary
@@ -70,6 +69,7 @@ from .tokenizer import (
     resolve_specials,
     tokenizer_info,
 )
+from .version import VERSION
 
 UNIT_SCHEMA = {"file_index": pl.Int32, "file": pl.String, "row": pl.Int64, "chunk": pl.Int32, "doc_id": pl.String,
                "source": pl.String, "doc_tokens": pl.Int64, "length": pl.Int64, "offset": pl.Int64,
@@ -465,7 +465,7 @@ def pack_manifest(job: PreparedBuild, lay: PackLayout, shards: list[dict], doc_i
     used = np.unique(segs["inst"]).astype(np.int64)
     docs_per_src = np.bincount(inst_src[used], minlength=len(sources))
     return {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "lcdata_version": __version__, "identity": job.ident,
+        "format": FORMAT, "format_version": FORMAT_VERSION, "lcdata_version": VERSION, "identity": job.ident,
         "dtype": np.dtype(job.dtype).name, "seq_len": cfg.seq_len, "packing": cfg.packing, "n_sequences": int(lay.n_seq),
         "n_documents": int(len(used)), "n_instances": int(len(lay.inst_unit)),
         "n_tokens": int(segs["length"].sum()), "padding_tokens": int(lay.padding), "dropped_tokens": int(lay.dropped),

@@ -22,6 +22,7 @@ import sys
 from .config import ENGINES, PAPER_CHARS_PER_TOKEN, ReadConfig, StatsConfig, parse_buckets, parse_count
 from .errors import ConfigError, cli_errors
 from .executors import add_executor_args, executor_from_args
+from .version import VERSION
 
 
 def _add_read_args(p: argparse.ArgumentParser) -> None:
@@ -61,10 +62,8 @@ def _read_config(a) -> ReadConfig:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
-
     p = argparse.ArgumentParser(prog="lcdata", description="Long-context training data: stats, sample, build.")
-    p.add_argument("--version", action="version", version=f"lcdata {__version__}")
+    p.add_argument("--version", action="version", version=f"lcdata {VERSION}")
     p.add_argument("--debug", action="store_true",
                    help="show the Python traceback of an error (as LCDATA_DEBUG=1); by default one line")
     sub = p.add_subparsers(dest="command", required=True)

@@ -48,6 +48,7 @@ import fsspec
 
 from .errors import ConfigError, LcdataError
 from .outputs import is_local, join, path_relation
+from .version import VERSION
 
 MARKER = ".lcdata.json"
 LOCK = ".lcdata.lock"
@@ -302,13 +303,11 @@ def _refuse_foreign(out: str, fs, p: str, k: Kind, resume_flag: str | None) -> l
 
 
 def _write_marker(fs, p: str, k: Kind) -> None:
-    from . import __version__
-
     path = f"{p}/{MARKER}"
-    if _read_json(fs, path) == {"kind": k.name, "lcdata_version": __version__}:
+    if _read_json(fs, path) == {"kind": k.name, "lcdata_version": VERSION}:
         return
     with fs.open(path, "wb") as fh:
-        fh.write(json.dumps({"kind": k.name, "lcdata_version": __version__}).encode())
+        fh.write(json.dumps({"kind": k.name, "lcdata_version": VERSION}).encode())
 
 
 # ------------------------------------------------------------------------------------ completeness

@@ -11,9 +11,9 @@ one-task stage:
   ``stats-merge`` (1: `merge_histograms`, reports and document lengths in file order -> the `run_stats` folder)
 - sample: the stats stages (into ``OUT/stats``) -> ``sample`` (1: `run_sample` solves the plan once from the
   merged lengths). The plan is *applied* per task by the build: each tokenize task reads its files' rows only.
-- build:  ``tokenize`` (N: `_tokenize_file` -> ``WORK/tok-NNNNN.*``, the spill names of `run_build`) ->
-  ``pack`` (1: `_pack_layout` over the spill unit tables, saved to ``WORK/layout/``) -> ``shards`` (N: task t
-  writes shards k with k % N == t, `_write_shard`) -> ``finish`` (1: documents.parquet and a manifest listing
+- build:  ``tokenize`` (N: `tokenize_file` -> ``WORK/tok-NNNNN.*``, the spill names of `run_build`) ->
+  ``pack`` (1: `pack_layout` over the spill unit tables, saved to ``WORK/layout/``) -> ``shards`` (N: task t
+  writes shards k with k % N == t, `write_shard`) -> ``finish`` (1: documents.parquet and a manifest listing
   every shard). Token data is written once, into its shard; nothing is rewritten globally.
 
 Same bytes: every global decision (histogram merge, plan, instance order, packing, sequence permutation) is

@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 import polars as pl
 import pyarrow as pa
 
-from . import __version__
 from .config import StatsConfig, check_workers
 from .corpus import FileReport, Lengths, iter_batches, iter_lengths, read_summary
 from .errors import LcdataError
@@ -39,6 +38,7 @@ from .parallel import ordered_map, resolve_workers
 from .progress import Progress
 from .stats import DOC_ARROW, DOC_SCHEMA, doc_table, histogram, merge_histograms, summarize_buckets, summarize_sources
 from .tokenizer import count_tokens, get_engine, load_tokenizer, resolve_engine, tokenizer_info
+from .version import VERSION
 
 FILES_SCHEMA = {"file": pl.String, "bytes": pl.Int64, "n_read": pl.Int64, "n_counted": pl.Int64,
                 "n_skipped": pl.Int64, "error": pl.String, "error_detail": pl.String, "first_lost_row": pl.Int64,
@@ -98,7 +98,7 @@ class StatsResult:
 
     def to_json(self) -> dict:
         return {
-            "lcdata_version": __version__,
+            "lcdata_version": VERSION,
             "kind": "lcdata.stats",
             "fingerprint": self.fingerprint,
             "length_unit": "tokens" if self.config.tokenizer else f"estimated tokens (chars / {self.config.chars_per_token})",
