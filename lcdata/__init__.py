@@ -8,7 +8,7 @@ are needed.
 >>> r = lcdata.compute_stats(["data/demo"], lcdata.StatsConfig())  # doctest: +SKIP
 """
 
-__version__ = "0.1.0"
+from .version import VERSION as __version__  # noqa: F401 (the package version)
 
 _EXPORTS = {
     "DEFAULT_BUCKETS": "config", "ReadConfig": "config", "StatsConfig": "config",

@@ -30,23 +30,25 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import fsspec
 import numpy as np
 import polars as pl
 
-from . import __version__
-from .build_pack import PackLayout, _pack_layout, _write_documents, _write_shard, load_units, unit_doc_ids
-from .config import ENGINES, ReadConfig, _as_dict, check_seed, check_workers
+from .build_pack import PackLayout, load_units, pack_layout, unit_doc_ids, write_documents, write_shard
+from .config import ReadConfig, StatsConfig, as_dict, check_engine, check_seed, check_workers
 from .corpus import FileReport, iter_batches, read_summary
 from .errors import ConfigError, LcdataError
 from .faults import fault_point
 from .inputs import InputFile, resolve_inputs
 from .outdir import Claim, claim_out, input_roots
-from .outputs import atomic_open, command_line, join, read_json, write_bytes, write_json
+from .outputs import atomic_open, command_line, exists, is_local, join, read_json, write_bytes, write_json
 from .parallel import ordered_map, resolve_workers
 from .progress import Progress
+from .sample_run import load_plan
 from .shards.format import (
     DOCUMENTS_FILE,
     FORMAT,
@@ -55,19 +57,19 @@ from .shards.format import (
     choose_token_dtype,
     write_manifest,
 )
+from .stats_run import fingerprint as stats_fingerprint
 from .tokenizer import (
-    BOS_NAMES,
-    EOS_NAMES,
-    PAD_NAMES,
+    Specials,
+    TokenizerInfo,
     can_split_file,
     encode_texts,
-    find_special,
     get_engine,
     load_tokenizer,
     resolve_engine,
-    token_id,
+    resolve_specials,
     tokenizer_info,
 )
+from .version import VERSION
 
 UNIT_SCHEMA = {"file_index": pl.Int32, "file": pl.String, "row": pl.Int64, "chunk": pl.Int32, "doc_id": pl.String,
                "source": pl.String, "doc_tokens": pl.Int64, "length": pl.Int64, "offset": pl.Int64,
@@ -102,40 +104,23 @@ class BuildConfig:
             raise ConfigError(f"packing={self.packing!r} must be one of {PACKINGS}")
         if self.shard_tokens < 1:
             raise ConfigError(f"shard_tokens={self.shard_tokens} must be >= 1")
-        if self.engine not in ENGINES:
-            raise ConfigError(f"engine={self.engine!r} is not one of {ENGINES}; use auto (tiktoken where exact, else hf)")
+        check_engine(self.engine)
         check_seed(self.seed)
 
     def to_dict(self) -> dict:
-        d = _as_dict(self)
+        d = as_dict(self)
         d["read"] = self.read.to_dict()
         return d
-
-
-@dataclass(frozen=True, slots=True)
-class Specials:
-    bos: int | None
-    eos: int | None
-    pad: int
-
-
-def resolve_specials(tok, cfg: BuildConfig) -> Specials:
-    bos = find_special(tok, BOS_NAMES) if cfg.bos == "auto" else None if cfg.bos == "none" else token_id(tok, cfg.bos)
-    if cfg.eos == "auto":
-        eos = None if bos is not None else find_special(tok, EOS_NAMES)
-    else:
-        eos = None if cfg.eos == "none" else token_id(tok, cfg.eos)
-    pad = find_special(tok, PAD_NAMES)
-    if pad is None:
-        pad = eos if eos is not None else find_special(tok, EOS_NAMES)
-    return Specials(bos=bos, eos=eos, pad=0 if pad is None else pad)
 
 
 # ------------------------------------------------------------------------------------------ phase 1
 
 
-def _tokenize_file(args) -> dict:
-    i, f, cfg, plan_rows, work, specials, dtype_str = args
+def tokenize_file(args) -> dict:
+    """Phase 1 for one input file: its spill ``WORK/tok-NNNNN.*`` (module docstring); a spill left intact by an
+    earlier run is reused. ``args``: (file index, `InputFile`, `BuildConfig`, its plan rows or None, work
+    folder, `Specials`, dtype string, engine name resolved once per build). Returns {"i", "resumed", "report"}."""
+    i, f, cfg, plan_rows, work, specials, dtype_str, engine_name = args
     units_path = os.path.join(work, f"tok-{i:05d}.units.parquet")
     report_path = os.path.join(work, f"tok-{i:05d}.report.json")
     done_path = os.path.join(work, f"tok-{i:05d}.done.json")
@@ -146,7 +131,7 @@ def _tokenize_file(args) -> dict:
         os.remove(done_path)
     spill_digest = hashlib.sha256()
     tok = load_tokenizer(cfg.tokenizer)
-    engine = get_engine(cfg.tokenizer, cfg.engine)  # None = HF; the same ids either way
+    engine = get_engine(cfg.tokenizer, engine_name)  # None = HF; the same ids either way
     split = cfg.split_long and can_split_file(cfg.tokenizer)
     dtype = np.dtype(dtype_str)
     report = FileReport(file=f.rel, bytes=f.size)
@@ -274,17 +259,15 @@ class BuildResult:
     manifest: dict
 
 
-def _load_plan_for(files, cfg: BuildConfig, tok_sha: str):
-    from .config import StatsConfig
-    from .sample_run import load_plan
-    from .stats_run import fingerprint as stats_fp
-
+def load_plan_for(files: list[InputFile], cfg: BuildConfig, tok_sha: str) -> tuple[pl.DataFrame, dict, ReadConfig]:
+    """(plan frame, plan manifest, the plan's read config) of ``cfg.plan``, checked against the inputs (the
+    stats fingerprint) and the tokenizer (its SHA-256, when the plan was measured in tokens)."""
     plan, man = load_plan(cfg.plan)
     read = ReadConfig(**man["read"])
     ident = man.get("stats_identity", {})
     scfg = StatsConfig(chars_per_token=ident.get("chars_per_token", 3.68), read=read)
     plan_tok = (man.get("tokenizer") or {}).get("sha256")
-    if stats_fp(files, scfg, plan_tok) != man["stats_fingerprint"]:
+    if stats_fingerprint(files, scfg, plan_tok) != man["stats_fingerprint"]:
         raise ConfigError(
             f"the plan in {cfg.plan!r} was made for other inputs (fingerprint {man['stats_fingerprint']}); "
             "pass the inputs the plan was sampled from, or rerun `lcdata sample` on these"
@@ -295,11 +278,6 @@ def _load_plan_for(files, cfg: BuildConfig, tok_sha: str):
             f"not {cfg.tokenizer!r}; its lengths and cuts are in other tokens: rerun stats and sample with this tokenizer"
         )
     return plan, man, read
-
-
-def _exists(url: str) -> bool:
-    fs, p = fsspec.core.url_to_fs(url)
-    return fs.exists(p)
 
 
 def build_protect(inputs, files: list[InputFile], cfg: BuildConfig) -> dict:
@@ -315,7 +293,7 @@ def prepare_out(claim: Claim, ident: str) -> None:
         return
     out_dir = claim.out
     state = join(out_dir, "build.json")
-    old = read_json(state)["identity"] if _exists(state) else None
+    old = read_json(state)["identity"] if exists(state) else None
     if old != ident:
         raise ConfigError(
             f"{out_dir!r} holds {'a build with another configuration' if old else 'a build that never started'} "
@@ -328,6 +306,96 @@ def prepare_out(claim: Claim, ident: str) -> None:
             fs.rm(q)
 
 
+@dataclass(frozen=True)
+class PreparedBuild:
+    """Everything a build decides before its work, once (`prepare_build`); the local run (`run_build`) and
+    the scale-out stages (`lcdata.build_stages`) both start from it. Pickled to scale-out tasks without
+    ``plan`` (each task reads its own files' plan rows)."""
+
+    files: tuple[InputFile, ...]
+    active: tuple[int, ...]  # indices of the files with work (rows in the plan, or all)
+    cfg: BuildConfig  # with the plan's read config
+    out_dir: str
+    work_dir: str
+    tokenizer: TokenizerInfo
+    specials: Specials
+    dtype: str  # NumPy dtype string of the tokens
+    engine: tuple[str, str]  # (engine name, why): resolved once, recorded in the manifest
+    plan: pl.DataFrame | None  # the plan's rows (None without a plan, or in a scale-out task)
+    plan_fp: str | None
+    plan_tokens: bool  # the plan's lengths are in this tokenizer's tokens (checked per document)
+    ident: str
+    keep_work: bool
+    t0: float  # time.time() at the start
+
+    def plan_rows(self, plan: pl.DataFrame, rel: str) -> pl.DataFrame:
+        """The rows of ``plan`` for input file ``rel``, as `tokenize_file` takes them."""
+        return plan.filter(pl.col("file") == rel).select(
+            "row", "chunk", "token_start", "token_end", "copies",
+            plan_tokens=pl.col("n_tokens") if self.plan_tokens else pl.lit(None, pl.Int64))
+
+    def tokenize_args(self, i: int, plan_rows: pl.DataFrame | None) -> tuple:
+        """The argument of `tokenize_file` for input file ``i``."""
+        return (i, self.files[i], self.cfg, plan_rows, self.work_dir, self.specials, self.dtype, self.engine[0])
+
+
+@contextmanager
+def prepare_build(inputs, out_dir: str, cfg: BuildConfig, *, overwrite: bool = False, resume: bool = False,
+                  work_dir: str | None = None, keep_work: bool = False,
+                  remote_work: bool = True) -> Iterator[PreparedBuild]:
+    """The start of every build, in one place: resolve the inputs, the tokenizer (dtype, special tokens,
+    engine: resolved once), load and check the plan, compute the identity, then claim ``out_dir``
+    (`outdir.claim_out`: refusals, ``overwrite`` / ``resume`` with the same identity), write ``build.json``
+    and make the work folder. The claim (and its lock) is held while the block runs.
+
+    ``work_dir``: default ``OUT/_work`` for a local ``out_dir``; for a remote one a local temp folder if
+    ``remote_work``, else a `ConfigError` (scale-out tasks on other machines need a shared work folder).
+
+    >>> with prepare_build(["data/demo"], "out/shards", BuildConfig(tokenizer="data/demo/tokenizer.json",
+    ...                    seq_len=8192)) as job:  # doctest: +SKIP
+    ...     print(job.ident, len(job.active))
+    """
+    t0 = time.time()
+    files = resolve_inputs(inputs)
+    info = tokenizer_info(cfg.tokenizer)
+    dtype = choose_token_dtype(info.max_id, cfg.dtype)
+    specials = resolve_specials(load_tokenizer(cfg.tokenizer), cfg.bos, cfg.eos)
+    engine = resolve_engine(cfg.tokenizer, cfg.engine)  # fails here, before any work, if forced and impossible
+    plan = plan_fp = None
+    plan_tokens = False
+    if cfg.plan:
+        plan, plan_man, read = load_plan_for(files, cfg, info.sha256)
+        if read != cfg.read:
+            object.__setattr__(cfg, "read", read)  # the plan's ids depend on how it read the corpus
+        missing = set(plan["file"].unique().to_list()) - {f.rel for f in files}
+        if missing:
+            raise ConfigError(f"the plan names files not among the inputs: {sorted(missing)[:5]}")
+        plan_tokens, plan_fp = bool(plan_man.get("tokenizer")), plan_man["plan_fingerprint"]
+        if plan_tokens and cfg.packing == "concat":  # exact lengths: check now
+            extra = (specials.bos is not None) + (specials.eos is not None)
+            planned = int((plan["length"] * plan["copies"]).sum()) + extra * int(plan["copies"].sum())
+            if planned < cfg.seq_len:
+                raise ConfigError(f"the corpus (as planned) has {planned} tokens, less than one sequence of "
+                                  f"seq_len={cfg.seq_len}; lower --seq-len or sample a larger --budget-tokens")
+    if work_dir is None and not is_local(out_dir) and not remote_work:
+        raise ConfigError(f"--out {out_dir!r} is remote: give a work folder on a filesystem every task "
+                          "shares (work_dir=..., e.g. on the cluster's shared disk)")
+    ident = build_identity(files, cfg, info.sha256, plan_fp)
+    planned_files = set(plan["file"].unique().to_list()) if plan is not None else None
+    active = tuple(i for i, f in enumerate(files) if planned_files is None or f.rel in planned_files)
+    with claim_out(out_dir, "shards", overwrite=overwrite, resume=resume, protect=build_protect(inputs, files, cfg),
+                   inputs=input_roots(inputs)) as claim:
+        prepare_out(claim, ident)
+        write_json({"identity": ident, "config": cfg.to_dict()}, join(out_dir, "build.json"))
+        if work_dir is None:
+            work_dir = (join(out_dir.removeprefix("file://"), "_work") if is_local(out_dir)
+                        else tempfile.mkdtemp(prefix="lcdata-work-"))
+        os.makedirs(work_dir, exist_ok=True)
+        yield PreparedBuild(files=tuple(files), active=active, cfg=cfg, out_dir=out_dir, work_dir=work_dir,
+                            tokenizer=info, specials=specials, dtype=dtype.str, engine=engine, plan=plan,
+                            plan_fp=plan_fp, plan_tokens=plan_tokens, ident=ident, keep_work=keep_work, t0=t0)
+
+
 def run_build(inputs, out_dir: str, cfg: BuildConfig, *, workers: int | None = None, overwrite: bool = False,
               resume: bool = False, progress: bool = False, work_dir: str | None = None,
               keep_work: bool = False) -> BuildResult:
@@ -337,97 +405,68 @@ def run_build(inputs, out_dir: str, cfg: BuildConfig, *, workers: int | None = N
     ...           seq_len=8192))  # doctest: +SKIP
     """
     check_workers(workers)
-    t0 = time.perf_counter()
-    files = resolve_inputs(inputs)
-    info = tokenizer_info(cfg.tokenizer)
-    tok = load_tokenizer(cfg.tokenizer)
-    dtype = choose_token_dtype(info.max_id, cfg.dtype)
-    specials = resolve_specials(tok, cfg)
-    engine_used, engine_why = resolve_engine(cfg.tokenizer, cfg.engine)  # fails here if forced and impossible
-    plan = plan_man = None
-    if cfg.plan:
-        plan, plan_man, read = _load_plan_for(files, cfg, info.sha256)
-        if read != cfg.read:
-            object.__setattr__(cfg, "read", read)  # the plan's ids depend on how it read the corpus
-    plan_fp = plan_man["plan_fingerprint"] if plan_man else None
-    if plan is not None and plan_man.get("tokenizer") and cfg.packing == "concat":  # exact lengths: check now
-        extra = (specials.bos is not None) + (specials.eos is not None)
-        planned = int((plan["length"] * plan["copies"]).sum()) + extra * int(plan["copies"].sum())
-        if planned < cfg.seq_len:
-            raise ConfigError(f"the corpus (as planned) has {planned} tokens, less than one sequence of "
-                              f"seq_len={cfg.seq_len}; lower --seq-len or sample a larger --budget-tokens")
-    ident = build_identity(files, cfg, info.sha256, plan_fp)
-    with claim_out(out_dir, "shards", overwrite=overwrite, resume=resume, protect=build_protect(inputs, files, cfg),
-                   inputs=input_roots(inputs)) as claim:
-        prepare_out(claim, ident)
-        return _build_into(out_dir, files, cfg, info, specials, dtype, plan, plan_man, plan_fp, ident, engine_used,
-                           engine_why, t0, workers=workers, progress=progress, work_dir=work_dir, keep_work=keep_work)
+    with prepare_build(inputs, out_dir, cfg, overwrite=overwrite, resume=resume, work_dir=work_dir,
+                       keep_work=keep_work) as job:
+        return _build_into(job, workers=workers, progress=progress)
 
 
-def _build_into(out_dir, files, cfg, info, specials, dtype, plan, plan_man, plan_fp, ident, engine_used, engine_why,
-                t0, *, workers, progress, work_dir, keep_work) -> BuildResult:
+def _build_into(job: PreparedBuild, *, workers, progress) -> BuildResult:
     """Phases 1 and 2 of `run_build` into its claimed output folder."""
-    write_json({"identity": ident, "config": cfg.to_dict()}, join(out_dir, "build.json"))
-    local_out = "://" not in out_dir or out_dir.startswith("file://")
-    if work_dir is None:
-        work_dir = join(out_dir.removeprefix("file://"), "_work") if local_out else tempfile.mkdtemp(prefix="lcdata-work-")
-    os.makedirs(work_dir, exist_ok=True)
-
     # phase 1: tokenize each file to a spill
     per_file = []
-    for i, f in enumerate(files):
-        rows = None
-        if plan is not None:
-            rows = plan.filter(pl.col("file") == f.rel).select(
-                "row", "chunk", "token_start", "token_end", "copies",
-                plan_tokens=pl.col("n_tokens") if plan_man.get("tokenizer") else pl.lit(None, pl.Int64))
-            if not rows.height:
-                continue
-            rows = rows.drop("doc_id", strict=False)
-        per_file.append((i, f, cfg, rows, work_dir, specials, dtype.str))
-    if plan is not None:
-        missing = set(plan["file"].unique().to_list()) - {f.rel for f in files}
-        if missing:
-            raise ConfigError(f"the plan names files not among the inputs: {sorted(missing)[:5]}")
-    n_workers = resolve_workers(workers, len(per_file), (f.protocol for f in files))
+    for i in job.active:
+        rows = job.plan_rows(job.plan, job.files[i].rel) if job.plan is not None else None
+        per_file.append(job.tokenize_args(i, rows))
+    n_workers = resolve_workers(workers, len(per_file), (f.protocol for f in job.files))
     prog = Progress(len(per_file), sum(a[1].size for a in per_file), progress, label="tokenize")
     reports = []
     n_resumed = 0
-    for args, res in zip(per_file, ordered_map(_tokenize_file, per_file, n_workers, describe=lambda a: a[1].url)):
+    for args, res in zip(per_file, ordered_map(tokenize_file, per_file, n_workers, describe=lambda a: a[1].url)):
         reports.append(res["report"])
         n_resumed += res["resumed"]
         prog.update(args[1].size)
-    active = [a[0] for a in per_file]
-    units = load_units(work_dir, active)
-    doc_ids = unit_doc_ids(work_dir, active) if cfg.read.id_field else None
+    units = load_units(job.work_dir, job.active)
+    doc_ids = unit_doc_ids(job.work_dir, job.active) if job.cfg.read.id_field else None
 
     # phase 2: order, pack, permute, write
-    manifest = _pack_and_write(units, files, cfg, out_dir, work_dir, info, specials, dtype, plan_fp, ident, progress,
-                               doc_ids)
+    lay = pack_layout(units, [f.rel for f in job.files], job.cfg)
+    shards = []
+    prog = Progress(lay.n_shards, lay.n_shards, progress, label="pack")
+    for k in range(lay.n_shards):
+        shards.append(write_shard(lay, k, job.cfg, job.out_dir, job.work_dir, job.specials, np.dtype(job.dtype)))
+        prog.update(1)
+    manifest = pack_manifest(job, lay, shards, doc_ids)
+    return finish_build(job, manifest, reports, n_resumed)
+
+
+def finish_build(job: PreparedBuild, manifest: dict, reports: list[FileReport], n_resumed: int) -> BuildResult:
+    """Seal a build: the read report, engine and time go into ``manifest``, which is written last (it marks a
+    complete build); the work folder is removed unless ``keep_work``."""
     manifest["read_report"] = {**read_summary(reports), "files_resumed": n_resumed}
-    manifest["engine"] = {"name": engine_used, "reason": engine_why}
-    manifest["elapsed_s"] = round(time.perf_counter() - t0, 3)
+    manifest["engine"] = {"name": job.engine[0], "reason": job.engine[1]}
+    manifest["elapsed_s"] = round(time.time() - job.t0, 3)
     fault_point("build.manifest")
-    manifest = write_manifest(manifest, out_dir)  # last: marks a complete build
-    if not keep_work:
-        shutil.rmtree(work_dir, ignore_errors=True)
-    return BuildResult(out_dir=out_dir, manifest=manifest)
+    manifest = write_manifest(manifest, job.out_dir)  # last: marks a complete build
+    if not job.keep_work:
+        shutil.rmtree(job.work_dir, ignore_errors=True)
+    return BuildResult(out_dir=job.out_dir, manifest=manifest)
 
 
-def _pack_manifest(lay: PackLayout, shards: list[dict], files, cfg, out_dir, info, specials, dtype, plan_fp,
-                   ident, doc_ids: pl.Series | None = None) -> dict:
+def pack_manifest(job: PreparedBuild, lay: PackLayout, shards: list[dict], doc_ids: pl.Series | None = None) -> dict:
     """Write documents.parquet; return the manifest (`lcdata.shards.format.MANIFEST_SCHEMA`: every shard and
-    documents.parquet listed with size and SHA-256) without the read report, engine, time and seal. Both `run_build` and the distributed ``finish`` step call this, so
-    their manifests and documents.parquet are byte-identical."""
+    documents.parquet listed with size and SHA-256) without the read report, engine, time and seal. Both
+    `run_build` and the distributed ``finish`` step call this, so their manifests and documents.parquet are
+    byte-identical."""
+    cfg, info, specials = job.cfg, job.tokenizer, job.specials
     segs, inst_src, sources = lay.segs, lay.inst_src, lay.sources
-    documents = _write_documents(lay, out_dir, doc_ids)
+    documents = write_documents(lay, job.out_dir, doc_ids)
     seg_src = inst_src[segs["inst"].astype(np.int64)]
     tok_per_src = np.bincount(seg_src, weights=segs["length"], minlength=len(sources)).astype(np.int64)
     used = np.unique(segs["inst"]).astype(np.int64)
     docs_per_src = np.bincount(inst_src[used], minlength=len(sources))
     return {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "lcdata_version": __version__, "identity": ident,
-        "dtype": dtype.name, "seq_len": cfg.seq_len, "packing": cfg.packing, "n_sequences": int(lay.n_seq),
+        "format": FORMAT, "format_version": FORMAT_VERSION, "lcdata_version": VERSION, "identity": job.ident,
+        "dtype": np.dtype(job.dtype).name, "seq_len": cfg.seq_len, "packing": cfg.packing, "n_sequences": int(lay.n_seq),
         "n_documents": int(len(used)), "n_instances": int(len(lay.inst_unit)),
         "n_tokens": int(segs["length"].sum()), "padding_tokens": int(lay.padding), "dropped_tokens": int(lay.dropped),
         "tokenizer": {"path": cfg.tokenizer, "sha256": info.sha256, "vocab_size": info.vocab_size,
@@ -435,20 +474,9 @@ def _pack_manifest(lay: PackLayout, shards: list[dict], files, cfg, out_dir, inf
         "special_tokens": {"bos_id": specials.bos, "eos_id": specials.eos, "pad_id": specials.pad},
         "sources": sources,
         "per_source": {s: {"documents": int(docs_per_src[i]), "tokens": int(tok_per_src[i])} for i, s in enumerate(sources)},
-        "plan_fingerprint": plan_fp, "seed": cfg.seed, "config": cfg.to_dict(),
-        "inputs": [{"rel": f.rel, "bytes": f.size} for f in files],
+        "plan_fingerprint": job.plan_fp, "seed": cfg.seed, "config": cfg.to_dict(),
+        "inputs": [{"rel": f.rel, "bytes": f.size} for f in job.files],
         "shards": shards, "documents_file": DOCUMENTS_FILE,
         "documents": documents,
         "command": command_line(),
     }
-
-
-def _pack_and_write(units, files, cfg, out_dir, work_dir, info, specials, dtype, plan_fp, ident, progress,
-                    doc_ids=None) -> dict:
-    lay = _pack_layout(units, [f.rel for f in files], cfg)
-    shards = []
-    prog = Progress(lay.n_shards, lay.n_shards, progress, label="pack")
-    for k in range(lay.n_shards):
-        shards.append(_write_shard(lay, k, cfg, out_dir, work_dir, specials, dtype))
-        prog.update(1)
-    return _pack_manifest(lay, shards, files, cfg, out_dir, info, specials, dtype, plan_fp, ident, doc_ids)

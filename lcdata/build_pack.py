@@ -1,9 +1,9 @@
 """`lcdata build` phase 2: the global packing of the spilled units, and the shard and documents writers.
 
 `load_units` reads the numeric columns of the spill unit tables (`Units`); `_instance_order` repeats units by
-their plan copies into instances ordered by a stable hash of (seed, file:row, chunk, copy); `_pack_layout`
-packs them (`shards.packing`) and permutes the sequences by the seed (`PackLayout`); `_write_shard` and
-`_write_documents` stream shard k and documents.parquet from the layout and the spills. Shard k is a pure
+their plan copies into instances ordered by a stable hash of (seed, file:row, chunk, copy); `pack_layout`
+packs them (`shards.packing`) and permutes the sequences by the seed (`PackLayout`); `write_shard` and
+`write_documents` stream shard k and documents.parquet from the layout and the spills. Shard k is a pure
 function of (layout, spills), so `run_build` and the distributed stages (`build_stages`) write the same bytes.
 
 Memory: NumPy arrays only, about 150 bytes per document instance at the peak (the sort), no per-document
@@ -17,7 +17,7 @@ import json
 import os
 from contextlib import suppress
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import polars as pl
@@ -28,9 +28,17 @@ from .hashing import file_row_hash, splitmix64
 from .outputs import atomic_open, join, write_bytes
 from .shards.format import DOCS_SCHEMA, DOCUMENTS_FILE, SEG_FILE_DTYPE, npy_bytes, sha256_bytes, shard_name
 from .shards.packing import pack_best_fit, pack_concat
+from .tokenizer import Specials
 
-if TYPE_CHECKING:
-    from .build import BuildConfig, Specials
+
+class PackOptions(Protocol):
+    """What phase 2 reads of a build's config (`lcdata.build.BuildConfig` has these fields)."""
+
+    seq_len: int
+    packing: str
+    seed: int
+    shard_tokens: int
+    plan: str | None
 
 UNIT_NUMERIC = ("file_index", "row", "chunk", "length", "offset", "copies")
 
@@ -121,7 +129,9 @@ class PackLayout:
         return len(self.bounds) - 1
 
 
-def _pack_layout(units: Units, rels: list[str], cfg: BuildConfig) -> PackLayout:
+def pack_layout(units: Units, rels: list[str], cfg: PackOptions) -> PackLayout:
+    """The global packing of a build (`PackLayout`): instances in their stable order, packed into sequences
+    (concat or best-fit), the sequences permuted by the seed and cut into shards of ``shard_tokens``."""
     L = cfg.seq_len
     inst_unit, inst_copy = _instance_order(units, rels, cfg.seed)
     lengths = units.length[inst_unit]
@@ -156,7 +166,7 @@ def _pack_layout(units: Units, rels: list[str], cfg: BuildConfig) -> PackLayout:
 WRITE_BUFFER_BYTES = 8 << 20  # shard bytes assembled before each write (at least one sequence)
 
 
-def _write_shard(lay: PackLayout, k: int, cfg: BuildConfig, out_dir: str, work_dir: str, specials: Specials,
+def write_shard(lay: PackLayout, k: int, cfg: PackOptions, out_dir: str, work_dir: str, specials: Specials,
                  dtype, spills: dict | None = None) -> dict:
     """Write shard k (``.bin`` + ``.seg.npy``) and its marker in ``work_dir``; returns its manifest entry.
     A shard whose marker exists (written by an interrupted run with the same identity) is not rewritten.
@@ -242,8 +252,8 @@ def unit_doc_ids(work_dir: str, indices) -> pl.Series:
     return pl.concat(parts) if parts else pl.Series("doc_id", [], dtype=pl.String)
 
 
-def _write_documents(lay: PackLayout, out_dir: str, doc_ids: pl.Series | None) -> dict:
-    """Stream documents.parquet (one row per instance, in ``doc`` order; ``DOCS_SCHEMA``) in row groups of
+def write_documents(lay: PackLayout, out_dir: str, doc_ids: pl.Series | None) -> dict:
+    """Write documents.parquet: stream it (one row per instance, in ``doc`` order; ``DOCS_SCHEMA``) in row groups of
     ``DOCS_ROWS_PER_GROUP``, building the strings of one group at a time. ``doc_ids``: per unit, or None
     for ``file:row`` ids. Returns its manifest entry (path, bytes, SHA-256 of the written file)."""
     import fsspec

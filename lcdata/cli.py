@@ -19,9 +19,10 @@ import importlib
 import os
 import sys
 
-from .config import ENGINES, PAPER_CHARS_PER_TOKEN, ReadConfig, StatsConfig, parse_buckets
-from .errors import cli_errors
+from .config import ENGINES, PAPER_CHARS_PER_TOKEN, ReadConfig, StatsConfig, parse_buckets, parse_count
+from .errors import ConfigError, cli_errors
 from .executors import add_executor_args, executor_from_args
+from .version import VERSION
 
 
 def _add_read_args(p: argparse.ArgumentParser) -> None:
@@ -61,10 +62,8 @@ def _read_config(a) -> ReadConfig:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
-
     p = argparse.ArgumentParser(prog="lcdata", description="Long-context training data: stats, sample, build.")
-    p.add_argument("--version", action="version", version=f"lcdata {__version__}")
+    p.add_argument("--version", action="version", version=f"lcdata {VERSION}")
     p.add_argument("--debug", action="store_true",
                    help="show the Python traceback of an error (as LCDATA_DEBUG=1); by default one line")
     sub = p.add_subparsers(dest="command", required=True)
@@ -100,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp._actions[[a.dest for a in sp._actions].index("inputs")].nargs = "*"
     sp.add_argument("--strategy", required=True,
                     choices=["natural", "cut", "per-source", "global", "upsample-sources", "target"])
-    sp.add_argument("--budget-tokens", required=True, type=_int_tokens, help="total tokens, e.g. 5000000 or 5M or 1B")
+    sp.add_argument("--budget-tokens", required=True, type=_count_arg, help="total tokens, e.g. 5000000 or 5M or 1B")
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--out", required=True, help="plan folder")
     sp.add_argument("--stats", default=None, help="stats folder from `lcdata stats` (else lengths are computed now)")
@@ -134,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="concat = the paper's concatenate-and-chunk; best-fit = best-fit-decreasing bins + padding")
     b.add_argument("--bos", default="auto", help="BOS at each document: auto (the tokenizer's, if any), none, or a token")
     b.add_argument("--eos", default="auto", help="EOS after each document: auto (only if there is no BOS), none, or a token")
-    b.add_argument("--shard-size", type=_int_tokens, default=1 << 26, help="tokens per shard file (default 64Mi)")
+    b.add_argument("--shard-size", type=_count_arg, default=1 << 26, help="tokens per shard file (default 64Mi)")
     b.add_argument("--seed", type=int, default=0, help="seed of the document and sequence shuffles")
     b.add_argument("--overwrite", action="store_true",
                    help="replace the shard folder --out holds (only ever a folder `lcdata build` wrote)")
@@ -191,16 +190,12 @@ def cmd_build(a) -> int:
     cfg = BuildConfig(tokenizer=a.tokenizer, seq_len=a.seq_len, packing=a.packing, bos=a.bos, eos=a.eos,
                       shard_tokens=a.shard_size, seed=a.seed, plan=a.plan, split_long=not a.no_split, dtype=a.dtype,
                       read=_read_config(a), engine=a.engine)
-    ex = executor_from_args(a)
-    if ex is not None:
-        from .pipelines import run_build_distributed
-
-        r = run_build_distributed(a.inputs, a.out, cfg, ex, overwrite=a.overwrite, resume=a.resume)
-        if r is None:
-            return _submitted(a, ex)
-    else:
-        r = run_build(a.inputs, a.out, cfg, workers=a.workers, overwrite=a.overwrite, resume=a.resume,
-                      progress=not a.quiet)
+    r = _run(a, lambda: run_build(a.inputs, a.out, cfg, workers=a.workers, overwrite=a.overwrite,
+                                  resume=a.resume, progress=not a.quiet),
+             lambda ex, pipelines: pipelines.run_build_distributed(a.inputs, a.out, cfg, ex, overwrite=a.overwrite,
+                                                                   resume=a.resume))
+    if r is None:
+        return 0
     if not a.quiet:
         m = r.manifest
         print(f"{m['n_sequences']:,} sequences x {m['seq_len']:,} tokens ({m['dtype']}), {m['n_tokens']:,} document "
@@ -219,10 +214,20 @@ def cmd_build(a) -> int:
     return 0
 
 
-def _submitted(a, ex) -> int:
-    logs = getattr(ex, "logging_dir", None) or f"{a.out}/_scaleout/logs"
-    print(f"submitted to {getattr(ex, 'kind', 'the executor')}; the last job writes {a.out}/; logs in {logs}")
-    return 0
+def _run(a, local, scaled, *, scale: bool = True):
+    """The one place a command picks where it runs: ``scaled(executor, lcdata.pipelines)`` when ``--executor``
+    is given (and ``scale``), else ``local()``. Returns the result, or None when the jobs were submitted
+    (Slurm), after saying where the output and the logs will be."""
+    ex = executor_from_args(a)
+    if ex is None or not scale:
+        return local()
+    from . import pipelines
+
+    r = scaled(ex, pipelines)
+    if r is None:
+        logs = getattr(ex, "logging_dir", None) or f"{a.out}/_scaleout/logs"
+        print(f"submitted to {getattr(ex, 'kind', 'the executor')}; the last job writes {a.out}/; logs in {logs}")
+    return r
 
 
 def cmd_verify(a) -> int:
@@ -239,7 +244,6 @@ def cmd_verify(a) -> int:
 
 
 def cmd_inspect(a) -> int:
-    from .errors import ConfigError
     from .shards import inspect_sequence, open_shards
 
     if a.max_chars < 1:
@@ -260,13 +264,12 @@ def cmd_export(a) -> int:
     return 0
 
 
-def _int_tokens(s: str) -> int:
-    t = s.strip().upper().replace("_", "")
-    mult = {"K": 10**3, "M": 10**6, "B": 10**9, "G": 10**9, "T": 10**12}.get(t[-1:], 1)
+def _count_arg(s: str) -> int:
+    """An argparse type: a token count as `lcdata.config.parse_count` reads it (5000000, 5M, 1B)."""
     try:
-        return int(float(t[:-1] if mult > 1 else t) * mult)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{s!r} is not a token count; use e.g. 5000000, 5M or 1B") from None
+        return parse_count(s, minimum=0)[0]
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def cmd_sample(a) -> int:
@@ -286,22 +289,19 @@ def cmd_sample(a) -> int:
     if a.stats is None or a.tokenizer:
         skw = {"chars_per_token": a.chars_per_token} if a.chars_per_token else {}
         scfg = StatsConfig(tokenizer=a.tokenizer, read=_read_config(a), **skw)
-    ex = executor_from_args(a)
-    if ex is not None and a.stats is None:
-        from .pipelines import run_sample_distributed
-
-        res = run_sample_distributed(a.inputs, a.out, cfg, ex, stats_config=scfg, figure=not a.no_figure,
-                                     overwrite=a.overwrite)
-        if res is None:
-            return _submitted(a, ex)
-    else:
-        requested = None
-        if a.stats is not None:  # flags that would change the lengths: must agree with the stats folder's
-            requested = {f"read.{k}": v for k, v in _read_options(a).items()}
-            if a.chars_per_token is not None:
-                requested["chars_per_token"] = a.chars_per_token
-        res = run_sample(a.inputs, a.out, cfg, stats_dir=a.stats, stats_config=scfg, workers=a.workers,
-                         progress=not a.quiet, figure=not a.no_figure, requested=requested, overwrite=a.overwrite)
+    requested = None
+    if a.stats is not None:  # flags that would change the lengths: must agree with the stats folder's
+        requested = {f"read.{k}": v for k, v in _read_options(a).items()}
+        if a.chars_per_token is not None:
+            requested["chars_per_token"] = a.chars_per_token
+    res = _run(a, lambda: run_sample(a.inputs, a.out, cfg, stats_dir=a.stats, stats_config=scfg, workers=a.workers,
+                                     progress=not a.quiet, figure=not a.no_figure, requested=requested,
+                                     overwrite=a.overwrite),
+               lambda ex, pipelines: pipelines.run_sample_distributed(a.inputs, a.out, cfg, ex, stats_config=scfg,
+                                                                      figure=not a.no_figure, overwrite=a.overwrite),
+               scale=a.stats is None)  # with --stats there is nothing to scale out: the plan is solved here
+    if res is None:
+        return 0
     if not a.quiet:
         print(sample_table(res, cfg.threshold))
         print(f"\nwrote {a.out}/ (plan.parquet, report.parquet, report.json, plan.json, sample.png)")
@@ -317,19 +317,15 @@ def cmd_stats(a) -> int:
         kw["chars_per_token"] = a.chars_per_token
     cfg = StatsConfig(tokenizer=a.tokenizer, calibrate=a.calibrate, long_threshold=a.long_threshold,
                       doc_lengths=not a.no_doc_lengths, read=_read_config(a), engine=a.engine, **kw)
-    ex = executor_from_args(a)
-    if ex is not None:
-        from .pipelines import run_stats_distributed
-
-        result = run_stats_distributed(a.inputs, a.out, cfg, ex, figure=not a.no_figure, overwrite=a.overwrite)
-        if result is None:
-            return _submitted(a, ex)
-    else:
-        from .stats_run import run_stats
-
-        result = run_stats(a.inputs, a.out, cfg, workers=a.workers, progress=not a.quiet, figure=not a.no_figure,
-                           overwrite=a.overwrite)
+    from .stats_run import run_stats
     from .table import stats_table
+
+    result = _run(a, lambda: run_stats(a.inputs, a.out, cfg, workers=a.workers, progress=not a.quiet,
+                                       figure=not a.no_figure, overwrite=a.overwrite),
+                  lambda ex, pipelines: pipelines.run_stats_distributed(a.inputs, a.out, cfg, ex,
+                                                                        figure=not a.no_figure, overwrite=a.overwrite))
+    if result is None:
+        return 0
 
     if not a.quiet:
         print(stats_table(result))

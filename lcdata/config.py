@@ -29,7 +29,8 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _as_dict(obj) -> dict:
+def as_dict(obj) -> dict:
+    """The fields of a config dataclass as a JSON-ready dict (tuples as lists; nested configs as they are)."""
     out = {}
     for f in dataclasses.fields(obj):
         v = getattr(obj, f.name)
@@ -77,7 +78,7 @@ class ReadConfig:
         return "path" if self.source_from_path else "field"
 
     def to_dict(self) -> dict:
-        return _as_dict(self)
+        return as_dict(self)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -105,8 +106,7 @@ class StatsConfig:
         object.__setattr__(self, "buckets", check_buckets(self.buckets))
         if self.long_threshold < 1:
             raise ConfigError(f"long_threshold={self.long_threshold} must be >= 1 token")
-        if self.engine not in ENGINES:
-            raise ConfigError(f"engine={self.engine!r} is not one of {ENGINES}; use auto (tiktoken where exact, else hf)")
+        check_engine(self.engine)
         if self.engine != "auto" and not self.tokenizer:
             raise ConfigError(f"engine={self.engine!r} needs a tokenizer (it runs one); pass --tokenizer "
                               "tokenizer.json, or leave the engine at auto for the chars/token estimate")
@@ -114,7 +114,7 @@ class StatsConfig:
             raise ConfigError("calibrate needs a tokenizer: pass --tokenizer tokenizer.json with --calibrate")
 
     def to_dict(self) -> dict:
-        d = _as_dict(self)
+        d = as_dict(self)
         d["read"] = self.read.to_dict()
         return d
 
@@ -125,6 +125,34 @@ def check_buckets(edges, name: str = "buckets") -> tuple[int, ...]:
     if len(b) < 1 or b[0] != 0 or any(x >= y for x, y in zip(b, b[1:])):
         raise ConfigError(f"{name}={list(b)} must start at 0 and strictly increase, e.g. 0,1K,4K,32K")
     return b
+
+
+def check_engine(engine: str) -> str:
+    """A tokenizer engine name as every command takes it: one of `ENGINES`."""
+    if engine not in ENGINES:
+        raise ConfigError(f"engine={engine!r} is not one of {ENGINES}; use auto (tiktoken where exact, else hf)")
+    return engine
+
+
+COUNT_SUFFIXES = {"K": 10**3, "M": 10**6, "B": 10**9, "G": 10**9, "T": 10**12}  # decimal, as token budgets
+
+
+def parse_count(v: int | str, minimum: int = 1) -> tuple[int, bool]:
+    """A count of tokens as every command takes it: ``"4M"`` -> (4000000, True); ``4194304`` or ``"4194304"`` ->
+    (4194304, False). Suffixes K, M, B (= G), T are decimal; ``_`` and ``,`` are ignored; the flag says
+    "nominal" (written with a suffix or an exponent). A string that is not a whole count >= ``minimum`` (1 or
+    0) raises `ConfigError`; an int is taken as it is (its config checks its range)."""
+    if isinstance(v, int):
+        return v, False
+    t = str(v).strip().upper().replace("_", "").replace(",", "")
+    mult = COUNT_SUFFIXES.get(t[-1:], 1)
+    try:
+        n = float(t[:-1] if mult > 1 else t) * mult
+    except ValueError:
+        raise ConfigError(f"{v!r} is not a token count; use e.g. 4194304, 4M or 5B") from None
+    if n < minimum or n != int(n):
+        raise ConfigError(f"{v!r} must be a {'positive ' if minimum > 0 else ''}whole number of tokens")
+    return int(n), mult > 1 or "E" in t
 
 
 def check_seed(seed) -> int:

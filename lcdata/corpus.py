@@ -45,16 +45,6 @@ from .decode import Corrupt, gzip_pieces, line_chunks, plain_pieces, zstd_pieces
 from .errors import InputError
 from .inputs import InputFile, resolve_inputs
 
-SKIP_REASONS = (
-    "malformed_json",
-    "invalid_utf8",
-    "missing_text",
-    "non_string_text",
-    "missing_source",
-    "non_string_source",
-    "missing_id",
-)
-
 _FIX = {
     "malformed_json": "fix or remove the line, or pass --on-error skip to skip bad records",
     "invalid_utf8": "re-encode the file as UTF-8, or pass --on-error skip",

@@ -135,7 +135,7 @@ def run_stages(stages: list, ex: ExecutorConfig, logging_dir: str) -> list:
     ``slurm``: the stages are submitted as job arrays chained by dependencies and this returns at once.
     """
     from .outputs import join
-    from .parallel import _child_env, _spawnable_main
+    from .parallel import child_env, spawnable_main
 
     executors = []
     prev = None
@@ -160,7 +160,7 @@ def run_stages(stages: list, ex: ExecutorConfig, logging_dir: str) -> list:
     for st, e in zip(stages, executors):
         try:
             if ex.kind == "local" and e.workers > 1:
-                with _child_env(e.workers), _spawnable_main():
+                with child_env(e.workers), spawnable_main():
                     e.run()
             else:
                 e.run()

@@ -44,6 +44,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from .config import default_workers
 from .errors import MissingDependencyError
 
 # HF's ByteLevel pre-tokenizer regex (tokenizers/src/pre_tokenizers/byte_level.rs), verbatim.
@@ -58,8 +59,6 @@ _O200K = "|".join([
 # Split patterns known to match every character (each character starts a match: letters, digits, whitespace
 # and "anything else" each have an alternative), so HF's Isolated split leaves no gap that tiktoken would drop.
 KNOWN_PATTERNS = {GPT2_PATTERN: "gpt2", _CL100K: "cl100k/llama3", _QWEN2: "qwen2", _O200K: "o200k"}
-
-SUB_BATCH_CHARS = 4 << 20
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -261,10 +260,10 @@ def _decide(tok_json: str, encode_special_tokens: bool) -> tuple[dict | None, st
 
 
 def _as_json(tok_or_path) -> tuple[str, bool]:
-    if isinstance(tok_or_path, (str, os.PathLike)):
-        from .tokenizer import load_tokenizer
+    if isinstance(tok_or_path, (str, os.PathLike)):  # a local file; lcdata.tokenizer passes loaded tokenizers
+        from tokenizers import Tokenizer
 
-        tok = load_tokenizer(str(tok_or_path))
+        tok = Tokenizer.from_file(os.fspath(tok_or_path))
     else:
         tok = tok_or_path
     return tok.to_str(), bool(getattr(tok, "encode_special_tokens", False))
@@ -306,8 +305,6 @@ class TiktokenEngine:
 
     def __init__(self, spec: dict, threads: int | None = None):
         tiktoken = require_tiktoken()
-        from .config import default_workers
-
         self._enc = tiktoken.Encoding("lcdata-bytelevel-bpe", pat_str=spec["pattern"],
                                       mergeable_ranks=spec["ranks"], special_tokens={})
         self._encode = self._enc.encode_ordinary

@@ -18,9 +18,9 @@ a mix. Cost: one pass over the file; nothing is fsync'ed (a power loss may lose 
 from __future__ import annotations
 
 import json
-import os
 
 from .errors import InputError
+from .outputs import atomic_open
 
 
 def read_log(path: str) -> tuple[list[dict], bool]:
@@ -54,12 +54,5 @@ def append_record(path: str, rec: dict) -> None:
 
 def rewrite_log(path: str, records: list[dict]) -> None:
     """Replace the log at ``path`` by ``records``, atomically (temporary file + rename)."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "w") as fh:
-            fh.writelines(json.dumps(r) + "\n" for r in records)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_open(path) as fh:
+        fh.write("".join(json.dumps(r) + "\n" for r in records).encode())

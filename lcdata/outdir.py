@@ -47,7 +47,8 @@ from dataclasses import dataclass
 import fsspec
 
 from .errors import ConfigError, LcdataError
-from .outputs import join, path_relation
+from .outputs import is_local, join, path_relation
+from .version import VERSION
 
 MARKER = ".lcdata.json"
 LOCK = ".lcdata.lock"
@@ -92,10 +93,6 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
 
 def _fs(url: str):
     return fsspec.core.url_to_fs(url)
-
-
-def is_local(url: str) -> bool:
-    return "://" not in url or url.startswith("file://")
 
 
 def _name(p: str) -> str:
@@ -306,13 +303,11 @@ def _refuse_foreign(out: str, fs, p: str, k: Kind, resume_flag: str | None) -> l
 
 
 def _write_marker(fs, p: str, k: Kind) -> None:
-    from . import __version__
-
     path = f"{p}/{MARKER}"
-    if _read_json(fs, path) == {"kind": k.name, "lcdata_version": __version__}:
+    if _read_json(fs, path) == {"kind": k.name, "lcdata_version": VERSION}:
         return
     with fs.open(path, "wb") as fh:
-        fh.write(json.dumps({"kind": k.name, "lcdata_version": __version__}).encode())
+        fh.write(json.dumps({"kind": k.name, "lcdata_version": VERSION}).encode())
 
 
 # ------------------------------------------------------------------------------------ completeness

@@ -1,4 +1,5 @@
-"""Atomic writes of output artifacts to local paths or fsspec URLs.
+"""Atomic writes of output artifacts to local paths or fsspec URLs, and the small fsspec helpers every
+module uses (`join`, `exists`, `is_local`, `read_bytes`, `read_text`, `read_json`, `read_parquet`).
 
 Every file is written to ``NAME.tmp-<pid>-<n>`` in the same folder and renamed into place, so a reader
 never sees a half-written file. A write that fails (disk full, file-size limit, an exception in the block)
@@ -23,7 +24,36 @@ _counter = itertools.count()
 
 
 def join(base: str, name: str) -> str:
+    """``base/name`` for a local path or an fsspec URL (no doubled slash)."""
     return base.rstrip("/") + "/" + name
+
+
+def is_local(url: str) -> bool:
+    """Whether ``url`` is a local path (no scheme, or ``file://``)."""
+    return "://" not in url or url.startswith("file://")
+
+
+def exists(url: str) -> bool:
+    """Whether a file or folder exists at a local path or fsspec URL."""
+    fs, p = fsspec.core.url_to_fs(url)
+    return fs.exists(p)
+
+
+def read_bytes(url: str) -> bytes:
+    """The whole content of a file at a local path or fsspec URL."""
+    with fsspec.open(url, "rb") as fh:
+        return fh.read()
+
+
+def read_text(url: str) -> str:
+    """The content of a UTF-8 text file at a local path or fsspec URL."""
+    return read_bytes(url).decode()
+
+
+def read_parquet(url: str) -> pl.DataFrame:
+    """A parquet file at a local path or fsspec URL, read whole."""
+    with fsspec.open(url, "rb") as fh:
+        return pl.read_parquet(fh)
 
 
 def _norm(url: str) -> tuple[str, str]:
@@ -62,14 +92,14 @@ def atomic_open(path: str, mode: str = "wb") -> Iterator[io.IOBase]:
     fails (the block, the final flush, the rename), the temp file is removed and an OSError without a file
     name gets ``path`` as its ``filename`` (so the one-line error names the file being written)."""
     fs, p = fsspec.core.url_to_fs(path)
-    tmp = f"{p}.tmp-{os.getpid()}-{next(_counter)}"
+    tmp = _temp_name(p)
     fh = fs.open(tmp, mode)
     try:
         yield fh
         fh.close()
-        if fs.exists(p) and not _is_local(fs):
+        if fs.exists(p) and not _fs_is_local(fs):
             fs.rm(p)
-        if _is_local(fs):
+        if _fs_is_local(fs):
             os.replace(tmp, p)
         else:
             fs.mv(tmp, p)
@@ -84,7 +114,27 @@ def atomic_open(path: str, mode: str = "wb") -> Iterator[io.IOBase]:
         raise
 
 
-def _is_local(fs) -> bool:
+@contextmanager
+def atomic_path(path: str) -> Iterator[str]:
+    """A temporary local path next to ``path`` for writers that take a file name (``safetensors.save_file``,
+    ``shutil.copyfile``); renamed to ``path`` if the block succeeds, removed if it fails."""
+    tmp = _temp_name(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException as e:
+        with suppress(OSError):
+            os.remove(tmp)
+        if isinstance(e, OSError) and e.filename is None:
+            e.filename = path
+        raise
+
+
+def _temp_name(p: str) -> str:
+    return f"{p}.tmp-{os.getpid()}-{next(_counter)}"
+
+
+def _fs_is_local(fs) -> bool:
     protos = fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)
     return "file" in protos or "local" in protos
 
@@ -92,13 +142,6 @@ def _is_local(fs) -> bool:
 def write_parquet(df: pl.DataFrame, path: str) -> None:
     with atomic_open(path) as fh:
         df.write_parquet(fh, compression="zstd", statistics=True)
-
-
-def parquet_bytes(df: pl.DataFrame) -> bytes:
-    """The bytes `write_parquet` writes, for artifacts whose manifest records their size and SHA-256."""
-    buf = io.BytesIO()
-    df.write_parquet(buf, compression="zstd", statistics=True)
-    return buf.getvalue()
 
 
 def write_json(obj, path: str) -> None:
@@ -109,6 +152,11 @@ def write_json(obj, path: str) -> None:
 def write_bytes(data: bytes, path: str) -> None:
     with atomic_open(path) as fh:
         fh.write(data)
+
+
+def write_text(text: str, path: str) -> None:
+    """``text`` as UTF-8, atomically."""
+    write_bytes(text.encode(), path)
 
 
 def read_json(path: str):

@@ -41,7 +41,9 @@ PROCESS_LOCAL = ("memory",)
 
 
 @contextmanager
-def _child_env(workers: int):
+def child_env(workers: int):
+    """Environment of worker processes (set while they start): each gets cores // workers threads for
+    Polars, Rayon and HF tokenizers."""
     per = max(1, default_workers() // workers)
     env = {"POLARS_MAX_THREADS": str(per), "RAYON_NUM_THREADS": str(per),
            "TOKENIZERS_PARALLELISM": "true" if per > 1 else "false"}
@@ -67,7 +69,7 @@ def resolve_workers(workers: int | None, n_items: int, protocols: Iterable[str] 
 
 
 @contextmanager
-def _spawnable_main():
+def spawnable_main():
     """Workers run only lcdata functions, so they never need the parent's ``__main__``: hide it while
     workers start, so spawn does not re-run a user's script (or `python -m lcdata`, or stdin) in them."""
     main = sys.modules.get("__main__")
@@ -154,7 +156,7 @@ def ordered_map(fn: Callable[[T], R], items: list[T], workers: int, threads: boo
     else:
         ctx = mp.get_context("spawn")
         running = ctx.Array("q", len(items), lock=False)
-        with _child_env(workers), _spawnable_main():
+        with child_env(workers), spawnable_main():
             ex = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
                                      initargs=(running,))
             # workers start here, inside the child env

@@ -7,13 +7,13 @@ size and deterministic) and runs lcdata's own per-file function on them, in Arro
 Polars / batch tokenization (no per-document Python loop). Math that needs a global view runs once, in a
 one-task stage:
 
-- stats:  ``stats`` (N tasks: `_stats_one_file` per file; partials in ``OUT/_scaleout/partials``) ->
+- stats:  ``stats`` (N tasks: `stats_one_file` per file; partials in ``OUT/_scaleout/partials``) ->
   ``stats-merge`` (1: `merge_histograms`, reports and document lengths in file order -> the `run_stats` folder)
 - sample: the stats stages (into ``OUT/stats``) -> ``sample`` (1: `run_sample` solves the plan once from the
   merged lengths). The plan is *applied* per task by the build: each tokenize task reads its files' rows only.
-- build:  ``tokenize`` (N: `_tokenize_file` -> ``WORK/tok-NNNNN.*``, the spill names of `run_build`) ->
-  ``pack`` (1: `_pack_layout` over the spill unit tables, saved to ``WORK/layout/``) -> ``shards`` (N: task t
-  writes shards k with k % N == t, `_write_shard`) -> ``finish`` (1: documents.parquet and a manifest listing
+- build:  ``tokenize`` (N: `tokenize_file` -> ``WORK/tok-NNNNN.*``, the spill names of `run_build`) ->
+  ``pack`` (1: `pack_layout` over the spill unit tables, saved to ``WORK/layout/``) -> ``shards`` (N: task t
+  writes shards k with k % N == t, `write_shard`) -> ``finish`` (1: documents.parquet and a manifest listing
   every shard). Token data is written once, into its shard; nothing is rewritten globally.
 
 Same bytes: every global decision (histogram merge, plan, instance order, packing, sequence permutation) is
@@ -46,35 +46,31 @@ from .errors import LcdataError
 from .executors import EXECUTORS, ExecutorConfig, StageFailed, add_executor_args, executor_from_args, run_stages
 from .inputs import InputFile, resolve_inputs
 from .outdir import claim_out, input_roots
-from .outputs import join, make_dirs, read_json, write_json, write_parquet
+from .outputs import exists, join, make_dirs, read_json, read_parquet, read_text, write_json, write_parquet, write_text
 from .sample_run import sample_protect
 from .stages import (
     FAIL_ENV,
     InjectedFailure,
     Stage,
-    _check_done,
-    _executor,
-    _exists,
-    _logging_dir,
-    _read_parquet,
-    _read_text,
-    _sha,
-    _Step,
-    _write_text,
+    Step,
+    as_executor,
     assign_files,
+    check_done,
+    identity_hash,
+    prepare_logging_dir,
 )
 from .stats import merge_histograms
 from .stats_run import (
+    DocWriter,
     StatsResult,
-    _DocWriter,
-    _stats_one_file,
     fingerprint,
     load_stats,
     reports_to_frames,
+    stats_one_file,
     stats_protect,
+    stats_tokenizer,
     write_stats,
 )
-from .tokenizer import resolve_engine, tokenizer_info
 
 __all__ = ["Stage", "assign_files", "stats_pipeline", "sample_pipeline", "build_pipeline", "run_stats_distributed",
            "run_sample_distributed", "run_build_distributed", "save_layout", "load_layout", "ExecutorConfig",
@@ -91,6 +87,7 @@ class StatsJob:
     out_dir: str
     partials: str
     tokenizer: dict | None
+    engine: dict | None  # {"name", "reason"}, resolved once by the driver (`stats_tokenizer`)
     figure: bool = True
 
     @property
@@ -99,22 +96,18 @@ class StatsJob:
 
     @property
     def identity(self) -> str:
-        return _sha({"fingerprint": self.fingerprint, "config": self.config.to_dict(), "figure": self.figure})
+        return identity_hash({"fingerprint": self.fingerprint, "config": self.config.to_dict(), "figure": self.figure})
 
 
 def _stats_job(inputs, out_dir: str, config: StatsConfig | None, figure: bool) -> StatsJob:
     config = config or StatsConfig()
-    tok = None
-    if config.tokenizer:
-        info = tokenizer_info(config.tokenizer)
-        tok = {"path": info.path, "sha256": info.sha256, "vocab_size": info.vocab_size}
-        resolve_engine(config.tokenizer, config.engine)  # fails here, before any task, if it cannot run
+    tok, engine = stats_tokenizer(config)  # fails here, before any task, if the engine cannot run
     return StatsJob(files=tuple(resolve_inputs(inputs)), config=config, out_dir=out_dir,
-                    partials=join(out_dir, "_scaleout/partials"), tokenizer=tok, figure=figure)
+                    partials=join(out_dir, "_scaleout/partials"), tokenizer=tok, engine=engine, figure=figure)
 
 
-class StatsTask(_Step):
-    """Per task: `_stats_one_file` on its files -> per-file document lengths, one histogram and reports."""
+class StatsTask(Step):
+    """Per task: `stats_one_file` on its files -> per-file document lengths, one histogram and reports."""
 
     name = "stats"
 
@@ -127,7 +120,7 @@ class StatsTask(_Step):
         for n, i in enumerate(mine):
             self._check_fail(rank, n)
             with self.track_time("file"):
-                report, hist, docs = _stats_one_file((job.files[i], job.config))
+                report, hist, docs = stats_one_file((job.files[i], job.config, job.engine and job.engine["name"]))
             if job.config.doc_lengths:
                 write_parquet(pl.from_arrow(docs), join(job.partials, f"docs-{i:05d}.parquet"))
             hists.append(hist)
@@ -139,7 +132,7 @@ class StatsTask(_Step):
         write_json({"elapsed_s": time.perf_counter() - t0, "reports": reports}, base + ".json")  # last
 
 
-class StatsMerge(_Step):
+class StatsMerge(Step):
     """One task: the exact merge of the per-task partials into the stats folder of `run_stats`."""
 
     name = "stats-merge"
@@ -151,13 +144,13 @@ class StatsMerge(_Step):
     def work(self, rank, world_size):
         job = self.job
         done = join(job.partials, "merged")
-        if _exists(done) and _read_text(done) == job.identity:  # merged by an earlier run whose marker was lost
+        if exists(done) and read_text(done) == job.identity:  # merged by an earlier run whose marker was lost
             return
         hists, reports, elapsed = [], {}, 0.0
         for t in range(self.tasks):
             base = join(job.partials, f"task-{t:05d}-of-{self.tasks:05d}")
             meta = read_json(base + ".json")
-            hists.append(_read_parquet(base + ".hist.parquet"))
+            hists.append(read_parquet(base + ".hist.parquet"))
             elapsed += meta["elapsed_s"]
             for r in meta["reports"]:
                 i = r.pop("index")
@@ -167,20 +160,19 @@ class StatsMerge(_Step):
                               "files; rerun the same command")
         make_dirs(job.out_dir)
         if job.config.doc_lengths:  # streamed in file order, like run_stats
-            sink, ok = _DocWriter(join(job.out_dir, "doc_lengths.parquet")), False
+            sink, ok = DocWriter(join(job.out_dir, "doc_lengths.parquet")), False
             try:
                 for i in range(len(job.files)):
-                    sink(_read_parquet(join(job.partials, f"docs-{i:05d}.parquet")))
+                    sink(read_parquet(join(job.partials, f"docs-{i:05d}.parquet")))
                 ok = True
             finally:
                 sink.close(ok)
         files_df, skips_df = reports_to_frames([reports[i] for i in range(len(job.files))])
         result = StatsResult(config=job.config, inputs=list(job.files), histogram=merge_histograms(hists),
                              files=files_df, skips=skips_df, fingerprint=job.fingerprint, tokenizer=job.tokenizer,
-                             elapsed_s=elapsed, engine=dict(zip(("name", "reason"), resolve_engine(
-                                 job.config.tokenizer, job.config.engine))) if job.config.tokenizer else None)
+                             elapsed_s=elapsed, engine=job.engine)
         write_stats(result, job.out_dir, figure=job.figure)
-        _write_text(join(job.partials, "merged"), job.identity)
+        write_text(job.identity, join(job.partials, "merged"))
         _rm_partials(job)
 
 
@@ -215,24 +207,24 @@ def run_stats_distributed(inputs, out_dir: str, config: StatsConfig | None = Non
 
     >>> run_stats_distributed(["data/demo"], "out/stats", executor="local", tasks=4, workers=2)  # doctest: +SKIP
     """
-    ex = _executor(executor, executor_opts)
+    ex = as_executor(executor, executor_opts)
     # A rerun of the same command continues (datatrove's completion markers); --overwrite starts afresh.
     with claim_out(out_dir, "stats", overwrite=overwrite, resume=not overwrite, resume_flag=None,
                    protect=stats_protect(inputs, config or StatsConfig()), inputs=input_roots(inputs)):
         job = _stats_job(inputs, out_dir, config, figure)
         stages = _stats_stages(job, ex.n_tasks(len(job.files)))
-        logs = _logging_dir(ex, out_dir, job.identity, stages, fresh=overwrite)
+        logs = prepare_logging_dir(ex, out_dir, job.identity, stages, fresh=overwrite)
         run_stages(stages, ex, logs)
     if ex.kind == "slurm":
         return None
-    _check_done(join(out_dir, "stats.json"), logs)
+    check_done(join(out_dir, "stats.json"), logs)
     return load_stats(out_dir)
 
 
 # ------------------------------------------------------------------------------------------ sample
 
 
-class SampleSolve(_Step):
+class SampleSolve(Step):
     """One task: solve the plan once from the merged per-document lengths (`run_sample`)."""
 
     name = "sample"
@@ -265,7 +257,7 @@ def run_sample_distributed(inputs, out_dir: str, config, executor: str | Executo
     `SampleResult` (None for Slurm)."""
     from .sample_run import SampleResult, load_plan
 
-    ex = _executor(executor, executor_opts)
+    ex = as_executor(executor, executor_opts)
     protect = sample_protect(inputs, None, stats_config)
     with ExitStack() as claims:  # the plan folder and a separate stats folder, as in run_stats_distributed
         claims.enter_context(claim_out(out_dir, "plan", overwrite=overwrite, resume=not overwrite, resume_flag=None,
@@ -275,16 +267,16 @@ def run_sample_distributed(inputs, out_dir: str, config, executor: str | Executo
                                            resume_flag=None, protect=protect, inputs=input_roots(inputs)))
         sjob = _stats_job(inputs, stats_dir or join(out_dir, "stats"), stats_config, figure)
         stages = _sample_stages(sjob, out_dir, config, ex.n_tasks(len(sjob.files)), figure)
-        ident = _sha({"stats": sjob.identity, "sample": config.to_dict(), "figure": figure})
-        logs = _logging_dir(ex, out_dir, ident, stages, fresh=overwrite)
+        ident = identity_hash({"stats": sjob.identity, "sample": config.to_dict(), "figure": figure})
+        logs = prepare_logging_dir(ex, out_dir, ident, stages, fresh=overwrite)
         run_stages(stages, ex, logs)
     if ex.kind == "slurm":
         return None
-    _check_done(join(out_dir, "plan.json"), logs)
+    check_done(join(out_dir, "plan.json"), logs)
     plan, manifest = load_plan(out_dir)
     from .sampling import Plan
 
-    report = _read_parquet(join(out_dir, "report.parquet"))
-    groups = _read_parquet(join(out_dir, "groups.parquet"))
+    report = read_parquet(join(out_dir, "report.parquet"))
+    groups = read_parquet(join(out_dir, "groups.parquet"))
     return SampleResult(plan=Plan(plan=plan, groups=groups, report=report, capped=manifest["capped"], config=config),
                         manifest=manifest)

@@ -1,6 +1,6 @@
 """Figures (PNG bytes) in the style of the paper's Figure 2: token share by length bucket, per source.
 
-The rasterising lives in `lcdata._figure` (plain data in, PNG out, Pillow imported lazily), so
+The rasterising lives in `lcdata.figures` (plain data in, PNG out, Pillow imported lazily), so
 `import lcdata` stays light and a figure costs tens of milliseconds.
 """
 
@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import polars as pl
 
-from ._figure import draw
-from ._figure import label as _label
+from .figures import draw
+from .figures import label as bucket_label
 
 __all__ = ["figure_spec", "length_figure"]
 
@@ -21,7 +21,7 @@ def figure_spec(buckets: pl.DataFrame, title: str, series: dict[str, str] | None
     for src in buckets["source"].unique(maintain_order=True).to_list():
         sub = buckets.filter(pl.col("source") == src).sort("bucket_min")
         panels.append({"source": src,
-                       "labels": [_label(a, b) for a, b in zip(sub["bucket_min"], sub["bucket_max"])],
+                       "labels": [bucket_label(a, b) for a, b in zip(sub["bucket_min"], sub["bucket_max"])],
                        "values": [sub[col].to_list() for col in series]})
     return {"title": title, "series": list(series.values()), "panels": panels}
 

@@ -23,8 +23,8 @@ import os
 
 import polars as pl
 
-from ._figure import label as _bucket
 from .errors import ConfigError, InputError
+from .figures import label as bucket_label
 from .jsonlog import read_log
 from .outputs import write_bytes
 
@@ -226,7 +226,7 @@ def _threshold(folder: str) -> float:
 def pivot_losses(losses: pl.DataFrame) -> pl.DataFrame:
     """One row per (model, source), one column per position bucket."""
     f = losses.with_columns(bucket=pl.struct("bucket_min", "bucket_max").map_elements(
-        lambda s: _bucket(s["bucket_min"], s["bucket_max"]), return_dtype=pl.Utf8))
+        lambda s: bucket_label(s["bucket_min"], s["bucket_max"]), return_dtype=pl.Utf8))
     order = f.select("bucket").unique(maintain_order=True)["bucket"].to_list()
     p = f.pivot(on="bucket", index=["model", "source"], values="loss", aggregate_function="first")
     return p.select("model", "source", *order)
@@ -234,7 +234,7 @@ def pivot_losses(losses: pl.DataFrame) -> pl.DataFrame:
 
 def pivot_deltas(cmp: pl.DataFrame) -> pl.DataFrame:
     f = cmp.with_columns(
-        bucket=pl.struct("bucket_min", "bucket_max").map_elements(lambda s: _bucket(s["bucket_min"], s["bucket_max"]),
+        bucket=pl.struct("bucket_min", "bucket_max").map_elements(lambda s: bucket_label(s["bucket_min"], s["bucket_max"]),
                                                                   return_dtype=pl.Utf8),
         cell=pl.when(pl.col("delta").is_null()).then(pl.lit("-")).otherwise(
             pl.format("{}{}", pl.col("delta").round(4), pl.when(pl.col("flag")).then(pl.lit(" *")).otherwise(pl.lit("")))))

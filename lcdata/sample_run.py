@@ -21,7 +21,6 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from . import __version__
 from .config import StatsConfig, check_workers
 from .errors import ConfigError
 from .inputs import resolve_inputs
@@ -30,6 +29,7 @@ from .outputs import command_line, join, make_dirs, read_json, write_bytes, writ
 from .sampling import Plan, copies_stats, solve_plan
 from .stats_run import compute_stats, fingerprint, load_stats
 from .strategies import SampleConfig
+from .version import VERSION
 
 
 @dataclass
@@ -157,7 +157,7 @@ def sample_into(inputs, out_dir, config, stats_dir=None, stats_config=None, work
     plan = solve_plan(docs, config)
     stats_fp = st.fingerprint
     manifest = {
-        "lcdata_version": __version__,
+        "lcdata_version": VERSION,
         "kind": "lcdata.plan",
         "plan_fingerprint": plan_fingerprint(plan.plan, stats_fp, config),
         "stats_fingerprint": stats_fp,

@@ -1,6 +1,6 @@
 """What every scale-out stage shares: `Stage`, the file assignment, the step base class and run folders.
 
-A stage step (`_Step`) is a datatrove `PipelineStep` that reads files, not documents: it drains whatever comes
+A stage step (`Step`) is a datatrove `PipelineStep` that reads files, not documents: it drains whatever comes
 before it, does its work for (rank, world_size) and yields nothing. Its task's files come from
 `assign_files`, a pure function of the sorted input list, so which task does what never depends on timing.
 
@@ -19,11 +19,10 @@ from collections import deque
 from typing import NamedTuple
 
 import fsspec
-import polars as pl
 
 from .errors import ConfigError, MissingDependencyError
 from .executors import ExecutorConfig
-from .outputs import join, make_dirs, read_json, write_json
+from .outputs import exists, join, make_dirs, read_json, write_json
 
 try:
     from datatrove.pipeline.base import PipelineStep
@@ -68,7 +67,7 @@ class InjectedFailure(RuntimeError):
     """Raised by the ``LCDATA_TEST_FAIL_TASK`` test hook."""
 
 
-class _Step(PipelineStep):
+class Step(PipelineStep):
     """An lcdata stage step: reads files, not documents (drains what comes before it, yields nothing)."""
 
     type = "lcdata"
@@ -96,7 +95,8 @@ class _Step(PipelineStep):
             raise InjectedFailure(f"{FAIL_ENV}: task {rank} of {self.name} fails after {done} units (test hook)")
 
 
-def _executor(executor, opts: dict) -> ExecutorConfig:
+def as_executor(executor, opts: dict) -> ExecutorConfig:
+    """An `ExecutorConfig` from a name (``"local"``, ``"slurm"``, ``"ray"``) or a config, with ``opts`` applied."""
     if isinstance(executor, ExecutorConfig):
         if opts:
             return dataclasses.replace(executor, **opts)
@@ -104,19 +104,20 @@ def _executor(executor, opts: dict) -> ExecutorConfig:
     return ExecutorConfig(kind=executor, **opts)
 
 
-def _logging_dir(ex: ExecutorConfig, out_dir: str, identity: str, stages: list[Stage], fresh: bool = False) -> str:
+def prepare_logging_dir(ex: ExecutorConfig, out_dir: str, identity: str, stages: list[Stage],
+                        fresh: bool = False) -> str:
     """The logging folder of this run; completion markers of another run there are cleared (default folder)
     or refused (a folder given), so they never skip a task of this one. ``fresh`` (an overwritten output):
     this run's stage folders are cleared too."""
     base = ex.logging_dir or join(out_dir, "_scaleout/logs")
-    want = {"identity": _sha({"job": identity, "stages": [(s.name, s.tasks) for s in stages]})}
+    want = {"identity": identity_hash({"job": identity, "stages": [(s.name, s.tasks) for s in stages]})}
     path = join(base, "run.json")
     if fresh:
         fs, p = fsspec.core.url_to_fs(base)
         for st in stages:
             if fs.exists(f"{p}/{st.name}"):
                 fs.rm(f"{p}/{st.name}", recursive=True)
-    elif _exists(path) and read_json(path) != want:
+    elif exists(path) and read_json(path) != want:
         if ex.logging_dir is not None:
             raise ConfigError(f"the logging folder {base!r} holds the completion markers of another run (other "
                               "inputs, options or task counts); pass another --logging-dir or delete it")
@@ -127,33 +128,14 @@ def _logging_dir(ex: ExecutorConfig, out_dir: str, identity: str, stages: list[S
     return base
 
 
-def _check_done(final: str, logs: str) -> None:
-    if not _exists(final):
+def check_done(final: str, logs: str) -> None:
+    """Refuse a run whose tasks are all marked complete in ``logs`` but whose final file is missing."""
+    if not exists(final):
         raise ConfigError(f"every task is marked complete in {logs!r} but {final!r} is missing (was the output "
                           "deleted?); delete that logging folder or pass another --logging-dir, then rerun")
 
 
-def _sha(obj) -> str:
+def identity_hash(obj) -> str:
+    """32 hex characters of the SHA-256 of ``obj`` as sorted JSON: what a run folder was started for."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:32]
-
-
-def _exists(url: str) -> bool:
-    fs, p = fsspec.core.url_to_fs(url)
-    return fs.exists(p)
-
-
-def _read_parquet(url: str) -> pl.DataFrame:
-    with fsspec.open(url, "rb") as fh:
-        return pl.read_parquet(fh)
-
-
-def _read_text(url: str) -> str:
-    with fsspec.open(url, "rb") as fh:
-        return fh.read().decode()
-
-
-def _write_text(url: str, text: str) -> None:
-    from .outputs import write_bytes
-
-    write_bytes(text.encode(), url)
 

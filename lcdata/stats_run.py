@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 import polars as pl
 import pyarrow as pa
 
-from . import __version__
 from .config import StatsConfig, check_workers
 from .corpus import FileReport, Lengths, iter_batches, iter_lengths, read_summary
 from .errors import LcdataError
@@ -39,6 +38,7 @@ from .parallel import ordered_map, resolve_workers
 from .progress import Progress
 from .stats import DOC_ARROW, DOC_SCHEMA, doc_table, histogram, merge_histograms, summarize_buckets, summarize_sources
 from .tokenizer import count_tokens, get_engine, load_tokenizer, resolve_engine, tokenizer_info
+from .version import VERSION
 
 FILES_SCHEMA = {"file": pl.String, "bytes": pl.Int64, "n_read": pl.Int64, "n_counted": pl.Int64,
                 "n_skipped": pl.Int64, "error": pl.String, "error_detail": pl.String, "first_lost_row": pl.Int64,
@@ -98,7 +98,7 @@ class StatsResult:
 
     def to_json(self) -> dict:
         return {
-            "lcdata_version": __version__,
+            "lcdata_version": VERSION,
             "kind": "lcdata.stats",
             "fingerprint": self.fingerprint,
             "length_unit": "tokens" if self.config.tokenizer else f"estimated tokens (chars / {self.config.chars_per_token})",
@@ -129,13 +129,26 @@ def fingerprint(inputs: list[InputFile], config: StatsConfig, tokenizer_sha: str
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def _stats_one_file(args) -> tuple[FileReport, pl.DataFrame, pa.Table]:
-    """One file -> (its report, its histogram, its per-document table as Arrow, ``DOC_ARROW``)."""
-    f, config = args
+def stats_tokenizer(config: StatsConfig) -> tuple[dict | None, dict | None]:
+    """(tokenizer record, engine record ``{"name", "reason"}``) of a stats run, both None without a tokenizer.
+    The engine is resolved here, once per run (a forced engine that cannot run fails here); workers get
+    its name."""
+    if not config.tokenizer:
+        return None, None
+    info = tokenizer_info(config.tokenizer)
+    name, why = resolve_engine(config.tokenizer, config.engine)
+    return {"path": info.path, "sha256": info.sha256, "vocab_size": info.vocab_size}, {"name": name, "reason": why}
+
+
+def stats_one_file(args) -> tuple[FileReport, pl.DataFrame, pa.Table]:
+    """One file -> (its report, its histogram, its per-document table as Arrow, ``DOC_ARROW``). ``args``:
+    (`InputFile`, `StatsConfig`, the engine name resolved once by the caller: 'hf' or 'tiktoken', or None
+    without a tokenizer)."""
+    f, config, engine_name = args
     report = FileReport(file=f.rel, bytes=f.size)
     cpt = config.chars_per_token
     if config.tokenizer:
-        tok, engine = load_tokenizer(config.tokenizer), get_engine(config.tokenizer, config.engine)
+        tok, engine = load_tokenizer(config.tokenizer), get_engine(config.tokenizer, engine_name)
         tables = [doc_table(f.rel, Lengths.of_batch(b), cpt, count_tokens(tok, b["text"].to_list(), engine))
                   for b in iter_batches(f, config.read, report) if b.height]
     else:  # character mode: lengths only, on Arrow and NumPy
@@ -158,23 +171,18 @@ def compute_stats(inputs, config: StatsConfig | None = None, *, workers: int | N
     config = config or StatsConfig()
     t0 = time.perf_counter()
     files = resolve_inputs(inputs)
-    tok_info = engine = None
-    if config.tokenizer:
-        info = tokenizer_info(config.tokenizer)
-        tok_info = {"path": info.path, "sha256": info.sha256, "vocab_size": info.vocab_size}
-        name, why = resolve_engine(config.tokenizer, config.engine)  # fails here, before any worker starts
-        engine = {"name": name, "reason": why}
+    tok_info, engine = stats_tokenizer(config)  # fails here, before any worker starts
     n_workers = resolve_workers(workers, len(files), (f.protocol for f in files))
     prog = Progress(len(files), sum(f.size for f in files), progress)
     reports, hists, keep = [], [], []
     # Character mode is zstd + Arrow's JSON parser + Polars: threads of this process (no interpreter start
     # and imports per worker, no pickling of the results); a tokenizer runs in worker processes.
-    results = ordered_map(_stats_one_file, [(f, config) for f in files], n_workers, threads=not config.tokenizer,
+    results = ordered_map(stats_one_file, [(f, config, engine and engine["name"]) for f in files], n_workers, threads=not config.tokenizer,
                           describe=lambda a: a[0].url)
     for f, (report, hist, docs) in zip(files, results):
         reports.append(report)
         hists.append(hist)
-        if isinstance(doc_sink, _DocWriter):
+        if isinstance(doc_sink, DocWriter):
             doc_sink.write_arrow(docs)
         elif doc_sink is not None:
             doc_sink(pl.from_arrow(docs))
@@ -229,7 +237,7 @@ def merge_stats(parts: list[StatsResult]) -> StatsResult:
     )
 
 
-class _DocWriter:
+class DocWriter:
     """Streams per-file document-length frames into one parquet file (atomic on close)."""
 
     def __init__(self, path: str):
@@ -286,7 +294,7 @@ def run_stats(inputs, out_dir: str, config: StatsConfig | None = None, *, worker
     check_workers(workers)
     with claim_out(out_dir, "stats", overwrite=overwrite, protect=stats_protect(inputs, config),
                    inputs=input_roots(inputs), resume_flag=None):
-        sink = _DocWriter(join(out_dir, "doc_lengths.parquet")) if config.doc_lengths else None
+        sink = DocWriter(join(out_dir, "doc_lengths.parquet")) if config.doc_lengths else None
         ok = False
         try:
             result = compute_stats(inputs, config, workers=workers, progress=progress, doc_sink=sink)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import fsspec
 
-from .config import DEFAULT_BUCKETS, LONG_THRESHOLD, _as_dict, check_buckets, check_seed
+from .config import DEFAULT_BUCKETS, LONG_THRESHOLD, as_dict, check_buckets, check_seed
 from .errors import ConfigError
 
 STRATEGIES = ("natural", "cut", "per-source", "global", "upsample-sources", "target")
@@ -175,7 +175,7 @@ class SampleConfig:
         return self.target.bucket_edges if self.target is not None else tuple(self.report_buckets)
 
     def to_dict(self) -> dict:
-        d = _as_dict(self)
+        d = as_dict(self)
         d["source_shares"] = dict(self.source_shares)
         d["target"] = self.target.to_dict() if self.target else None
         return d

@@ -23,8 +23,9 @@ from dataclasses import dataclass
 import fsspec
 import numpy as np
 
-from .config import ENGINES, default_workers
+from .config import check_engine, default_workers
 from .errors import ConfigError, TokenizerError
+from .fast_tokenizer import check_equivalence, require_tiktoken, tiktoken_available, tiktoken_engine
 
 SUB_BATCH_CHARS = 4 << 20  # characters per engine (tiktoken) call
 HF_SUB_BATCH_CHARS = 1 << 20  # characters per HF `encode_batch_fast` call (see the module docstring)
@@ -108,20 +109,12 @@ def count_tokens(tok, texts: list[str], engine=None) -> np.ndarray:
 # ------------------------------------------------------------------------------------------- engines
 
 
-def check_engine(engine: str) -> str:
-    if engine not in ENGINES:
-        raise ConfigError(f"engine={engine!r} is not one of {ENGINES}; use auto (tiktoken where exact, else hf)")
-    return engine
-
-
 def resolve_engine(path: str, engine: str = "auto") -> tuple[str, str]:
     """``(engine to use, why)`` for the tokenizer at ``path``: 'hf' or 'tiktoken'.
 
     ``auto``: tiktoken when installed and provably equivalent, else hf. ``tiktoken`` forced: raises
     `MissingDependencyError` (naming the ``[fast]`` extra) if tiktoken is missing, `ConfigError` with the
     reason if this tokenizer is not equivalent."""
-    from .fast_tokenizer import require_tiktoken, tiktoken_available
-
     check_engine(engine)
     if engine == "hf":
         return "hf", "requested"
@@ -137,8 +130,6 @@ def resolve_engine(path: str, engine: str = "auto") -> tuple[str, str]:
 
 @functools.lru_cache(maxsize=8)
 def _equivalence(path: str) -> tuple[bool, str]:
-    from .fast_tokenizer import check_equivalence
-
     return check_equivalence(load_tokenizer(path))
 
 
@@ -155,8 +146,6 @@ def engine_threads() -> int:
 def _engine(path: str, name: str, threads: int):
     if name == "hf":
         return None
-    from .fast_tokenizer import tiktoken_engine
-
     eng, why = tiktoken_engine(load_tokenizer(path), threads=threads)
     if eng is None:
         raise ConfigError(f"engine 'tiktoken' cannot reproduce {path!r} exactly: {why}")
@@ -165,7 +154,8 @@ def _engine(path: str, name: str, threads: int):
 
 def get_engine(path: str, name: str, threads: int | None = None):
     """The engine object to pass to `encode_texts` / `count_tokens`: None for 'hf', a `TiktokenEngine` for
-    'tiktoken' ('auto' is resolved first). Cached per process."""
+    'tiktoken'. Cached per process. Pass the name `resolve_engine` gave (resolved once per run); 'auto' is
+    resolved here again."""
     if name == "auto":
         name = resolve_engine(path, "auto")[0]
     return _engine(path, check_engine(name), threads or engine_threads())
@@ -192,6 +182,31 @@ def token_id(tok, token: str) -> int:
     if i is None:
         raise TokenizerError(f"token {token!r} is not in the tokenizer's vocabulary; name an existing token or 'none'")
     return i
+
+
+@dataclass(frozen=True, slots=True)
+class Specials:
+    """The special token ids a build writes: BOS before each document, EOS after it (None: not written),
+    and the padding id."""
+
+    bos: int | None
+    eos: int | None
+    pad: int
+
+
+def resolve_specials(tok, bos: str = "auto", eos: str = "auto") -> Specials:
+    """The ids of ``bos`` / ``eos`` ('auto': the tokenizer's BOS at each document start if it has one, else its
+    EOS after each document; 'none'; or a token string) and the padding id (the tokenizer's PAD, else EOS,
+    else 0)."""
+    bos_id = find_special(tok, BOS_NAMES) if bos == "auto" else None if bos == "none" else token_id(tok, bos)
+    if eos == "auto":
+        eos_id = None if bos_id is not None else find_special(tok, EOS_NAMES)
+    else:
+        eos_id = None if eos == "none" else token_id(tok, eos)
+    pad = find_special(tok, PAD_NAMES)
+    if pad is None:
+        pad = eos_id if eos_id is not None else find_special(tok, EOS_NAMES)
+    return Specials(bos=bos_id, eos=eos_id, pad=0 if pad is None else pad)
 
 
 # ----------------------------------------------------------------------- encoding with safe splitting

@@ -35,6 +35,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from lcdata.errors import ConfigError, LcdataError
+from lcdata.outputs import atomic_open, atomic_path
 
 from .config import ModelConfig
 
@@ -263,9 +264,8 @@ def load_hf_state(folder: str, cfg: ModelConfig, dtype: torch.dtype | None = tor
 
 
 def _atomic_json(obj, path: str) -> None:
-    with open(path + ".tmp", "w") as fh:
-        json.dump(obj, fh, indent=2)
-    os.replace(path + ".tmp", path)
+    with atomic_open(path) as fh:
+        fh.write(json.dumps(obj, indent=2).encode())
 
 
 def save_hf(sd: dict[str, torch.Tensor], cfg: ModelConfig, folder: str, dtype: str = "float32",
@@ -274,8 +274,8 @@ def save_hf(sd: dict[str, torch.Tensor], cfg: ModelConfig, folder: str, dtype: s
     file as tokenizer.json, if given), checksums.json last."""
     names = _write_hf_files(sd, cfg, folder, dtype)
     if tokenizer:
-        shutil.copyfile(tokenizer, os.path.join(folder, "tokenizer.json.tmp"))
-        os.replace(os.path.join(folder, "tokenizer.json.tmp"), os.path.join(folder, "tokenizer.json"))
+        with atomic_path(os.path.join(folder, "tokenizer.json")) as tmp:
+            shutil.copyfile(tokenizer, tmp)
         names.append("tokenizer.json")
     write_checksums(folder, names)
 
@@ -291,8 +291,8 @@ def _write_hf_files(sd: dict[str, torch.Tensor], cfg: ModelConfig, folder: str, 
     check_state(cfg, out, "the model to save")
     if os.path.exists(os.path.join(folder, CHECKSUMS)):
         os.remove(os.path.join(folder, CHECKSUMS))
-    save_file(out, os.path.join(folder, "model.safetensors.tmp"), metadata={"format": "pt"})
-    os.replace(os.path.join(folder, "model.safetensors.tmp"), os.path.join(folder, "model.safetensors"))
+    with atomic_path(os.path.join(folder, "model.safetensors")) as tmp:
+        save_file(out, tmp, metadata={"format": "pt"})
     _atomic_json(hf_config_dict(cfg, dtype), os.path.join(folder, "config.json"))
     return ["model.safetensors", "config.json"]
 

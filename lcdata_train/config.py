@@ -17,6 +17,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+from lcdata.config import parse_count
 from lcdata.errors import ConfigError
 
 ROPE_TYPES = ("default", "linear", "llama3")
@@ -113,21 +114,6 @@ def preset(name: str, vocab_size: int, max_seq_len: int = 4096) -> ModelConfig:
     dim, n_layers, n_heads, n_kv, ffn, tied, theta = _PRESETS[name]
     return ModelConfig(vocab_size=-(-vocab_size // 64) * 64, dim=dim, n_layers=n_layers, n_heads=n_heads,
                        n_kv_heads=n_kv, ffn_dim=ffn, tie_embeddings=tied, rope_theta=theta, max_seq_len=max_seq_len)
-
-
-def parse_count(v: int | str) -> tuple[int, bool]:
-    """``"4M"`` -> (4000000, True); ``4194304`` -> (4194304, False). The flag says "nominal" (had a suffix)."""
-    if isinstance(v, int):
-        return v, False
-    t = str(v).strip().upper().replace("_", "").replace(",", "")
-    mult = {"K": 10**3, "M": 10**6, "B": 10**9, "G": 10**9, "T": 10**12}.get(t[-1:], 1)
-    try:
-        n = float(t[:-1] if mult > 1 else t) * mult
-    except ValueError:
-        raise ConfigError(f"{v!r} is not a token count; use e.g. 4194304, 4M or 5B") from None
-    if n < 1 or n != int(n):
-        raise ConfigError(f"{v!r} must be a positive whole number of tokens")
-    return int(n), mult > 1 or "E" in t
 
 
 def resolve_batch(batch_tokens: int | str, seq_len: int, world: int, micro_batch: int) -> tuple[int, int]:

@@ -33,7 +33,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
-from lcdata.errors import ConfigError
+from .device import pick_device
 
 _owned = False
 
@@ -54,14 +54,7 @@ def setup(device: str = "auto") -> DistInfo:
     """Join the process group if launched by torchrun (WORLD_SIZE > 1) and pick this process's device."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} asked for but CUDA is not available; use --device cpu")
-    try:
-        dev = torch.device(f"cuda:{local}") if device == "cuda" else torch.device(device)
-    except RuntimeError:
-        raise ConfigError(f"--device {device!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    dev = pick_device(device, local_rank=local)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
@@ -125,10 +118,6 @@ def prepare_model(model, full_sd: dict, info: DistInfo, parallel: str = "fsdp", 
     opts = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
     set_model_state_dict(model, full_sd if info.main else {}, options=opts)
     return model
-
-
-def unwrap(model):
-    return model.module if hasattr(model, "module") and hasattr(model, "no_sync") else model
 
 
 def model_state(model, info: DistInfo) -> dict:

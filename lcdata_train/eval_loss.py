@@ -181,7 +181,7 @@ def compare(losses: pl.DataFrame, threshold: float = THRESHOLD) -> pl.DataFrame:
 
 def bucket_name(lo: int, hi) -> str:
     """``0-4K``, ``>=4K``: the labels of lcdata's length buckets."""
-    from lcdata._figure import label
+    from lcdata.figures import label
 
     return label(lo, hi)
 

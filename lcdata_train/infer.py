@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from lcdata.errors import ConfigError
 
 from .checkpoint import CheckpointError, latest_checkpoint, load_hf_state, read_hf_config, verify_model_folder
+from .device import pick_device
 from .model import KVCache, Llama
 
 IGNORE = -100
@@ -56,17 +57,6 @@ def _damaged_fix(folder: str) -> str:
         return (f"the model is damaged: evaluate the run's last training checkpoint ({latest_checkpoint(run)}, the "
                 "same weights in float32), or copy the folder again")
     return "the model folder is damaged: copy it again or re-create it"
-
-
-def pick_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device!r} but CUDA is not available here; use --device cpu")
-    try:
-        return torch.device(device)
-    except RuntimeError:
-        raise ConfigError(f"--device {device!r} is not a device; use auto, cpu, cuda or cuda:N") from None
 
 
 def autocast_for(device: torch.device, dtype: str = "auto"):

@@ -4,7 +4,7 @@ import io
 
 from PIL import Image
 
-from lcdata import _figure as F
+from lcdata import figures as F
 
 
 def _spec(values_by_panel, series=("corpus",)):

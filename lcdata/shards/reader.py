@@ -22,22 +22,10 @@ import numpy as np
 import polars as pl
 
 from ..errors import LcdataError
+from ..outputs import is_local, join, read_bytes
 from .format import MANIFEST_FILE, SEG_FILE_DTYPE, parse_manifest, validate_manifest
 
 _SHARD_FILE = re.compile(r"shard-\d+\.(bin|seg\.npy)")
-
-
-def _is_local(url: str) -> bool:
-    return "://" not in url or url.startswith("file://")
-
-
-def _path(d: str, name: str) -> str:
-    return d.rstrip("/") + "/" + name
-
-
-def _read_bytes(url: str) -> bytes:
-    with fsspec.open(url, "rb") as fh:
-        return fh.read()
 
 
 def listed_files(m: dict) -> list[tuple[str, dict]]:
@@ -58,7 +46,7 @@ def check_folder(folder: str) -> tuple[dict | None, list[str]]:
         return None, [f"{folder!r} holds no {MANIFEST_FILE}: not a complete lcdata build (an interrupted build "
                       "resumes with `lcdata build ... --resume`)"]
     try:
-        data = _read_bytes(_path(folder, MANIFEST_FILE))
+        data = read_bytes(join(folder, MANIFEST_FILE))
     except OSError as e:  # a folder of that name, no permission, ...
         return None, [f"{MANIFEST_FILE}: cannot be read ({type(e).__name__}: {e})"]
     m, problems = parse_manifest(data)
@@ -127,15 +115,15 @@ class ShardSet:
         sh = self._shards[k]
         if sh is None:
             e = self.manifest["shards"][k]
-            bin_url = _path(self.folder, e["files"]["bin"]["path"])
-            seg_url = _path(self.folder, e["files"]["seg"]["path"])
+            bin_url = join(self.folder, e["files"]["bin"]["path"])
+            seg_url = join(self.folder, e["files"]["seg"]["path"])
             try:
-                if _is_local(bin_url):
+                if is_local(bin_url):
                     tokens = np.memmap(bin_url.removeprefix("file://"), dtype=self.dtype, mode="r")
                     segs = np.load(seg_url.removeprefix("file://"), mmap_mode="r", allow_pickle=False)
                 else:
-                    tokens = np.frombuffer(_read_bytes(bin_url), dtype=self.dtype)
-                    segs = np.load(io.BytesIO(_read_bytes(seg_url)), allow_pickle=False)
+                    tokens = np.frombuffer(read_bytes(bin_url), dtype=self.dtype)
+                    segs = np.load(io.BytesIO(read_bytes(seg_url)), allow_pickle=False)
             except (ValueError, OSError, EOFError) as err:
                 raise LcdataError(f"{self.folder}: shard {k} cannot be read ({type(err).__name__}: {err}); run "
                                   f"`lcdata verify {self.folder}` and rebuild the folder") from None
@@ -183,7 +171,7 @@ class ShardSet:
         if self._docs is None:
             name = self.manifest["documents_file"]
             try:
-                with fsspec.open(_path(self.folder, name), "rb") as fh:
+                with fsspec.open(join(self.folder, name), "rb") as fh:
                     self._docs = pl.read_parquet(fh)
             except FileNotFoundError:
                 raise LcdataError(f"{self.folder!r}: {name} is missing; rebuild the folder") from None

@@ -24,15 +24,15 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import types
 from dataclasses import dataclass
 
 import fsspec
 import numpy as np
 import polars as pl
 
+from ..outputs import is_local, join, read_bytes
 from .format import DOCS_SCHEMA, MANIFEST_FILE, SEG_FILE_DTYPE
-from .reader import _is_local, _path, _read_bytes, check_folder, listed_files
+from .reader import check_folder, listed_files
 
 HASH_BLOCK = 8 << 20
 
@@ -63,7 +63,7 @@ def _checksums(folder: str, m: dict, skip=()) -> list[str]:
         if meta["path"] in skip:
             continue
         digest = hashlib.sha256()
-        with fsspec.open(_path(folder, meta["path"]), "rb") as fh:
+        with fsspec.open(join(folder, meta["path"]), "rb") as fh:
             while block := fh.read(HASH_BLOCK):
                 digest.update(block)
         if digest.hexdigest() != meta["sha256"]:
@@ -78,7 +78,7 @@ def _key(p: list[str], key: str, what: str) -> None:
 def _documents(folder: str, m: dict, p: list[str]) -> pl.DataFrame | None:
     name = m["documents"]["path"]
     try:
-        docs = pl.read_parquet(_read_bytes(_path(folder, name)))
+        docs = pl.read_parquet(read_bytes(join(folder, name)))
     except pl.exceptions.PolarsError as e:
         p.append(f"{name}: not a readable Parquet file ({type(e).__name__}); rebuild the folder")
         return None
@@ -113,16 +113,16 @@ class _Docs:
 
 
 def _tokens(folder: str, name: str, dtype: np.dtype) -> np.ndarray:
-    url = _path(folder, name)
-    if _is_local(url):
+    url = join(folder, name)
+    if is_local(url):
         return np.memmap(url.removeprefix("file://"), dtype=dtype, mode="r")
-    return np.frombuffer(_read_bytes(url), dtype=dtype)
+    return np.frombuffer(read_bytes(url), dtype=dtype)
 
 
 def _pieces(folder: str, name: str, p: list[str]) -> np.ndarray | None:
-    url = _path(folder, name)
+    url = join(folder, name)
     try:
-        segs = np.load(url.removeprefix("file://") if _is_local(url) else io.BytesIO(_read_bytes(url)),
+        segs = np.load(url.removeprefix("file://") if is_local(url) else io.BytesIO(read_bytes(url)),
                        allow_pickle=False)
     except (ValueError, OSError, EOFError) as err:
         p.append(f"{name}: not a readable .npy piece table ({type(err).__name__}: {err})")
@@ -215,7 +215,7 @@ def _data(folder: str, m: dict) -> list[str]:
 def _tokenizer(m: dict) -> list[str]:
     """The tokenizer's facts in the manifest against the tokenizer file, when it is there unchanged."""
     from ..errors import LcdataError
-    from ..tokenizer import load_tokenizer, tokenizer_info
+    from ..tokenizer import load_tokenizer, resolve_specials, tokenizer_info
 
     t = m["tokenizer"]
     path = t["path"]
@@ -231,11 +231,9 @@ def _tokenizer(m: dict) -> list[str]:
     for key, got in (("vocab_size", info.vocab_size), ("max_id", info.max_id)):
         if t[key] != got:
             _key(p, f"tokenizer.{key}", f"{t[key]:,} but the tokenizer {path} has {got:,}")
-    from ..build import resolve_specials
-
     c = m["config"]
     try:
-        sp = resolve_specials(load_tokenizer(path), types.SimpleNamespace(bos=c["bos"], eos=c["eos"]))
+        sp = resolve_specials(load_tokenizer(path), c["bos"], c["eos"])
     except LcdataError as e:
         _key(p, "config.bos/eos", f"{e}")
         return p
