@@ -7,7 +7,7 @@ fresh process; the corpus is the one `bench_stats.py` assembles, imported from i
 * **raw HF tokenizer** (limit a): `Tokenizer.encode_batch_fast` (no special tokens) on the same texts, loaded
   in memory beforehand, Rayon pool of one thread per core, and each encoding's ids as a NumPy array (the
   issue's "raw encode_batch_fast + NumPy conversion": a writer needs the ids); timed only around that.
-* **raw tiktoken**: the demo tokenizer converted by `lcdata.fast_tokenizer` (vocab bytes -> id, same regex),
+* **raw tiktoken**: the demo tokenizer converted by `lcdata.tokenizer.tiktoken_engine` (vocab bytes -> id, same regex),
   `Encoding.encode_ordinary_batch` with one thread per core, ids to NumPy, texts in memory, timed only
   around encoding and conversion.
 * **datatrove** (peer b): `JsonlReader` + `DocumentTokenizer` (same tokenizer file) run by a
@@ -90,7 +90,7 @@ def child_raw_hf(threads: int, files: list[str]) -> dict:
 def child_tiktoken(threads: int, files: list[str]) -> dict:
     import numpy as np
 
-    from lcdata.fast_tokenizer import tiktoken_engine
+    from lcdata.tokenizer import tiktoken_engine
 
     eng, why = tiktoken_engine(str(TOKENIZER), threads=threads)
     if eng is None:
@@ -183,7 +183,7 @@ def main() -> None:
     if not bench_stats._importable("tiktoken"):
         sys.exit("bench: the tiktoken engine needs `pip install 'lcdata[fast]'`")
 
-    cores = len(os.sched_getaffinity(0))  # = lcdata.config.default_workers(); lcdata is not imported here
+    cores = len(os.sched_getaffinity(0))  # = lcdata.util.config.default_workers(); lcdata is not imported here
     with tempfile.TemporaryDirectory(prefix="lcdata-bench-build-") as tmp_s:  # a child: keeps this process small
         r = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--_child", "corpus",
                             str(Path(tmp_s) / "r.json"), str(corpus_dir), str(size_mb)], cwd=REPO)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Plan time and peak memory of `lcdata sample`'s planner (`lcdata.sampling.solve_plan`), beside its limits.
+"""Plan time and peak memory of `lcdata sample`'s planner (`lcdata.sample.solver.solve_plan`), beside its limits.
 
 The issue's limits: a plan for 10M documents in seconds and in < 2 GiB. Each measurement runs in a fresh
 process, so its peak RSS (``resource.getrusage(RUSAGE_SELF).ru_maxrss``) is its own. The process reads a
@@ -93,9 +93,9 @@ def target_spec(docs):
     """Paper source shares; inside each source its own bucket distribution with buckets >= 4K tripled."""
     import polars as pl
 
-    from lcdata.config import DEFAULT_BUCKETS
+    from lcdata.sample import TargetSpec
     from lcdata.stats import bucket_index
-    from lcdata.strategies import TargetSpec
+    from lcdata.util.config import DEFAULT_BUCKETS
 
     edges = list(DEFAULT_BUCKETS)
     cells = (docs.group_by("source", b=bucket_index(pl.col("n_tokens"), edges))
@@ -116,8 +116,7 @@ def child(path: str, strategy: str) -> dict:
     """Read a length table (as `lcdata sample --stats` reads doc_lengths.parquet) and time `solve_plan`."""
     import polars as pl
 
-    from lcdata.sampling import copies_stats, solve_plan
-    from lcdata.strategies import SampleConfig, TargetSpec
+    from lcdata.sample import SampleConfig, TargetSpec, copies_stats, solve_plan
 
     strategy, _, mult = strategy.partition("@")
     t0 = time.perf_counter()

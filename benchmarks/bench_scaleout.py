@@ -58,7 +58,7 @@ def _bench_stats():
 
 def child(kind: str, tasks: int, workers: int, corpus: str, out: str) -> dict:
     from lcdata.build import BuildConfig, run_build
-    from lcdata.pipelines import run_build_distributed
+    from lcdata.scaleout import run_build_distributed
 
     cfg = BuildConfig(tokenizer=str(TOKENIZER), seq_len=8192, shard_tokens=1 << 20)
     t0 = time.perf_counter()

@@ -499,7 +499,7 @@ def main() -> None:
             sys.exit(f"bench: datatrove's JsonlReader + DocStats need {missing}: "
                      f"`pip install {' '.join(missing)}`, or pass --skip-datatrove")
 
-    cores = len(os.sched_getaffinity(0))  # = lcdata.config.default_workers(); lcdata is not imported here
+    cores = len(os.sched_getaffinity(0))  # = lcdata.util.config.default_workers(); lcdata is not imported here
     # The corpus is assembled in a child process and no heavy module is imported here: a child's peak RSS
     # (ru_maxrss) starts from its parent's at fork/exec, so this process must stay small.
     with tempfile.TemporaryDirectory(prefix="lcdata-bench-build-") as tmp_s:

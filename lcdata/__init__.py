@@ -11,13 +11,13 @@ are needed.
 from .version import VERSION as __version__  # noqa: F401 (the package version)
 
 _EXPORTS = {
-    "DEFAULT_BUCKETS": "config", "ReadConfig": "config", "StatsConfig": "config",
-    "FileReport": "corpus", "Lengths": "corpus", "iter_batches": "corpus", "iter_lengths": "corpus",
-    "read_corpus": "corpus",
+    "DEFAULT_BUCKETS": "util.config", "ReadConfig": "corpus.config", "StatsConfig": "stats.config",
+    "FileReport": "corpus.reader", "Lengths": "corpus.reader", "iter_batches": "corpus.reader",
+    "iter_lengths": "corpus.reader", "read_corpus": "corpus.reader",
     "ConfigError": "errors", "InputError": "errors", "LcdataError": "errors", "TokenizerError": "errors",
-    "InputFile": "inputs", "resolve_inputs": "inputs",
-    "StatsResult": "stats_run", "compute_stats": "stats_run", "load_stats": "stats_run",
-    "merge_stats": "stats_run", "run_stats": "stats_run",
+    "InputFile": "corpus.inputs", "resolve_inputs": "corpus.inputs",
+    "StatsResult": "stats.run", "compute_stats": "stats.run", "load_stats": "stats.run",
+    "merge_stats": "stats.run", "run_stats": "stats.run",
 }
 
 __all__ = [

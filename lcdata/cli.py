@@ -19,9 +19,11 @@ import importlib
 import os
 import sys
 
-from .config import ENGINES, PAPER_CHARS_PER_TOKEN, ReadConfig, StatsConfig, parse_buckets, parse_count
+from .corpus.config import ReadConfig
 from .errors import ConfigError, cli_errors
-from .executors import add_executor_args, executor_from_args
+from .scaleout.executors import add_executor_args, executor_from_args
+from .stats.config import StatsConfig
+from .util.config import ENGINES, PAPER_CHARS_PER_TOKEN, parse_buckets, parse_count
 from .version import VERSION
 
 
@@ -177,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_report(a) -> int:
-    from .report import write_ablation_report, write_report
+    from .report.markdown import write_ablation_report, write_report
 
     path = write_ablation_report(a.dir, a.ablation) if a.ablation else write_report(a.dir)
     print(f"wrote {path}")
@@ -203,7 +205,7 @@ def cmd_build(a) -> int:
               f"{len(m['shards'])} shard file(s), {m['elapsed_s']:.1f} s")
         import polars as pl
 
-        from .table import render
+        from .util.table import render
 
         rows = pl.DataFrame([{"source": k, "documents": v["documents"], "tokens": v["tokens"],
                               "share": v["tokens"] / max(1, m["n_tokens"])} for k, v in m["per_source"].items()])
@@ -215,13 +217,13 @@ def cmd_build(a) -> int:
 
 
 def _run(a, local, scaled, *, scale: bool = True):
-    """The one place a command picks where it runs: ``scaled(executor, lcdata.pipelines)`` when ``--executor``
+    """The one place a command picks where it runs: ``scaled(executor, lcdata.scaleout.pipelines)`` when ``--executor``
     is given (and ``scale``), else ``local()``. Returns the result, or None when the jobs were submitted
     (Slurm), after saying where the output and the logs will be."""
     ex = executor_from_args(a)
     if ex is None or not scale:
         return local()
-    from . import pipelines
+    from .scaleout import pipelines as pipelines
 
     r = scaled(ex, pipelines)
     if r is None:
@@ -265,7 +267,7 @@ def cmd_export(a) -> int:
 
 
 def _count_arg(s: str) -> int:
-    """An argparse type: a token count as `lcdata.config.parse_count` reads it (5000000, 5M, 1B)."""
+    """An argparse type: a token count as `lcdata.util.config.parse_count` reads it (5000000, 5M, 1B)."""
     try:
         return parse_count(s, minimum=0)[0]
     except ConfigError as e:
@@ -273,8 +275,8 @@ def _count_arg(s: str) -> int:
 
 
 def cmd_sample(a) -> int:
-    from .sample_run import run_sample, sample_table
-    from .strategies import SampleConfig, TargetSpec, parse_source_shares
+    from .sample.config import SampleConfig, TargetSpec, parse_source_shares
+    from .sample.run import run_sample, sample_table
 
     kw = {}
     if a.buckets:
@@ -317,8 +319,8 @@ def cmd_stats(a) -> int:
         kw["chars_per_token"] = a.chars_per_token
     cfg = StatsConfig(tokenizer=a.tokenizer, calibrate=a.calibrate, long_threshold=a.long_threshold,
                       doc_lengths=not a.no_doc_lengths, read=_read_config(a), engine=a.engine, **kw)
-    from .stats_run import run_stats
-    from .table import stats_table
+    from .stats.run import run_stats
+    from .util.table import stats_table
 
     result = _run(a, lambda: run_stats(a.inputs, a.out, cfg, workers=a.workers, progress=not a.quiet,
                                        figure=not a.no_figure, overwrite=a.overwrite),
@@ -337,7 +339,7 @@ def cmd_stats(a) -> int:
 def _warn_read(read_report: dict) -> None:
     """Print what a command could not read (skipped records by reason, unreadable file remainders) to stderr,
     even with --quiet: data that was not used is never silent."""
-    from .table import read_warning
+    from .util.table import read_warning
 
     text = read_warning(read_report)
     if text:
@@ -349,9 +351,9 @@ TRAIN_COMMANDS = ("train", "needle", "eval-loss")  # dispatched lazily to lcdata
 
 # The modules a command imports when it runs (`run` imports them first, with the cyclic GC paused).
 COMMAND_MODULES = {
-    "stats": ("lcdata.stats_run", "lcdata.table"),
-    "sample": ("lcdata.sample_run", "lcdata.strategies", "lcdata.table"),
-    "build": ("lcdata.build", "lcdata.table"),
+    "stats": ("lcdata.stats.run", "lcdata.util.table"),
+    "sample": ("lcdata.sample.run", "lcdata.sample.config", "lcdata.util.table"),
+    "build": ("lcdata.build.run", "lcdata.util.table"),
 }
 
 

@@ -35,7 +35,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from lcdata.errors import ConfigError, LcdataError
-from lcdata.outputs import atomic_open, atomic_path
+from lcdata.util.io import atomic_open, atomic_path
 
 from .config import ModelConfig
 

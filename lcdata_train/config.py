@@ -17,8 +17,8 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from lcdata.config import parse_count
 from lcdata.errors import ConfigError
+from lcdata.util.config import parse_count
 
 ROPE_TYPES = ("default", "linear", "llama3")
 

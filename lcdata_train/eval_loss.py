@@ -38,7 +38,7 @@ THRESHOLD = 0.01
 
 def parse_edges(spec) -> tuple[int, ...]:
     """``"0,4096,32K"`` -> (0, 4096, 32768) (K = 1024): increasing edges starting at 0."""
-    from lcdata.config import parse_buckets
+    from lcdata.util.config import parse_buckets
 
     vals = tuple(int(v) for v in (parse_buckets(spec) if isinstance(spec, str) else spec))
     if not vals or vals[0] != 0 or any(b <= a for a, b in zip(vals, vals[1:])):
@@ -181,7 +181,7 @@ def compare(losses: pl.DataFrame, threshold: float = THRESHOLD) -> pl.DataFrame:
 
 def bucket_name(lo: int, hi) -> str:
     """``0-4K``, ``>=4K``: the labels of lcdata's length buckets."""
-    from lcdata.figures import label
+    from lcdata.util.figure import label
 
     return label(lo, hi)
 
@@ -211,8 +211,8 @@ def run_eval_loss(cfg: EvalLossConfig) -> tuple[pl.DataFrame, pl.DataFrame | Non
     """`eval_loss`, the comparison when there are several models, and the outputs in ``cfg.out``."""
     from contextlib import nullcontext
 
-    from lcdata.outdir import claim_out
-    from lcdata.outputs import write_json, write_parquet
+    from lcdata.util.io import write_json, write_parquet
+    from lcdata.util.outdir import claim_out
 
     with (claim_out(cfg.out, "eval-loss", overwrite=cfg.overwrite, resume_flag=None, inputs=[cfg.shards, *cfg.models],
                     protect={"the shard folder": [cfg.shards], "a model": list(cfg.models)})

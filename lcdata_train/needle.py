@@ -286,9 +286,7 @@ def default_haystack() -> list[str]:
 def haystack_texts(paths: list[str]) -> list[str]:
     """Texts of the haystack inputs in order: plain text files whole, corpora (jsonl/zst/parquet, folders,
     globs) one document each via lcdata's readers."""
-    from lcdata.config import ReadConfig
-    from lcdata.corpus import read_corpus
-    from lcdata.inputs import detect_format
+    from lcdata.corpus import ReadConfig, detect_format, read_corpus
 
     texts: list[str] = []
     for p in paths:
@@ -329,8 +327,8 @@ def haystack_ids(tok, texts: list[str], n_tokens: int, sep: str = "\n\n") -> np.
 
 def run_needle(cfg: NeedleConfig) -> pl.DataFrame:
     """Evaluate the grid and write the outputs; returns ``results`` (one row per cell and needle). ``cfg.out`` is
-    claimed first (`lcdata.outdir.claim_out`): never the model's folder or inside it, never a haystack file."""
-    from lcdata.outdir import claim_out
+    claimed first (`lcdata.util.outdir.claim_out`): never the model's folder or inside it, never a haystack file."""
+    from lcdata.util.outdir import claim_out
 
     model = [cfg.model] if os.path.exists(cfg.model) else []  # a preset name is no folder
     with claim_out(cfg.out, "needle", overwrite=cfg.overwrite, resume_flag=None, inputs=model,
@@ -417,7 +415,7 @@ def cell_scores(res: pl.DataFrame) -> pl.DataFrame:
 
 
 def _write_outputs(cfg: NeedleConfig, res: pl.DataFrame, info: dict) -> None:
-    from lcdata.outputs import make_dirs, write_bytes, write_json, write_parquet
+    from lcdata.util.io import make_dirs, write_bytes, write_json, write_parquet
 
     make_dirs(cfg.out)
     cells = cell_scores(res)

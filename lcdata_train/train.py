@@ -21,7 +21,7 @@ manifest names is still there). Resume (``resume=True``) restores weights, optim
 the data position from the newest checkpoint and refuses a changed config; with no randomness after
 initialisation, the resumed losses equal the uninterrupted run's (bitwise on CPU).
 
-In code: `train` claims ``--out`` (rank 0, `lcdata.outdir`) and runs `_train`, a few named steps: `_setup`
+In code: `train` claims ``--out`` (rank 0, `lcdata.util.outdir`) and runs `_train`, a few named steps: `_setup`
 (shards and batch shape, model config, `_restore_point`, `_model_and_optimizer`, the loader at the first step
 to run), `_start_run_folder` (rank 0: log trimmed to the restored step, ``run.json``), then the step loop:
 `_step` (one optimizer step, returning its record), `_log_step` (rank 0: append the record, then the
@@ -50,10 +50,10 @@ from dataclasses import dataclass, field
 import torch
 
 from lcdata.errors import ConfigError, InputError
-from lcdata.faults import fault_point
-from lcdata.jsonlog import append_record, read_log, rewrite_log
-from lcdata.outdir import claim_out
-from lcdata.outputs import write_bytes
+from lcdata.util.faults import fault_point
+from lcdata.util.io import write_bytes
+from lcdata.util.jsonlog import append_record, read_log, rewrite_log
+from lcdata.util.outdir import claim_out
 
 from . import distributed as D
 from .attention import pick_backend
@@ -152,7 +152,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     """Run (or resume) ``cfg``; under torchrun every rank calls this. Returns this invocation's losses."""
     info = D.setup(cfg.device)
     try:
-        # rank 0 claims --out (lcdata.outdir) and holds its lock for the run: never the shard or model folder,
+        # rank 0 claims --out (lcdata.util.outdir) and holds its lock for the run: never the shard or model folder,
         # nor inside one; --overwrite only of a run folder
         claim = (claim_out(cfg.out, "train", overwrite=cfg.overwrite, resume=cfg.resume,
                            inputs=[cfg.shards, *_folders(cfg.model)],

@@ -1,7 +1,7 @@
 """Fault injection on real data, as real subprocesses: what a crash, an out-of-memory kill or a full disk
 leaves behind, and that the next run repairs it.
 
-- kill -9 at the named points of `lcdata build` (`lcdata.faults`: ``LCDATA_FAULT=<point>[@N]``), then
+- kill -9 at the named points of `lcdata build` (`lcdata.util.faults`: ``LCDATA_FAULT=<point>[@N]``), then
   ``--resume``: every output file has the SHA-256 of an uninterrupted build's (the manifest's too, but for
   its timing, command line and ``files_resumed``).
 - kill -9 of `lcdata train` after a step's log line (twice: between checkpoints, and at a checkpoint step

@@ -14,7 +14,7 @@
   whose cut documents are adjacent exports in exactly the shards' order. A shard left with no document
   writes no files (Megatron cannot map an empty ``.bin``).
 
-Safety: the output may not be, contain or lie inside the input folder (`lcdata.outputs.path_relation`), and
+Safety: the output may not be, contain or lie inside the input folder (`lcdata.util.io.path_relation`), and
 the input is verified in full first (`verify_shards`: every claim of its manifest, every checksum), so a
 damaged or altered folder is refused, not copied; output names come from the format (``shard-NNNNN``),
 never from the manifest. No token is cast to a dtype that cannot hold it.
@@ -29,8 +29,8 @@ import struct
 import numpy as np
 
 from ..errors import ConfigError, LcdataError
-from ..outdir import claim_out
-from ..outputs import join, path_relation, write_bytes, write_json
+from ..util.io import join, path_relation, write_bytes, write_json
+from ..util.outdir import claim_out
 from .format import shard_name
 from .reader import open_shards
 from .verify import verify_shards

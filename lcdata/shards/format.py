@@ -240,7 +240,7 @@ def seal(manifest: dict) -> str:
 
 def write_manifest(manifest: dict, out_dir: str) -> dict:
     """Seal ``manifest`` (adds ``manifest_sha256``) and write it atomically as ``out_dir/manifest.json``."""
-    from ..outputs import join, write_json
+    from ..util.io import join, write_json
 
     manifest.pop("manifest_sha256", None)
     manifest = json.loads(json.dumps(manifest, default=_plain))  # what a reader will see (tuples made lists)

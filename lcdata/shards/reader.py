@@ -22,7 +22,7 @@ import numpy as np
 import polars as pl
 
 from ..errors import LcdataError
-from ..outputs import is_local, join, read_bytes
+from ..util.io import is_local, join, read_bytes
 from .format import MANIFEST_FILE, SEG_FILE_DTYPE, parse_manifest, validate_manifest
 
 _SHARD_FILE = re.compile(r"shard-\d+\.(bin|seg\.npy)")
@@ -220,7 +220,7 @@ def open_shards(folder: str) -> ShardSet:
 
 def inspect_sequence(folder: str, i: int, tokenizer: str | None = None, max_chars: int = 400) -> str:
     """Decoded text of sequence i with document boundaries, sources and ids marked."""
-    from ..tokenizer import load_tokenizer
+    from ..tokenizer.hf import load_tokenizer
 
     s = open_shards(folder)
     tok = load_tokenizer(tokenizer or s.manifest["tokenizer"]["path"])

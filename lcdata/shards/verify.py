@@ -30,7 +30,7 @@ import fsspec
 import numpy as np
 import polars as pl
 
-from ..outputs import is_local, join, read_bytes
+from ..util.io import is_local, join, read_bytes
 from .format import DOCS_SCHEMA, MANIFEST_FILE, SEG_FILE_DTYPE
 from .reader import check_folder, listed_files
 
@@ -215,7 +215,7 @@ def _data(folder: str, m: dict) -> list[str]:
 def _tokenizer(m: dict) -> list[str]:
     """The tokenizer's facts in the manifest against the tokenizer file, when it is there unchanged."""
     from ..errors import LcdataError
-    from ..tokenizer import load_tokenizer, resolve_specials, tokenizer_info
+    from ..tokenizer.hf import load_tokenizer, resolve_specials, tokenizer_info
 
     t = m["tokenizer"]
     path = t["path"]

@@ -1,0 +1,299 @@
+"""`lcdata build` phase 2: the global packing of the spilled units, and the shard and documents writers.
+
+`load_units` reads the numeric columns of the spill unit tables (`Units`); `_instance_order` repeats units by
+their plan copies into instances ordered by a stable hash of (seed, file:row, chunk, copy); `pack_layout`
+packs them (`shards.packing`) and permutes the sequences by the seed (`PackLayout`); `write_shard` and
+`write_documents` stream shard k and documents.parquet from the layout and the spills. Shard k is a pure
+function of (layout, spills), so `run_build` and the distributed stages (`build_stages`) write the same bytes.
+
+Memory: NumPy arrays only, about 150 bytes per document instance at the peak (the sort), no per-document
+strings (with an ``--id-field``, the ids as one Polars string column), and an 8 MiB write buffer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import polars as pl
+
+from ..errors import LcdataError
+from ..shards.format import DOCS_SCHEMA, DOCUMENTS_FILE, SEG_FILE_DTYPE, npy_bytes, sha256_bytes, shard_name
+from ..shards.packing import pack_best_fit, pack_concat
+from ..tokenizer.hf import Specials
+from ..util.faults import fault_point
+from ..util.hashing import file_row_hash, splitmix64
+from ..util.io import atomic_open, join, write_bytes
+
+
+class PackOptions(Protocol):
+    """What phase 2 reads of a build's config (`lcdata.build.BuildConfig` has these fields)."""
+
+    seq_len: int
+    packing: str
+    seed: int
+    shard_tokens: int
+    plan: str | None
+
+UNIT_NUMERIC = ("file_index", "row", "chunk", "length", "offset", "copies")
+
+
+@dataclass
+class Units:
+    """The spill unit tables of a build as NumPy arrays, one entry per unit in (file, row, chunk) order:
+    what phase 2 keeps in memory (about 40 bytes per unit; the strings stay in the spill tables)."""
+
+    file_index: np.ndarray  # int32: index into the build's input files
+    row: np.ndarray  # int64
+    chunk: np.ndarray  # int32
+    length: np.ndarray  # int64: tokens of the unit in its spill, BOS/EOS included
+    offset: np.ndarray  # int64: first token of the unit in its spill
+    copies: np.ndarray  # int64: instances of the unit (plan copies)
+    src: np.ndarray  # uint16: index into sources
+    sources: list[str]  # sorted
+
+
+def load_units(work_dir: str, indices) -> Units:
+    """Read the numeric columns of the spill unit tables ``tok-NNNNN.units.parquet`` of ``indices`` (in that
+    order) and the source of each unit as an index into the sorted source names."""
+    cols: dict[str, list[np.ndarray]] = {c: [] for c in UNIT_NUMERIC}
+    parts = []  # per file: (local source codes, local source names)
+    for i in indices:
+        t = pl.read_parquet(os.path.join(work_dir, f"tok-{i:05d}.units.parquet"), columns=[*UNIT_NUMERIC, "source"])
+        for c in UNIT_NUMERIC:
+            cols[c].append(t[c].to_numpy())
+        names = t["source"].unique(maintain_order=True).to_list()
+        parts.append((t["source"].cast(pl.Enum(names)).to_physical().to_numpy(), names) if names else
+                     (np.empty(0, np.int64), names))
+    sources = sorted({n for _, names in parts for n in names})
+    sid = {n: k for k, n in enumerate(sources)}
+    src = [np.array([sid[n] for n in names], dtype=np.uint16)[codes] if len(codes) else np.empty(0, np.uint16)
+           for codes, names in parts]
+    types = {"file_index": np.int32, "row": np.int64, "chunk": np.int32, "length": np.int64, "offset": np.int64,
+             "copies": np.int64}
+    arr = {c: np.concatenate(v).astype(types[c], copy=False) if v else np.empty(0, types[c]) for c, v in cols.items()}
+    return Units(**arr, src=np.concatenate(src) if src else np.empty(0, np.uint16), sources=sources)
+
+
+def _instance_order(u: Units, rels: list[str], seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each unit repeated by its copies into instances, ordered by a stable hash of (seed, file:row, chunk,
+    copy), ties broken by (file name, row, chunk, copy). Returns (unit index, copy) per instance, in
+    instance (= documents.parquet ``doc``) order. The hash is `lcdata.util.hashing.doc_hash`'s, vectorised."""
+    unit = np.repeat(np.arange(len(u.copies), dtype=np.int64), u.copies)
+    first = np.cumsum(u.copies) - u.copies
+    copy = np.arange(len(unit), dtype=np.int64) - np.repeat(first, u.copies)
+    h = file_row_hash(seed, rels, u.file_index, u.row)  # doc_hash of file:row, per unit
+    mix = splitmix64((u.chunk.astype(np.uint64)[unit] << np.uint64(32)) | copy.astype(np.uint64))
+    key = splitmix64(h[unit] ^ mix)
+    del h, mix
+    order = np.argsort(key, kind="stable")
+    k = key[order]
+    if len(k) > 1 and bool((k[1:] == k[:-1]).any()):  # equal 64-bit keys: the documented tie order
+        rank = np.argsort(np.argsort(np.array(rels, dtype=object), kind="stable"))
+        order = np.lexsort((copy, u.chunk[unit], u.row[unit], rank[u.file_index[unit]], key))
+    return unit[order], copy[order]
+
+
+@dataclass
+class PackLayout:
+    """Phase 2's global decisions, computed once from the spill unit tables: where each piece of each
+    instance goes. Shard k is a pure function of (layout, spills), so shards can be written by any process,
+    in any order (`lcdata.scaleout.pipelines` writes them per task), with the same bytes. Everything here is NumPy
+    (no per-document strings): about 100 bytes per instance."""
+
+    segs: np.ndarray  # packing segments, sorted by (output sequence, start)
+    out_pos: np.ndarray  # output sequence of each segment
+    bounds: np.ndarray  # shard k holds segments bounds[k]:bounds[k + 1]
+    inst_file: np.ndarray  # per instance: file index of its spill, offset in it, source id
+    inst_off: np.ndarray
+    inst_src: np.ndarray
+    inst_unit: np.ndarray  # per instance: its unit (index into the Units arrays) and copy number
+    inst_copy: np.ndarray
+    unit_row: np.ndarray  # per unit: row, chunk and length (documents.parquet columns)
+    unit_chunk: np.ndarray
+    unit_length: np.ndarray
+    sources: list[str]
+    files: list[str]  # input file names (rel) by file index
+    n_seq: int
+    per_shard: int
+    padding: int
+    dropped: int
+
+    @property
+    def n_shards(self) -> int:
+        return len(self.bounds) - 1
+
+
+def pack_layout(units: Units, rels: list[str], cfg: PackOptions) -> PackLayout:
+    """The global packing of a build (`PackLayout`): instances in their stable order, packed into sequences
+    (concat or best-fit), the sequences permuted by the seed and cut into shards of ``shard_tokens``."""
+    L = cfg.seq_len
+    inst_unit, inst_copy = _instance_order(units, rels, cfg.seed)
+    lengths = units.length[inst_unit]
+    if cfg.packing == "concat":
+        segs, n_seq, dropped = pack_concat(lengths, L)
+        padding = 0
+    else:
+        segs, n_seq, padding = pack_best_fit(lengths, L)
+        dropped = 0
+    if n_seq == 0:
+        raise LcdataError(
+            f"the corpus{' (as planned)' if cfg.plan else ''} has {int(lengths.sum())} tokens, less than one "
+            f"sequence of seq_len={L}; lower --seq-len or add data"
+        )
+    del lengths
+    perm = np.random.default_rng(cfg.seed).permutation(n_seq)  # output position -> packed sequence
+    pos_of = np.empty(n_seq, dtype=np.int64)
+    pos_of[perm] = np.arange(n_seq)
+    out_pos = pos_of[segs["seq"].astype(np.int64)]
+    order = np.lexsort((segs["start"], out_pos))
+    segs, out_pos = segs[order], out_pos[order]
+    per_shard = max(1, cfg.shard_tokens // L)
+    n_shards = (n_seq + per_shard - 1) // per_shard
+    bounds = np.searchsorted(out_pos, np.arange(n_shards + 1) * per_shard)
+    return PackLayout(segs=segs, out_pos=out_pos, bounds=bounds, inst_file=units.file_index[inst_unit],
+                      inst_off=units.offset[inst_unit], inst_src=units.src[inst_unit], inst_unit=inst_unit,
+                      inst_copy=inst_copy, unit_row=units.row, unit_chunk=units.chunk, unit_length=units.length,
+                      sources=units.sources, files=list(rels), n_seq=int(n_seq), per_shard=per_shard,
+                      padding=int(padding), dropped=int(dropped))
+
+
+WRITE_BUFFER_BYTES = 8 << 20  # shard bytes assembled before each write (at least one sequence)
+
+
+def write_shard(lay: PackLayout, k: int, cfg: PackOptions, out_dir: str, work_dir: str, specials: Specials,
+                 dtype, spills: dict | None = None) -> dict:
+    """Write shard k (``.bin`` + ``.seg.npy``) and its marker in ``work_dir``; returns its manifest entry.
+    A shard whose marker exists (written by an interrupted run with the same identity) is not rewritten.
+
+    The ``.bin`` is streamed: sequences are assembled a few MiB at a time (each piece read from its spill
+    straight into the buffer) and written and hashed as they are done, so memory does not depend on the
+    shard size or seq-len beyond one sequence."""
+    L = cfg.seq_len
+    name = shard_name(k)
+    marker = os.path.join(work_dir, f"{name}.done.json")
+    if os.path.exists(marker):
+        with open(marker) as fh:
+            return json.load(fh)
+    own = spills is None
+    spills = {} if own else spills  # spill file index -> open (unbuffered) spill file
+
+    def spill(i):
+        if i not in spills:
+            spills[i] = open(os.path.join(work_dir, f"tok-{i:05d}.bin"), "rb", buffering=0)
+        return spills[i]
+
+    first = k * lay.per_shard
+    n = min(lay.per_shard, lay.n_seq - first)
+    s = lay.segs[lay.bounds[k]: lay.bounds[k + 1]]
+    lseq = np.asarray(lay.out_pos[lay.bounds[k]: lay.bounds[k + 1]]) - first
+    size = np.dtype(dtype).itemsize
+    group = max(1, WRITE_BUFFER_BYTES // (L * size))  # sequences per write
+    buf = np.empty(min(group, n) * L, dtype=dtype)
+    digest = hashlib.sha256()
+    inst, offs, lens, starts = s["inst"], s["offset"], s["length"], s["start"]
+    try:
+        with atomic_open(join(out_dir, f"{name}.bin")) as out:
+            j = 0
+            for g0 in range(0, n, group):
+                g = min(group, n - g0)
+                flat = buf[: g * L]
+                flat.fill(specials.pad)
+                while j < len(s) and lseq[j] < g0 + g:
+                    inst_i = int(inst[j])
+                    fh = spill(int(lay.inst_file[inst_i]))
+                    a = int(lay.inst_off[inst_i]) + int(offs[j])
+                    ln = int(lens[j])
+                    p = (int(lseq[j]) - g0) * L + int(starts[j])
+                    dst = memoryview(flat[p: p + ln]).cast("B")
+                    fh.seek(a * size)
+                    got = 0
+                    while got < len(dst):
+                        r = fh.readinto(dst[got:])
+                        if not r:
+                            raise LcdataError(f"spill {fh.name} ends before token {a + ln}: the work folder is "
+                                              "incomplete; rerun the build with --overwrite")
+                        got += r
+                    j += 1
+                chunk = memoryview(flat).cast("B")
+                out.write(chunk)
+                digest.update(chunk)
+    finally:
+        if own:
+            for fh in spills.values():
+                fh.close()
+    seg_out = np.empty(len(s), dtype=SEG_FILE_DTYPE)
+    seg_out["seq"], seg_out["start"], seg_out["length"] = lseq, s["start"], s["length"]
+    seg_out["doc"], seg_out["offset"] = s["inst"], s["offset"]
+    seg_out["source"] = lay.inst_src[s["inst"].astype(np.int64)] if len(s) else []
+    seg_bytes = npy_bytes(seg_out)
+    write_bytes(seg_bytes, join(out_dir, f"{name}.seg.npy"))
+    entry = {"name": name, "first_sequence": first, "n_sequences": n,
+             "files": {"bin": {"path": f"{name}.bin", "bytes": n * L * size, "sha256": digest.hexdigest()},
+                       "seg": {"path": f"{name}.seg.npy", "bytes": len(seg_bytes), "sha256": sha256_bytes(seg_bytes)}}}
+    write_bytes(json.dumps(entry).encode(), marker)
+    fault_point("build.shard")
+    return entry
+
+
+DOCS_ROWS_PER_GROUP = 1 << 20
+
+
+def unit_doc_ids(work_dir: str, indices) -> pl.Series:
+    """The ``doc_id`` of every unit, in `load_units` order (read back from the spill unit tables; only
+    builds with an ``--id-field`` need them: other ids are ``file:row``)."""
+    parts = [pl.read_parquet(os.path.join(work_dir, f"tok-{i:05d}.units.parquet"), columns=["doc_id"])["doc_id"]
+             for i in indices]
+    return pl.concat(parts) if parts else pl.Series("doc_id", [], dtype=pl.String)
+
+
+def write_documents(lay: PackLayout, out_dir: str, doc_ids: pl.Series | None) -> dict:
+    """Write documents.parquet: stream it (one row per instance, in ``doc`` order; ``DOCS_SCHEMA``) in row groups of
+    ``DOCS_ROWS_PER_GROUP``, building the strings of one group at a time. ``doc_ids``: per unit, or None
+    for ``file:row`` ids. Returns its manifest entry (path, bytes, SHA-256 of the written file)."""
+    import fsspec
+    import pyarrow.parquet as pq
+
+    path = join(out_dir, DOCUMENTS_FILE)
+    files = pl.Series(lay.files, dtype=pl.String)
+    sources = pl.Series(lay.sources, dtype=pl.String)
+    schema = pl.DataFrame(schema=DOCS_SCHEMA).to_arrow().schema
+    n = len(lay.inst_unit)
+    with atomic_open(path) as fh:
+        w = pq.ParquetWriter(fh, schema, compression="zstd")
+        try:
+            _write_document_groups(w, lay, n, files, sources, doc_ids)
+        except BaseException:
+            with suppress(Exception):  # a half-written file: closing it fails too; atomic_open removes it
+                w.close()
+            raise
+        w.close()
+    digest, size = hashlib.sha256(), 0
+    with fsspec.open(path, "rb") as fh:
+        while block := fh.read(1 << 22):
+            digest.update(block)
+            size += len(block)
+    return {"path": DOCUMENTS_FILE, "bytes": size, "sha256": digest.hexdigest()}
+
+
+def _write_document_groups(w, lay: PackLayout, n: int, files: pl.Series, sources: pl.Series,
+                           doc_ids: pl.Series | None) -> None:
+    for a in range(0, max(n, 1), DOCS_ROWS_PER_GROUP):
+        b = min(n, a + DOCS_ROWS_PER_GROUP)
+        u = np.asarray(lay.inst_unit[a:b])
+        f = files.gather(np.asarray(lay.inst_file[a:b]).astype(np.int64))
+        row = pl.Series(lay.unit_row[u], dtype=pl.Int64)
+        frame = pl.DataFrame({
+            "doc": np.arange(a, b, dtype=np.int64),
+            "doc_id": doc_ids.gather(u) if doc_ids is not None else
+            pl.DataFrame({"f": f, "r": row}).select(pl.format("{}:{}", "f", "r")).to_series(),
+            "file": f, "row": row, "chunk": lay.unit_chunk[u], "copy": np.asarray(lay.inst_copy[a:b]),
+            "source": sources.gather(np.asarray(lay.inst_src[a:b]).astype(np.int64)),
+            "length": lay.unit_length[u],
+        }, schema=DOCS_SCHEMA)
+        w.write_table(frame.to_arrow())

@@ -1,0 +1,39 @@
+"""`lcdata report`: one Markdown page (`markdown`) from a pipeline's output folders."""
+
+from __future__ import annotations
+
+# public name -> the module defining it, imported on first use (PEP 562): importing one module of this
+# package (e.g. the CLI importing a light one) does not import the others
+_EXPORTS = {
+    "STAGES": "markdown",
+    "check_run_folder": "markdown",
+    "eval_loss_section": "markdown",
+    "loss_curve": "markdown",
+    "md_table": "markdown",
+    "needle_section": "markdown",
+    "pivot_deltas": "markdown",
+    "pivot_losses": "markdown",
+    "sample_section": "markdown",
+    "shards_section": "markdown",
+    "stats_section": "markdown",
+    "train_section": "markdown",
+    "write_ablation_report": "markdown",
+    "write_report": "markdown",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,334 @@
+"""`lcdata report`: one Markdown page per pipeline run, assembled from the stages' own output files.
+
+A run folder (the Makefile's ``OUT``) holds ``stats/``, ``plan/``, ``shards/``, ``run/`` (training),
+``needle/``, ``eval-loss/``; `write_report` reads whichever exist and writes ``report.md`` beside them with
+a section per stage: its table (read from the stage's parquet/JSON, never recomputed) and its figure
+(linked by relative path; the loss curve is drawn here from ``run/log.jsonl`` into ``loss_curve.png``).
+A missing stage gets a line saying so, not an error, so the page can be written at any point; a folder
+that is not a run folder (missing, a file, a URL, or holding none of the stage folders) is refused before
+anything is written, and a stage file that cannot be read is an `InputError` naming it. A torn last line of
+``run/log.jsonl`` (a training run killed mid-write) is left out, as the trainer's resume does.
+
+`write_ablation_report` does the same for ``make paper-ablation`` (``ABL/<strategy>/...``): the achieved
+mixture of each strategy, then per-source loss at short vs long positions and needle scores side by side,
+with the deltas against the first strategy (the paper's comparison; |delta| > 0.01 flagged).
+
+Pure reading and formatting, no torch: the run's files are the interface.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import polars as pl
+
+from ..errors import ConfigError, InputError
+from ..util.figure import label as bucket_label
+from ..util.io import write_bytes
+from ..util.jsonlog import read_log
+
+STAGES = ("stats", "plan", "shards", "run", "needle", "eval-loss")
+_RERUN = "the file is damaged or from another lcdata version: run that stage again"
+
+
+def _read_json(path: str):
+    try:
+        with open(path) as fh:
+            return json.load(fh)
+    except ValueError as e:
+        raise InputError(path, "bad_json", f"not valid JSON ({e})", _RERUN) from None
+
+
+def _read_parquet(path: str) -> pl.DataFrame:
+    try:
+        return pl.read_parquet(path)
+    except pl.exceptions.PolarsError as e:
+        raise InputError(path, "bad_parquet", f"not a readable Parquet file ({type(e).__name__})", _RERUN) from None
+
+
+def _log_records(path: str) -> list[dict]:
+    """The training log's records (a torn last line left out; any other bad line is an `InputError`)."""
+    return read_log(path)[0]
+
+
+def check_run_folder(d: str, names: tuple[str, ...] = STAGES) -> None:
+    """Refuse ``d`` unless it is a local folder holding at least one of ``names`` (before anything is written)."""
+    if "://" in d:
+        raise ConfigError(f"{d!r} is a URL; lcdata report reads a local run folder: copy it here first")
+    if not os.path.exists(d):
+        raise ConfigError(f"{d!r} does not exist; pass the run folder (the Makefile's OUT, holding "
+                          f"{', '.join(STAGES)})")
+    if not os.path.isdir(d):
+        raise ConfigError(f"{d!r} is a file, not a folder; pass the run folder (the Makefile's OUT)")
+    if not any(os.path.isdir(os.path.join(d, n)) for n in names):
+        raise ConfigError(f"{d!r} holds none of {', '.join(names)}: it is not a run folder (pass the folder above "
+                          "the stages, the Makefile's OUT, not a stage's own folder)")
+
+
+def _exists(*parts: str) -> bool:
+    return os.path.exists(os.path.join(*parts))
+
+
+def _count(v) -> str:
+    """``1,536``, or ``?`` for a value the run's files do not record."""
+    return f"{v:,}" if isinstance(v, int) else "?"
+
+
+def md_table(df: pl.DataFrame, floats: int = 4) -> str:
+    """A Markdown table of ``df`` (floats rounded, nulls as '-')."""
+    def cell(v):
+        if v is None:
+            return "-"
+        if isinstance(v, float):
+            return f"{v:.{floats}f}"
+        if isinstance(v, int) and not isinstance(v, bool):
+            return f"{v:,}"
+        return str(v)
+
+    head = "| " + " | ".join(df.columns) + " |"
+    sep = "|" + "|".join("---" for _ in df.columns) + "|"
+    rows = ["| " + " | ".join(cell(v) for v in r) + " |" for r in df.iter_rows()]
+    return "\n".join([head, sep, *rows])
+
+
+
+
+# -------------------------------------------------------------------------------------- sections
+
+
+def stats_section(d: str) -> list[str]:
+    out = ["## 1. Corpus statistics (`lcdata stats`)", ""]
+    if not _exists(d, "stats", "sources.parquet"):
+        return out + ["(no stats/ folder)", ""]
+    src = _read_parquet(os.path.join(d, "stats", "sources.parquet"))
+    cols = [c for c in ("source", "n_docs", "n_tokens", "token_share", "p50_tokens", "max_tokens", "long_token_share",
+                        "est_error") if c in src.columns]
+    out += [md_table(src.select(cols)), ""]
+    if _exists(d, "stats", "length_distribution.png"):
+        out += ["![token share by length bucket](stats/length_distribution.png)", ""]
+    return out
+
+
+def sample_section(d: str, rel: str = "plan") -> list[str]:
+    out = ["## 2. Sample: achieved mixture (`lcdata sample`)", ""]
+    path = os.path.join(d, rel, "report.parquet")
+    if not os.path.exists(path):
+        return out + [f"(no {rel}/ folder)", ""]
+    plan = _read_json(os.path.join(d, rel, "plan.json"))
+    rep = _read_parquet(path)
+    cfg = plan.get("config", {})
+    out += [f"Strategy `{cfg.get('strategy')}`, budget {cfg.get('budget_tokens'):,} tokens, seed {cfg.get('seed')}.", ""]
+    src = rep.filter(pl.col("level") == "source").select(
+        "source", "original_share", "target_share", "achieved_share", pl.col("target_tokens").round().cast(pl.Int64),
+        "achieved_tokens", "n_docs", "n_copies")
+    out += [md_table(src), ""]
+    if os.path.exists(os.path.join(d, rel, "sample.png")):
+        out += ["![original / target / achieved](" + rel + "/sample.png)", ""]
+    return out
+
+
+def shards_section(d: str) -> list[str]:
+    out = ["## 3. Shards (`lcdata build`)", ""]
+    if not _exists(d, "shards", "manifest.json"):
+        return out + ["(no shards/ folder)", ""]
+    m = _read_json(os.path.join(d, "shards", "manifest.json"))
+    c = m.get("config", {})
+    t = m.get("totals", m)
+    out += [f"{_count(t.get('n_sequences'))} sequences of {_count(c.get('seq_len'))} tokens, packing "
+            f"`{c.get('packing')}`, {t.get('n_tokens', 0):,} document tokens, {t.get('padding_tokens', 0):,} padding.", ""]
+    per = m.get("per_source") or t.get("per_source") or {}
+    if per:
+        out += [md_table(pl.DataFrame([{"source": s, "documents": v["documents"], "tokens": v["tokens"]}
+                                        for s, v in per.items()])), ""]
+    return out
+
+
+def loss_curve(log_path: str, title: str) -> bytes:
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    recs = _log_records(log_path)
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    ax.plot([r["tokens"] for r in recs], [r["loss"] for r in recs], lw=1.2)
+    ax.set_xlabel("tokens")
+    ax.set_ylabel("training loss (nats)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def train_section(d: str, rel: str = "run") -> list[str]:
+    out = ["## 4. Continual pretraining (`lcdata train`)", ""]
+    log = os.path.join(d, rel, "log.jsonl")
+    if not os.path.exists(log):
+        return out + [f"(no {rel}/log.jsonl)", ""]
+    run = _read_json(os.path.join(d, rel, "run.json")) if _exists(d, rel, "run.json") else {}
+    recs = _log_records(log)
+    if not recs:
+        return out + [f"({rel}/log.jsonl holds no step yet)", ""]
+    first, last = recs[0], recs[-1]
+    tps = sorted(r["tokens_per_s"] for r in recs)[len(recs) // 2]
+    cfg = run.get("config", {})
+    out += [f"Model `{cfg.get('model')}` ({run.get('n_params', 0) / 1e6:.1f}M parameters), sequence length "
+            f"{_count(run.get('seq_len'))}, {_count(run.get('batch_tokens'))} tokens per step, {last['step']} steps "
+            f"({last['tokens']:,} tokens) on {run.get('device')} ({run.get('attention_backend')} attention).", "",
+            md_table(pl.DataFrame({"": ["first step", "last step"], "loss": [first["loss"], last["loss"]]})), "",
+            f"Median throughput {tps:,.0f} tokens/s" + (f", MFU {last['mfu']:.1%}" if last.get("mfu") else "") + ".", ""]
+    write_bytes(loss_curve(log, f"training loss: {cfg.get('model')}"), os.path.join(d, "loss_curve.png"))
+    out += ["![loss curve](loss_curve.png)", ""]
+    return out
+
+
+def needle_section(d: str, rel: str = "needle") -> list[str]:
+    out = ["## 5. Needle in a haystack (`lcdata needle`)", ""]
+    if not _exists(d, rel, "results.json"):
+        return out + [f"(no {rel}/ folder)", ""]
+    r = _read_json(os.path.join(d, rel, "results.json"))
+    cells = pl.DataFrame(r["cells"])
+    by_len = cells.group_by("length").agg(pl.col("score").mean()).sort("length")
+    line = f"Task `{r['task']}`, mode `{r['mode']}`: average score **{r['average_score']:.1f}** over {len(cells)} cells"
+    if "mean_answer_logprob" in r:
+        line += f"; mean answer log-probability {r['mean_answer_logprob']:.3f}, token accuracy {r['mean_token_acc']:.3f}"
+    out += [line + ".", "", md_table(by_len, 1), "", f"![needle heatmap]({rel}/heatmap.png)", ""]
+    return out
+
+
+def eval_loss_section(d: str) -> list[str]:
+    out = ["## 6. Validation loss by source and position (`lcdata eval-loss`)", ""]
+    if not _exists(d, "eval-loss", "loss.parquet"):
+        return out + ["(no eval-loss/ folder)", ""]
+    losses = _read_parquet(os.path.join(d, "eval-loss", "loss.parquet"))
+    out += [md_table(pivot_losses(losses)), ""]
+    if _exists(d, "eval-loss", "compare.parquet"):
+        cmp = _read_parquet(os.path.join(d, "eval-loss", "compare.parquet"))
+        out += [f"Difference to the first model (`*`: |delta| > {_threshold(os.path.join(d, 'eval-loss'))}):", "",
+                md_table(pivot_deltas(cmp)), ""]
+    return out
+
+
+def _threshold(folder: str) -> float:
+    """The |delta| threshold the eval-loss run flagged with (0.01, the paper's, if not recorded)."""
+    try:
+        return float(_read_json(os.path.join(folder, "loss.json"))["config"]["threshold"])
+    except (OSError, KeyError, ValueError, TypeError):
+        return 0.01
+
+
+def pivot_losses(losses: pl.DataFrame) -> pl.DataFrame:
+    """One row per (model, source), one column per position bucket."""
+    f = losses.with_columns(bucket=pl.struct("bucket_min", "bucket_max").map_elements(
+        lambda s: bucket_label(s["bucket_min"], s["bucket_max"]), return_dtype=pl.Utf8))
+    order = f.select("bucket").unique(maintain_order=True)["bucket"].to_list()
+    p = f.pivot(on="bucket", index=["model", "source"], values="loss", aggregate_function="first")
+    return p.select("model", "source", *order)
+
+
+def pivot_deltas(cmp: pl.DataFrame) -> pl.DataFrame:
+    f = cmp.with_columns(
+        bucket=pl.struct("bucket_min", "bucket_max").map_elements(lambda s: bucket_label(s["bucket_min"], s["bucket_max"]),
+                                                                  return_dtype=pl.Utf8),
+        cell=pl.when(pl.col("delta").is_null()).then(pl.lit("-")).otherwise(
+            pl.format("{}{}", pl.col("delta").round(4), pl.when(pl.col("flag")).then(pl.lit(" *")).otherwise(pl.lit("")))))
+    order = f.select("bucket").unique(maintain_order=True)["bucket"].to_list()
+    p = f.pivot(on="bucket", index=["model", "source"], values="cell", aggregate_function="first")
+    return p.select("model", "source", *order)
+
+
+# ------------------------------------------------------------------------------------------ pages
+
+
+def _section(section, d: str, stage: str) -> list[str]:
+    """``section(d)``; a stage file lacking a key or column the report reads is an `InputError` naming the stage."""
+    try:
+        return section(d)
+    except (KeyError, TypeError, IndexError, pl.exceptions.PolarsError) as e:
+        raise InputError(os.path.join(d, stage), "bad_stage", f"a file lacks what the report reads "
+                         f"({type(e).__name__}: {e})", _RERUN) from None
+
+
+def write_report(d: str) -> str:
+    """Write ``d/report.md`` from the stage folders in ``d``; returns its path."""
+    check_run_folder(d)
+    lines = [f"# lcdata report: `{os.path.abspath(d)}`", "",
+             "Stages: stats -> sample -> build -> train -> needle + eval-loss (Fu et al. 2024, per-source length "
+             "upsampling). Every number below is read from the stage's own output files in this folder.", ""]
+    for section, stage in ((stats_section, "stats"), (sample_section, "plan"), (shards_section, "shards"),
+                           (train_section, "run"), (needle_section, "needle"), (eval_loss_section, "eval-loss")):
+        lines += _section(section, d, stage)
+    path = os.path.join(d, "report.md")
+    write_bytes("\n".join(lines).encode(), path)
+    return path
+
+
+def write_ablation_report(d: str, strategies: list[str]) -> str:
+    """``d/report.md`` for ``make paper-ablation``: the strategies side by side."""
+    check_run_folder(d, (*strategies, "eval-loss"))
+    lines = [f"# lcdata paper ablation: `{os.path.abspath(d)}`", "",
+             "The same base model continues training on each mixture at the same token budget (Fu et al. 2024, "
+             "\"The mixtures compared\"); held-out loss per source at short vs long positions, and needle scores.", ""]
+    rows = []
+    for s in strategies:
+        p = os.path.join(d, s, "plan", "report.parquet")
+        if os.path.exists(p):
+            rep = _read_parquet(p).filter(pl.col("level") == "source")
+            rows += [{"strategy": s, "source": r["source"], "achieved_share": r["achieved_share"]}
+                     for r in rep.iter_rows(named=True)]
+    lines += ["## Achieved mixture (token share per source)", ""]
+    if rows:
+        mix = pl.DataFrame(rows).pivot(on="strategy", index="source", values="achieved_share")
+        lines += [md_table(mix.select("source", *[s for s in strategies if s in mix.columns])), ""]
+    long_rows = []
+    for s in strategies:
+        p = os.path.join(d, s, "plan", "report.parquet")
+        if os.path.exists(p):
+            rep = _read_parquet(p).filter(pl.col("level") == "bucket")
+            long = rep.filter(pl.col("bucket_min") >= 4096)["achieved_tokens"].sum()
+            long_rows.append({"strategy": s, "share of tokens in documents >= 4K": long / max(1, rep["achieved_tokens"].sum())})
+    if long_rows:
+        lines += [md_table(pl.DataFrame(long_rows)), ""]
+    lines += ["## Held-out loss by source and position", ""]
+    lp = os.path.join(d, "eval-loss", "loss.parquet")
+    if os.path.exists(lp):
+        lines += [md_table(pivot_losses(_read_parquet(lp))), ""]
+        cp = os.path.join(d, "eval-loss", "compare.parquet")
+        if os.path.exists(cp):
+            lines += [f"Difference to `{strategies[0]}` (`*`: |delta| > {_threshold(os.path.join(d, 'eval-loss'))}):", "",
+                      md_table(pivot_deltas(_read_parquet(cp))), ""]
+    else:
+        lines += ["(no eval-loss/ folder)", ""]
+    lines += ["## Needle in a haystack", ""]
+    nrows = []
+    for s in strategies:
+        p = os.path.join(d, s, "needle", "results.json")
+        if os.path.exists(p):
+            r = _read_json(p)
+            nrows.append({"strategy": s, "task": r["task"], "mode": r["mode"], "average score": r["average_score"],
+                          "answer log-prob": r.get("mean_answer_logprob"), "token accuracy": r.get("mean_token_acc")})
+    if nrows:
+        lines += [md_table(pl.DataFrame(nrows), 3), ""]
+        lines += [f"![{s}]({s}/needle/heatmap.png)" for s in strategies if _exists(d, s, "needle", "heatmap.png")]
+        lines.append("")
+    lines += ["## Training", ""]
+    trows = []
+    for s in ["base", *strategies]:
+        log = os.path.join(d, s, "run", "log.jsonl")
+        if os.path.exists(log):
+            recs = _log_records(log)
+            if not recs:
+                continue
+            trows.append({"run": s, "steps": recs[-1]["step"], "tokens": recs[-1]["tokens"], "first loss": recs[0]["loss"],
+                          "last loss": recs[-1]["loss"]})
+    if trows:
+        lines += [md_table(pl.DataFrame(trows)), ""]
+    path = os.path.join(d, "report.md")
+    write_bytes("\n".join(lines).encode(), path)
+    return path

@@ -1,0 +1,488 @@
+"""`lcdata build` through the Python API on a real slice of the demo corpus, with the real tokenizer.
+
+Expectations are computed independently of lcdata: the raw records are read with zstandard + json, token
+ids come from `tokenizers.Tokenizer.encode(..., add_special_tokens=False)`, plans from `lcdata sample`
+are read back from plan.parquet / report.parquet. Every build here is session-scoped and reused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import fsspec
+import numpy as np
+import polars as pl
+import pytest
+import zstandard
+from tokenizers import Tokenizer
+
+from lcdata.build import BuildConfig, run_build
+from lcdata.corpus import ReadConfig
+from lcdata.errors import ConfigError, LcdataError
+from lcdata.shards import open_shards, verify_shards
+
+ROOT = Path(__file__).resolve().parents[2]
+SLICE = {"web": "web/part-000.jsonl.zst", "books": "books/part-002.jsonl.zst", "code": "code/part-001.jsonl.zst"}
+L = 4096
+SHARD_TOKENS = 100_000  # 24 sequences per shard: several shards
+BOS = 0
+PAD = 2
+VOLATILE = ("elapsed_s", "command", "manifest_sha256")  # the seal covers the run info too
+
+
+# ------------------------------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture(scope="session")
+def slice_dir(tmp_path_factory, demo_dir) -> Path:
+    d = tmp_path_factory.mktemp("slice")
+    for rel in SLICE.values():
+        (d / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(demo_dir / rel, d / rel)
+    return d
+
+
+def read_raw(path: Path) -> list[tuple[int, dict]]:
+    with open(path, "rb") as fh:
+        raw = zstandard.ZstdDecompressor().stream_reader(fh).read()
+    return [(i, json.loads(line)) for i, line in enumerate(raw.split(b"\n")) if line.strip()]
+
+
+@pytest.fixture(scope="session")
+def hf_tok(tokenizer_path) -> Tokenizer:
+    return Tokenizer.from_file(tokenizer_path)
+
+
+@pytest.fixture(scope="session")
+def raw(slice_dir, hf_tok) -> dict[tuple[str, int], dict]:
+    """(file rel, row) -> {text, source, ids} from the raw files and a direct tokenizer call."""
+    out = {}
+    for rel in SLICE.values():
+        recs = read_raw(slice_dir / rel)
+        encs = hf_tok.encode_batch([r["text"] for _, r in recs], add_special_tokens=False)
+        for (row, r), e in zip(recs, encs):
+            out[(rel, row)] = {"text": r["text"], "source": r["meta"]["redpajama_set_name"], "ids": e.ids}
+    return out
+
+
+def _build(slice_dir, out, **kw) -> str:
+    inputs = kw.pop("inputs", [str(slice_dir)])
+    workers = kw.pop("workers", 1)
+    cfg = BuildConfig(tokenizer=str(ROOT / "data/demo/tokenizer.json"), seq_len=kw.pop("seq_len", L),
+                      shard_tokens=kw.pop("shard_tokens", SHARD_TOKENS), **kw)
+    run_build(inputs, str(out), cfg, workers=workers)
+    return str(out)
+
+
+@pytest.fixture(scope="session")
+def concat0(slice_dir, tmp_path_factory) -> str:
+    return _build(slice_dir, tmp_path_factory.mktemp("b") / "concat0", packing="concat")
+
+
+@pytest.fixture(scope="session")
+def bestfit0(slice_dir, tmp_path_factory) -> str:
+    return _build(slice_dir, tmp_path_factory.mktemp("b") / "bestfit0", packing="best-fit")
+
+
+@pytest.fixture(scope="session")
+def bestfit1(slice_dir, tmp_path_factory) -> str:
+    return _build(slice_dir, tmp_path_factory.mktemp("b") / "bestfit1", packing="best-fit", seed=1)
+
+
+def lcdata(*args, check: bool = True) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "LCDATA_DEBUG"}
+    p = subprocess.run([sys.executable, "-m", "lcdata", *map(str, args)], cwd=ROOT, env=env, capture_output=True,
+                       text=True, timeout=300)
+    if check:
+        assert p.returncode == 0, p.stderr
+    return p
+
+
+@pytest.fixture(scope="session")
+def stats_dir(slice_dir, tmp_path_factory, tokenizer_path) -> Path:
+    out = tmp_path_factory.mktemp("plans") / "stats"
+    lcdata("stats", slice_dir, "--tokenizer", tokenizer_path, "--workers", 1, "--out", out, "--quiet", "--no-figure")
+    return out
+
+
+def _sample(slice_dir, stats_dir, name, *args) -> Path:
+    out = stats_dir.parent / name
+    lcdata("sample", slice_dir, "--stats", stats_dir, "--out", out, "--quiet", "--no-figure", *args)
+    return out
+
+
+@pytest.fixture(scope="session")
+def plan_per_source(slice_dir, stats_dir) -> Path:
+    # budget above the slice's tokens: many documents get 2 copies
+    return _sample(slice_dir, stats_dir, "per_source", "--strategy", "per-source", "--budget-tokens", "1.2M")
+
+
+@pytest.fixture(scope="session")
+def plan_chunk(slice_dir, stats_dir) -> Path:
+    return _sample(slice_dir, stats_dir, "chunk", "--strategy", "cut", "--chunk", "--max-length", 3000,
+                   "--budget-tokens", "400K")
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+
+def expected_instance(raw, d: dict, plan_ranges=None) -> list[int]:
+    ids = raw[(d["file"], d["row"])]["ids"]
+    if plan_ranges is not None:
+        a, b = plan_ranges[(d["file"], d["row"], d["chunk"])]
+        ids = ids[a:b]
+    return [BOS] + ids
+
+
+def check_sequences_and_pieces(s, packing: str) -> np.ndarray:
+    """Structure of every sequence; returns all pieces with global sequence index."""
+    m = s.manifest
+    segs = s.all_segments()
+    assert len(s) == m["n_sequences"] > 0 and len(m["shards"]) >= 3
+    for i in range(len(s)):
+        g = s.segments(i)
+        row = np.asarray(s[i])
+        assert row.shape == (L,) and row.dtype == np.uint16
+        cu = s.cu_seqlens(i)
+        covered = np.zeros(L, dtype=bool)
+        for st, ln in zip(g["start"].astype(int), g["length"].astype(int)):
+            assert not covered[st: st + ln].any()
+            covered[st: st + ln] = True
+        if packing == "concat":  # exactly L tokens, no padding, pieces tile the sequence
+            assert covered.all()
+            assert cu.tolist() == [0, *np.cumsum(g["length"].astype(int)).tolist()]
+            assert cu[-1] == L
+        else:
+            assert (row[~covered] == PAD).all()
+            assert cu[-1] == L
+    n_tok = int(segs["length"].sum())
+    assert m["n_tokens"] == n_tok
+    if packing == "concat":
+        assert m["padding_tokens"] == 0
+    else:
+        assert m["padding_tokens"] == L * m["n_sequences"] - n_tok
+        assert m["dropped_tokens"] == 0
+    # per-source counts in the manifest equal the pieces' sources
+    per_src = Counter()
+    for src, ln in zip(segs["source"], segs["length"]):
+        per_src[s.sources[int(src)]] += int(ln)
+    assert {k: v["tokens"] for k, v in m["per_source"].items()} == dict(per_src)
+    return segs
+
+
+def compare_builds(a: str, b: str) -> None:
+    fa = sorted(p.relative_to(a).as_posix() for p in Path(a).rglob("*") if p.is_file())
+    fb = sorted(p.relative_to(b).as_posix() for p in Path(b).rglob("*") if p.is_file())
+    assert fa == fb
+    for name in fa:
+        if name == "manifest.json":
+            ma, mb = (json.loads((Path(x) / name).read_text()) for x in (a, b))
+            for k in VOLATILE:
+                ma.pop(k, None)
+                mb.pop(k, None)
+            assert ma == mb
+        else:
+            assert (Path(a) / name).read_bytes() == (Path(b) / name).read_bytes(), name
+
+
+# ------------------------------------------------------------------------------------------ round trips
+
+
+def test_concat_round_trip_and_dropped_tail(concat0, raw, hf_tok):
+    s = open_shards(concat0)
+    m = s.manifest
+    assert m["packing"] == "concat" and m["dtype"] == "uint16" and m["special_tokens"]["bos_id"] == BOS
+    check_sequences_and_pieces(s, "concat")
+    docs = s.documents.sort("doc")
+    assert docs.height == len(raw) == m["n_instances"]
+    assert sorted(zip(docs["file"], docs["row"])) == sorted(raw)
+    inst = s.instance_tokens()
+    total = present = 0
+    partial = []
+    for d in docs.iter_rows(named=True):
+        want = expected_instance(raw, d)
+        assert d["length"] == len(raw[(d["file"], d["row"])]["ids"]) + 1 == len(want)
+        assert d["doc_id"] == f"{d['file']}:{d['row']}" and d["source"] == raw[(d["file"], d["row"])]["source"]
+        total += len(want)
+        got = inst.get(d["doc"])
+        if got is None:
+            continue
+        present += len(got)
+        assert got.tolist() == want[: len(got)]
+        if len(got) == len(want):
+            assert got[0] == BOS
+            assert hf_tok.decode(got[1:].tolist(), skip_special_tokens=False) == raw[(d["file"], d["row"])]["text"]
+        else:
+            partial.append(d["doc"])
+    # the tail cut: the documents missing or cut are exactly the last ones of the packing order
+    assert total == sum(docs["length"])
+    assert m["dropped_tokens"] == total - present == total % L
+    assert present == L * m["n_sequences"]
+    assert len(partial) <= 1
+    missing = sorted(set(docs["doc"]) - set(inst))
+    assert missing == list(range(docs.height - len(missing), docs.height))
+    if partial:
+        assert partial[0] == docs.height - len(missing) - 1
+    assert m["n_documents"] == len(inst)
+
+
+def test_best_fit_round_trip_and_splits(bestfit0, raw, hf_tok):
+    s = open_shards(bestfit0)
+    m = s.manifest
+    segs = check_sequences_and_pieces(s, "best-fit")
+    docs = s.documents.sort("doc")
+    inst = s.instance_tokens()
+    assert len(inst) == docs.height == len(raw) == m["n_documents"]
+    n_long = 0
+    for d in docs.iter_rows(named=True):
+        want = expected_instance(raw, d)
+        got = inst[d["doc"]]
+        assert got.tolist() == want
+        assert hf_tok.decode(got[1:].tolist(), skip_special_tokens=False) == raw[(d["file"], d["row"])]["text"]
+    lengths = dict(zip(docs["doc"], docs["length"]))
+    by_doc = defaultdict(list)
+    for g in segs:
+        by_doc[int(g["doc"])].append((int(g["offset"]), int(g["length"]), int(g["start"])))
+    for doc, pieces in by_doc.items():
+        n = lengths[doc]
+        pieces.sort()
+        if n <= L:
+            assert pieces == [(0, n, pieces[0][2])]  # never split
+        else:
+            n_long += 1
+            full = n // L
+            assert [p[:2] for p in pieces[:full]] == [(k * L, L) for k in range(full)]
+            assert all(p[2] == 0 for p in pieces[:full])
+            assert [p[:2] for p in pieces[full:]] == ([(full * L, n % L)] if n % L else [])
+    assert n_long > 5  # books and code have documents longer than seq_len
+    assert m["padding_tokens"] == L * m["n_sequences"] - sum(lengths.values())
+
+
+def test_same_seed_identical(bestfit0, slice_dir, tmp_path):
+    again = _build(slice_dir, tmp_path / "again", packing="best-fit")
+    compare_builds(bestfit0, again)
+
+
+def test_other_seed_reorders_same_documents(bestfit0, bestfit1):
+    a, b = open_shards(bestfit0), open_shards(bestfit1)
+    assert a.manifest["identity"] != b.manifest["identity"]
+    seqs_a = [bytes(np.asarray(a[i])) for i in range(len(a))]
+    seqs_b = [bytes(np.asarray(b[i])) for i in range(len(b))]
+    assert seqs_a != seqs_b
+    assert a.documents["doc_id"].to_list() != b.documents["doc_id"].to_list()
+
+    def multiset(s):
+        docs = s.documents
+        ids = dict(zip(docs["doc"], zip(docs["doc_id"], docs["chunk"], docs["copy"])))
+        return Counter((ids[d], t.tobytes()) for d, t in s.instance_tokens().items())
+
+    assert multiset(a) == multiset(b)
+    assert a.manifest["per_source"] == b.manifest["per_source"]
+
+
+# ------------------------------------------------------------------------------------------ plans
+
+
+def _plan_checks(out: str, plan_dir: Path, raw, hf_tok, packing: str) -> tuple[dict, pl.DataFrame]:
+    s = open_shards(out)
+    m = s.manifest
+    plan = pl.read_parquet(plan_dir / "plan.parquet")
+    plan_man = json.loads((plan_dir / "plan.json").read_text())
+    assert m["plan_fingerprint"] == plan_man["plan_fingerprint"]
+    check_sequences_and_pieces(s, packing)
+    docs = s.documents
+    # instance counts per unit equal the plan's copies, copy numbers 0..copies-1
+    got = docs.group_by("file", "row", "chunk").agg(n=pl.len(), copies=pl.col("copy").sort())
+    want = plan.select("file", "row", "chunk", "copies")
+    j = want.join(got, on=["file", "row", "chunk"], how="full", coalesce=True)
+    assert j.height == plan.height == got.height
+    assert (j["n"] == j["copies"]).all()
+    assert all(c == list(range(n)) for c, n in zip(j["copies_right"].to_list(), j["n"].to_list()))
+    ranges = {(f, r, c): (a, b) for f, r, c, a, b in plan.select("file", "row", "chunk", "token_start",
+                                                                 "token_end").iter_rows()}
+    inst = s.instance_tokens()
+    dropped_src = Counter()
+    for d in docs.iter_rows(named=True):
+        want_ids = expected_instance(raw, d, ranges)
+        assert d["length"] == len(want_ids)
+        tokens = inst.get(d["doc"], np.zeros(0, np.int64))
+        assert tokens.tolist() == want_ids[: len(tokens)]
+        dropped_src[d["source"]] += len(want_ids) - len(tokens)
+        if len(tokens) == len(want_ids) and ranges[(d["file"], d["row"], d["chunk"])] == (0, None):
+            assert hf_tok.decode(tokens[1:].tolist(), skip_special_tokens=False) == raw[(d["file"], d["row"])]["text"]
+    assert sum(dropped_src.values()) == m["dropped_tokens"]
+    # per-source tokens: the plan's achieved tokens + one BOS per instance - the dropped tail
+    report = pl.read_parquet(plan_dir / "report.parquet").filter(pl.col("level") == "source")
+    achieved = dict(zip(report["source"], report["achieved_tokens"]))
+    plan_src = plan.group_by("source").agg(t=(pl.col("length") * pl.col("copies")).sum(), n=pl.col("copies").sum())
+    for src, t, n in plan_src.iter_rows():
+        assert achieved[src] == t
+        assert m["per_source"][src]["tokens"] == t + n - dropped_src[src]
+    return m, plan
+
+
+def test_build_with_per_source_plan(plan_per_source, slice_dir, tmp_path, raw, hf_tok):
+    out = _build(slice_dir, tmp_path / "ps", packing="concat", plan=str(plan_per_source))
+    m, plan = _plan_checks(out, plan_per_source, raw, hf_tok, "concat")
+    assert plan["copies"].max() >= 2  # repeated documents are really exercised
+    assert m["n_instances"] == plan["copies"].sum()
+
+
+def test_build_with_cut_chunk_plan(plan_chunk, slice_dir, tmp_path, raw, hf_tok):
+    out = _build(slice_dir, tmp_path / "chunk", packing="best-fit", plan=str(plan_chunk))
+    m, plan = _plan_checks(out, plan_chunk, raw, hf_tok, "best-fit")
+    assert plan["chunk"].max() >= 1  # long documents really were chunked
+    assert m["dropped_tokens"] == 0
+    ends = plan["token_end"].fill_null(plan["n_tokens"])
+    assert ((ends - plan["token_start"]) <= 3000).all()
+    # every chunk instance fits in a sequence: best-fit never splits it
+    segs = open_shards(out).all_segments()
+    assert len(np.unique(segs["doc"])) == len(segs)
+
+
+# ------------------------------------------------------------------------------------------ fsspec, errors
+
+
+def test_build_to_memory_url(slice_dir, raw, hf_tok):
+    url = "memory://lcdata-test-build/shards"
+    fs = fsspec.filesystem("memory")
+    if fs.exists("/lcdata-test-build"):
+        fs.rm("/lcdata-test-build", recursive=True)
+    try:
+        cfg = BuildConfig(tokenizer=str(ROOT / "data/demo/tokenizer.json"), seq_len=2048, shard_tokens=20_000,
+                          packing="best-fit")
+        r = run_build([str(slice_dir / SLICE["code"])], url, cfg, workers=1)
+        assert r.manifest["n_sequences"] > 0
+        assert fs.exists("/lcdata-test-build/shards/manifest.json")
+        s = open_shards(url)
+        assert len(s.manifest["shards"]) > 3
+        assert verify_shards(url) == []
+        inst = s.instance_tokens()
+        docs = s.documents
+        assert len(inst) == docs.height == sum(1 for k in raw if k[0] == SLICE["code"])
+        for d in docs.iter_rows(named=True):
+            assert d["file"] == "part-001.jsonl.zst"
+            text = raw[(SLICE["code"], d["row"])]["text"]
+            assert hf_tok.decode(inst[d["doc"]][1:].tolist(), skip_special_tokens=False) == text
+    finally:
+        if fs.exists("/lcdata-test-build"):
+            fs.rm("/lcdata-test-build", recursive=True)
+
+
+def _tiny_corpus(d: Path, slice_dir: Path, n: int = 30) -> Path:
+    d.mkdir()
+    recs = read_raw(slice_dir / SLICE["web"])[:n]
+    (d / "part-0.jsonl").write_text("".join(json.dumps(r) + "\n" for _, r in recs))
+    return d
+
+
+def test_api_errors(slice_dir, tmp_path, tokenizer_path, concat0):
+    with pytest.raises(ConfigError, match="seq_len=1"):
+        BuildConfig(tokenizer=tokenizer_path, seq_len=1)
+    with pytest.raises(ConfigError, match="packing="):
+        BuildConfig(tokenizer=tokenizer_path, seq_len=L, packing="first-fit")
+    # an output folder holding a build is never mixed with another one
+    before = {p.name: p.read_bytes() for p in Path(concat0).iterdir() if p.is_file()}
+    with pytest.raises(ConfigError, match="not empty"):
+        _build(slice_dir, concat0, packing="concat")
+    with pytest.raises(ConfigError, match="--resume needs the same"):
+        run_build([str(slice_dir)], concat0, BuildConfig(tokenizer=tokenizer_path, seq_len=L, seed=5), resume=True)
+    assert {p.name: p.read_bytes() for p in Path(concat0).iterdir() if p.is_file()} == before
+    tiny = _tiny_corpus(tmp_path / "tiny", slice_dir)
+    with pytest.raises(LcdataError, match="less than one sequence"):
+        _build(slice_dir, tmp_path / "o2", inputs=[str(tiny)], seq_len=1 << 20)
+
+
+def test_large_vocabulary_uses_uint32(slice_dir, tmp_path, tokenizer_path):
+    big = Tokenizer.from_file(tokenizer_path)
+    big.add_tokens([f"tok{i}" for i in range(60000)])
+    assert big.get_vocab_size() > 65536
+    big.save(str(tmp_path / "big.json"))
+    tiny = _tiny_corpus(tmp_path / "tiny", slice_dir)
+    with pytest.raises(ConfigError, match="uint16"):
+        run_build([str(tiny)], str(tmp_path / "o1"), BuildConfig(tokenizer=str(tmp_path / "big.json"), seq_len=64,
+                                                                 dtype="uint16"))
+    assert not (tmp_path / "o1" / "manifest.json").exists()
+    cfg = BuildConfig(tokenizer=str(tmp_path / "big.json"), seq_len=64, packing="best-fit")
+    run_build([str(tiny)], str(tmp_path / "o2"), cfg, workers=1)
+    s = open_shards(str(tmp_path / "o2"))
+    assert s.manifest["dtype"] == "uint32" and s[0].dtype == np.uint32
+    assert (tmp_path / "o2" / "shard-00000.bin").stat().st_size == 4 * 64 * len(s)
+    assert verify_shards(str(tmp_path / "o2")) == []
+    recs = [json.loads(x) for x in (tiny / "part-0.jsonl").read_text().split("\n") if x]
+    inst = s.instance_tokens()
+    for d in s.documents.iter_rows(named=True):
+        assert inst[d["doc"]].tolist() == [BOS] + big.encode(recs[d["row"]]["text"], add_special_tokens=False).ids
+
+
+def test_skipped_records_are_summed_over_files(tmp_path, slice_dir):
+    """--on-error skip: the read report counts skipped records of every file (same reason in two files)."""
+    recs = read_raw(slice_dir / SLICE["web"])
+    d = tmp_path / "corpus"
+    d.mkdir()
+    for k in range(2):
+        lines = [json.dumps(r) for _, r in recs[k * 40: (k + 1) * 40]]
+        lines.insert(5, '{"text": "broken record')  # not JSON
+        (d / f"part-{k}.jsonl").write_text("\n".join(lines) + "\n")
+    out = _build(d, tmp_path / "out", seq_len=64, read=ReadConfig(on_error="skip"))
+    rep = json.loads((Path(out) / "manifest.json").read_text())["read_report"]
+    assert rep["n_read"] == 82 and rep["n_counted"] == 80
+    assert sum(rep["skipped"].values()) == 2
+
+
+def _units(rng, n):
+    from lcdata.build import Units
+
+    cells = rng.choice(3 * 50 * 3, size=n, replace=False)  # distinct (file, row, chunk), as in a build
+    return Units(file_index=(cells // 150).astype(np.int32), row=(cells // 3 % 50).astype(np.int64),
+                 chunk=(cells % 3).astype(np.int32), length=rng.integers(1, 100, n).astype(np.int64),
+                 offset=np.zeros(n, np.int64), copies=rng.integers(0, 4, n).astype(np.int64),
+                 src=np.zeros(n, np.uint16), sources=["web"])
+
+
+def _reference_order(u, rels, seed, key_fn):
+    """The instance order as documented: (key, file name, row, chunk, copy), computed with Polars."""
+    from lcdata.util.hashing import doc_hash
+
+    inst = pl.DataFrame({"unit": np.arange(len(u.copies)), "file": [rels[i] for i in u.file_index], "row": u.row,
+                         "chunk": u.chunk, "copies": u.copies})
+    inst = inst.with_columns(copy=pl.int_ranges(0, pl.col("copies"))).explode("copy").drop_nulls("copy")
+    h = doc_hash(inst, seed)
+    mix = key_fn((inst["chunk"].cast(pl.UInt64).to_numpy() << np.uint64(32)) | inst["copy"].cast(pl.UInt64).to_numpy())
+    inst = inst.with_columns(key=pl.Series(key_fn(h ^ mix), dtype=pl.UInt64))
+    out = inst.sort("key", "file", "row", "chunk", "copy")
+    return out["unit"].to_numpy(), out["copy"].to_numpy()
+
+
+def test_instance_order_is_the_documented_hash_order():
+    from lcdata.build.layout import _instance_order
+    from lcdata.util.hashing import splitmix64
+
+    rng = np.random.default_rng(0)
+    rels = ["b/x.jsonl", "a/y.jsonl.zst", "c.parquet"]  # file index order != name order
+    u = _units(rng, 300)
+    for seed in (0, 7):
+        unit, copy = _instance_order(u, rels, seed)
+        ref_unit, ref_copy = _reference_order(u, rels, seed, splitmix64)
+        assert np.array_equal(unit, ref_unit) and np.array_equal(copy, ref_copy)
+        assert len(unit) == u.copies.sum()
+
+
+def test_instance_order_ties_follow_file_name_row_chunk_copy(monkeypatch):
+    """With every hash equal (forced), instances fall back to the documented tie order."""
+    import lcdata.build.layout as B
+
+    monkeypatch.setattr(B, "splitmix64", lambda x: np.zeros_like(np.asarray(x, dtype=np.uint64)))
+    rng = np.random.default_rng(1)
+    rels = ["b/x.jsonl", "a/y.jsonl.zst", "c.parquet"]
+    u = _units(rng, 200)
+    unit, copy = B._instance_order(u, rels, 0)
+    order = sorted((rels[u.file_index[i]], u.row[i], u.chunk[i], c, i) for i in range(len(u.copies))
+                    for c in range(u.copies[i]))
+    assert [(t[4], t[3]) for t in order] == list(zip(unit.tolist(), copy.tolist()))
