@@ -187,23 +187,27 @@ def bucket_name(lo: int, hi) -> str:
 
 
 def format_table(losses: pl.DataFrame, cmp: pl.DataFrame | None = None) -> str:
-    """Text table: one line per (model, source), one column per position bucket; then the deltas."""
+    """Text table (`lcdata.util.table.render`, columns sized to their content): one line per (model, source),
+    one column per position bucket; then the deltas against the baseline (``*``: |delta| > threshold)."""
+    from lcdata.util.table import render
+
     buckets = losses.select("bucket_min", "bucket_max").unique(maintain_order=True).rows()
-    head = f"{'model':<16} {'source':<14}" + "".join(f" {bucket_name(a, b):>10}" for a, b in buckets)
-    lines = [head]
-    for (model, source), g in losses.group_by("model", "source", maintain_order=True):
-        vals = {r["bucket_min"]: r["loss"] for r in g.iter_rows(named=True)}
-        lines.append(f"{model:<16} {source:<14}" + "".join(
-            f" {vals[a]:>10.4f}" if vals.get(a) is not None else f" {'-':>10}" for a, _ in buckets))
+    names = [bucket_name(a, b) for a, b in buckets]
+
+    def wide(frame: pl.DataFrame, cell) -> pl.DataFrame:
+        rows = []
+        for (model, source), g in frame.group_by("model", "source", maintain_order=True):
+            vals = {r["bucket_min"]: r for r in g.iter_rows(named=True)}
+            rows.append({"model": model, "source": source,
+                         **{n: cell(vals.get(a)) for n, (a, _) in zip(names, buckets)}})
+        return pl.DataFrame(rows, schema={"model": pl.String, "source": pl.String, **{n: pl.String for n in names}})
+
+    cols = [("model", "model", "str"), ("source", "source", "str")] + [(n, n, "rstr") for n in names]
+    lines = [render(wide(losses, lambda r: None if r is None or r["loss"] is None else f"{r['loss']:.4f}"), cols)]
     if cmp is not None and len(cmp):
         lines.append(f"\ndelta vs {cmp['baseline'][0]} (* = |delta| > threshold)")
-        for (model, source), g in cmp.group_by("model", "source", maintain_order=True):
-            vals = {r["bucket_min"]: (r["delta"], r["flag"]) for r in g.iter_rows(named=True)}
-            cells = []
-            for a, _ in buckets:
-                d, f = vals.get(a, (None, False))
-                cells.append(f" {'-':>10}" if d is None else f" {d:>+9.4f}{'*' if f else ' '}")
-            lines.append(f"{model:<16} {source:<14}" + "".join(cells))
+        lines.append(render(wide(cmp, lambda r: None if r is None or r["delta"] is None else
+                                 f"{r['delta']:+.4f}{'*' if r['flag'] else ' '}"), cols))
     return "\n".join(lines)
 
 

@@ -27,6 +27,7 @@ from ..errors import ConfigError, InputError
 from ..util.figure import label as bucket_label
 from ..util.io import write_bytes
 from ..util.jsonlog import read_log
+from ..util.table import frame_table
 
 STAGES = ("stats", "plan", "shards", "run", "needle", "eval-loss")
 _RERUN = "the file is damaged or from another lcdata version: run that stage again"
@@ -76,22 +77,8 @@ def _count(v) -> str:
 
 
 def md_table(df: pl.DataFrame, floats: int = 4) -> str:
-    """A Markdown table of ``df`` (floats rounded, nulls as '-')."""
-    def cell(v):
-        if v is None:
-            return "-"
-        if isinstance(v, float):
-            return f"{v:.{floats}f}"
-        if isinstance(v, int) and not isinstance(v, bool):
-            return f"{v:,}"
-        return str(v)
-
-    head = "| " + " | ".join(df.columns) + " |"
-    sep = "|" + "|".join("---" for _ in df.columns) + "|"
-    rows = ["| " + " | ".join(cell(v) for v in r) + " |" for r in df.iter_rows()]
-    return "\n".join([head, sep, *rows])
-
-
+    """A Markdown table of ``df`` (floats rounded, nulls as '-'): `util.table.frame_table`."""
+    return frame_table(df, floats, markdown=True)
 
 
 # -------------------------------------------------------------------------------------- sections

@@ -1,4 +1,11 @@
-"""Plain-text tables for the terminal (no dependency, stable for logs and docs)."""
+"""Tables for the terminal and for Markdown, from one renderer (`render`): every command's summary table and
+every table of report.md go through it, so numbers look the same everywhere.
+
+Columns are (column, header, kind); kinds: ``str`` (left-aligned), ``rstr`` (a preformatted value,
+right-aligned), ``int`` (thousands separators), ``float`` (one decimal), ``float:N`` (N decimals), ``pct``
+(a share as a percentage, one decimal), ``signed_pct``, ``signed:N`` (a signed number, N decimals). Nulls are
+``-``. Widths are the widest cell of each column (headers included). Cost: O(rows x columns) string work.
+"""
 
 from __future__ import annotations
 
@@ -14,25 +21,49 @@ def _fmt(v, kind: str) -> str:
         return f"{int(v):,}"
     if kind == "float":
         return f"{v:,.1f}"
+    if kind.startswith("float:"):
+        return f"{v:,.{int(kind[6:])}f}"
+    if kind.startswith("signed:"):
+        return f"{v:+.{int(kind[7:])}f}"
     if kind == "signed_pct":
         return f"{100 * v:+.1f}%"
     return str(v)
 
 
-def render(df: pl.DataFrame, columns: list[tuple[str, str, str]], total: dict | None = None) -> str:
-    """``columns``: (column, header, kind) with kind in str|int|float|pct|signed_pct."""
+def render(df: pl.DataFrame, columns: list[tuple[str, str, str]], total: dict | None = None,
+           markdown: bool = False) -> str:
+    """``df`` as a table of ``columns`` ((column, header, kind), kinds in the module docstring), with an optional
+    ``total`` row ({column: value}); plain text for the terminal, or a Markdown table with ``markdown``."""
     rows = [[_fmt(r[c], k) for c, _, k in columns] for r in df.iter_rows(named=True)]
     if total:
         rows.append([_fmt(total.get(c), k) if c in total else "" for c, _, k in columns])
     heads = [h for _, h, _ in columns]
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(heads)]
     align = [str.ljust if k == "str" else str.rjust for _, _, k in columns]
+    if markdown:
+        line = lambda cells: "| " + " | ".join(a(c, w) for a, c, w in zip(align, cells, widths)) + " |"  # noqa: E731
+        rule = "|" + "|".join(("-" * (w + 1) + ":") if k != "str" else ("-" * (w + 2))
+                              for w, (_, _, k) in zip(widths, columns)) + "|"
+        return "\n".join([line(heads), rule] + [line(r) for r in rows])
     line = lambda cells: "  ".join(a(c, w) for a, c, w in zip(align, cells, widths))  # noqa: E731
     out = [line(heads), "  ".join("-" * w for w in widths)]
     body = [line(r) for r in rows]
     if total:
         body.insert(len(body) - 1, "  ".join("-" * w for w in widths))
     return "\n".join(out + body)
+
+
+def frame_table(df: pl.DataFrame, floats: int = 4, markdown: bool = True) -> str:
+    """Every column of ``df`` with a kind from its type (integers with separators, floats with ``floats``
+    decimals, anything else as text)."""
+    def kind(dtype) -> str:
+        if dtype.is_integer():
+            return "int"
+        if dtype.is_float():
+            return f"float:{floats}"
+        return "str"
+
+    return render(df, [(c, c, kind(t)) for c, t in df.schema.items()], markdown=markdown)
 
 
 def stats_table(result) -> str:
