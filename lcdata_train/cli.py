@@ -162,6 +162,10 @@ def add_eval_loss_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--position-buckets", default="0,4096", help="position edges, e.g. 0,4096,32K (paper: 0,4K)")
     p.add_argument("--seq-len", type=int, default=None, help="window length (default: the shards')")
     p.add_argument("--doc-mask", action="store_true", help="each document computed alone (default: packed)")
+    p.add_argument("--position", choices=("document", "sequence"), default="document",
+                   help="a token's position: its offset in its own document (default; short-document sources "
+                        "have no long-position tokens) or in the packed sequence window (the paper's 4K-128K "
+                        "losses for every source); docs/eval.md")
     p.add_argument("--max-sequences", type=int, default=None, help="evaluate at most N windows")
     p.add_argument("--threshold", type=float, default=0.01, help="flag |delta| above this (paper: 0.01)")
     p.add_argument("--rope-theta", type=float, default=None)
@@ -178,8 +182,8 @@ def run_eval_loss_cmd(a: argparse.Namespace) -> int:
 
     cfg = EvalLossConfig(models=tuple(a.model), labels=tuple(a.labels) if a.labels else None, shards=a.shards,
                          out=a.out, position_buckets=a.position_buckets, seq_len=a.seq_len, doc_mask=a.doc_mask,
-                         max_sequences=a.max_sequences, threshold=a.threshold, rope_theta=a.rope_theta,
-                         device=a.device, dtype=a.dtype, quiet=a.quiet, overwrite=a.overwrite)
+                         position=a.position, max_sequences=a.max_sequences, threshold=a.threshold,
+                         rope_theta=a.rope_theta, device=a.device, dtype=a.dtype, quiet=a.quiet, overwrite=a.overwrite)
     losses, cmp = run_eval_loss(cfg)
     print(format_table(losses, cmp))
     if a.out:

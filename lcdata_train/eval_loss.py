@@ -3,18 +3,27 @@ positions without hurting short ones, on every source?
 
 For every sequence (window) of a held-out shard folder, one forward pass gives each token's cross-entropy.
 The loss of predicting token ``t + 1`` is attributed to that token's **source** (from the shards' piece
-table) and to its **position** = the number of tokens of the same document before it that the model can
-see in the window (its offset within the document piece, so a piece continued from an earlier sequence
-starts again at 0). Positions are bucketed by ``position_buckets`` edges (default ``0, 4096``: the
-paper's 0-4K and 4K+ split; the last bucket is open). Padding is never scored. With ``doc_mask`` each
-document is computed alone (as the trainer's ``--doc-mask``); without, as the paper trained (packed, no
-mask).
+table) and to its **position**, under one of two definitions (``position``; every output names it):
 
-`eval_loss` returns one row per (model, source, bucket) with ``n_tokens`` and the mean loss in nats, plus
-an ``ALL`` source row per bucket. `compare` lines up two or more models: ``delta = loss(model) -
+- ``document`` (default): the number of tokens of the same document before it that the model can see in
+  the window (its offset within the document piece, so a piece continued from an earlier sequence starts
+  again at 0). A token in the 4K+ bucket has 4K tokens of its own document as context, so a source of short
+  documents (C4: median 315 tokens) has no tokens there at all.
+- ``sequence``: its offset in the packed window (``t + 1``), the model's own position id without a
+  document mask, whatever documents precede it: every source fills every bucket in proportion to its share,
+  as in the paper's 4K-128K losses for every domain. Refused with ``doc_mask``, where a token sees only its
+  own document and its sequence offset is no context at all.
+
+Positions are bucketed by ``position_buckets`` edges (default ``0, 4096``: the paper's 0-4K and 4K+ split;
+the last bucket is open). Padding is never scored. With ``doc_mask`` each document is computed alone (as
+the trainer's ``--doc-mask``); without, as the paper trained (packed, no mask).
+
+`eval_loss` returns one row per (model, source, bucket) with ``position`` (the definition used),
+``n_tokens`` and the mean loss in nats, plus an ``ALL`` source row per bucket. `compare` lines up two or more models: ``delta = loss(model) -
 loss(first model)`` per cell, flagged when ``|delta| > threshold`` (PAPER.md: 0.01).
 
-Outputs (`run_eval_loss`): ``loss.parquet``, ``loss.json`` and, for several models, ``compare.parquet``.
+Outputs (`run_eval_loss`): ``loss.parquet``, ``loss.json`` (its ``position`` key) and, for several models,
+``compare.parquet``; each names the position definition, and so does `format_table`'s title.
 Cost: one forward pass per window (``max_sequences`` caps it), logits ``chunk`` positions at a time.
 """
 
@@ -34,6 +43,8 @@ from .config import check_out_folder
 
 ALL = "ALL"
 THRESHOLD = 0.01
+POSITIONS = {"document": "a token's offset in its own document (piece in the window)",
+             "sequence": "a token's offset in the packed sequence window, as the paper measures"}
 
 
 def parse_edges(spec) -> tuple[int, ...]:
@@ -55,6 +66,7 @@ class EvalLossConfig:
     position_buckets: tuple[int, ...] = (0, 4096)
     seq_len: int | None = None
     doc_mask: bool = False
+    position: str = "document"  # see POSITIONS and the module docstring
     max_sequences: int | None = None
     threshold: float = THRESHOLD
     chunk: int = 4096
@@ -73,6 +85,13 @@ class EvalLossConfig:
         if len(labels) != len(self.models) or len(set(labels)) != len(labels):
             raise ConfigError(f"labels {labels} must be distinct, one per model ({len(self.models)})")
         object.__setattr__(self, "labels", labels)
+        if self.position not in POSITIONS:
+            raise ConfigError(f"position={self.position!r} must be one of {', '.join(POSITIONS)} "
+                              "(document: offset in the token's own document; sequence: offset in the packed window)")
+        if self.position == "sequence" and self.doc_mask:
+            raise ConfigError("position='sequence' with doc_mask: under a document mask a token sees only its own "
+                              "document, so its offset in the window is no context; use position='document' or "
+                              "drop --doc-mask")
         if self.max_sequences is not None and self.max_sequences < 1:
             raise ConfigError(f"max_sequences={self.max_sequences} must be >= 1")
         if self.seq_len is not None and self.seq_len < 2:
@@ -96,9 +115,9 @@ def _label(path: str) -> str:
     return parts[-1] if parts else path
 
 
-def window_tokens(shards, i: int, a: int, L: int) -> tuple[np.ndarray, np.ndarray]:
-    """(source index, position in its document piece) of each token of window ``[a, a + L)`` of sequence
-    ``i``; source -1 marks padding."""
+def window_tokens(shards, i: int, a: int, L: int, position: str = "document") -> tuple[np.ndarray, np.ndarray]:
+    """(source index, position) of each token of window ``[a, a + L)`` of sequence ``i``; source -1 marks
+    padding. Position: in its document piece (``document``) or in the window (``sequence``)."""
     src = np.full(L, -1, dtype=np.int64)
     pos = np.zeros(L, dtype=np.int64)
     for s in shards.segments(i):
@@ -107,7 +126,7 @@ def window_tokens(shards, i: int, a: int, L: int) -> tuple[np.ndarray, np.ndarra
         if hi > lo:
             src[lo:hi] = int(s["source"])
             pos[lo:hi] = np.arange(lo, hi) - lo
-    return src, pos
+    return src, (np.arange(L, dtype=np.int64) if position == "sequence" else pos)
 
 
 def _model_sums(model, ds, cfg: EvalLossConfig, n_src: int) -> tuple[np.ndarray, np.ndarray]:
@@ -122,7 +141,7 @@ def _model_sums(model, ds, cfg: EvalLossConfig, n_src: int) -> tuple[np.ndarray,
     for j in range(n):
         item = ds[j]
         i, w = divmod(j, ds.windows)
-        src, pos = window_tokens(ds.shards, i, w * ds.seq_len, ds.seq_len)
+        src, pos = window_tokens(ds.shards, i, w * ds.seq_len, ds.seq_len, cfg.position)
         cu = item["cu_seqlens"].to(dev) if cfg.doc_mask else None
         lt = token_losses(model, item["input_ids"][None].to(dev), item["labels"][None].to(dev),
                           item["position_ids"][None].to(dev), cu, None, cfg.chunk, cfg.dtype)[0].cpu().numpy()
@@ -160,10 +179,11 @@ def eval_loss(cfg: EvalLossConfig) -> pl.DataFrame:
         for k, name in enumerate([*shards.sources, ALL]):
             ls, cs = (s.sum(0), c.sum(0)) if name == ALL else (s[k], c[k])
             for b, lo in enumerate(edges):
-                rows.append({"model": label, "source": name, "bucket_min": lo,
+                rows.append({"model": label, "source": name, "position": cfg.position, "bucket_min": lo,
                              "bucket_max": edges[b + 1] if b + 1 < len(edges) else None, "n_tokens": int(cs[b]),
                              "loss": float(ls[b] / cs[b]) if cs[b] else None})
-        frames.append(pl.DataFrame(rows, schema={"model": pl.Utf8, "source": pl.Utf8, "bucket_min": pl.Int64,
+        frames.append(pl.DataFrame(rows, schema={"model": pl.Utf8, "source": pl.Utf8, "position": pl.Utf8,
+                                                 "bucket_min": pl.Int64,
                                                  "bucket_max": pl.Int64, "n_tokens": pl.Int64, "loss": pl.Float64}))
         del model
     return pl.concat(frames)
@@ -172,11 +192,13 @@ def eval_loss(cfg: EvalLossConfig) -> pl.DataFrame:
 def compare(losses: pl.DataFrame, threshold: float = THRESHOLD) -> pl.DataFrame:
     """Each model's loss minus the first model's, per (source, bucket); ``flag`` when |delta| > threshold."""
     models = losses["model"].unique(maintain_order=True).to_list()
-    base = losses.filter(pl.col("model") == models[0]).select("source", "bucket_min", pl.col("loss").alias("base_loss"))
-    out = (losses.filter(pl.col("model") != models[0]).join(base, on=["source", "bucket_min"], how="left")
+    key = ["source", "position", "bucket_min"]
+    base = losses.filter(pl.col("model") == models[0]).select(*key, pl.col("loss").alias("base_loss"))
+    out = (losses.filter(pl.col("model") != models[0]).join(base, on=key, how="left")
            .with_columns(baseline=pl.lit(models[0]), delta=pl.col("loss") - pl.col("base_loss")))
     return out.with_columns(flag=pl.col("delta").abs() > threshold).select(
-        "model", "baseline", "source", "bucket_min", "bucket_max", "n_tokens", "base_loss", "loss", "delta", "flag")
+        "model", "baseline", "source", "position", "bucket_min", "bucket_max", "n_tokens", "base_loss", "loss", "delta",
+        "flag")
 
 
 def bucket_name(lo: int, hi) -> str:
@@ -187,8 +209,9 @@ def bucket_name(lo: int, hi) -> str:
 
 
 def format_table(losses: pl.DataFrame, cmp: pl.DataFrame | None = None) -> str:
-    """Text table (`lcdata.util.table.render`, columns sized to their content): one line per (model, source),
-    one column per position bucket; then the deltas against the baseline (``*``: |delta| > threshold)."""
+    """Text table (`lcdata.util.table.render`, columns sized to their content) under a title naming the
+    position definition: one line per (model, source), one column per position bucket; then the deltas
+    against the baseline (``*``: |delta| > threshold)."""
     from lcdata.util.table import render
 
     buckets = losses.select("bucket_min", "bucket_max").unique(maintain_order=True).rows()
@@ -203,7 +226,9 @@ def format_table(losses: pl.DataFrame, cmp: pl.DataFrame | None = None) -> str:
         return pl.DataFrame(rows, schema={"model": pl.String, "source": pl.String, **{n: pl.String for n in names}})
 
     cols = [("model", "model", "str"), ("source", "source", "str")] + [(n, n, "rstr") for n in names]
-    lines = [render(wide(losses, lambda r: None if r is None or r["loss"] is None else f"{r['loss']:.4f}"), cols)]
+    title = ", ".join(f"position = {p} ({POSITIONS.get(p, p)})" for p in losses["position"].unique(maintain_order=True))
+    lines = [f"loss (nats) per source and position bucket; {title}",
+             render(wide(losses, lambda r: None if r is None or r["loss"] is None else f"{r['loss']:.4f}"), cols)]
     if cmp is not None and len(cmp):
         lines.append(f"\ndelta vs {cmp['baseline'][0]} (* = |delta| > threshold)")
         lines.append(render(wide(cmp, lambda r: None if r is None or r["delta"] is None else
@@ -231,6 +256,7 @@ def _run_eval_loss(cfg: EvalLossConfig, write_json, write_parquet) -> tuple[pl.D
         write_parquet(losses, os.path.join(cfg.out, "loss.parquet"))
         if cmp is not None:
             write_parquet(cmp, os.path.join(cfg.out, "compare.parquet"))
-        write_json({"config": cfg.to_dict(), "loss": losses.to_dicts(),
+        write_json({"config": cfg.to_dict(), "position": cfg.position, "position_means": POSITIONS[cfg.position],
+                    "loss": losses.to_dicts(),
                     "compare": cmp.to_dicts() if cmp is not None else None}, os.path.join(cfg.out, "loss.json"))
     return losses, cmp

@@ -33,43 +33,39 @@ def models(tmp_path_factory):
     return out
 
 
-def independent(model_dir, shards_dir, edges, doc_mask=False, n=None):
-    """Per (source, bucket) mean loss from `pieces` and a plain forward of each whole sequence."""
+def independent(model_dir, shards_dir, edges, doc_mask=False, n=None, position="document", seq_len=None):
+    """Per (source, bucket) mean loss and token count, by hand from `pieces` and a plain forward of each window
+    (of ``seq_len`` tokens; default the whole sequence): the loss of predicting token ``t + 1`` goes to its
+    source, at its offset in its piece clipped to the window (``document``) or in the window (``sequence``)."""
     model, _ = load_model(model_dir, "cpu")
     s = open_shards(shards_dir)
+    S = len(s[0])
+    L = seq_len or S
+    windows = [(i, w * L) for i in range(len(s)) for w in range(S // L)][:n]
     sums, counts = {}, {}
-    for i in range(len(s) if n is None else n):
-        tokens = np.asarray(s[i], dtype=np.int64)
-        pieces = s.pieces(i)
-        if doc_mask:  # each piece alone
-            runs = [(p["start"], p["start"] + p["length"]) for p in pieces]
-        else:
-            runs = [(0, len(tokens))]
+    for i, w0 in windows:
+        tokens = np.asarray(s[i], dtype=np.int64)[w0:w0 + L]
+        pieces = [(max(p["start"] - w0, 0), min(p["start"] + p["length"] - w0, L), p["source"]) for p in s.pieces(i)]
+        pieces = [p for p in pieces if p[1] > p[0]]
+        runs = [(a, b) for a, b, _ in pieces] if doc_mask else [(0, L)]  # doc_mask: each piece alone
         for a, b in runs:
             with torch.no_grad():
                 logits = model(torch.from_numpy(tokens[a:b])[None])[0].double()
             lp = torch.log_softmax(logits, -1)
             for t in range(a, b - 1):
-                owner = [p for p in pieces if p["start"] <= t + 1 < p["start"] + p["length"]]
-                here = [p for p in pieces if p["start"] <= t < p["start"] + p["length"]]
+                owner = [p for p in pieces if p[0] <= t + 1 < p[1]]
+                here = [p for p in pieces if p[0] <= t < p[1]]
                 if not owner or not here:
                     continue  # padding on either side is never scored
-                p = owner[0]
-                pos = t + 1 - p["start"]
-                bucket = max(e for e in edges if e <= pos)
-                key = (p["source"], bucket)
+                lo, _, source = owner[0]
+                pos = t + 1 - lo if position == "document" else t + 1
+                key = (source, max(e for e in edges if e <= pos))
                 sums[key] = sums.get(key, 0.0) - float(lp[t - a, tokens[t + 1]])
                 counts[key] = counts.get(key, 0) + 1
     return {k: sums[k] / counts[k] for k in sums}, counts
 
 
-@pytest.mark.parametrize("doc_mask", [False, True])
-def test_losses_equal_an_independent_computation(train_shards, models, doc_mask):
-    edges = (0, 32, 128)
-    losses, cmp = run_eval_loss(EvalLossConfig(models=(models[0],), shards=train_shards, position_buckets=edges,
-                                               doc_mask=doc_mask, max_sequences=6, device="cpu", quiet=True))
-    assert cmp is None
-    want, counts = independent(models[0], train_shards, edges, doc_mask, n=6)
+def check_against_independent(losses, want, counts):
     got = {(r["source"], r["bucket_min"]): r for r in losses.filter(pl.col("source") != "ALL").iter_rows(named=True)}
     for key, loss in want.items():
         assert got[key]["n_tokens"] == counts[key]
@@ -77,6 +73,53 @@ def test_losses_equal_an_independent_computation(train_shards, models, doc_mask)
     assert sum(r["n_tokens"] for r in got.values()) == sum(counts.values())
     all_rows = losses.filter(pl.col("source") == "ALL")
     assert all_rows["n_tokens"].sum() == sum(counts.values())
+
+
+@pytest.mark.parametrize("doc_mask,position,seq_len", [(False, "document", None), (True, "document", None),
+                                                       (False, "sequence", None), (False, "sequence", 128),
+                                                       (False, "document", 128)])
+def test_losses_equal_an_independent_computation(train_shards, models, doc_mask, position, seq_len):
+    edges = (0, 32, 128) if seq_len is None else (0, 32, 96)
+    losses, cmp = run_eval_loss(EvalLossConfig(models=(models[0],), shards=train_shards, position_buckets=edges,
+                                               doc_mask=doc_mask, position=position, seq_len=seq_len, max_sequences=6,
+                                               device="cpu", quiet=True))
+    assert cmp is None and losses["position"].unique().to_list() == [position]
+    want, counts = independent(models[0], train_shards, edges, doc_mask, n=6, position=position, seq_len=seq_len)
+    check_against_independent(losses, want, counts)
+
+
+def test_a_short_document_source_has_long_positions_only_by_sequence(train_shards, models, tmp_path):
+    """web's documents in the first 10 sequences are all shorter than the high edge: no web token sits at a
+    document position past it, while by sequence position web fills the high bucket; the same tokens are
+    scored either way, each output names its definition, and both equal the hand computation."""
+    import json
+
+    n = 10
+    s = open_shards(train_shards)
+    edge = max(p["length"] for i in range(n) for p in s.pieces(i) if p["source"] == "web")
+    assert edge < 256 - 16  # the fixture's precondition: room for web tokens at window positions >= edge
+    edges = (0, edge)
+    got = {}
+    for position in ("document", "sequence"):
+        out = tmp_path / position
+        losses, _ = run_eval_loss(EvalLossConfig(models=(models[0], models[1]), labels=("a", "b"), shards=train_shards,
+                                                 position_buckets=edges, position=position, max_sequences=n,
+                                                 device="cpu", quiet=True, out=str(out)))
+        want, counts = independent(models[0], train_shards, edges, n=n, position=position)
+        check_against_independent(losses.filter(pl.col("model") == "a"), want, counts)
+        assert pl.read_parquet(out / "loss.parquet")["position"].unique().to_list() == [position]
+        assert pl.read_parquet(out / "compare.parquet")["position"].unique().to_list() == [position]
+        doc = json.loads((out / "loss.json").read_text())
+        assert doc["position"] == doc["config"]["position"] == position
+        assert format_table(losses).splitlines()[0].startswith(f"loss (nats) per source and position bucket; "
+                                                               f"position = {position} (")
+        got[position] = {(r["source"], r["bucket_min"]): r for r in losses.filter(pl.col("model") == "a")
+                         .iter_rows(named=True)}
+    doc, seq = got["document"], got["sequence"]
+    assert doc[("web", edge)]["n_tokens"] == 0 and doc[("web", edge)]["loss"] is None
+    assert seq[("web", edge)]["n_tokens"] > 100 and seq[("web", edge)]["loss"] is not None
+    for source in ("web", "code", "ALL"):
+        assert sum(doc[(source, b)]["n_tokens"] for b in edges) == sum(seq[(source, b)]["n_tokens"] for b in edges)
 
 
 def test_compare_flags_deltas_above_the_threshold(train_shards, models, tmp_path):
@@ -105,6 +148,10 @@ def test_bad_input(train_shards, models):
         parse_edges("10,4096")
     with pytest.raises(ConfigError, match="one per model"):
         EvalLossConfig(models=(models[0],), labels=("a", "b"), shards=train_shards)
+    with pytest.raises(ConfigError, match="position='token' must be one of document, sequence"):
+        EvalLossConfig(models=(models[0],), shards=train_shards, position="token")
+    with pytest.raises(ConfigError, match="position='sequence' with doc_mask"):
+        EvalLossConfig(models=(models[0],), shards=train_shards, position="sequence", doc_mask=True)
     small = preset("debug", 1000, 4096)
     with pytest.raises(ConfigError, match="vocabulary"):
         import tempfile
@@ -117,12 +164,13 @@ def test_bad_input(train_shards, models):
 
 
 def test_compare_is_pure_on_frames():
-    f = pl.DataFrame({"model": ["x", "x", "y", "y"], "source": ["s", "s", "s", "s"], "bucket_min": [0, 4096, 0, 4096],
+    f = pl.DataFrame({"model": ["x", "x", "y", "y"], "source": ["s", "s", "s", "s"], "position": ["sequence"] * 4,
+                      "bucket_min": [0, 4096, 0, 4096],
                       "bucket_max": [4096, None, 4096, None], "n_tokens": [10, 10, 10, 10],
                       "loss": [2.0, 1.5, 2.005, 1.4]})
     c = compare(f)
     assert c["delta"].to_list() == pytest.approx([0.005, -0.1])
-    assert c["flag"].to_list() == [False, True]
+    assert c["flag"].to_list() == [False, True] and c["position"].to_list() == ["sequence"] * 2
 
 
 def test_a_predictable_source_has_the_lowest_loss(tmp_path):

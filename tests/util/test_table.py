@@ -32,8 +32,9 @@ def test_eval_loss_table_aligns_long_source_names():
     from lcdata_train.eval_loss import format_table
 
     losses = pl.DataFrame({"model": ["base"] * 4, "source": ["RedPajamaCommonCrawl"] * 2 + ["RedPajamaBook"] * 2,
-                           "bucket_min": [0, 4096] * 2, "bucket_max": [4096, None] * 2,
+                           "position": ["document"] * 4, "bucket_min": [0, 4096] * 2, "bucket_max": [4096, None] * 2,
                            "loss": [2.5, None, 1.25, 1.5]})
-    lines = format_table(losses).splitlines()
+    title, *lines = format_table(losses).splitlines()
+    assert "position = document" in title
     assert len({len(ln) for ln in lines}) == 1, lines
     assert lines[2].split()[:3] == ["base", "RedPajamaCommonCrawl", "2.5000"] and lines[2].endswith("-")
