@@ -43,7 +43,7 @@ from .config import check_out_folder
 
 ALL = "ALL"
 THRESHOLD = 0.01
-POSITIONS = {"document": "a token's offset in its own document (piece in the window)",
+POSITIONS = {"document": "a token's offset in its own document, within the window",
              "sequence": "a token's offset in the packed sequence window, as the paper measures"}
 
 
