@@ -35,6 +35,8 @@ NEEDLE_LENGTHS ?= 256:1024:4
 NEEDLE_DEPTHS  ?= 0:100:5
 NEEDLE_ARGS    ?=
 POS_BUCKETS    ?= 0,512
+# a token's position: in its own document, or in the packed window as the paper (docs/eval.md)
+EVAL_POSITION  ?= document
 EVAL_SEQUENCES ?= 64
 # Paths with spaces (OUT, CORPUS, TOKENIZER, BIN). Make splits file names on spaces, so the two places a path
 # goes are kept apart: $(call q,PATH) is one quoted shell word, for commands; $(call t,PATH) is the same path
@@ -106,7 +108,7 @@ VARS_shards    = $(SEQ_LEN) $(PACKING) $(SEED)
 VARS_heldout   = $(HELDOUT) $(TOKENIZER) $(TRAIN_SEQ_LEN)
 VARS_train     = $(MODEL) $(TRAIN_SEQ_LEN) $(BATCH_TOKENS) $(TRAIN_TOKENS) $(LR) $(SEED) $(TRAIN_ARGS)
 VARS_needle    = $(NEEDLE_TASK) $(NEEDLE_MODE) $(NEEDLE_LENGTHS) $(NEEDLE_DEPTHS) $(NEEDLE_ARGS)
-VARS_eval-loss = $(POS_BUCKETS) $(EVAL_SEQUENCES)
+VARS_eval-loss = $(POS_BUCKETS) $(EVAL_POSITION) $(EVAL_SEQUENCES)
 stage_changed = $(call changed,$(V),$(1),$(VARS_$(1)))
 stage_record = $(call record,$(V),$(1),$(VARS_$(1)))
 
@@ -152,8 +154,8 @@ $(O)/needle/results.json: $(O)/run/final/config.json $(call stage_changed,needle
 
 $(O)/eval-loss/loss.json: $(O)/run/final/config.json $(O)/heldout/manifest.json $(call stage_changed,eval-loss)
 	$(LCDATA) eval-loss --model $(call q,$(OUT)/run) --labels $(MODEL)-$(STRATEGY) --shards $(call q,$(OUT)/heldout) \
-		--position-buckets $(POS_BUCKETS) --max-sequences $(EVAL_SEQUENCES) --out $(call q,$(OUT)/eval-loss) \
-		--overwrite
+		--position-buckets $(POS_BUCKETS) --position $(call q,$(EVAL_POSITION)) --max-sequences $(EVAL_SEQUENCES) \
+		--out $(call q,$(OUT)/eval-loss) --overwrite
 	@$(call stage_record,eval-loss)
 
 $(O)/report.md: $(O)/needle/results.json $(O)/eval-loss/loss.json

@@ -81,6 +81,9 @@ def test_make_chain_on_paths_with_spaces_writes_a_report_and_reruns_nothing(tmp_
     # real dependencies: nothing left to do, and a changed plan re-runs the stages after it
     q = _make("-q", "report", *args)
     assert q.returncode == 0, q.stdout + q.stderr
+    n = _make("-n", "report", *args, "EVAL_POSITION=sequence")  # only eval-loss and the report re-run
+    assert "--position 'sequence'" in n.stdout and "lcdata' report" in n.stdout, n.stdout
+    assert not re.search(r"lcdata' (stats|sample|build|train|needle) ", n.stdout), n.stdout
     os.utime(out / "plan" / "plan.json")
     n = _make("-n", "report", *args)
     assert "lcdata' build" in n.stdout and "lcdata' train" in n.stdout and "lcdata' stats" not in n.stdout
@@ -123,4 +126,20 @@ def test_make_report_checks_heldout_before_any_stage(tmp_path):
     assert _make("-n", "stats", *base, "HELDOUT=").returncode == 0
     ok = _make("-n", "report", *base, f"INPUTS='{tmp_path}/corpus/train'", f"HELDOUT='{tmp_path}/corpus/heldout'")
     assert ok.returncode == 0, ok.stderr
+    assert not out.exists()
+
+
+def test_eval_position_reaches_eval_loss_and_names_its_stage(tmp_path):
+    """EVAL_POSITION (default document) is passed to `lcdata eval-loss --position` and is one of the eval-loss
+    stage's variables; a dry run (`make -n`: nothing written) is enough to see both."""
+    slice_corpus(tmp_path / "corpus")
+    out = tmp_path / "out"
+    base = [f"OUT={out}", f"CORPUS={tmp_path / 'corpus'}", f"BIN={Path(sys.executable).parent}", "STAMP=",
+            f"INPUTS='{tmp_path}/corpus/train'", f"HELDOUT='{tmp_path}/corpus/heldout'"]
+    for extra, want in (([], "document"), (["EVAL_POSITION=sequence"], "sequence")):
+        r = _make("-n", "eval-loss", *base, *extra)
+        assert r.returncode == 0, r.stderr
+        line = next(ln for ln in r.stdout.replace("\\\n", " ").splitlines() if "lcdata' eval-loss" in ln)
+        assert f"--position '{want}' " in line, r.stdout
+        assert f"printf '%s\\n' '0,512 {want} 64' > '{out}/.vars/eval-loss'" in r.stdout, r.stdout
     assert not out.exists()
