@@ -126,6 +126,7 @@ def test_needle_flag_errors(tmp_path, tokenizer_path, capsys, flags, expect):
 @pytest.mark.parametrize("flags,expect", [
     (["--seq-len", "-3"], "seq_len=-3 must be >= 2"),
     (["--threshold", "-1"], "threshold=-1.0 must be >= 0"),
+    (["--position", "sequence", "--doc-mask"], "position='sequence' with doc_mask"),
     (["--out", "s3x://bucket/e"], "Protocol not known: s3x")])
 def test_eval_loss_flag_errors(train_shards, tmp_path, capsys, flags, expect):
     _user_error(capsys, ["eval-loss", "--model", str(tmp_path), "--shards", train_shards, *flags], expect)

@@ -73,6 +73,7 @@ def test_make_chain_on_paths_with_spaces_writes_a_report_and_reruns_nothing(tmp_
                     "## 5. Needle in a haystack", "## 6. Validation loss by source and position"):
         assert section in report
     assert "(no " not in report  # every stage's output was there
+    assert "Position = `document`: a token's offset in its own document" in report  # eval-loss names its definition
     for fig in ("stats/length_distribution.png", "plan/sample.png", "loss_curve.png", "needle/heatmap.png"):
         assert f"]({fig})" in report and (out / fig).exists()
     for src in ("books", "code", "docs", "web"):  # a row of each source in the tables (cells padded to width)

@@ -194,12 +194,21 @@ def eval_loss_section(d: str) -> list[str]:
     if not _exists(d, "eval-loss", "loss.parquet"):
         return out + ["(no eval-loss/ folder)", ""]
     losses = _read_parquet(os.path.join(d, "eval-loss", "loss.parquet"))
-    out += [md_table(pivot_losses(losses)), ""]
+    out += [_position_line(os.path.join(d, "eval-loss")), "", md_table(pivot_losses(losses)), ""]
     if _exists(d, "eval-loss", "compare.parquet"):
         cmp = _read_parquet(os.path.join(d, "eval-loss", "compare.parquet"))
         out += [f"Difference to the first model (`*`: |delta| > {_threshold(os.path.join(d, 'eval-loss'))}):", "",
                 md_table(pivot_deltas(cmp)), ""]
     return out
+
+
+def _position_line(folder: str) -> str:
+    """Which position the buckets count (`lcdata eval-loss --position`), from loss.json; a loss.json that does
+    not record one predates the option, when every position was the document's."""
+    doc = _read_json(os.path.join(folder, "loss.json")) if os.path.exists(os.path.join(folder, "loss.json")) else {}
+    doc = doc if isinstance(doc, dict) else {}
+    pos, means = doc.get("position", "document"), doc.get("position_means", "a token's offset in its own document")
+    return f"Position = `{pos}`: {means} (`lcdata eval-loss --position`, docs/eval.md)."
 
 
 def _threshold(folder: str) -> float:

@@ -213,3 +213,19 @@ def test_a_predictable_source_has_the_lowest_loss(tmp_path):
     by = {(r["source"], r["bucket_min"]): r["loss"] for r in losses.iter_rows(named=True)}
     for b in (0, 128):
         assert by[("predictable", b)] + 1.0 < by[("web", b)], by
+
+
+def test_report_names_the_position(tmp_path):
+    """report.md's eval-loss section says which position the buckets count, from loss.json; a loss.json from
+    before `--position` existed counted document positions."""
+    import json
+
+    from lcdata.report import eval_loss_section
+
+    (tmp_path / "eval-loss").mkdir()
+    pl.DataFrame({"model": ["m"] * 2, "source": ["s"] * 2, "bucket_min": [0, 4096], "bucket_max": [4096, None],
+                  "n_tokens": [5, 5], "loss": [2.0, 1.0]}).write_parquet(tmp_path / "eval-loss" / "loss.parquet")
+    for doc, want in (({"config": {}}, "Position = `document`: a token's offset in its own document"),
+                      ({"position": "sequence", "position_means": "in the window"}, "Position = `sequence`: in the window")):
+        (tmp_path / "eval-loss" / "loss.json").write_text(json.dumps(doc))
+        assert any(line.startswith(want) for line in eval_loss_section(str(tmp_path))), want
