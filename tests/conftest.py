@@ -1,8 +1,16 @@
 """Shared fixtures: the embedded demo corpus and its tokenizer (real text, real tokenizer)."""
 
+import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# CI (CI=true, as .ci/run runs) replays the same examples every run (reproducible); developers' runs explore new
+# ones. Both keep each test's own max_examples and deadline.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "data" / "demo"

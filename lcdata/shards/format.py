@@ -273,7 +273,7 @@ def validate_manifest(m) -> list[str]:
     if m.get("format") != FORMAT:
         return [f"{MANIFEST_FILE}: format: {m.get('format')!r} is not {FORMAT!r}: not an lcdata shard folder"]
     v = m.get("format_version")
-    if v in OLD_VERSIONS:
+    if isinstance(v, int) and not isinstance(v, bool) and v in OLD_VERSIONS:  # (a list or dict is not hashable)
         return [f"{MANIFEST_FILE}: format_version: format v{v} written by lcdata {m.get('lcdata_version')}: this "
                 f"lcdata reads v{FORMAT_VERSION} only ({OLD_VERSIONS[v]}); rebuild the folder with this lcdata "
                 "(`lcdata build ... --out NEW_FOLDER`)"]

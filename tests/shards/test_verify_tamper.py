@@ -221,12 +221,31 @@ def _check_resealed(folder: Path, edited: dict, dotted: str, kind: str) -> None:
         _ok(problems)
         if PROVENANCE.match(dotted) and kind != "delete":
             return  # provenance: a schema-valid edit is caught by the seal only (test above)
+        if not problems and _equivalent_specials(edited, dotted, kind):
+            return  # e.g. eos "auto" -> "none" with a BOS tokenizer: the same ids, so the edit claims nothing false
         assert problems, (dotted, kind)
         assert _names_it(problems, dotted), (dotted, kind, problems)
         try:  # the readers: a valid folder or one LcdataError line, nothing else
             open_shards(str(folder))
         except LcdataError as e:
             assert "\n" not in str(e)
+
+
+def _equivalent_specials(m: dict, dotted: str, kind: str) -> bool:
+    """Whether an edit of ``config.bos`` / ``config.eos`` resolves, with the manifest's tokenizer, to the very
+    special-token ids the manifest records (an independent resolution through `tokenizers`)."""
+    if dotted not in ("config.bos", "config.eos") or kind != "value":
+        return False
+    from tokenizers import Tokenizer
+
+    from lcdata.tokenizer import resolve_specials
+
+    try:
+        sp = resolve_specials(Tokenizer.from_file(m["tokenizer"]["path"]), m["config"]["bos"], m["config"]["eos"])
+    except Exception:  # an edit naming no token: not equivalent
+        return False
+    st_ = m["special_tokens"]
+    return (sp.bos, sp.eos, sp.pad) == (st_["bos_id"], st_["eos_id"], st_["pad_id"])
 
 
 @SETTINGS
