@@ -15,8 +15,11 @@ For a cell (L, d):
 4. The prompt is the tokenizer's BOS (if it has one, as ``tokenizer(prompt)`` adds it for LLaMA), the
    template's text before ``{context}``, the context ids, and the text after it (with ``{question}``
    filled), each part encoded separately. The paper's base-model template is the default.
-5. Scoring: ``generate`` decodes greedily (``max_new_tokens``, default 50) and scores the fraction of the
-   answer's words found in the output (lower-cased, punctuation stripped), x100. ``teacher-forced`` runs one
+5. Scoring: ``generate`` decodes greedily (``max_new_tokens``, default 50) and scores the output with
+   ``scoring``: ``paper`` (the paper's visualize.py: distinct raw lower-cased words of the output found among
+   the expected answer's, over its word count; max 91.7 on the paper's needle, whose "day." keeps its period)
+   or ``words`` (punctuation stripped, max 100); default ``paper`` for the paper's needle and template,
+   ``words`` otherwise (`default_scoring`). ``teacher-forced`` (scoring ``exact``) runs one
    forward pass of prompt + target and scores 100 when the argmax is the target token at every target
    position (also reported: the target's log-probability and the share of positions right).
 
@@ -51,6 +54,7 @@ from .config import check_out_folder
 PAPER_NEEDLE = "The best thing to do in San Francisco is eat a sandwich and sit in Dolores Park on a sunny day."
 PAPER_QUESTION = "What is the best thing to do in San Francisco?"
 PAPER_ANSWER = "eat a sandwich and sit in Dolores Park on a sunny day"
+PAPER_EXPECTED = PAPER_ANSWER + "."  # the expected answer the paper's visualize.py scores against (12 raw words)
 PAPER_TEMPLATE = ("<|im_start|> This is a very long story book: <book> {context} </book>.\n Based on the content of "
                   "the book, Question: {question}\nAnswer:")
 PASSKEY_TEMPLATE = ("There is an important info hidden inside a lot of irrelevant text. Find it and memorize it. "
@@ -61,6 +65,7 @@ MULTI_KEYS = ("Lisbon", "Oslo", "Nairobi", "Quito", "Hanoi", "Tallinn", "Accra",
 MAX_LENGTH = 1 << 24  # tokens: 16M, far beyond any model evaluated here; a larger length is a typo
 TASKS = ("needle", "passkey", "multi")
 MODES = ("generate", "teacher-forced")
+SCORINGS = ("paper", "words", "exact")  # generate: paper | words; teacher-forced: exact
 _CLOSERS = "\"')]}\u201d\u2019"
 
 
@@ -102,6 +107,7 @@ class NeedleConfig:
     reserve: int = 200
     max_new_tokens: int = 50
     seed: int = 0
+    scoring: str | None = None  # None: `default_scoring` (recorded resolved)
     device: str = "auto"
     dtype: str = "auto"
     rope_theta: float | None = None
@@ -113,6 +119,13 @@ class NeedleConfig:
             raise ConfigError(f"task {self.task!r} is not one of {TASKS}")
         if self.mode not in MODES:
             raise ConfigError(f"mode {self.mode!r} is not one of {MODES}")
+        if self.scoring is None:
+            object.__setattr__(self, "scoring", default_scoring(self))
+        if self.scoring not in SCORINGS:
+            raise ConfigError(f"scoring {self.scoring!r} is not one of {SCORINGS}")
+        if (self.scoring == "exact") != (self.mode == "teacher-forced"):
+            raise ConfigError(f"scoring {self.scoring!r} does not fit mode {self.mode!r}: generate scores with "
+                              "paper or words, teacher-forced with exact")
         object.__setattr__(self, "haystack", tuple(self.haystack))
         object.__setattr__(self, "lengths", tuple(int(x) for x in self.lengths))
         object.__setattr__(self, "depths", tuple(float(x) for x in self.depths))
@@ -171,13 +184,38 @@ def split_template(template: str, question: str) -> tuple[str, str]:
     return head.format(question=question), tail.format(question=question)
 
 
+def default_scoring(cfg: NeedleConfig) -> str:
+    """``exact`` in teacher-forced mode; in generate mode ``paper`` when the run is the paper's test (task
+    ``needle`` with the paper's needle, answer and template: no --needle/--answer/--template), else ``words``."""
+    if cfg.mode == "teacher-forced":
+        return "exact"
+    paper = cfg.task == "needle" and cfg.needle is None and cfg.answer is None and cfg.template is None
+    return "paper" if paper else "words"
+
+
+def paper_score(output: str, expected: str) -> float:
+    """The paper's needle score (its ``visualize.py``), x100: distinct lower-cased whitespace-split words of the
+    output that are words of the expected answer, over the expected answer's word count. Punctuation stays on
+    the words, so a perfect answer ending in "day." scores 11/12 = 91.7 against the paper's expected answer."""
+    want = expected.lower().split()
+    if not want:
+        raise ConfigError("the answer has no words to look for")
+    return 100.0 * len(set(output.lower().split()) & set(want)) / len(want)
+
+
+def score_output(scoring: str, output: str, answer: str) -> float:
+    """A generated output's score under ``scoring`` (``paper`` or ``words``)."""
+    return paper_score(output, answer) if scoring == "paper" else recall_score(output, answer)
+
+
 def words(text: str) -> list[str]:
     """Lower-cased words with punctuation stripped (the unit of the paper's recall score)."""
     return re.findall(r"[a-z0-9]+", text.lower())
 
 
 def recall_score(output: str, answer: str) -> float:
-    """Share of the answer's words found in the output, x100 (PAPER.md: the paper's needle score)."""
+    """The ``words`` scorer: share of the answer's words (lower-cased, punctuation stripped, each occurrence
+    counted) found in the output, x100; a perfect answer scores 100."""
     want = words(answer)
     if not want:
         raise ConfigError("the answer has no words to look for")
@@ -261,8 +299,9 @@ def cell_needles(cfg: NeedleConfig, length: int, depth: float) -> list[Needle]:
                               f"What is the special magic number for {name} mentioned in the provided text?",
                               val, " The special magic number for " + name + " is: " + val, depth + i * (100 - depth) / n))
         return out
-    needle, answer = cfg.needle or PAPER_NEEDLE, cfg.answer or PAPER_ANSWER
-    return [Needle("\n" + needle + "\n", cfg.question or PAPER_QUESTION, answer, cfg.target or " " + answer, depth)]
+    needle, answer = cfg.needle or PAPER_NEEDLE, cfg.answer or PAPER_EXPECTED
+    target = cfg.target or " " + (cfg.answer or PAPER_ANSWER)
+    return [Needle("\n" + needle + "\n", cfg.question or PAPER_QUESTION, answer, target, depth)]
 
 
 def template_for(cfg: NeedleConfig) -> str:
@@ -381,13 +420,14 @@ def _run_needle(cfg: NeedleConfig) -> pl.DataFrame:
                         f"length {L}: the prompt ({len(prompt) - len(ctx)} tokens around the context) and the answer "
                         f"({answer_room}) do not fit the {cfg.reserve} reserved tokens; raise --reserve to at least "
                         f"{len(prompt) - len(ctx) + answer_room} or shorten the template/question")
-                row = {"length": L, "depth": d, "needle": j, "needle_depth": n.depth, "needle_pos": starts[j],
+                row = {"length": L, "depth": d, "scoring": cfg.scoring, "needle": j, "needle_depth": n.depth,
+                       "needle_pos": starts[j],
                        "context_tokens": len(ctx), "prompt_tokens": len(prompt), "answer": n.answer}
                 t1 = time.perf_counter()
                 if cfg.mode == "generate":
                     out = greedy_generate(model, prompt, cfg.max_new_tokens, eos, cfg.dtype)
                     text = tok.decode(out, skip_special_tokens=True)
-                    row.update(output=text, score=recall_score(text, n.answer))
+                    row.update(output=text, score=score_output(cfg.scoring, text, n.answer))
                     fwd_tokens += len(prompt) + len(out)
                 else:
                     target = enc(n.target)
@@ -421,13 +461,16 @@ def _write_outputs(cfg: NeedleConfig, res: pl.DataFrame, info: dict) -> None:
     cells = cell_scores(res)
     avg = float(cells["score"].mean())
     write_parquet(res, os.path.join(cfg.out, "results.parquet"))
-    summary = {"average_score": avg, "task": cfg.task, "mode": cfg.mode, "config": cfg.to_dict(), **info,
+    summary = {"average_score": avg, "scoring": cfg.scoring, "task": cfg.task, "mode": cfg.mode,
+               "config": cfg.to_dict(), **info,
                "cells": cells.to_dicts()}
     if "logprob" in res.columns:
         summary["mean_answer_logprob"] = float(res["logprob"].mean())
         summary["mean_token_acc"] = float(res["token_acc"].mean())
-    png = heatmap(cells, f"{cfg.task} ({cfg.mode}) - {os.path.basename(cfg.model.rstrip('/'))}: average {avg:.1f}")
-    write_bytes(png, os.path.join(cfg.out, "heatmap.png"))
+    title = (f"{cfg.task} ({cfg.mode}, scoring {cfg.scoring}) - {os.path.basename(cfg.model.rstrip('/'))}: "
+             f"average {avg:.1f}")
+    write_bytes(heatmap(cells, title), os.path.join(cfg.out, "heatmap.png"))
+    summary["heatmaps"] = {"heatmap.png": title}
     write_json(summary, os.path.join(cfg.out, "results.json"))  # last: marks a complete folder
 
 

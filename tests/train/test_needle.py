@@ -75,6 +75,42 @@ def test_recall_score_on_hand_made_outputs():
     assert N.recall_score("The pass key is 71431", "71432") == 0.0
 
 
+def paper_formula(response: str) -> float:
+    """The paper's eval/needle/visualize.py, written out: its expected answer, lower-cased raw words."""
+    expected_answer = "eat a sandwich and sit in Dolores Park on a sunny day.".lower().split()
+    return len(set(response.lower().split()).intersection(set(expected_answer))) / len(expected_answer)
+
+
+@pytest.mark.parametrize("response", [
+    "eat a sandwich and sit in Dolores Park on a sunny day.",       # perfect: 11/12 = 91.7 (the final period)
+    "Eat a sandwich and sit in Dolores Park on a sunny day",        # no period: 10/12 = 83.3
+    "eat a sandwich and sit in Dolores Park on a sunny day. The",
+    "EAT A SANDWICH, and SIT in dolores-park on a sunny day!!",     # punctuation stays on the words
+    "I would eat a sandwich", "", "day. day. day.",
+])
+def test_paper_scorer_is_the_papers_formula(response):
+    assert N.paper_score(response, N.PAPER_EXPECTED) == pytest.approx(100 * paper_formula(response))
+    assert N.score_output("paper", response, N.PAPER_EXPECTED) == pytest.approx(100 * paper_formula(response))
+
+
+def test_paper_scorer_ceiling_and_the_words_scorer():
+    perfect = "eat a sandwich and sit in Dolores Park on a sunny day."
+    assert N.paper_score(perfect, N.PAPER_EXPECTED) == pytest.approx(100 * 11 / 12)   # 91.7
+    assert round(N.paper_score(perfect.rstrip("."), N.PAPER_EXPECTED), 1) == 83.3
+    assert N.score_output("words", perfect, N.PAPER_EXPECTED) == 100.0
+    # the default scorer: paper for the paper's test, words for anything else, exact when teacher-forced
+    assert N.NeedleConfig(model="m", out="o").scoring == "paper"
+    assert N.NeedleConfig(model="m", out="o", template="{context} Q: {question}").scoring == "words"
+    assert N.NeedleConfig(model="m", out="o", needle="The cat is Tom.", answer="Tom", question="Cat?").scoring == "words"
+    assert N.NeedleConfig(model="m", out="o", task="passkey").scoring == "words"
+    assert N.NeedleConfig(model="m", out="o", mode="teacher-forced").scoring == "exact"
+    assert N.NeedleConfig(model="m", out="o", task="passkey", scoring="paper").scoring == "paper"
+    with pytest.raises(ConfigError, match="does not fit mode"):
+        N.NeedleConfig(model="m", out="o", mode="teacher-forced", scoring="paper")
+    with pytest.raises(ConfigError, match="scoring"):
+        N.NeedleConfig(model="m", out="o", scoring="rouge")
+
+
 @pytest.mark.parametrize("depth", [0, 11, 33, 50, 89, 100])
 @pytest.mark.parametrize("budget", [300, 1800, 7800])
 def test_needle_placement_on_real_text(tok, hay, depth, budget):
@@ -150,6 +186,11 @@ def test_run_writes_results_heatmap_and_exact_lengths(untrained, tmp_path):
     assert (res["prompt_tokens"] <= res["length"]).all()
     summary = json.loads((out / "results.json").read_text())
     assert summary["average_score"] == pytest.approx(float(res["score"].mean()))
+    # the scorer is named in every result: results.json, each parquet row, the heatmap's title
+    assert summary["scoring"] == summary["config"]["scoring"] == "paper"
+    assert (res["scoring"] == "paper").all()
+    assert "scoring paper" in summary["heatmaps"]["heatmap.png"]
+    assert res["answer"][0] == N.PAPER_EXPECTED
     assert len(summary["cells"]) == 6 and summary["tokenizer"].endswith("tokenizer.json")
     assert (out / "heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "results.parquet").exists()
