@@ -14,7 +14,10 @@ For a cell (L, d):
    own tokenization and nothing is re-encoded around the needle.
 4. The prompt is the tokenizer's BOS (if it has one, as ``tokenizer(prompt)`` adds it for LLaMA), the
    template's text before ``{context}``, the context ids, and the text after it (with ``{question}``
-   filled), each part encoded separately. The paper's base-model template is the default.
+   filled), each part encoded separately. The paper's base-model template is the default. ``bos``:
+   ``once`` (default, as just said), ``paper`` (also a BOS as the context's first id and before each
+   needle, what the paper's encode -> decode -> re-encode gives with a LLaMA tokenizer), ``none``
+   (`cell_prompts`).
 5. Scoring: ``generate`` decodes greedily (``max_new_tokens``, default 50) and scores the output with
    ``scoring``: ``paper`` (the paper's visualize.py: distinct raw lower-cased words of the output found among
    the expected answer's, over its word count; max 91.7 on the paper's needle, whose "day." keeps its period)
@@ -66,6 +69,7 @@ MAX_LENGTH = 1 << 24  # tokens: 16M, far beyond any model evaluated here; a larg
 TASKS = ("needle", "passkey", "multi")
 MODES = ("generate", "teacher-forced")
 SCORINGS = ("paper", "words", "exact")  # generate: paper | words; teacher-forced: exact
+BOS_MODES = ("paper", "once", "none")
 _CLOSERS = "\"')]}\u201d\u2019"
 
 
@@ -108,6 +112,7 @@ class NeedleConfig:
     max_new_tokens: int = 50
     seed: int = 0
     scoring: str | None = None  # None: `default_scoring` (recorded resolved)
+    bos: str = "once"  # BOS at the prompt's start; paper: also before the context and each needle; none
     device: str = "auto"
     dtype: str = "auto"
     rope_theta: float | None = None
@@ -119,6 +124,8 @@ class NeedleConfig:
             raise ConfigError(f"task {self.task!r} is not one of {TASKS}")
         if self.mode not in MODES:
             raise ConfigError(f"mode {self.mode!r} is not one of {MODES}")
+        if self.bos not in BOS_MODES:
+            raise ConfigError(f"bos {self.bos!r} is not one of {BOS_MODES}")
         if self.scoring is None:
             object.__setattr__(self, "scoring", default_scoring(self))
         if self.scoring not in SCORINGS:
@@ -308,6 +315,43 @@ def template_for(cfg: NeedleConfig) -> str:
     return cfg.template or (PASSKEY_TEMPLATE if cfg.task == "passkey" else PAPER_TEMPLATE)
 
 
+def encode(tok, text: str) -> np.ndarray:
+    """``text``'s ids without special tokens."""
+    return np.asarray(tok.encode(text, add_special_tokens=False).ids, dtype=np.int64)
+
+
+@dataclass(frozen=True, slots=True)
+class Prompt:
+    needle: Needle
+    ids: np.ndarray     # the whole prompt
+    context: int        # index of the context's first id in ``ids``
+    needle_pos: int     # index of the needle's first id (its BOS under bos=paper) in the context
+    context_tokens: int
+
+
+def cell_prompts(cfg: NeedleConfig, tok, hay: np.ndarray, boundary: np.ndarray, bos: int | None, length: int,
+                 depth: float) -> list[Prompt]:
+    """The prompts of one cell (one per needle). ``cfg.bos`` places the tokenizer's BOS (nothing if it has
+    none): ``once`` at the prompt's start (as ``tokenizer(prompt)`` adds it); ``none`` nowhere; ``paper`` as
+    the paper's code ends up with a LLaMA tokenizer (its context and needle are each ``encode()``-d, which
+    adds a BOS, and decoded with ``<s>`` kept as text before the prompt is re-encoded): at the prompt's start,
+    as the context's first id (a needle at depth 0 goes before it, as there) and before each needle. The
+    context is ``length - reserve`` ids in every mode, its BOSes included."""
+    lead = np.asarray([bos] if bos is not None and cfg.bos == "paper" else [], dtype=np.int64)
+    first = np.asarray([bos] if bos is not None and cfg.bos != "none" else [], dtype=np.int64)
+    budget = length - cfg.reserve
+    needles = cell_needles(cfg, length, depth)
+    nids = [np.concatenate([lead, encode(tok, n.text)]) for n in needles]
+    ctx, starts = place_needles(np.concatenate([lead, hay[:budget]]), nids, [n.depth for n in needles], budget,
+                                boundary)
+    out = []
+    for j, n in enumerate(needles):
+        head, tail = split_template(template_for(cfg), n.question)
+        head_ids = np.concatenate([first, encode(tok, head)])
+        out.append(Prompt(n, np.concatenate([head_ids, ctx, encode(tok, tail)]), len(head_ids), starts[j], len(ctx)))
+    return out
+
+
 # ------------------------------------------------------------------------------------ haystack
 
 
@@ -389,12 +433,9 @@ def _run_needle(cfg: NeedleConfig) -> pl.DataFrame:
                           f"{model.cfg.vocab_size:,}; pass the tokenizer the model was trained with")
     t0 = time.perf_counter()
 
-    def enc(s: str) -> np.ndarray:
-        return np.asarray(tok.encode(s, add_special_tokens=False).ids, dtype=np.int64)
-
     need = max(cfg.lengths)
     if cfg.task == "passkey" and not cfg.haystack:
-        unit = enc(PASSKEY_FILLER)
+        unit = encode(tok, PASSKEY_FILLER)
         hay = np.tile(unit, need // len(unit) + 1)
         hay_src = ["filler: " + PASSKEY_FILLER.strip()]
     else:
@@ -402,27 +443,20 @@ def _run_needle(cfg: NeedleConfig) -> pl.DataFrame:
         hay = haystack_ids(tok, haystack_texts(hay_src), need)
     boundary = boundary_mask(tok)
     eos, bos = find_special(tok, EOS_NAMES), find_special(tok, BOS_NAMES)
-    template = template_for(cfg)
-    bos_ids = np.asarray([] if bos is None else [bos], dtype=np.int64)  # as tokenizer(prompt) adds it
     rows, fwd_tokens, t_model = [], 0, 0.0
     for L in cfg.lengths:
-        budget = L - cfg.reserve
         for d in cfg.depths:
-            needles = cell_needles(cfg, L, d)
-            nids = [enc(n.text) for n in needles]
-            ctx, starts = place_needles(hay, nids, [n.depth for n in needles], budget, boundary)
-            for j, n in enumerate(needles):
-                head, tail = split_template(template, n.question)
-                prompt = np.concatenate([bos_ids, enc(head), ctx, enc(tail)])
-                answer_room = cfg.max_new_tokens if cfg.mode == "generate" else len(enc(n.target))
+            for j, p in enumerate(cell_prompts(cfg, tok, hay, boundary, bos, L, d)):
+                n, prompt, around = p.needle, p.ids, len(p.ids) - p.context_tokens
+                answer_room = cfg.max_new_tokens if cfg.mode == "generate" else len(encode(tok, n.target))
                 if len(prompt) + answer_room > L:
                     raise ConfigError(
-                        f"length {L}: the prompt ({len(prompt) - len(ctx)} tokens around the context) and the answer "
+                        f"length {L}: the prompt ({around} tokens around the context) and the answer "
                         f"({answer_room}) do not fit the {cfg.reserve} reserved tokens; raise --reserve to at least "
-                        f"{len(prompt) - len(ctx) + answer_room} or shorten the template/question")
-                row = {"length": L, "depth": d, "scoring": cfg.scoring, "needle": j, "needle_depth": n.depth,
-                       "needle_pos": starts[j],
-                       "context_tokens": len(ctx), "prompt_tokens": len(prompt), "answer": n.answer}
+                        f"{around + answer_room} or shorten the template/question")
+                row = {"length": L, "depth": d, "scoring": cfg.scoring, "bos": cfg.bos, "needle": j,
+                       "needle_depth": n.depth, "needle_pos": p.needle_pos, "context_tokens": p.context_tokens,
+                       "prompt_tokens": len(prompt), "answer": n.answer}
                 t1 = time.perf_counter()
                 if cfg.mode == "generate":
                     out = greedy_generate(model, prompt, cfg.max_new_tokens, eos, cfg.dtype)
@@ -430,7 +464,7 @@ def _run_needle(cfg: NeedleConfig) -> pl.DataFrame:
                     row.update(output=text, score=score_output(cfg.scoring, text, n.answer))
                     fwd_tokens += len(prompt) + len(out)
                 else:
-                    target = enc(n.target)
+                    target = encode(tok, n.target)
                     r = teacher_forced(model, prompt, target, cfg.dtype)
                     row.update(output=tok.decode(r["predicted"], skip_special_tokens=True),
                                score=100.0 * r["exact"], exact=r["exact"], token_acc=r["token_acc"],
@@ -445,7 +479,8 @@ def _run_needle(cfg: NeedleConfig) -> pl.DataFrame:
     res = pl.DataFrame(rows)
     _write_outputs(cfg, res, {"model_folder": folder, "tokenizer": tok_path, "haystack": hay_src,
                               "seconds": time.perf_counter() - t0, "forward_tokens": fwd_tokens,
-                              "tokens_per_s": fwd_tokens / t_model if t_model else None, "template": template})
+                              "tokens_per_s": fwd_tokens / t_model if t_model else None, "template": template_for(cfg),
+                              "bos_id": bos})
     return res
 
 

@@ -132,6 +132,38 @@ def test_needle_placement_on_real_text(tok, hay, depth, budget):
     assert not boundary[kept[s:point]].any()
 
 
+@pytest.mark.parametrize("depth", [0, 50, 100])
+@pytest.mark.parametrize("bos_mode", ["once", "paper", "none"])
+def test_bos_goes_where_each_option_says(tok, hay, bos_mode, depth):
+    from lcdata.tokenizer import BOS_NAMES, find_special
+
+    bos = find_special(tok, BOS_NAMES)
+    assert bos is not None and not (hay == bos).any()
+    cfg = N.NeedleConfig(model="m", out="o", bos=bos_mode)
+    (p,) = N.cell_prompts(cfg, tok, hay, N.boundary_mask(tok), bos, 1200, depth)
+    enc = lambda s: tok.encode(s, add_special_tokens=False).ids  # noqa: E731
+    head, tail = N.split_template(N.PAPER_TEMPLATE, N.PAPER_QUESTION)
+    needle = enc("\n" + N.PAPER_NEEDLE + "\n")
+    ids = p.ids.tolist()
+    assert p.context_tokens == 1000 and len(ids) == p.context + 1000 + len(enc(tail))  # context: L - reserve
+    at = sorted(i for i, x in enumerate(ids) if x == bos)
+    ctx, npos = p.context, p.context + p.needle_pos
+    if bos_mode == "none":
+        assert at == [] and ids[:ctx] == enc(head)
+        assert ids[npos: npos + len(needle)] == needle
+    elif bos_mode == "once":
+        assert at == [0] and ids[1:ctx] == enc(head)
+        assert ids[npos: npos + len(needle)] == needle
+    else:  # the prompt's start, the context's first id (after a needle at depth 0, as in the paper) and the needle
+        ctx_bos = ctx + len(needle) + 1 if depth == 0 else ctx
+        assert at == sorted({0, ctx_bos, npos}) and len(at) == 3
+        assert ids[1:ctx] == enc(head) and ids[npos + 1: npos + 1 + len(needle)] == needle
+        assert (depth == 100) == (npos + 1 + len(needle) == ctx + 1000)  # at 100% the needle closes the context
+    assert ids[ctx + 1000:] == enc(tail)
+    with pytest.raises(ConfigError, match="bos"):
+        N.NeedleConfig(model="m", out="o", bos="twice")
+
+
 def test_multi_needles_spread_over_the_rest_of_the_context(tok, hay):
     cfg = N.NeedleConfig(model="m", out="o", task="multi", n_needles=4)
     needles = N.cell_needles(cfg, 4000, 20)
@@ -190,7 +222,7 @@ def test_run_writes_results_heatmap_and_exact_lengths(untrained, tmp_path):
     assert summary["scoring"] == summary["config"]["scoring"] == "paper"
     assert (res["scoring"] == "paper").all()
     assert "scoring paper" in summary["heatmaps"]["heatmap.png"]
-    assert res["answer"][0] == N.PAPER_EXPECTED
+    assert res["answer"][0] == N.PAPER_EXPECTED and (res["bos"] == "once").all()
     assert len(summary["cells"]) == 6 and summary["tokenizer"].endswith("tokenizer.json")
     assert (out / "heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "results.parquet").exists()
