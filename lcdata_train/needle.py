@@ -33,7 +33,9 @@ test; each is asked for in its own prompt and the cell's score is their mean). N
 target and template are configurable.
 
 Outputs (`run_needle`): ``results.parquet`` (one row per cell and needle), ``results.json`` (config, average
-score, per-cell scores, throughput), ``heatmap.png`` (length on x, depth on y, as in the paper's figure).
+score, scorer, per-cell scores, throughput), ``heatmap.png`` (length on x, depth on y, as in the paper's
+figure) and, when every cell has the same score (`is_flat`), ``heatmap_logprob.png``: the answer's mean
+teacher-forced log-prob per token by cell (one extra forward pass per prompt in generate mode).
 Cost: one forward pass of up to L tokens per cell and needle (teacher-forced), plus ``max_new_tokens`` cached
 decoding steps (generate).
 """
@@ -70,6 +72,7 @@ TASKS = ("needle", "passkey", "multi")
 MODES = ("generate", "teacher-forced")
 SCORINGS = ("paper", "words", "exact")  # generate: paper | words; teacher-forced: exact
 BOS_MODES = ("paper", "once", "none")
+LOGPROB_HEATMAP = "heatmap_logprob.png"  # written when every cell has the same score
 _CLOSERS = "\"')]}\u201d\u2019"
 
 
@@ -477,6 +480,18 @@ def _run_needle(cfg: NeedleConfig) -> pl.DataFrame:
             print(f"needle: length {L:,}: mean score {np.mean(done):.1f} over {len(cfg.depths)} depths",
                   file=sys.stderr, flush=True)
     res = pl.DataFrame(rows)
+    if is_flat(res) and "logprob" not in res.columns:  # generate mode: one teacher-forced pass per prompt
+        t1 = time.perf_counter()
+        lp, nt = [], []
+        for L in cfg.lengths:
+            for d in cfg.depths:
+                for p in cell_prompts(cfg, tok, hay, boundary, bos, L, d):
+                    target = encode(tok, p.needle.target)
+                    lp.append(teacher_forced(model, p.ids, target, cfg.dtype)["logprob"])
+                    nt.append(len(target))
+                    fwd_tokens += len(p.ids) + len(target) - 1
+        t_model += time.perf_counter() - t1
+        res = res.with_columns(logprob=pl.Series(lp, dtype=pl.Float64), target_tokens=pl.Series(nt, dtype=pl.Int64))
     _write_outputs(cfg, res, {"model_folder": folder, "tokenizer": tok_path, "haystack": hay_src,
                               "seconds": time.perf_counter() - t0, "forward_tokens": fwd_tokens,
                               "tokens_per_s": fwd_tokens / t_model if t_model else None, "template": template_for(cfg),
@@ -485,8 +500,18 @@ def _run_needle(cfg: NeedleConfig) -> pl.DataFrame:
 
 
 def cell_scores(res: pl.DataFrame) -> pl.DataFrame:
-    """Mean score per (length, depth) cell."""
-    return res.group_by("length", "depth").agg(pl.col("score").mean()).sort("length", "depth")
+    """Mean score per (length, depth) cell, and ``answer_logprob`` (the mean over the cell's needles of the
+    target's teacher-forced log-probability per token, nats) where ``res`` has ``logprob``."""
+    aggs = [pl.col("score").mean()]
+    if "logprob" in res.columns:
+        aggs.append((pl.col("logprob") / pl.col("target_tokens")).mean().alias("answer_logprob"))
+    return res.group_by("length", "depth").agg(aggs).sort("length", "depth")
+
+
+def is_flat(res: pl.DataFrame) -> bool:
+    """Every cell has the same score (e.g. 0 everywhere for an untrained or CPU-sized model): the score heatmap
+    shows one colour, so the answer's log-probability is plotted too (``heatmap_logprob.png``)."""
+    return cell_scores(res)["score"].n_unique() == 1
 
 
 def _write_outputs(cfg: NeedleConfig, res: pl.DataFrame, info: dict) -> None:
@@ -501,16 +526,26 @@ def _write_outputs(cfg: NeedleConfig, res: pl.DataFrame, info: dict) -> None:
                "cells": cells.to_dicts()}
     if "logprob" in res.columns:
         summary["mean_answer_logprob"] = float(res["logprob"].mean())
+    if "token_acc" in res.columns:
         summary["mean_token_acc"] = float(res["token_acc"].mean())
-    title = (f"{cfg.task} ({cfg.mode}, scoring {cfg.scoring}) - {os.path.basename(cfg.model.rstrip('/'))}: "
-             f"average {avg:.1f}")
-    write_bytes(heatmap(cells, title), os.path.join(cfg.out, "heatmap.png"))
+    name = f"{cfg.task} ({cfg.mode}, scoring {cfg.scoring}) - {os.path.basename(cfg.model.rstrip('/'))}"
+    title = f"{name}: average {avg:.1f}"
     summary["heatmaps"] = {"heatmap.png": title}
+    if is_flat(res):
+        summary["heatmaps"]["heatmap.png"] = title = title + f"\nevery cell {avg:.1f}: see {LOGPROB_HEATMAP}"
+        lp_title = (f"{name}\nevery cell scored {avg:.1f}, so colour = the answer's mean\nlog-prob per token "
+                    "(teacher-forced, nats)")
+        write_bytes(heatmap(cells, lp_title, value="answer_logprob", label="answer log-prob per token (nats)"),
+                    os.path.join(cfg.out, LOGPROB_HEATMAP))
+        summary["heatmaps"][LOGPROB_HEATMAP] = lp_title
+        summary["logprob_heatmap"] = LOGPROB_HEATMAP
+    write_bytes(heatmap(cells, title), os.path.join(cfg.out, "heatmap.png"))
     write_json(summary, os.path.join(cfg.out, "results.json"))  # last: marks a complete folder
 
 
-def heatmap(cells: pl.DataFrame, title: str) -> bytes:
-    """PNG of score by (length, depth): length on x, depth on y (0% at the top), red 0 -> green 100."""
+def heatmap(cells: pl.DataFrame, title: str, value: str = "score", label: str = "score") -> bytes:
+    """PNG of ``value`` by (length, depth): length on x, depth on y (0% at the top), red -> green; the score
+    spans 0 -> 100, another value its own range."""
     import io
 
     import matplotlib
@@ -523,17 +558,18 @@ def heatmap(cells: pl.DataFrame, title: str) -> bytes:
     depths = sorted(set(cells["depth"].to_list()))
     grid = np.full((len(depths), len(lengths)), np.nan)
     for r in cells.iter_rows(named=True):
-        grid[depths.index(r["depth"]), lengths.index(r["length"])] = r["score"]
+        grid[depths.index(r["depth"]), lengths.index(r["length"])] = r[value]
     cmap = LinearSegmentedColormap.from_list("needle", ["#F0496E", "#EBB839", "#0CD79F"])
     fig, ax = plt.subplots(figsize=(max(6.0, 0.35 * len(lengths) + 3), 0.45 * len(depths) + 2.2))
-    im = ax.imshow(grid, cmap=cmap, vmin=0, vmax=100, aspect="auto")
-    ax.set_xticks(range(len(lengths)), [f"{x / 1000:.0f}K" if x >= 1000 else str(x) for x in lengths],
+    lo, hi = (0, 100) if value == "score" else (np.nanmin(grid), np.nanmax(grid))
+    im = ax.imshow(grid, cmap=cmap, vmin=lo, vmax=hi, aspect="auto")
+    ax.set_xticks(range(len(lengths)), [f"{x / 1000:.1f}".removesuffix(".0") + "K" if x >= 1000 else str(x) for x in lengths],
                   rotation=60, fontsize=7)
     ax.set_yticks(range(len(depths)), [f"{d:g}" for d in depths], fontsize=7)
     ax.set_xlabel("context length (tokens)")
     ax.set_ylabel("depth (%)")
     ax.set_title(title, fontsize=9)
-    fig.colorbar(im, ax=ax, label="score")
+    fig.colorbar(im, ax=ax, label=label)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
@@ -548,6 +584,11 @@ def print_summary(res: pl.DataFrame, out: str) -> None:
     for r in by_len.iter_rows(named=True):
         print(f"{r['length']:>7,}  {r['score']:6.1f}")
     line = f"average score {cells['score'].mean():.1f} over {len(cells)} cells"
-    if "logprob" in res.columns:
+    if "token_acc" in res.columns:
         line += f"; mean answer log-prob {res['logprob'].mean():.3f}, token accuracy {res['token_acc'].mean():.3f}"
-    print(line + f"\nwrote {out}/ (results.parquet, results.json, heatmap.png)")
+    files = "results.parquet, results.json, heatmap.png"
+    if is_flat(res):
+        line += (f"\nevery cell has the same score: {LOGPROB_HEATMAP} shows the answer's mean log-prob per token "
+                 f"(teacher-forced), from {cells['answer_logprob'].min():.3f} to {cells['answer_logprob'].max():.3f}")
+        files += ", " + LOGPROB_HEATMAP
+    print(line + f"\nwrote {out}/ ({files})")

@@ -223,6 +223,26 @@ def test_run_writes_results_heatmap_and_exact_lengths(untrained, tmp_path):
     assert (res["scoring"] == "paper").all()
     assert "scoring paper" in summary["heatmaps"]["heatmap.png"]
     assert res["answer"][0] == N.PAPER_EXPECTED and (res["bos"] == "once").all()
+    # an untrained model scores the same (0) in every cell: the answer's teacher-forced log-prob is plotted too
+    assert N.is_flat(res) and summary["average_score"] == 0.0
+    assert summary["logprob_heatmap"] == "heatmap_logprob.png"
+    assert (out / "heatmap_logprob.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "every cell scored 0.0" in summary["heatmaps"]["heatmap_logprob.png"]
+    assert "log-prob per token (teacher-forced" in summary["heatmaps"]["heatmap_logprob.png"]
+    assert "see heatmap_logprob.png" in summary["heatmaps"]["heatmap.png"]
+    cells = {(c["length"], c["depth"]): c["answer_logprob"] for c in summary["cells"]}
+    assert len(set(cells.values())) == 6                          # it separates the cells the score cannot
+    model, _ = load_model(untrained, "cpu")                       # one cell, computed independently
+    tk = load_tokenizer(os.path.join(untrained, "tokenizer.json"))
+    hay = N.haystack_ids(tk, N.haystack_texts(N.default_haystack()), 900)
+    from lcdata.tokenizer import BOS_NAMES, find_special
+    (p,) = N.cell_prompts(N.NeedleConfig(model="m", out="o"), tk, hay, N.boundary_mask(tk),
+                          find_special(tk, BOS_NAMES), 900, 50)
+    target = tk.encode(" " + N.PAPER_ANSWER, add_special_tokens=False).ids
+    with torch.no_grad():
+        logits = model(torch.tensor([p.ids.tolist() + target]))[0]
+    lp = torch.log_softmax(logits[len(p.ids) - 1: -1].double(), -1)[torch.arange(len(target)), torch.tensor(target)]
+    assert cells[(900, 50)] == pytest.approx(float(lp.mean()), rel=1e-4)
     assert len(summary["cells"]) == 6 and summary["tokenizer"].endswith("tokenizer.json")
     assert (out / "heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "results.parquet").exists()
@@ -240,6 +260,17 @@ def test_run_writes_results_heatmap_and_exact_lengths(untrained, tmp_path):
         with pytest.raises(ConfigError, match="the model|inside the input folder"):
             N.run_needle(N.NeedleConfig(out=bad, **cfg))
     assert not os.path.exists(os.path.join(untrained, "needle"))
+
+
+def test_is_flat_on_hand_made_results():
+    import polars as pl
+
+    res = pl.DataFrame({"length": [400, 400, 900, 900], "depth": [0, 50, 0, 50], "score": [0.0, 0.0, 0.0, 0.0]})
+    assert N.is_flat(res)
+    assert not N.is_flat(res.with_columns(score=pl.Series([0.0, 0.0, 0.0, 91.7])))
+    # a cell is the mean over its needles (multi): equal means are flat
+    two = pl.DataFrame({"length": [400, 400, 900, 900], "depth": [0, 0, 0, 0], "score": [0.0, 100.0, 50.0, 50.0]})
+    assert N.is_flat(two)
 
 
 def test_bad_input_is_refused_with_the_value():
