@@ -219,7 +219,7 @@ def score_output(scoring: str, output: str, answer: str) -> float:
 
 
 def words(text: str) -> list[str]:
-    """Lower-cased words with punctuation stripped (the unit of the paper's recall score)."""
+    """Lower-cased words with punctuation stripped (the unit of the ``words`` scorer)."""
     return re.findall(r"[a-z0-9]+", text.lower())
 
 
