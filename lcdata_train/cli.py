@@ -110,7 +110,7 @@ def run_train(a: argparse.Namespace) -> int:
 
 
 def add_needle_arguments(p: argparse.ArgumentParser) -> None:
-    from .needle import MODES, TASKS
+    from .needle import BOS_MODES, MODES, SCORINGS, TASKS
 
     p.add_argument("--model", required=True, help="run folder of `lcdata train`, a checkpoint or a Hugging Face folder")
     p.add_argument("--tokenizer", default=None, help="tokenizer.json (default: the one saved beside the model)")
@@ -120,6 +120,14 @@ def add_needle_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", choices=TASKS, default="needle", help="the paper's needle, passkey, or multi-needle")
     p.add_argument("--mode", choices=MODES, default="generate",
                    help="generate (greedy, word recall) or teacher-forced (one pass, exact match + log-prob)")
+    p.add_argument("--scoring", choices=SCORINGS, default=None,
+                   help="generate: paper (the paper's raw-word formula, max 91.7 on its needle) or words (punctuation "
+                        "stripped, max 100); teacher-forced: exact. Default: paper for the paper's needle and "
+                        "template, words otherwise, exact in teacher-forced mode")
+    p.add_argument("--bos", choices=BOS_MODES, default="once",
+                   help="where the tokenizer's BOS goes: once (the prompt's start, as tokenizer(prompt) adds it; "
+                        "default), paper (also before the context and before the needle, as the paper's "
+                        "encode->decode->re-encode does with a LLaMA tokenizer), none")
     p.add_argument("--lengths", default="1000:128000:40", help="START:STOP:COUNT or a comma list (tokens)")
     p.add_argument("--depths", default="0:100:10", help="START:STOP:COUNT or a comma list (percent)")
     p.add_argument("--needle", default=None, help="needle text (passkey: may use {key})")
@@ -147,6 +155,7 @@ def run_needle_cmd(a: argparse.Namespace) -> int:
                        mode=a.mode, lengths=parse_grid(a.lengths, True), depths=parse_grid(a.depths, True),
                        needle=a.needle, question=a.question, answer=a.answer, target=a.target, template=a.template,
                        n_needles=a.n_needles, reserve=a.reserve, max_new_tokens=a.max_new_tokens, seed=a.seed,
+                       scoring=a.scoring, bos=a.bos,
                        device=a.device, dtype=a.dtype, rope_theta=a.rope_theta, quiet=a.quiet, overwrite=a.overwrite)
     res = run_needle(cfg)
     if not a.quiet:

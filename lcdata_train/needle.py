@@ -14,9 +14,15 @@ For a cell (L, d):
    own tokenization and nothing is re-encoded around the needle.
 4. The prompt is the tokenizer's BOS (if it has one, as ``tokenizer(prompt)`` adds it for LLaMA), the
    template's text before ``{context}``, the context ids, and the text after it (with ``{question}``
-   filled), each part encoded separately. The paper's base-model template is the default.
-5. Scoring: ``generate`` decodes greedily (``max_new_tokens``, default 50) and scores the fraction of the
-   answer's words found in the output (lower-cased, punctuation stripped), x100. ``teacher-forced`` runs one
+   filled), each part encoded separately. The paper's base-model template is the default. ``bos``:
+   ``once`` (default, as just said), ``paper`` (also a BOS as the context's first id and before each
+   needle, what the paper's encode -> decode -> re-encode gives with a LLaMA tokenizer), ``none``
+   (`cell_prompts`).
+5. Scoring: ``generate`` decodes greedily (``max_new_tokens``, default 50) and scores the output with
+   ``scoring``: ``paper`` (the paper's visualize.py: distinct raw lower-cased words of the output found among
+   the expected answer's, over its word count; max 91.7 on the paper's needle, whose "day." keeps its period)
+   or ``words`` (punctuation stripped, max 100); default ``paper`` for the paper's needle and template,
+   ``words`` otherwise (`default_scoring`). ``teacher-forced`` (scoring ``exact``) runs one
    forward pass of prompt + target and scores 100 when the argmax is the target token at every target
    position (also reported: the target's log-probability and the share of positions right).
 
@@ -27,7 +33,9 @@ test; each is asked for in its own prompt and the cell's score is their mean). N
 target and template are configurable.
 
 Outputs (`run_needle`): ``results.parquet`` (one row per cell and needle), ``results.json`` (config, average
-score, per-cell scores, throughput), ``heatmap.png`` (length on x, depth on y, as in the paper's figure).
+score, scorer, per-cell scores, throughput), ``heatmap.png`` (length on x, depth on y, as in the paper's
+figure) and, when every cell has the same score (`is_flat`), ``heatmap_logprob.png``: the answer's mean
+teacher-forced log-prob per token by cell (one extra forward pass per prompt in generate mode).
 Cost: one forward pass of up to L tokens per cell and needle (teacher-forced), plus ``max_new_tokens`` cached
 decoding steps (generate).
 """
@@ -51,6 +59,7 @@ from .config import check_out_folder
 PAPER_NEEDLE = "The best thing to do in San Francisco is eat a sandwich and sit in Dolores Park on a sunny day."
 PAPER_QUESTION = "What is the best thing to do in San Francisco?"
 PAPER_ANSWER = "eat a sandwich and sit in Dolores Park on a sunny day"
+PAPER_EXPECTED = PAPER_ANSWER + "."  # the expected answer the paper's visualize.py scores against (12 raw words)
 PAPER_TEMPLATE = ("<|im_start|> This is a very long story book: <book> {context} </book>.\n Based on the content of "
                   "the book, Question: {question}\nAnswer:")
 PASSKEY_TEMPLATE = ("There is an important info hidden inside a lot of irrelevant text. Find it and memorize it. "
@@ -61,6 +70,9 @@ MULTI_KEYS = ("Lisbon", "Oslo", "Nairobi", "Quito", "Hanoi", "Tallinn", "Accra",
 MAX_LENGTH = 1 << 24  # tokens: 16M, far beyond any model evaluated here; a larger length is a typo
 TASKS = ("needle", "passkey", "multi")
 MODES = ("generate", "teacher-forced")
+SCORINGS = ("paper", "words", "exact")  # generate: paper | words; teacher-forced: exact
+BOS_MODES = ("paper", "once", "none")
+LOGPROB_HEATMAP = "heatmap_logprob.png"  # written when every cell has the same score
 _CLOSERS = "\"')]}\u201d\u2019"
 
 
@@ -102,6 +114,8 @@ class NeedleConfig:
     reserve: int = 200
     max_new_tokens: int = 50
     seed: int = 0
+    scoring: str | None = None  # None: `default_scoring` (recorded resolved)
+    bos: str = "once"  # BOS at the prompt's start; paper: also before the context and each needle; none
     device: str = "auto"
     dtype: str = "auto"
     rope_theta: float | None = None
@@ -113,6 +127,15 @@ class NeedleConfig:
             raise ConfigError(f"task {self.task!r} is not one of {TASKS}")
         if self.mode not in MODES:
             raise ConfigError(f"mode {self.mode!r} is not one of {MODES}")
+        if self.bos not in BOS_MODES:
+            raise ConfigError(f"bos {self.bos!r} is not one of {BOS_MODES}")
+        if self.scoring is None:
+            object.__setattr__(self, "scoring", default_scoring(self))
+        if self.scoring not in SCORINGS:
+            raise ConfigError(f"scoring {self.scoring!r} is not one of {SCORINGS}")
+        if (self.scoring == "exact") != (self.mode == "teacher-forced"):
+            raise ConfigError(f"scoring {self.scoring!r} does not fit mode {self.mode!r}: generate scores with "
+                              "paper or words, teacher-forced with exact")
         object.__setattr__(self, "haystack", tuple(self.haystack))
         object.__setattr__(self, "lengths", tuple(int(x) for x in self.lengths))
         object.__setattr__(self, "depths", tuple(float(x) for x in self.depths))
@@ -171,13 +194,38 @@ def split_template(template: str, question: str) -> tuple[str, str]:
     return head.format(question=question), tail.format(question=question)
 
 
+def default_scoring(cfg: NeedleConfig) -> str:
+    """``exact`` in teacher-forced mode; in generate mode ``paper`` when the run is the paper's test (task
+    ``needle`` with the paper's needle, answer and template: no --needle/--answer/--template), else ``words``."""
+    if cfg.mode == "teacher-forced":
+        return "exact"
+    paper = cfg.task == "needle" and cfg.needle is None and cfg.answer is None and cfg.template is None
+    return "paper" if paper else "words"
+
+
+def paper_score(output: str, expected: str) -> float:
+    """The paper's needle score (its ``visualize.py``), x100: distinct lower-cased whitespace-split words of the
+    output that are words of the expected answer, over the expected answer's word count. Punctuation stays on
+    the words, so a perfect answer ending in "day." scores 11/12 = 91.7 against the paper's expected answer."""
+    want = expected.lower().split()
+    if not want:
+        raise ConfigError("the answer has no words to look for")
+    return 100.0 * len(set(output.lower().split()) & set(want)) / len(want)
+
+
+def score_output(scoring: str, output: str, answer: str) -> float:
+    """A generated output's score under ``scoring`` (``paper`` or ``words``)."""
+    return paper_score(output, answer) if scoring == "paper" else recall_score(output, answer)
+
+
 def words(text: str) -> list[str]:
-    """Lower-cased words with punctuation stripped (the unit of the paper's recall score)."""
+    """Lower-cased words with punctuation stripped (the unit of the ``words`` scorer)."""
     return re.findall(r"[a-z0-9]+", text.lower())
 
 
 def recall_score(output: str, answer: str) -> float:
-    """Share of the answer's words found in the output, x100 (PAPER.md: the paper's needle score)."""
+    """The ``words`` scorer: share of the answer's words (lower-cased, punctuation stripped, each occurrence
+    counted) found in the output, x100; a perfect answer scores 100."""
     want = words(answer)
     if not want:
         raise ConfigError("the answer has no words to look for")
@@ -261,12 +309,50 @@ def cell_needles(cfg: NeedleConfig, length: int, depth: float) -> list[Needle]:
                               f"What is the special magic number for {name} mentioned in the provided text?",
                               val, " The special magic number for " + name + " is: " + val, depth + i * (100 - depth) / n))
         return out
-    needle, answer = cfg.needle or PAPER_NEEDLE, cfg.answer or PAPER_ANSWER
-    return [Needle("\n" + needle + "\n", cfg.question or PAPER_QUESTION, answer, cfg.target or " " + answer, depth)]
+    needle, answer = cfg.needle or PAPER_NEEDLE, cfg.answer or PAPER_EXPECTED
+    target = cfg.target or " " + (cfg.answer or PAPER_ANSWER)
+    return [Needle("\n" + needle + "\n", cfg.question or PAPER_QUESTION, answer, target, depth)]
 
 
 def template_for(cfg: NeedleConfig) -> str:
     return cfg.template or (PASSKEY_TEMPLATE if cfg.task == "passkey" else PAPER_TEMPLATE)
+
+
+def encode(tok, text: str) -> np.ndarray:
+    """``text``'s ids without special tokens."""
+    return np.asarray(tok.encode(text, add_special_tokens=False).ids, dtype=np.int64)
+
+
+@dataclass(frozen=True, slots=True)
+class Prompt:
+    needle: Needle
+    ids: np.ndarray     # the whole prompt
+    context: int        # index of the context's first id in ``ids``
+    needle_pos: int     # index of the needle's first id (its BOS under bos=paper) in the context
+    context_tokens: int
+
+
+def cell_prompts(cfg: NeedleConfig, tok, hay: np.ndarray, boundary: np.ndarray, bos: int | None, length: int,
+                 depth: float) -> list[Prompt]:
+    """The prompts of one cell (one per needle). ``cfg.bos`` places the tokenizer's BOS (nothing if it has
+    none): ``once`` at the prompt's start (as ``tokenizer(prompt)`` adds it); ``none`` nowhere; ``paper`` as
+    the paper's code ends up with a LLaMA tokenizer (its context and needle are each ``encode()``-d, which
+    adds a BOS, and decoded with ``<s>`` kept as text before the prompt is re-encoded): at the prompt's start,
+    as the context's first id (a needle at depth 0 goes before it, as there) and before each needle. The
+    context is ``length - reserve`` ids in every mode, its BOSes included."""
+    lead = np.asarray([bos] if bos is not None and cfg.bos == "paper" else [], dtype=np.int64)
+    first = np.asarray([bos] if bos is not None and cfg.bos != "none" else [], dtype=np.int64)
+    budget = length - cfg.reserve
+    needles = cell_needles(cfg, length, depth)
+    nids = [np.concatenate([lead, encode(tok, n.text)]) for n in needles]
+    ctx, starts = place_needles(np.concatenate([lead, hay[:budget]]), nids, [n.depth for n in needles], budget,
+                                boundary)
+    out = []
+    for j, n in enumerate(needles):
+        head, tail = split_template(template_for(cfg), n.question)
+        head_ids = np.concatenate([first, encode(tok, head)])
+        out.append(Prompt(n, np.concatenate([head_ids, ctx, encode(tok, tail)]), len(head_ids), starts[j], len(ctx)))
+    return out
 
 
 # ------------------------------------------------------------------------------------ haystack
@@ -350,12 +436,9 @@ def _run_needle(cfg: NeedleConfig) -> pl.DataFrame:
                           f"{model.cfg.vocab_size:,}; pass the tokenizer the model was trained with")
     t0 = time.perf_counter()
 
-    def enc(s: str) -> np.ndarray:
-        return np.asarray(tok.encode(s, add_special_tokens=False).ids, dtype=np.int64)
-
     need = max(cfg.lengths)
     if cfg.task == "passkey" and not cfg.haystack:
-        unit = enc(PASSKEY_FILLER)
+        unit = encode(tok, PASSKEY_FILLER)
         hay = np.tile(unit, need // len(unit) + 1)
         hay_src = ["filler: " + PASSKEY_FILLER.strip()]
     else:
@@ -363,34 +446,28 @@ def _run_needle(cfg: NeedleConfig) -> pl.DataFrame:
         hay = haystack_ids(tok, haystack_texts(hay_src), need)
     boundary = boundary_mask(tok)
     eos, bos = find_special(tok, EOS_NAMES), find_special(tok, BOS_NAMES)
-    template = template_for(cfg)
-    bos_ids = np.asarray([] if bos is None else [bos], dtype=np.int64)  # as tokenizer(prompt) adds it
     rows, fwd_tokens, t_model = [], 0, 0.0
     for L in cfg.lengths:
-        budget = L - cfg.reserve
         for d in cfg.depths:
-            needles = cell_needles(cfg, L, d)
-            nids = [enc(n.text) for n in needles]
-            ctx, starts = place_needles(hay, nids, [n.depth for n in needles], budget, boundary)
-            for j, n in enumerate(needles):
-                head, tail = split_template(template, n.question)
-                prompt = np.concatenate([bos_ids, enc(head), ctx, enc(tail)])
-                answer_room = cfg.max_new_tokens if cfg.mode == "generate" else len(enc(n.target))
+            for j, p in enumerate(cell_prompts(cfg, tok, hay, boundary, bos, L, d)):
+                n, prompt, around = p.needle, p.ids, len(p.ids) - p.context_tokens
+                answer_room = cfg.max_new_tokens if cfg.mode == "generate" else len(encode(tok, n.target))
                 if len(prompt) + answer_room > L:
                     raise ConfigError(
-                        f"length {L}: the prompt ({len(prompt) - len(ctx)} tokens around the context) and the answer "
+                        f"length {L}: the prompt ({around} tokens around the context) and the answer "
                         f"({answer_room}) do not fit the {cfg.reserve} reserved tokens; raise --reserve to at least "
-                        f"{len(prompt) - len(ctx) + answer_room} or shorten the template/question")
-                row = {"length": L, "depth": d, "needle": j, "needle_depth": n.depth, "needle_pos": starts[j],
-                       "context_tokens": len(ctx), "prompt_tokens": len(prompt), "answer": n.answer}
+                        f"{around + answer_room} or shorten the template/question")
+                row = {"length": L, "depth": d, "scoring": cfg.scoring, "bos": cfg.bos, "needle": j,
+                       "needle_depth": n.depth, "needle_pos": p.needle_pos, "context_tokens": p.context_tokens,
+                       "prompt_tokens": len(prompt), "answer": n.answer}
                 t1 = time.perf_counter()
                 if cfg.mode == "generate":
                     out = greedy_generate(model, prompt, cfg.max_new_tokens, eos, cfg.dtype)
                     text = tok.decode(out, skip_special_tokens=True)
-                    row.update(output=text, score=recall_score(text, n.answer))
+                    row.update(output=text, score=score_output(cfg.scoring, text, n.answer))
                     fwd_tokens += len(prompt) + len(out)
                 else:
-                    target = enc(n.target)
+                    target = encode(tok, n.target)
                     r = teacher_forced(model, prompt, target, cfg.dtype)
                     row.update(output=tok.decode(r["predicted"], skip_special_tokens=True),
                                score=100.0 * r["exact"], exact=r["exact"], token_acc=r["token_acc"],
@@ -403,15 +480,38 @@ def _run_needle(cfg: NeedleConfig) -> pl.DataFrame:
             print(f"needle: length {L:,}: mean score {np.mean(done):.1f} over {len(cfg.depths)} depths",
                   file=sys.stderr, flush=True)
     res = pl.DataFrame(rows)
+    if is_flat(res) and "logprob" not in res.columns:  # generate mode: one teacher-forced pass per prompt
+        t1 = time.perf_counter()
+        lp, nt = [], []
+        for L in cfg.lengths:
+            for d in cfg.depths:
+                for p in cell_prompts(cfg, tok, hay, boundary, bos, L, d):
+                    target = encode(tok, p.needle.target)
+                    lp.append(teacher_forced(model, p.ids, target, cfg.dtype)["logprob"])
+                    nt.append(len(target))
+                    fwd_tokens += len(p.ids) + len(target) - 1
+        t_model += time.perf_counter() - t1
+        res = res.with_columns(logprob=pl.Series(lp, dtype=pl.Float64), target_tokens=pl.Series(nt, dtype=pl.Int64))
     _write_outputs(cfg, res, {"model_folder": folder, "tokenizer": tok_path, "haystack": hay_src,
                               "seconds": time.perf_counter() - t0, "forward_tokens": fwd_tokens,
-                              "tokens_per_s": fwd_tokens / t_model if t_model else None, "template": template})
+                              "tokens_per_s": fwd_tokens / t_model if t_model else None, "template": template_for(cfg),
+                              "bos_id": bos})
     return res
 
 
 def cell_scores(res: pl.DataFrame) -> pl.DataFrame:
-    """Mean score per (length, depth) cell."""
-    return res.group_by("length", "depth").agg(pl.col("score").mean()).sort("length", "depth")
+    """Mean score per (length, depth) cell, and ``answer_logprob`` (the mean over the cell's needles of the
+    target's teacher-forced log-probability per token, nats) where ``res`` has ``logprob``."""
+    aggs = [pl.col("score").mean()]
+    if "logprob" in res.columns:
+        aggs.append((pl.col("logprob") / pl.col("target_tokens")).mean().alias("answer_logprob"))
+    return res.group_by("length", "depth").agg(aggs).sort("length", "depth")
+
+
+def is_flat(res: pl.DataFrame) -> bool:
+    """Every cell has the same score (e.g. 0 everywhere for an untrained or CPU-sized model): the score heatmap
+    shows one colour, so the answer's log-probability is plotted too (``heatmap_logprob.png``)."""
+    return cell_scores(res)["score"].n_unique() == 1
 
 
 def _write_outputs(cfg: NeedleConfig, res: pl.DataFrame, info: dict) -> None:
@@ -421,18 +521,31 @@ def _write_outputs(cfg: NeedleConfig, res: pl.DataFrame, info: dict) -> None:
     cells = cell_scores(res)
     avg = float(cells["score"].mean())
     write_parquet(res, os.path.join(cfg.out, "results.parquet"))
-    summary = {"average_score": avg, "task": cfg.task, "mode": cfg.mode, "config": cfg.to_dict(), **info,
+    summary = {"average_score": avg, "scoring": cfg.scoring, "task": cfg.task, "mode": cfg.mode,
+               "config": cfg.to_dict(), **info,
                "cells": cells.to_dicts()}
     if "logprob" in res.columns:
         summary["mean_answer_logprob"] = float(res["logprob"].mean())
+    if "token_acc" in res.columns:
         summary["mean_token_acc"] = float(res["token_acc"].mean())
-    png = heatmap(cells, f"{cfg.task} ({cfg.mode}) - {os.path.basename(cfg.model.rstrip('/'))}: average {avg:.1f}")
-    write_bytes(png, os.path.join(cfg.out, "heatmap.png"))
+    name = f"{cfg.task} ({cfg.mode}, scoring {cfg.scoring}) - {os.path.basename(cfg.model.rstrip('/'))}"
+    title = f"{name}: average {avg:.1f}"
+    summary["heatmaps"] = {"heatmap.png": title}
+    if is_flat(res):
+        summary["heatmaps"]["heatmap.png"] = title = title + f"\nevery cell {avg:.1f}: see {LOGPROB_HEATMAP}"
+        lp_title = (f"{name}\nevery cell scored {avg:.1f}, so colour = the answer's mean\nlog-prob per token "
+                    "(teacher-forced, nats)")
+        write_bytes(heatmap(cells, lp_title, value="answer_logprob", label="answer log-prob per token (nats)"),
+                    os.path.join(cfg.out, LOGPROB_HEATMAP))
+        summary["heatmaps"][LOGPROB_HEATMAP] = lp_title
+        summary["logprob_heatmap"] = LOGPROB_HEATMAP
+    write_bytes(heatmap(cells, title), os.path.join(cfg.out, "heatmap.png"))
     write_json(summary, os.path.join(cfg.out, "results.json"))  # last: marks a complete folder
 
 
-def heatmap(cells: pl.DataFrame, title: str) -> bytes:
-    """PNG of score by (length, depth): length on x, depth on y (0% at the top), red 0 -> green 100."""
+def heatmap(cells: pl.DataFrame, title: str, value: str = "score", label: str = "score") -> bytes:
+    """PNG of ``value`` by (length, depth): length on x, depth on y (0% at the top), red -> green; the score
+    spans 0 -> 100, another value its own range."""
     import io
 
     import matplotlib
@@ -445,17 +558,18 @@ def heatmap(cells: pl.DataFrame, title: str) -> bytes:
     depths = sorted(set(cells["depth"].to_list()))
     grid = np.full((len(depths), len(lengths)), np.nan)
     for r in cells.iter_rows(named=True):
-        grid[depths.index(r["depth"]), lengths.index(r["length"])] = r["score"]
+        grid[depths.index(r["depth"]), lengths.index(r["length"])] = r[value]
     cmap = LinearSegmentedColormap.from_list("needle", ["#F0496E", "#EBB839", "#0CD79F"])
     fig, ax = plt.subplots(figsize=(max(6.0, 0.35 * len(lengths) + 3), 0.45 * len(depths) + 2.2))
-    im = ax.imshow(grid, cmap=cmap, vmin=0, vmax=100, aspect="auto")
-    ax.set_xticks(range(len(lengths)), [f"{x / 1000:.0f}K" if x >= 1000 else str(x) for x in lengths],
+    lo, hi = (0, 100) if value == "score" else (np.nanmin(grid), np.nanmax(grid))
+    im = ax.imshow(grid, cmap=cmap, vmin=lo, vmax=hi, aspect="auto")
+    ax.set_xticks(range(len(lengths)), [f"{x / 1000:.1f}".removesuffix(".0") + "K" if x >= 1000 else str(x) for x in lengths],
                   rotation=60, fontsize=7)
     ax.set_yticks(range(len(depths)), [f"{d:g}" for d in depths], fontsize=7)
     ax.set_xlabel("context length (tokens)")
     ax.set_ylabel("depth (%)")
     ax.set_title(title, fontsize=9)
-    fig.colorbar(im, ax=ax, label="score")
+    fig.colorbar(im, ax=ax, label=label)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
@@ -470,6 +584,11 @@ def print_summary(res: pl.DataFrame, out: str) -> None:
     for r in by_len.iter_rows(named=True):
         print(f"{r['length']:>7,}  {r['score']:6.1f}")
     line = f"average score {cells['score'].mean():.1f} over {len(cells)} cells"
-    if "logprob" in res.columns:
+    if "token_acc" in res.columns:
         line += f"; mean answer log-prob {res['logprob'].mean():.3f}, token accuracy {res['token_acc'].mean():.3f}"
-    print(line + f"\nwrote {out}/ (results.parquet, results.json, heatmap.png)")
+    files = "results.parquet, results.json, heatmap.png"
+    if is_flat(res):
+        line += (f"\nevery cell has the same score: {LOGPROB_HEATMAP} shows the answer's mean log-prob per token "
+                 f"(teacher-forced), from {cells['answer_logprob'].min():.3f} to {cells['answer_logprob'].max():.3f}")
+        files += ", " + LOGPROB_HEATMAP
+    print(line + f"\nwrote {out}/ ({files})")

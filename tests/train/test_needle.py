@@ -75,6 +75,42 @@ def test_recall_score_on_hand_made_outputs():
     assert N.recall_score("The pass key is 71431", "71432") == 0.0
 
 
+def paper_formula(response: str) -> float:
+    """The paper's eval/needle/visualize.py, written out: its expected answer, lower-cased raw words."""
+    expected_answer = "eat a sandwich and sit in Dolores Park on a sunny day.".lower().split()
+    return len(set(response.lower().split()).intersection(set(expected_answer))) / len(expected_answer)
+
+
+@pytest.mark.parametrize("response", [
+    "eat a sandwich and sit in Dolores Park on a sunny day.",       # perfect: 11/12 = 91.7 (the final period)
+    "Eat a sandwich and sit in Dolores Park on a sunny day",        # no period: 10/12 = 83.3
+    "eat a sandwich and sit in Dolores Park on a sunny day. The",
+    "EAT A SANDWICH, and SIT in dolores-park on a sunny day!!",     # punctuation stays on the words
+    "I would eat a sandwich", "", "day. day. day.",
+])
+def test_paper_scorer_is_the_papers_formula(response):
+    assert N.paper_score(response, N.PAPER_EXPECTED) == pytest.approx(100 * paper_formula(response))
+    assert N.score_output("paper", response, N.PAPER_EXPECTED) == pytest.approx(100 * paper_formula(response))
+
+
+def test_paper_scorer_ceiling_and_the_words_scorer():
+    perfect = "eat a sandwich and sit in Dolores Park on a sunny day."
+    assert N.paper_score(perfect, N.PAPER_EXPECTED) == pytest.approx(100 * 11 / 12)   # 91.7
+    assert round(N.paper_score(perfect.rstrip("."), N.PAPER_EXPECTED), 1) == 83.3
+    assert N.score_output("words", perfect, N.PAPER_EXPECTED) == 100.0
+    # the default scorer: paper for the paper's test, words for anything else, exact when teacher-forced
+    assert N.NeedleConfig(model="m", out="o").scoring == "paper"
+    assert N.NeedleConfig(model="m", out="o", template="{context} Q: {question}").scoring == "words"
+    assert N.NeedleConfig(model="m", out="o", needle="The cat is Tom.", answer="Tom", question="Cat?").scoring == "words"
+    assert N.NeedleConfig(model="m", out="o", task="passkey").scoring == "words"
+    assert N.NeedleConfig(model="m", out="o", mode="teacher-forced").scoring == "exact"
+    assert N.NeedleConfig(model="m", out="o", task="passkey", scoring="paper").scoring == "paper"
+    with pytest.raises(ConfigError, match="does not fit mode"):
+        N.NeedleConfig(model="m", out="o", mode="teacher-forced", scoring="paper")
+    with pytest.raises(ConfigError, match="scoring"):
+        N.NeedleConfig(model="m", out="o", scoring="rouge")
+
+
 @pytest.mark.parametrize("depth", [0, 11, 33, 50, 89, 100])
 @pytest.mark.parametrize("budget", [300, 1800, 7800])
 def test_needle_placement_on_real_text(tok, hay, depth, budget):
@@ -94,6 +130,38 @@ def test_needle_placement_on_real_text(tok, hay, depth, budget):
     if s > 0:  # just after a sentence end, and the closest one before the depth point
         assert tok.decode([int(ctx[s - 1])]).rstrip().rstrip("\"')]}\u201d\u2019").endswith((".", "!", "?"))
     assert not boundary[kept[s:point]].any()
+
+
+@pytest.mark.parametrize("depth", [0, 50, 100])
+@pytest.mark.parametrize("bos_mode", ["once", "paper", "none"])
+def test_bos_goes_where_each_option_says(tok, hay, bos_mode, depth):
+    from lcdata.tokenizer import BOS_NAMES, find_special
+
+    bos = find_special(tok, BOS_NAMES)
+    assert bos is not None and not (hay == bos).any()
+    cfg = N.NeedleConfig(model="m", out="o", bos=bos_mode)
+    (p,) = N.cell_prompts(cfg, tok, hay, N.boundary_mask(tok), bos, 1200, depth)
+    enc = lambda s: tok.encode(s, add_special_tokens=False).ids  # noqa: E731
+    head, tail = N.split_template(N.PAPER_TEMPLATE, N.PAPER_QUESTION)
+    needle = enc("\n" + N.PAPER_NEEDLE + "\n")
+    ids = p.ids.tolist()
+    assert p.context_tokens == 1000 and len(ids) == p.context + 1000 + len(enc(tail))  # context: L - reserve
+    at = sorted(i for i, x in enumerate(ids) if x == bos)
+    ctx, npos = p.context, p.context + p.needle_pos
+    if bos_mode == "none":
+        assert at == [] and ids[:ctx] == enc(head)
+        assert ids[npos: npos + len(needle)] == needle
+    elif bos_mode == "once":
+        assert at == [0] and ids[1:ctx] == enc(head)
+        assert ids[npos: npos + len(needle)] == needle
+    else:  # the prompt's start, the context's first id (after a needle at depth 0, as in the paper) and the needle
+        ctx_bos = ctx + len(needle) + 1 if depth == 0 else ctx
+        assert at == sorted({0, ctx_bos, npos}) and len(at) == 3
+        assert ids[1:ctx] == enc(head) and ids[npos + 1: npos + 1 + len(needle)] == needle
+        assert (depth == 100) == (npos + 1 + len(needle) == ctx + 1000)  # at 100% the needle closes the context
+    assert ids[ctx + 1000:] == enc(tail)
+    with pytest.raises(ConfigError, match="bos"):
+        N.NeedleConfig(model="m", out="o", bos="twice")
 
 
 def test_multi_needles_spread_over_the_rest_of_the_context(tok, hay):
@@ -150,6 +218,31 @@ def test_run_writes_results_heatmap_and_exact_lengths(untrained, tmp_path):
     assert (res["prompt_tokens"] <= res["length"]).all()
     summary = json.loads((out / "results.json").read_text())
     assert summary["average_score"] == pytest.approx(float(res["score"].mean()))
+    # the scorer is named in every result: results.json, each parquet row, the heatmap's title
+    assert summary["scoring"] == summary["config"]["scoring"] == "paper"
+    assert (res["scoring"] == "paper").all()
+    assert "scoring paper" in summary["heatmaps"]["heatmap.png"]
+    assert res["answer"][0] == N.PAPER_EXPECTED and (res["bos"] == "once").all()
+    # an untrained model scores the same (0) in every cell: the answer's teacher-forced log-prob is plotted too
+    assert N.is_flat(res) and summary["average_score"] == 0.0
+    assert summary["logprob_heatmap"] == "heatmap_logprob.png"
+    assert (out / "heatmap_logprob.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "every cell scored 0.0" in summary["heatmaps"]["heatmap_logprob.png"]
+    assert "log-prob per token (teacher-forced" in summary["heatmaps"]["heatmap_logprob.png"]
+    assert "see heatmap_logprob.png" in summary["heatmaps"]["heatmap.png"]
+    cells = {(c["length"], c["depth"]): c["answer_logprob"] for c in summary["cells"]}
+    assert len(set(cells.values())) == 6                          # it separates the cells the score cannot
+    model, _ = load_model(untrained, "cpu")                       # one cell, computed independently
+    tk = load_tokenizer(os.path.join(untrained, "tokenizer.json"))
+    hay = N.haystack_ids(tk, N.haystack_texts(N.default_haystack()), 900)
+    from lcdata.tokenizer import BOS_NAMES, find_special
+    (p,) = N.cell_prompts(N.NeedleConfig(model="m", out="o"), tk, hay, N.boundary_mask(tk),
+                          find_special(tk, BOS_NAMES), 900, 50)
+    target = tk.encode(" " + N.PAPER_ANSWER, add_special_tokens=False).ids
+    with torch.no_grad():
+        logits = model(torch.tensor([p.ids.tolist() + target]))[0]
+    lp = torch.log_softmax(logits[len(p.ids) - 1: -1].double(), -1)[torch.arange(len(target)), torch.tensor(target)]
+    assert cells[(900, 50)] == pytest.approx(float(lp.mean()), rel=1e-4)
     assert len(summary["cells"]) == 6 and summary["tokenizer"].endswith("tokenizer.json")
     assert (out / "heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "results.parquet").exists()
@@ -167,6 +260,17 @@ def test_run_writes_results_heatmap_and_exact_lengths(untrained, tmp_path):
         with pytest.raises(ConfigError, match="the model|inside the input folder"):
             N.run_needle(N.NeedleConfig(out=bad, **cfg))
     assert not os.path.exists(os.path.join(untrained, "needle"))
+
+
+def test_is_flat_on_hand_made_results():
+    import polars as pl
+
+    res = pl.DataFrame({"length": [400, 400, 900, 900], "depth": [0, 50, 0, 50], "score": [0.0, 0.0, 0.0, 0.0]})
+    assert N.is_flat(res)
+    assert not N.is_flat(res.with_columns(score=pl.Series([0.0, 0.0, 0.0, 91.7])))
+    # a cell is the mean over its needles (multi): equal means are flat
+    two = pl.DataFrame({"length": [400, 400, 900, 900], "depth": [0, 0, 0, 0], "score": [0.0, 100.0, 50.0, 50.0]})
+    assert N.is_flat(two)
 
 
 def test_bad_input_is_refused_with_the_value():
