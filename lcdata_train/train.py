@@ -8,6 +8,10 @@ returns its *sum* (chunked cross-entropy, `loss.py`), scaled by ``world / scored
 batch. Then: gradient clipping, the LR of the schedule (constant, or linear warmup + cosine to
 ``min_lr_ratio``), AdamW (fp32 master weights and moments).
 
+The data: windows of ``seq_len`` over the shards read as one token stream (`data.ShardDataset`,
+``windowing="stream"``: every shard token once per epoch at any ``seq_len``); ``run.json`` and the start line
+report the windows, tokens used/unused and epochs, with a warning when the run repeats the data.
+
 Per step, rank 0 appends to ``RUN/log.jsonl`` (loss, lr, grad norm, tokens/s, MFU, data-loader share) and
 prints a progress line. MFU = model FLOPs / (step time x world x peak), model FLOPs = 6 N per token (N =
 parameters in matmuls, `ModelConfig.matmul_params`) + 6 x layers x (heads x head_dim) x sum of n^2 over the

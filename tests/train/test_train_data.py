@@ -1,5 +1,7 @@
 """lcdata_train.data: items match the shards, masks and positions, windows, rank split, exact resume."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -73,11 +75,24 @@ def _stream(s):
     return tokens, doc, bounds, np.arange(n * S) // S
 
 
-@pytest.mark.parametrize("L", [96, 100, 200, 256])
-def test_stream_windows_cover_every_shard_token_once(train_shards, L):
+@pytest.fixture(scope="module")
+def best_fit_shards(train_shards, tmp_path_factory):
+    """The fixture's corpus built with best-fit packing: sequences end in padding."""
+    from lcdata.build import BuildConfig, run_build
+
+    out = str(tmp_path_factory.mktemp("bestfit") / "shards")
+    s = open_shards(train_shards)
+    run_build([os.path.join(os.path.dirname(train_shards), "corpus")], out,
+              BuildConfig(tokenizer=s.manifest["tokenizer"]["path"], seq_len=256, packing="best-fit"), workers=1)
+    return out
+
+
+@pytest.mark.parametrize("L,packing", [(96, "concat"), (100, "concat"), (200, "concat"), (256, "concat"),
+                                       (96, "best-fit")])
+def test_stream_windows_cover_every_shard_token_once(train_shards, best_fit_shards, L, packing):
     """seq_len 96 does not divide 256: the windows read the shards as one stream, every token in exactly one
     window per epoch, the last window padded; boundaries, labels, positions and counts against `_stream`."""
-    s = open_shards(train_shards)
+    s = open_shards(train_shards if packing == "concat" else best_fit_shards)
     tokens, doc, bounds, seq = _stream(s)
     N = len(tokens)
     ds = ShardDataset(s, seq_len=L, doc_mask=True, windowing="stream")
@@ -99,6 +114,8 @@ def test_stream_windows_cover_every_shard_token_once(train_shards, L):
             assert lab[t] == (tokens[g + 1] if ok else IGNORE), (L, j, t)
             scored += ok
             assert pos[t] == t - max(b for b in want if b <= t)
+    if packing == "best-fit":
+        assert not doc.all()  # the case of shard padding inside windows is exercised
     cov = ds.coverage()
     assert cov == {"windowing": "stream", "seq_len": L, "shards_seq_len": 256, "windows": len(ds),
                    "shard_tokens": N, "document_tokens": int(doc.sum()), "tokens_used": N, "tokens_unused": 0,
