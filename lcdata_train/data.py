@@ -1,17 +1,27 @@
 """Training batches from an lcdata shard folder: shards -> `ShardDataset` (windows) -> `StepSampler`
 (global order, split by rank) -> `DataLoader` (collate) -> `ShardLoader` (steps, resume state).
 
-`ShardDataset` item ``j`` is window ``j % windows`` of shard sequence ``j // windows``, where ``windows =
-shards_seq_len // seq_len`` (training shorter than the shards cuts each sequence; the tail is dropped).
+Windows of ``L = seq_len`` tokens over shards of ``S`` tokens per sequence (``L <= S``), two ways:
+- ``windowing="stream"`` (training): the ``n`` sequences read as one stream of ``N = n * S`` tokens; window
+  ``j`` is stream tokens ``[j * L, (j + 1) * L)``. ``ceil(N / L)`` windows cover every shard token exactly
+  once per epoch; the last window is completed with ``pad_id`` (not scored). A window may span two shard
+  sequences: the sequence boundary is a piece boundary and no target crosses it. When ``L`` divides ``S``
+  these are exactly the windows of ``"sequence"``.
+- ``windowing="sequence"``: ``S // L`` windows inside each sequence; the last ``S mod L`` tokens of every
+  sequence are in no window (`coverage` counts them).
+`coverage` reports the tokens in windows and the tokens in none, per epoch (`lcdata train` prints it and writes
+it to ``run.json``). Cost of ``"stream"``: one window reads at most two sequences' rows and piece tables.
+
 Tokens are read from the memory map (no file is loaded whole) and copied once, into int64 for the
 embedding. An item holds:
 - ``input_ids`` (L,): the window's tokens;
 - ``labels`` (L,): the next token, ``-100`` (not scored) at the last position, wherever the input or the
-  target is padding, and, with ``doc_mask``, where the target starts another document piece;
+  target is padding or the target is in another shard sequence, and, with ``doc_mask``, where the target
+  starts another document piece;
 - ``position_ids`` (L,): ``0..L-1``, or with ``doc_mask`` restarting at 0 in each piece (each document is
   then computed exactly as if it were alone);
-- ``cu_seqlens`` (int32): piece boundaries inside the window (padding is one more piece), from the shards'
-  ``.seg.npy``.
+- ``cu_seqlens`` (int32): piece boundaries inside the window (padding is one more piece; a shard-sequence
+  boundary is one), from the shards' ``.seg.npy``.
 A batch stacks ``micro_batch`` items; its ``cu_seqlens`` cover the flattened ``B * L`` tokens
 (flash-attn's varlen convention) and ``max_seqlen`` is the longest piece.
 
@@ -34,46 +44,95 @@ from lcdata.shards.reader import ShardSet, open_shards
 IGNORE = -100
 
 
+WINDOWINGS = ("stream", "sequence")
+
+
 class ShardDataset(Dataset):
     """Windows of a shard folder; ``open_shards`` validates the folder first (a damaged or altered folder is one
-    `LcdataError` line). ``vocab_size``: the embedding rows the ids need (largest id + 1)."""
+    `LcdataError` line). ``vocab_size``: the embedding rows the ids need (largest id + 1). ``windows``: windows per
+    shard sequence with ``windowing="sequence"``, None with ``"stream"`` (windows are not per sequence)."""
 
-    def __init__(self, shards: str | ShardSet, seq_len: int | None = None, doc_mask: bool = False):
+    def __init__(self, shards: str | ShardSet, seq_len: int | None = None, doc_mask: bool = False,
+                 windowing: str = "sequence"):
         self.shards = open_shards(shards) if isinstance(shards, str) else shards
         S = self.shards.seq_len
         if seq_len is not None and seq_len < 2:
             raise ConfigError(f"seq_len={seq_len} must be >= 2 (tokens per window)")
+        if windowing not in WINDOWINGS:
+            raise ConfigError(f"windowing={windowing!r} is not one of {WINDOWINGS}")
         self.seq_len = L = seq_len or S
         if L > S:
             raise ConfigError(
                 f"seq_len {L:,} is larger than the shards' sequences ({S:,} tokens in {self.shards.folder}); "
                 f"rebuild them with `lcdata build --seq-len {L}` or train with --seq-len <= {S:,}")
-        self.windows = S // L
+        self.windowing = windowing
+        self.stream_tokens = len(self.shards) * S
+        if windowing == "stream":
+            self.windows = None
+            self._n = -(-self.stream_tokens // L)
+        else:
+            self.windows = S // L
+            self._n = len(self.shards) * self.windows
         self.doc_mask = doc_mask
-        tok = self.shards.manifest["tokenizer"]  # validated by open_shards (lcdata.shards.check_folder)
+        m = self.shards.manifest
+        tok = m["tokenizer"]  # validated by open_shards (lcdata.shards.check_folder)
         self.vocab_size = max(int(tok["vocab_size"]), int(tok["max_id"]) + 1)  # ids are < this, contiguous or not
+        self.pad_id = int((m.get("special_tokens") or {}).get("pad_id") or 0)
 
     def __len__(self) -> int:
-        return len(self.shards) * self.windows
+        return self._n
+
+    def spans(self, j: int) -> list[tuple[int, int, int, int]]:
+        """The parts of window ``j``: ``(sequence, start in the sequence, start in the window, length)``, in
+        order; window positions after the last part are padding."""
+        L, S = self.seq_len, self.shards.seq_len
+        if not 0 <= j < self._n:
+            raise IndexError(f"window {j} out of range for {self._n} windows")
+        if self.windowing == "sequence":
+            i, w = divmod(j, self.windows)
+            return [(i, w * L, 0, L)]
+        a, b = j * L, min((j + 1) * L, self.stream_tokens)
+        out = []
+        for i in range(a // S, (b - 1) // S + 1):
+            lo, hi = max(a, i * S), min(b, (i + 1) * S)
+            out.append((i, lo - i * S, lo - a, hi - lo))
+        return out
+
+    def coverage(self) -> dict:
+        """Tokens per epoch: ``windows``, ``shard_tokens`` (n x S, shard padding included), ``document_tokens``
+        (the manifest's ``n_tokens``), ``tokens_used`` (shard tokens in a window), ``tokens_unused`` (in none),
+        ``window_padding`` (positions of the last window past the shards, ``"stream"`` only)."""
+        L, S, n = self.seq_len, self.shards.seq_len, len(self.shards)
+        used = min(self._n * L, self.stream_tokens) if self.windowing == "stream" else n * self.windows * L
+        m = self.shards.manifest
+        return {"windowing": self.windowing, "seq_len": L, "shards_seq_len": S, "windows": self._n,
+                "shard_tokens": self.stream_tokens, "document_tokens": int(m.get("n_tokens", 0)),
+                "tokens_used": used, "tokens_unused": self.stream_tokens - used,
+                "window_padding": self._n * L - used}
 
     def __getitem__(self, j: int) -> dict[str, torch.Tensor]:
         L = self.seq_len
-        i, w = divmod(int(j), self.windows)
-        a = w * L
-        tokens = np.asarray(self.shards[i][a: a + L], dtype=np.int64)
-        seg = self.shards.segments(i)
-        starts = seg["start"].astype(np.int64) - a
-        ends = starts + seg["length"]
-        keep = (ends > 0) & (starts < L)
-        starts, ends = np.clip(starts[keep], 0, L), np.clip(ends[keep], 0, L)
-        diff = np.zeros(L + 1, dtype=np.int64)
-        np.add.at(diff, starts, 1)
-        np.add.at(diff, ends, -1)
+        tokens = np.full(L, self.pad_id, dtype=np.int64)
+        diff = np.zeros(L + 1, dtype=np.int64)  # +1 at a piece's start, -1 at its end: > 0 on document tokens
+        cross = np.zeros(L, dtype=bool)  # target t + 1 is in another shard sequence than t
+        cuts = [0, L]
+        for i, a, o, n in self.spans(int(j)):
+            tokens[o: o + n] = np.asarray(self.shards[i][a: a + n], dtype=np.int64)
+            seg = self.shards.segments(i)
+            starts = seg["start"].astype(np.int64) - a
+            ends = starts + seg["length"]
+            keep = (ends > 0) & (starts < n)
+            starts, ends = np.clip(starts[keep], 0, n) + o, np.clip(ends[keep], 0, n) + o
+            np.add.at(diff, starts, 1)
+            np.add.at(diff, ends, -1)
+            cuts += [o, o + n, *starts.tolist(), *ends.tolist()]
+            if o > 0:
+                cross[o - 1] = True
         covered = np.cumsum(diff)[:L] > 0
-        bounds = np.unique(np.concatenate([[0, L], starts, ends]))
+        bounds = np.unique(np.asarray(cuts, dtype=np.int64))
         labels = np.full(L, IGNORE, dtype=np.int64)
         labels[:-1] = tokens[1:]
-        labels[:-1][~(covered[:-1] & covered[1:])] = IGNORE
+        labels[:-1][~(covered[:-1] & covered[1:]) | cross[:-1]] = IGNORE
         if self.doc_mask:
             new_piece = np.zeros(L + 1, dtype=bool)
             new_piece[bounds] = True

@@ -8,6 +8,10 @@ returns its *sum* (chunked cross-entropy, `loss.py`), scaled by ``world / scored
 batch. Then: gradient clipping, the LR of the schedule (constant, or linear warmup + cosine to
 ``min_lr_ratio``), AdamW (fp32 master weights and moments).
 
+The data: windows of ``seq_len`` over the shards read as one token stream (`data.ShardDataset`,
+``windowing="stream"``: every shard token once per epoch at any ``seq_len``); ``run.json`` and the start line
+report the windows, tokens used/unused and epochs, with a warning when the run repeats the data.
+
 Per step, rank 0 appends to ``RUN/log.jsonl`` (loss, lr, grad norm, tokens/s, MFU, data-loader share) and
 prints a progress line. MFU = model FLOPs / (step time x world x peak), model FLOPs = 6 N per token (N =
 parameters in matmuls, `ModelConfig.matmul_params`) + 6 x layers x (heads x head_dim) x sum of n^2 over the
@@ -222,7 +226,7 @@ def _setup(cfg: TrainConfig, info: D.DistInfo) -> _Run:
     """The shards and batch shape, the model config and compute dtype, the restore point, the model and
     optimizer on the device, and the data loader positioned at the first step to run."""
     torch.manual_seed(cfg.seed)
-    ds = ShardDataset(cfg.shards, cfg.seq_len, cfg.doc_mask)
+    ds = ShardDataset(cfg.shards, cfg.seq_len, cfg.doc_mask, windowing="stream")
     L = ds.seq_len
     per_step, accum = resolve_batch(cfg.batch_tokens, L, info.world, cfg.micro_batch)
     batch_tokens = per_step * L
@@ -313,7 +317,8 @@ def _start_run_folder(cfg: TrainConfig, info: D.DistInfo, run: _Run, log_path: s
             "seq_len": run.ds.seq_len, "sequences_per_step": run.per_step, "accum_steps": run.accum,
             "batch_tokens": run.batch_tokens, "batch_tokens_asked": nominal[0], "total_steps": run.total_steps,
             "world": info.world, "device": str(info.device), "compute_dtype": dtype,
-            "attention_backend": run.backend, "peak_flops": run.peak, "resumed_from": run.ckpt}
+            "attention_backend": run.backend, "peak_flops": run.peak, "resumed_from": run.ckpt,
+            "data": data_coverage(run.ds, run.total_steps * run.per_step)}
     write_bytes(json.dumps(meta, indent=2, default=str).encode(), os.path.join(cfg.out, "run.json"))
     if not cfg.quiet:
         note = f" (asked {nominal[0]:,})" if nominal[0] != run.batch_tokens else ""
@@ -321,6 +326,31 @@ def _start_run_folder(cfg: TrainConfig, info: D.DistInfo, run: _Run, log_path: s
               f"{run.batch_tokens:,} tokens/step{note} = {info.world} rank(s) x {run.accum} x {cfg.micro_batch} "
               f"seqs, {run.total_steps} steps, attention {run.backend}, {info.device} {dtype}"
               + (f", resuming at step {run.start}" if run.ckpt else ""), file=sys.stderr)
+        print(f"lcdata train: {_coverage_line(meta['data'])}", file=sys.stderr)
+    if meta["data"]["epochs"] > 1:
+        d = meta["data"]
+        print(f"lcdata train: warning: {run.total_steps * run.batch_tokens:,} tokens ({run.total_steps} steps) are "
+              f"{d['epochs']:.2f} epochs of the shards ({d['windows']:,} windows of {d['seq_len']:,}): the data repeats; "
+              + (f"lower --tokens to <= {d['windows'] // run.per_step * run.batch_tokens:,} for one pass, or "
+                 if d["windows"] >= run.per_step else "")
+              + "build more shards", file=sys.stderr)
+
+
+def data_coverage(ds: ShardDataset, sequences: int) -> dict:
+    """``ds.coverage()`` (tokens in windows and in none, per epoch) plus ``sequences`` (windows the run reads)
+    and ``epochs`` (sequences / windows)."""
+    cov = ds.coverage()
+    return {**cov, "sequences": sequences, "epochs": sequences / cov["windows"]}
+
+
+def _coverage_line(d: dict) -> str:
+    pad = f", the last window padded by {d['window_padding']:,}" if d["window_padding"] else ""
+    unused = (f"; {d['tokens_unused']:,} ({d['tokens_unused'] / d['shard_tokens']:.1%}) in no window"
+              if d["tokens_unused"] else "")
+    return (f"data: {d['windows']:,} windows of {d['seq_len']:,} per epoch use {d['tokens_used']:,} of the "
+            f"{d['shard_tokens']:,} shard tokens ({d['document_tokens']:,} document tokens; sequences of "
+            f"{d['shards_seq_len']:,}{pad}){unused}; this run reads {d['sequences']:,} windows = "
+            f"{d['epochs']:.2f} epoch(s)")
 
 
 def _step(cfg: TrainConfig, info: D.DistInfo, run: _Run, step: int) -> dict:

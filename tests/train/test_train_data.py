@@ -1,5 +1,7 @@
 """lcdata_train.data: items match the shards, masks and positions, windows, rank split, exact resume."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -46,7 +48,7 @@ def test_doc_mask_positions_and_labels(train_shards):
     assert sum(x != IGNORE for x in lab) == sum(x != IGNORE for x in plain) - (len(cu) - 2)
 
 
-def test_windows_when_training_shorter(train_shards):
+def test_sequence_windowing_cuts_each_sequence_and_counts_the_rest(train_shards):
     s = open_shards(train_shards)
     ds = ShardDataset(s, seq_len=100)
     assert ds.windows == 2 and len(ds) == 2 * len(s)
@@ -56,6 +58,84 @@ def test_windows_when_training_shorter(train_shards):
     full = s.cu_seqlens(i)
     inner = [int(b) - 100 for b in full if 100 < b < 200]
     assert w1["cu_seqlens"].tolist() == [0] + inner + [100]
+    cov = ds.coverage()  # positions 200..255 of every sequence are in no window
+    assert cov["tokens_unused"] == len(s) * 56 and cov["tokens_used"] == len(s) * 200
+
+
+def _stream(s):
+    """Independent of lcdata_train.data: the shards as one token stream, its document-token mask, its piece
+    boundaries (each sequence's `cu_seqlens`, shifted to the stream) and each position's sequence."""
+    S, n = s.seq_len, len(s)
+    tokens = np.concatenate([np.asarray(s[i], dtype=np.int64) for i in range(n)])
+    doc = np.zeros(n * S, bool)
+    for g in s.all_segments():
+        a = int(g["gseq"]) * S + int(g["start"])
+        doc[a: a + int(g["length"])] = True
+    bounds = sorted({i * S + int(b) for i in range(n) for b in s.cu_seqlens(i)})
+    return tokens, doc, bounds, np.arange(n * S) // S
+
+
+@pytest.fixture(scope="module")
+def best_fit_shards(train_shards, tmp_path_factory):
+    """The fixture's corpus built with best-fit packing: sequences end in padding."""
+    from lcdata.build import BuildConfig, run_build
+
+    out = str(tmp_path_factory.mktemp("bestfit") / "shards")
+    s = open_shards(train_shards)
+    run_build([os.path.join(os.path.dirname(train_shards), "corpus")], out,
+              BuildConfig(tokenizer=s.manifest["tokenizer"]["path"], seq_len=256, packing="best-fit"), workers=1)
+    return out
+
+
+@pytest.mark.parametrize("L,packing", [(96, "concat"), (100, "concat"), (200, "concat"), (256, "concat"),
+                                       (96, "best-fit")])
+def test_stream_windows_cover_every_shard_token_once(train_shards, best_fit_shards, L, packing):
+    """seq_len 96 does not divide 256: the windows read the shards as one stream, every token in exactly one
+    window per epoch, the last window padded; boundaries, labels, positions and counts against `_stream`."""
+    s = open_shards(train_shards if packing == "concat" else best_fit_shards)
+    tokens, doc, bounds, seq = _stream(s)
+    N = len(tokens)
+    ds = ShardDataset(s, seq_len=L, doc_mask=True, windowing="stream")
+    assert len(ds) == -(-N // L)
+    pad_id = s.manifest["special_tokens"]["pad_id"]
+    got = np.concatenate([ds[j]["input_ids"].numpy() for j in range(len(ds))])
+    assert got[:N].tolist() == tokens.tolist() and (got[N:] == pad_id).all()  # each token once, in order
+    scored = 0
+    for j in range(len(ds)):
+        it = ds[j]
+        a = j * L
+        want = sorted({0, L, min(N - a, L)} | {b - a for b in bounds if a < b < a + L})
+        assert it["cu_seqlens"].tolist() == want
+        lab, pos = it["labels"].numpy(), it["position_ids"].numpy()
+        for t in range(L):
+            g = a + t
+            ok = (t < L - 1 and g + 1 < N and doc[g] and doc[g + 1] and seq[g] == seq[g + 1]
+                  and g + 1 - a not in want)
+            assert lab[t] == (tokens[g + 1] if ok else IGNORE), (L, j, t)
+            scored += ok
+            assert pos[t] == t - max(b for b in want if b <= t)
+    if packing == "best-fit":
+        assert not doc.all()  # the case of shard padding inside windows is exercised
+    cov = ds.coverage()
+    assert cov == {"windowing": "stream", "seq_len": L, "shards_seq_len": 256, "windows": len(ds),
+                   "shard_tokens": N, "document_tokens": int(doc.sum()), "tokens_used": N, "tokens_unused": 0,
+                   "window_padding": len(ds) * L - N}
+    if L == 256:  # a divisor: the same windows as "sequence"
+        seqwise = ShardDataset(s, doc_mask=True)
+        for j in (0, 7, len(ds) - 1):
+            assert all(torch.equal(ds[j][k], seqwise[j][k]) for k in ("input_ids", "labels", "cu_seqlens"))
+
+
+def test_stream_windows_without_doc_mask_score_across_documents_not_sequences(train_shards):
+    s = open_shards(train_shards)
+    tokens, doc, bounds, seq = _stream(s)
+    ds = ShardDataset(s, seq_len=96, windowing="stream")
+    j = next(j for j in range(len(ds)) if (j * 96) // 256 != (j * 96 + 95) // 256)  # spans two sequences
+    lab = ds[j]["labels"].numpy()
+    for t in range(95):
+        g = j * 96 + t
+        assert lab[t] == (tokens[g + 1] if doc[g] and doc[g + 1] and seq[g] == seq[g + 1] else IGNORE)
+    assert ds[j]["position_ids"].tolist() == list(range(96))
 
 
 def test_collate_flattens_cu_seqlens(train_shards):

@@ -90,6 +90,36 @@ def test_resume_reproduces_losses_exactly(train_shards, tmp_path, deterministic)
     assert sorted(os.listdir(tmp_path / "b" / "checkpoints")) == ["step-00000003", "step-00000006"]
 
 
+def test_shorter_seq_len_uses_every_token_reports_it_and_resumes_exactly(train_shards, tmp_path, deterministic,
+                                                                        capsys):
+    """seq_len 96 on shards of 256 (not a divisor): run.json and the start line report windows, tokens used and
+    unused and epochs, equal to a count from the shards; a run past one epoch warns; resume is exact."""
+    s = open_shards(train_shards)
+    N = len(s) * s.seq_len
+    docs = sum(int(p["length"]) for i in range(len(s)) for p in s.segments(i))
+    windows = -(-N // 96)  # ceil: the last window padded
+    kw = dict(seq_len=96, batch_tokens=384, doc_mask=True, tokens=384 * 4, quiet=False)
+    full = train(_cfg(train_shards, tmp_path / "a", save_every=2, **kw))
+    first = train(_cfg(train_shards, tmp_path / "b", stop_after=2, **kw))
+    rest = train(_cfg(train_shards, tmp_path / "b", resume=True, **kw))
+    assert first.losses + rest.losses == full.losses  # bitwise
+    d = json.loads((tmp_path / "a" / "run.json").read_text())["data"]
+    assert d == {"windowing": "stream", "seq_len": 96, "shards_seq_len": 256, "windows": windows, "shard_tokens": N,
+                 "document_tokens": docs, "tokens_used": N, "tokens_unused": 0, "window_padding": windows * 96 - N,
+                 "sequences": 16, "epochs": 16 / windows}
+    err = capsys.readouterr().err
+    assert (f"data: {windows} windows of 96 per epoch use {N:,} of the {N:,} shard tokens ({docs:,} document tokens; "
+            f"sequences of 256, the last window padded by {windows * 96 - N}); this run reads 16 windows = "
+            f"{16 / windows:.2f} epoch(s)") in err
+    assert "warning" not in err
+    steps = windows // 4 + 1  # one step past an epoch
+    train(_cfg(train_shards, tmp_path / "c", seq_len=96, batch_tokens=384, tokens=384 * steps, stop_after=1))
+    err = capsys.readouterr().err
+    assert (f"warning: {384 * steps:,} tokens ({steps} steps) are {steps * 4 / windows:.2f} epochs of the shards "
+            f"({windows} windows of 96): the data repeats; lower --tokens to <= {windows // 4 * 384:,}") in err
+    assert json.loads((tmp_path / "c" / "run.json").read_text())["data"]["epochs"] == steps * 4 / windows
+
+
 def test_bad_input_names_the_values(train_shards, tmp_path):
     with pytest.raises(ConfigError, match=r"seq_len 512 is larger than the shards' sequences \(256"):
         train(_cfg(train_shards, tmp_path / "x", seq_len=512))
