@@ -182,10 +182,17 @@ def needle_section(d: str, rel: str = "needle") -> list[str]:
     r = _read_json(os.path.join(d, rel, "results.json"))
     cells = pl.DataFrame(r["cells"])
     by_len = cells.group_by("length").agg(pl.col("score").mean()).sort("length")
-    line = f"Task `{r['task']}`, mode `{r['mode']}`: average score **{r['average_score']:.1f}** over {len(cells)} cells"
+    scoring = f", scorer `{r['scoring']}`" if r.get("scoring") else ""  # results.json of older runs: not recorded
+    line = (f"Task `{r['task']}`, mode `{r['mode']}`{scoring}: average score **{r['average_score']:.1f}** over "
+            f"{len(cells)} cells")
+    if r.get("scoring") == "paper":
+        line += " (the paper's formula: a perfect answer scores 91.7 with its needle)"
     if "mean_answer_logprob" in r:
         line += f"; mean answer log-probability {r['mean_answer_logprob']:.3f}, token accuracy {r['mean_token_acc']:.3f}"
     out += [line + ".", "", md_table(by_len, 1), "", f"![needle heatmap]({rel}/heatmap.png)", ""]
+    if r.get("logprob_heatmap"):  # every cell scored the same: the answer's log-probability still ranks the cells
+        out += ["Every cell has the same score, so the answer's mean log-probability per cell is shown too:", "",
+                f"![needle answer log-probability]({rel}/{r['logprob_heatmap']})", ""]
     return out
 
 
