@@ -9,7 +9,8 @@ strategy       groups                       group target (B = budget)           
 natural        source                       B x corpus share of the source          1
 cut            source                       B x share (of cut lengths)              1 (lengths cut first)
 per-source     source                       B x corpus share of the source          short_keep if len < thr
-global         one group                    B                                       short_keep if len < thr
+global         source                       B x source's expected share under one   short_keep if len < thr
+                                            corpus-wide lambda (one budget)
 upsample-src.  source                       B x given share / rest keep relative    1
 target         (source, length bucket)      B x source share x bucket share         1
 ============== ============================ ======================================= =========================

@@ -5,8 +5,9 @@ Algorithm (pure Polars/NumPy over the per-document length table; no per-document
 1. **Units.** Each document is one unit of length L = its token count; strategy ``cut`` first truncates
    L to ``max_length`` (or, with ``chunk``, splits the document into ``ceil(L / max_length)`` chunks).
    Empty units (L = 0) are never selected: they carry no tokens.
-2. **Groups and targets** (`lcdata.sample.config`): units are grouped (by source, by source x length bucket,
-   or all together), each group g gets a token target T_g, and each unit a weight w (1, or ``short_keep``
+2. **Groups and targets** (`lcdata.sample.config`): units are grouped (by source, or by source x length
+   bucket), each group g gets a token target T_g (``global``: each source's expected tokens under one
+   corpus-wide lambda, `_global_shares`, so its budget is balanced across sources like ``per-source``'s), and each unit a weight w (1, or ``short_keep``
    below ``threshold`` for the paper's length upsampling).
 3. **Whole passes, then a remainder.** With N_g the group's tokens, every unit gets m_g = floor(T_g / N_g)
    copies, so documents are repeated *only* when a target asks for more than the group has; m_g (+1 for
@@ -144,7 +145,7 @@ def _file_row_id() -> pl.Expr:
 def group_targets(units: pl.DataFrame, cfg: SampleConfig) -> pl.DataFrame:
     """Token target per group: ``group, source, bucket, corpus_tokens, target_tokens`` (float).
 
-    ``units``: rows of ``group, source, bucket, length`` whose lengths are summed (one row per unit, or per
+    ``units``: rows of ``group, source, bucket, length`` (and ``weight``, for ``global``) whose lengths are summed (one row per unit, or per
     class of units as `solve_plan` passes them)."""
     B = float(cfg.budget_tokens)
     src = units.group_by("source").agg(n=pl.col("length").sum()).sort("source")
@@ -174,11 +175,8 @@ def group_targets(units: pl.DataFrame, cfg: SampleConfig) -> pl.DataFrame:
             raise ConfigError(f"unknown source(s) {unknown} in the target spec; the corpus has {sorted(shares)}")
         shares = {k: given.get(k, 0.0) for k in shares}
     cells = units.group_by("group", "source", "bucket").agg(corpus_tokens=pl.col("length").sum())
-    if s == "global":
-        return pl.DataFrame({"group": ["*"], "source": [None], "bucket": [None],
-                             "corpus_tokens": [int(total)], "target_tokens": [B]},
-                            schema={"group": pl.String, "source": pl.String, "bucket": pl.Int32,
-                                    "corpus_tokens": pl.Int64, "target_tokens": pl.Float64})
+    if s == "global":  # one budget for the corpus, solved per source: see `_global_shares`
+        shares = _global_shares(units, B, total)
     if s != "target":
         g = cells.group_by("group", "source").agg(pl.col("corpus_tokens").sum()).with_columns(
             bucket=pl.lit(None, pl.Int32))
@@ -205,6 +203,27 @@ def group_targets(units: pl.DataFrame, cfg: SampleConfig) -> pl.DataFrame:
                          "corpus_tokens": int(cell_tokens.get((src_name, b), 0)), "target_tokens": B * share * dist[b]})
     return pl.DataFrame(rows, schema={"group": pl.String, "source": pl.String, "bucket": pl.Int32,
                                       "corpus_tokens": pl.Int64, "target_tokens": pl.Float64})
+
+
+def _global_shares(units: pl.DataFrame, B: float, total: float) -> dict[str, float]:
+    """Strategy ``global``: each source's share of the budget B under one corpus-wide selection.
+
+    Every unit gets m = floor(B / N) whole passes and inclusion probability p = min(1, lambda w), lambda
+    solved over the whole corpus so that sum(p L) = B - m N (`solve_lambda`); a source's share is its expected
+    tokens (m N_s + sum over its units of p L) / B. Solving each source for that share gives every unit the
+    same p as one corpus-wide order sampling would (the sources' lambdas equal the corpus's), and lets the
+    sources carry each other's rounding (module step 5) as ``per-source`` does: one group for the corpus
+    could only stop at a prefix sum of its key order, within half its longest document of B.
+    ``units``: rows of ``source, length, weight``."""
+    m = math.floor(B / total)
+    R = B - m * total
+    w = units.group_by("source", "weight").agg(W=pl.col("length").sum()).sort("source", "weight")
+    lam = solve_lambda(R, [(r["weight"], float(r["W"])) for r in w.iter_rows(named=True)])
+    out: dict[str, float] = {}
+    for r in w.iter_rows(named=True):
+        p = 1.0 if not math.isfinite(lam) else min(1.0, lam * r["weight"])
+        out[r["source"]] = out.get(r["source"], 0.0) + (m + p) * float(r["W"]) / B
+    return out
 
 
 def solve_lambda(remainder: float, classes: list[tuple[float, float]]) -> float:
@@ -235,7 +254,7 @@ def solve_plan(docs: pl.DataFrame, cfg: SampleConfig) -> Plan:
     units = make_units(docs, cfg, with_doc_id=False)  # step 1
     length = units["length"].to_numpy()
     cls, classes = _unit_classes(units, length, cfg)  # step 2: per-unit work is on class codes from here on
-    targets = group_targets(classes.select("group", "source", "bucket", length="tokens"), cfg)
+    targets = group_targets(classes.select("group", "source", "bucket", "weight", length="tokens"), cfg)
     par, capped = _group_parameters(targets, classes, cfg)  # step 3
     longest, tol = _carry_tolerance(par, classes)
     classes = _class_probabilities(classes, par)
@@ -279,9 +298,7 @@ def _class_groups(classes: pl.DataFrame, cfg: SampleConfig) -> pl.DataFrame:
     """The strategy's group of each class (the corpus, its source, or its source x bucket) and its weight
     (``short_keep`` for empty and short units under ``per-source`` and ``global``, else 1)."""
     s = cfg.strategy
-    if s == "global":
-        ct = classes.with_columns(group=pl.lit("*"))
-    elif s == "target":
+    if s == "target":
         ct = classes.with_columns(group=pl.format("{}|{}", pl.col("source"), pl.col("bucket")))
     else:
         ct = classes.with_columns(group=pl.col("source"))

@@ -122,8 +122,8 @@ def test_budget_and_source_targets_hit(df, strategy, ratio, max_repeat, seed):
             target = budget * n_src[s] / total
             assert abs(got.get(s, 0) - target) <= max(mx_src[s], 0.005 * target) + EPS, (s, got.get(s, 0), target)
     # the solved groups agree with the achieved tokens, each within its tolerance of what it was granted
-    for g in plan.groups.iter_rows(named=True):
-        mx = max(mx_src.values()) if strategy == "global" else mx_src[g["source"]]
+    for g in plan.groups.iter_rows(named=True):  # global too: one group per source (`_global_shares`)
+        mx = mx_src[g["source"]]
         tol = max(mx, 0.005 * g["granted_tokens"])
         assert g["tolerance"] in (0.0, pytest.approx(tol))
         assert abs(g["achieved_tokens"] - g["granted_tokens"]) <= (tol if g["tolerance"] else 0.5) + EPS
@@ -234,6 +234,38 @@ def test_plan_independent_of_row_order(df, strategy, ratio, data):
     assert a.report.equals(b.report)
 
 
+ALL_STRATEGIES = ("natural", "cut", "per-source", "global", "upsample-sources", "target")
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(table_seed=st.integers(0, 2**31), n_books=st.integers(100, 300), n_web=st.integers(4000, 6000),
+       ratio=st.floats(0.15, 0.4), seed=st.integers(0, 2**31))
+def test_every_strategy_meets_the_budget_as_tightly_as_per_source(table_seed, n_books, n_web, ratio, seed):
+    """Issue 16: `global` missed its budget by up to half its longest document (-10.9% to +8.3% on 1M tokens
+    of a held-out corpus) while per-source stayed within 0.1%. On a generated corpus of a few long documents
+    (books, 4,096-6,000 tokens) and two sources of many short ones (1-1,500 tokens, enough to carry half a
+    book), every strategy lands within max(0.1% of the budget, half the longest short document) + 0.5 token
+    per group: the error left when the short sources absorb the long documents' rounding."""
+    rng = np.random.default_rng(table_seed)
+    rows = [("books", int(n)) for n in rng.integers(4096, 6001, n_books)]
+    for s in ("web0", "web1"):
+        rows += [(s, int(n)) for n in rng.integers(1, 1501, n_web)]
+    df = pl.DataFrame({"file": [f"{s}.jsonl" for s, _ in rows], "row": list(range(len(rows))),
+                       "source": [s for s, _ in rows], "n_tokens": [n for _, n in rows]})
+    total = sum(n for _, n in rows)
+    budget = int(ratio * total)
+    for strategy in ALL_STRATEGIES:
+        cfg = SampleConfig(strategy=strategy, budget_tokens=budget, seed=seed,
+                           max_length=4096 if strategy == "cut" else None,
+                           source_shares=(("web0", 0.6),) if strategy == "upsample-sources" else (),
+                           target=TargetSpec() if strategy == "target" else None)
+        plan = solve_plan(df, cfg)
+        assert plan.capped == []
+        got = sum(n * c for n, c in zip(plan.plan["length"].to_list(), plan.plan["copies"].to_list()))
+        assert abs(got - budget) <= max(0.001 * budget, 1500 / 2) + 0.5 * plan.groups.height + EPS, \
+            (strategy, got, budget, got / budget - 1)
+
+
 @SETTINGS
 @given(df=length_tables(), strategy=st.sampled_from(["natural", "per-source", "global"]),
        ratio=st.floats(0.05, 2.5), seed=st.integers(0, 2**31))
@@ -248,7 +280,7 @@ def test_decision_depends_only_on_identity_length_and_group_parameters(df, strat
     u = to_unit(h)
     got = {(f, r): c for f, r, c in zip(plan.plan["file"], plan.plan["row"], plan.plan["copies"])}
     for i, (f, r, s, n) in enumerate(df.select("file", "row", "source", "n_tokens").iter_rows()):
-        g = groups["*" if strategy == "global" else s]
+        g = groups[s]
         w = cfg.short_keep if strategy != "natural" and n < cfg.threshold else 1.0
         if n == 0:
             expect = 0
