@@ -307,6 +307,8 @@ def cmd_sample(a) -> int:
     if not a.quiet:
         print(sample_table(res, cfg.threshold))
         print(f"\nwrote {a.out}/ (plan.parquet, report.parquet, report.json, plan.json, sample.png)")
+    for w in res.manifest.get("recipe_warnings", []):  # even with --quiet: the recipe did not hold
+        print(f"lcdata sample: warning: {w}", file=sys.stderr)
     _warn_read(res.manifest["read_report"])
     return 0
 

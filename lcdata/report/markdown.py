@@ -110,6 +110,17 @@ def sample_section(d: str, rel: str = "plan") -> list[str]:
         "source", "original_share", "target_share", "achieved_share", pl.col("target_tokens").round().cast(pl.Int64),
         "achieved_tokens", "n_docs", "n_copies")
     out += [md_table(src), ""]
+    rj = os.path.join(d, rel, "report.json")
+    recipe = _read_json(rj).get("recipe") if os.path.exists(rj) else None
+    if recipe:
+        out += [f"Length upsampling per source: short documents (under {cfg.get('threshold', 4096):,} tokens) kept "
+                f"at `short_rate` (requested {cfg.get('short_keep')}), long share achieved vs the paper's "
+                "L/(L + short_keep x S), and the largest budget at which the recipe holds:", "",
+                md_table(pl.DataFrame(recipe).select("source", "requested_short_rate", "planned_short_rate",
+                                                      "achieved_short_rate", "long_share", "paper_long_share",
+                                                      "recipe_budget")), ""]
+    for w in plan.get("recipe_warnings") or []:
+        out += [f"**Warning:** {w}", ""]
     if os.path.exists(os.path.join(d, rel, "sample.png")):
         out += ["![original / target / achieved](" + rel + "/sample.png)", ""]
     return out

@@ -99,6 +99,7 @@ class Plan:
     report: pl.DataFrame
     capped: list[str]
     config: SampleConfig
+    recipe: pl.DataFrame | None = None  # the length-upsampling strategies: `recipe_table`
 
     @property
     def total_tokens(self) -> int:
@@ -271,7 +272,74 @@ def solve_plan(docs: pl.DataFrame, cfg: SampleConfig) -> Plan:
     plan = _selected_rows(units, copies)
     del copies
     plan = _with_file_row_ids(plan)
-    return Plan(plan=plan, groups=groups, report=report, capped=capped, config=cfg)
+    recipe = recipe_table(classes, cfg) if cfg.strategy in UPSAMPLING else None
+    return Plan(plan=plan, groups=groups, report=report, capped=capped, config=cfg, recipe=recipe)
+
+
+UPSAMPLING = ("per-source", "global")  # strategies that keep short documents at ``short_keep`` (the paper's rule)
+
+
+def recipe_table(classes: pl.DataFrame, cfg: SampleConfig) -> pl.DataFrame:
+    """Per source, whether the paper's length upsampling held: the short-document keep rate the plan gives
+    (``planned_short_rate`` = passes + p of its short documents, token-weighted; ``achieved_short_rate`` =
+    selected short tokens / short tokens) against the requested ``short_keep``, and the long share achieved
+    against the paper's L / (L + short_keep x S) (L, S: the source's long / short corpus tokens).
+
+    The rate exceeds the request once a source's target is more than its long documents plus short_keep of
+    its short ones can give (lambda > 1: every long document is in, short ones fill the rest). ``recipe_budget``
+    is the largest budget at which the rule holds: per source (L + short_keep S) / (its target share); for
+    ``global`` one value for the corpus, sum(L + short_keep S). ``weakened`` when the planned rate is above
+    the request. ``classes``: the solved class table (``source, kind, tokens, passes, p, achieved_tokens``)."""
+    k = cfg.short_keep
+    c = classes.filter(pl.col("kind") > 0).with_columns(short=pl.col("kind") == 1)
+    per = c.group_by("source").agg(
+        S=pl.col("tokens").filter(pl.col("short")).sum().cast(pl.Float64),
+        L=pl.col("tokens").filter(~pl.col("short")).sum().cast(pl.Float64),
+        short_planned=(pl.col("tokens") * pl.col("expected")).filter(pl.col("short")).sum(),
+        short_achieved=pl.col("achieved_tokens").filter(pl.col("short")).sum().cast(pl.Float64),
+        long_achieved=pl.col("achieved_tokens").filter(~pl.col("short")).sum().cast(pl.Float64),
+        target=(pl.col("tokens") * pl.col("expected")).sum(),
+    ).sort("source")
+    B = float(cfg.budget_tokens)
+    out = per.with_columns(
+        requested_short_rate=pl.lit(k),
+        planned_short_rate=pl.when(pl.col("S") > 0).then(pl.col("short_planned") / pl.col("S")).otherwise(None),
+        achieved_short_rate=pl.when(pl.col("S") > 0).then(pl.col("short_achieved") / pl.col("S")).otherwise(None),
+        long_share=pl.when(pl.col("short_achieved") + pl.col("long_achieved") > 0)
+        .then(pl.col("long_achieved") / (pl.col("short_achieved") + pl.col("long_achieved"))).otherwise(None),
+        paper_long_share=pl.when(pl.col("L") + k * pl.col("S") > 0)
+        .then(pl.col("L") / (pl.col("L") + k * pl.col("S"))).otherwise(None),
+    )
+    if cfg.strategy == "global":
+        whole = float((out["L"] + k * out["S"]).sum())
+        out = out.with_columns(recipe_budget=pl.lit(whole))
+    else:
+        out = out.with_columns(recipe_budget=pl.when(pl.col("target") > 0)
+                               .then((pl.col("L") + k * pl.col("S")) * B / pl.col("target")).otherwise(None))
+    out = out.with_columns(weakened=pl.col("planned_short_rate").fill_null(0.0) > k * (1 + 1e-9))
+    return out.select("source", pl.col("S").cast(pl.Int64).alias("short_tokens"),
+                      pl.col("L").cast(pl.Int64).alias("long_tokens"), "requested_short_rate", "planned_short_rate",
+                      "achieved_short_rate", "long_share", "paper_long_share", "weakened",
+                      pl.col("recipe_budget").floor().cast(pl.Int64))
+
+
+def recipe_warnings(recipe: pl.DataFrame | None, budget: int) -> list[str]:
+    """One line per source whose short-document rate exceeds the request (`recipe_table`), naming the rate,
+    the long share achieved vs the paper's, and the budget at which the recipe holds."""
+    if recipe is None:
+        return []
+    out = []
+    for r in recipe.filter(pl.col("weakened")).iter_rows(named=True):
+        out.append(
+            f"source {r['source']!r}: short documents kept at rate {r['planned_short_rate']:.3f} > requested "
+            f"{r['requested_short_rate']:g} (its long documents cannot fill its target at budget {budget:,}); "
+            f"long share {r['long_share']:.1%} vs the paper's L/(L+{r['requested_short_rate']:g} S) = "
+            f"{r['paper_long_share']:.1%}; the recipe holds up to a budget of {r['recipe_budget']:,} tokens")
+    if out:
+        lowest = recipe["recipe_budget"].drop_nulls().min()
+        out.append(f"every source keeps short documents at <= {recipe['requested_short_rate'][0]:g} up to a budget "
+                   f"of {lowest:,} tokens (or add documents longer than the threshold)")
+    return out
 
 
 def _unit_classes(units: pl.DataFrame, length: np.ndarray, cfg: SampleConfig) -> tuple[np.ndarray, pl.DataFrame]:
@@ -643,4 +711,5 @@ def copies_stats(plan: Plan) -> dict:
             "n_repeated": int((c > 1).sum()), "tokens": plan.total_tokens}
 
 
-__all__ = ["Plan", "make_units", "group_targets", "solve_lambda", "solve_plan", "build_report", "copies_stats"]
+__all__ = ["Plan", "make_units", "group_targets", "solve_lambda", "solve_plan", "build_report", "copies_stats",
+           "recipe_table", "recipe_warnings", "UPSAMPLING"]

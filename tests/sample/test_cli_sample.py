@@ -409,3 +409,30 @@ def test_bad_input_api(stats_dir, bad_files, demo_dir, tmp_path):
     assert len(r.plan.capped) == 4 and all("capped to" in c for c in r.plan.capped)
     assert int(r.plan.plan["copies"].max()) == 4
     assert r.plan.total_tokens == 4 * int(pl.read_parquet(stats_dir / "doc_lengths.parquet")["n_tokens"].sum())
+
+
+@pytest.mark.parametrize("budget", [150_000, 2_000_000])
+def test_weakened_recipe_is_warned_on_the_terminal_and_in_report_md(budget, stats_dir, doc_lengths, tmp_path):
+    """Issue 16: per-source's short-document rate rose above 0.1 without a word once the budget exceeded what a
+    source's long documents (plus a tenth of its short ones) give. A source is weakened iff its target
+    B x N_s / N > L_s + 0.1 S_s (computed here from doc_lengths.parquet); the terminal and report.md say which."""
+    from lcdata.report.markdown import sample_section
+
+    n = defaultdict(int)
+    long_short = defaultdict(lambda: [0, 0])
+    for s, t in zip(doc_lengths["source"].to_list(), doc_lengths["n_tokens"].to_list()):
+        n[s] += t
+        long_short[s][0 if t >= 4096 else 1] += t
+    N = sum(n.values())
+    weak = {s for s in n if budget * n[s] / N > long_short[s][0] + 0.1 * long_short[s][1] + 1}
+    out = tmp_path / "run" / "plan"
+    p = lcdata("sample", "--stats", stats_dir, "--strategy", "per-source", "--budget-tokens", budget, "--out", out,
+               "--quiet", "--no-figure", check=True)
+    warned = {s for s in n if f"source {s!r}: short documents kept at rate" in p.stderr}
+    assert warned == weak
+    md = "\n".join(sample_section(str(tmp_path / "run")))
+    assert {s for s in n if f"**Warning:** source {s!r}" in md} == weak
+    assert "recipe_budget" in md and "paper_long_share" in md
+    holds = min((long_short[s][0] + 0.1 * long_short[s][1]) * N / n[s] for s in n)
+    if weak:
+        assert f"up to a budget of {int(holds):,} tokens" in p.stderr

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from lcdata.errors import ConfigError
-from lcdata.sample import SampleConfig, TargetSpec, make_units, solve_lambda, solve_plan
+from lcdata.sample import SampleConfig, TargetSpec, make_units, recipe_warnings, solve_lambda, solve_plan
 from lcdata.util.hashing import doc_hash, to_unit
 
 SETTINGS = settings(max_examples=40, deadline=None,
@@ -650,3 +650,45 @@ def test_config_errors_name_the_value_and_the_fix():
         SampleConfig(strategy="cut", budget_tokens=10)
     with pytest.raises(ConfigError, match=r"no tokens to sample"):
         solve_plan(_table([(0, 0, 0)]), SampleConfig(strategy="natural", budget_tokens=10))
+
+
+# ------------------------------------------------------------------- the paper's rule, weakened or not
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(n_long=st.lists(st.integers(1, 30), min_size=2, max_size=2), n_short=st.lists(st.integers(50, 400), min_size=2,
+       max_size=2), ratio=st.floats(0.05, 0.95), seed=st.integers(0, 2**31))
+def test_per_source_reports_the_short_rate_and_the_budget_at_which_the_recipe_holds(n_long, n_short, ratio, seed):
+    """Issue 16: once a source's target exceeds L + 0.1 S (all its long documents plus a tenth of its short
+    ones) the short documents' rate rises above 0.1, silently before. Written out from the paper's rule: the
+    source's target T = B N_s / N; the rate is 0.1 x T / (L + 0.1 S) while that is <= 1 x 0.1, else
+    (T - L) / S with every long document in; the recipe holds up to B* = (L + 0.1 S) x N / N_s."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i, (nl, ns) in enumerate(zip(n_long, n_short)):
+        rows += [(f"s{i}", int(n)) for n in rng.integers(4096, 20000, nl)]
+        rows += [(f"s{i}", int(n)) for n in rng.integers(1, 4096, ns)]
+    df = pl.DataFrame({"file": ["f.jsonl"] * len(rows), "row": list(range(len(rows))),
+                       "source": [s for s, _ in rows], "n_tokens": [n for _, n in rows]})
+    N = sum(n for _, n in rows)
+    budget = max(1, int(ratio * N))
+    plan = solve_plan(df, SampleConfig(strategy="per-source", budget_tokens=budget, seed=seed))
+    rec = {r["source"]: r for r in plan.recipe.iter_rows(named=True)}
+    warnings = recipe_warnings(plan.recipe, budget)
+    for s in ("s0", "s1"):
+        L = sum(n for ss, n in rows if ss == s and n >= 4096)
+        S = sum(n for ss, n in rows if ss == s and n < 4096)
+        T = budget * (L + S) / N
+        rate = 0.1 * T / (L + 0.1 * S) if T <= L + 0.1 * S else (T - L) / S
+        r = rec[s]
+        assert (r["long_tokens"], r["short_tokens"]) == (L, S)
+        assert r["planned_short_rate"] == pytest.approx(rate, rel=1e-9)
+        assert r["paper_long_share"] == pytest.approx(L / (L + 0.1 * S))
+        assert r["recipe_budget"] == pytest.approx((L + 0.1 * S) * N / (L + S), abs=1.0)
+        assert r["weakened"] == (rate > 0.1 * (1 + 1e-9))
+        assert any(f"source {s!r}" in w for w in warnings) == r["weakened"]
+        got = [(n, c) for ss, n, c in zip(plan.plan["source"], plan.plan["length"], plan.plan["copies"]) if ss == s]
+        got_all, got_long = sum(n * c for n, c in got), sum(n * c for n, c in got if n >= 4096)
+        assert r["long_share"] == (pytest.approx(got_long / got_all) if got_all else None)
+        assert r["achieved_short_rate"] == pytest.approx((got_all - got_long) / S)
+    assert bool(warnings) == any(r["weakened"] for r in rec.values())
