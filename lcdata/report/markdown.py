@@ -105,7 +105,9 @@ def sample_section(d: str, rel: str = "plan") -> list[str]:
     plan = _read_json(os.path.join(d, rel, "plan.json"))
     rep = _read_parquet(path)
     cfg = plan.get("config", {})
-    out += [f"Strategy `{cfg.get('strategy')}`, budget {cfg.get('budget_tokens'):,} tokens, seed {cfg.get('seed')}.", ""]
+    origin = cfg.get("source_share_origin", "input")
+    out += [f"Strategy `{cfg.get('strategy')}`, budget {cfg.get('budget_tokens'):,} tokens, seed {cfg.get('seed')}; "
+            f"source shares: {'the input' + chr(39) + 's own' if origin == 'input' else '`' + origin + '`'}.", ""]
     src = rep.filter(pl.col("level") == "source").select(
         "source", "original_share", "target_share", "achieved_share", pl.col("target_tokens").round().cast(pl.Int64),
         "achieved_tokens", "n_docs", "n_copies")

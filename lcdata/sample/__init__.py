@@ -35,6 +35,7 @@ _EXPORTS = {
     "recipe_table": "solver",
     "recipe_warnings": "solver",
     "UPSAMPLING": "solver",
+    "base_shares": "solver",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -153,7 +153,7 @@ def sample_into(inputs, out_dir, config, stats_dir=None, stats_config=None, work
     """`run_sample`'s work, writing into ``out_dir`` that the caller has claimed (`outdir.claim_out`)."""
     t0 = time.perf_counter()
     docs, st = _doc_table(inputs, stats_dir, stats_config, workers, progress, requested)
-    if config.strategy in ("per-source", "global") and config.threshold > max(config.buckets[-1], 1) and len(config.buckets) > 1:
+    if config.strategy in ("per-source", "global", "upsample-code-arxiv-book") and config.threshold > max(config.buckets[-1], 1) and len(config.buckets) > 1:
         raise ConfigError(f"threshold {config.threshold} is beyond the last bucket edge {config.buckets[-1]}")
     plan = solve_plan(docs, config)
     stats_fp = st.fingerprint
@@ -238,7 +238,8 @@ def sample_table(res: SampleResult, long_threshold: int = 4096) -> str:
              "delta": t["tokens"] / t["budget_tokens"] - 1, "n_docs": t["n_units"], "n_copies": t["n_copies"]}
     head = (f"strategy {res.plan.config.strategy}, budget {t['budget_tokens']:,} tokens, seed {res.plan.config.seed}: "
             f"{t['n_units']:,} of {t['corpus_docs']:,} documents selected, {t['n_repeated']:,} repeated "
-            f"(max {t['max_copies']} copies); lengths in {res.manifest['length_unit']}")
+            f"(max {t['max_copies']} copies); lengths in {res.manifest['length_unit']}; source shares: "
+            f"{res.plan.config.source_share_origin}")
     lines = [head, render(src, cols, total)]
     rec = res.plan.recipe
     if rec is not None:

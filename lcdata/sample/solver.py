@@ -153,8 +153,16 @@ def group_targets(units: pl.DataFrame, cfg: SampleConfig) -> pl.DataFrame:
     total = float(src["n"].sum())
     if total <= 0:
         raise ConfigError("the corpus has no tokens to sample from (all documents are empty)")
-    shares = {r["source"]: r["n"] / total for r in src.iter_rows(named=True)}
+    shares = base_shares(src, total, cfg)
     s = cfg.strategy
+    if s == "upsample-code-arxiv-book":  # the paper's code: weight 0.6 per upsampled source, else its share
+        missing = sorted(set(cfg.upsampled_sources) - set(shares))
+        if missing:
+            raise ConfigError(f"upsampled source(s) {missing} are not in the corpus, which has {sorted(shares)}; "
+                              "name its code / arXiv / book sources with --upsampled-sources NAME,NAME,...")
+        raw = dict(cfg.source_share_table) if cfg.source_share_table is not None else shares  # the code's numbers
+        w = {k: (cfg.upsample_weight if k in cfg.upsampled_sources else raw[k]) for k in shares}
+        shares = {k: v / sum(w.values()) for k, v in w.items()}
     if s == "upsample-sources":
         given = dict(cfg.source_shares)
         unknown = sorted(set(given) - set(shares))
@@ -204,6 +212,24 @@ def group_targets(units: pl.DataFrame, cfg: SampleConfig) -> pl.DataFrame:
                          "corpus_tokens": int(cell_tokens.get((src_name, b), 0)), "target_tokens": B * share * dist[b]})
     return pl.DataFrame(rows, schema={"group": pl.String, "source": pl.String, "bucket": pl.Int32,
                                       "corpus_tokens": pl.Int64, "target_tokens": pl.Float64})
+
+
+def base_shares(src: pl.DataFrame, total: float, cfg: SampleConfig) -> dict[str, float]:
+    """Each source's share before the strategy's changes: its token share of the input (``src``: ``source,
+    n`` tokens), or ``cfg.source_share_table`` restricted to the corpus's sources and renormalised."""
+    own = {r["source"]: r["n"] / total for r in src.iter_rows(named=True)}
+    if cfg.source_share_table is None:
+        return own
+    table = dict(cfg.source_share_table)
+    unknown = sorted(set(own) - set(table))
+    if unknown:
+        raise ConfigError(f"source(s) {unknown} of the corpus have no share in --source-shares "
+                          f"{cfg.source_share_origin} (it names {sorted(table)}); add them to a shares file")
+    kept = sum(table[k] for k in own)
+    if kept <= 0:
+        raise ConfigError(f"--source-shares {cfg.source_share_origin} gives the corpus's sources {sorted(own)} "
+                          "a share of 0")
+    return {k: table[k] / kept for k in own}
 
 
 def _global_shares(units: pl.DataFrame, B: float, total: float) -> dict[str, float]:
@@ -276,7 +302,7 @@ def solve_plan(docs: pl.DataFrame, cfg: SampleConfig) -> Plan:
     return Plan(plan=plan, groups=groups, report=report, capped=capped, config=cfg, recipe=recipe)
 
 
-UPSAMPLING = ("per-source", "global")  # strategies that keep short documents at ``short_keep`` (the paper's rule)
+UPSAMPLING = ("per-source", "global", "upsample-code-arxiv-book")  # strategies that keep short documents at ``short_keep`` (the paper's rule)
 
 
 def recipe_table(classes: pl.DataFrame, cfg: SampleConfig) -> pl.DataFrame:
@@ -370,7 +396,7 @@ def _class_groups(classes: pl.DataFrame, cfg: SampleConfig) -> pl.DataFrame:
         ct = classes.with_columns(group=pl.format("{}|{}", pl.col("source"), pl.col("bucket")))
     else:
         ct = classes.with_columns(group=pl.col("source"))
-    weighted = s in ("per-source", "global")
+    weighted = s in UPSAMPLING
     return ct.with_columns(weight=pl.when(pl.lit(weighted) & (pl.col("kind") <= 1)).then(pl.lit(cfg.short_keep))
                            .otherwise(pl.lit(1.0)))
 
@@ -712,4 +738,4 @@ def copies_stats(plan: Plan) -> dict:
 
 
 __all__ = ["Plan", "make_units", "group_targets", "solve_lambda", "solve_plan", "build_report", "copies_stats",
-           "recipe_table", "recipe_warnings", "UPSAMPLING"]
+           "recipe_table", "recipe_warnings", "base_shares", "UPSAMPLING"]

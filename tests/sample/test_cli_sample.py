@@ -436,3 +436,36 @@ def test_weakened_recipe_is_warned_on_the_terminal_and_in_report_md(budget, stat
     holds = min((long_short[s][0] + 0.1 * long_short[s][1]) * N / n[s] for s in n)
     if weak:
         assert f"up to a budget of {int(holds):,} tokens" in p.stderr
+
+
+def test_source_shares_file_and_paper_mode_through_the_cli(stats_dir, doc_lengths, tmp_path):
+    """`--source-shares FILE` fixes the per-source targets and report.md / the terminal say which shares were
+    used; `--source-shares slimpajama` on a corpus of other source names is refused by name; the paper's joint
+    mode takes the corpus's own names with --upsampled-sources."""
+    from lcdata.report.markdown import sample_section
+
+    shares = {"books": 0.1, "code": 0.2, "docs": 0.3, "web": 0.4}
+    f = tmp_path / "shares.yaml"
+    f.write_text(yaml.safe_dump(shares))
+    out = tmp_path / "run" / "plan"
+    p = lcdata("sample", "--stats", stats_dir, "--strategy", "per-source", "--budget-tokens", 200_000,
+               "--source-shares", f, "--out", out, "--no-figure", check=True)
+    assert f"source shares: {f}" in p.stdout
+    rep = pl.read_parquet(out / "report.parquet").filter(pl.col("level") == "source")
+    for s, t in zip(rep["source"], rep["target_tokens"]):
+        assert t == pytest.approx(200_000 * shares[s], rel=1e-9)
+    assert f"source shares: `{f}`" in "\n".join(sample_section(str(tmp_path / "run")))
+    p = lcdata("sample", "--stats", stats_dir, "--strategy", "per-source", "--budget-tokens", 200_000,
+               "--source-shares", "slimpajama", "--out", tmp_path / "p2")
+    assert p.returncode == 2 and "no share in --source-shares slimpajama" in p.stderr and "Traceback" not in p.stderr
+    p = lcdata("sample", "--stats", stats_dir, "--strategy", "upsample-code-arxiv-book", "--budget-tokens", 200_000,
+               "--out", tmp_path / "p3")
+    assert p.returncode == 2 and "--upsampled-sources" in p.stderr
+    lcdata("sample", "--stats", stats_dir, "--strategy", "upsample-code-arxiv-book", "--budget-tokens", 200_000,
+           "--upsampled-sources", "books,code", "--out", tmp_path / "p4", "--no-figure", "--quiet", check=True)
+    own = doc_lengths.group_by("source").agg(pl.col("n_tokens").sum())
+    n = dict(zip(own["source"], own["n_tokens"]))
+    w = {s: 0.6 if s in ("books", "code") else n[s] / sum(n.values()) for s in n}
+    rep = pl.read_parquet(tmp_path / "p4" / "report.parquet").filter(pl.col("level") == "source")
+    for s, t in zip(rep["source"], rep["target_tokens"]):
+        assert t == pytest.approx(200_000 * w[s] / sum(w.values()), rel=1e-9)

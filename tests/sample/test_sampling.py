@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from lcdata.errors import ConfigError
 from lcdata.sample import SampleConfig, TargetSpec, make_units, recipe_warnings, solve_lambda, solve_plan
+from lcdata.sample.config import SLIMPAJAMA_SHARES
 from lcdata.util.hashing import doc_hash, to_unit
 
 SETTINGS = settings(max_examples=40, deadline=None,
@@ -692,3 +693,74 @@ def test_per_source_reports_the_short_rate_and_the_budget_at_which_the_recipe_ho
         assert r["long_share"] == (pytest.approx(got_long / got_all) if got_all else None)
         assert r["achieved_short_rate"] == pytest.approx((got_all - got_long) / S)
     assert bool(warnings) == any(r["weakened"] for r in rec.values())
+
+
+# ------------------------------------------------------------ the paper's mixtures: fixed shares, joint upsampling
+
+# written out from the paper's code (data_engineering/utils.py): SLIMPAJAMA_ORIGINAL_MIX, UPSAMPLE_CODE_ARXIV_BOOK
+PAPER_MIX = {"RedPajamaC4": 0.26609933, "RedPajamaCommonCrawl": 0.53374772, "RedPajamaStackExchange": 0.03169647,
+             "RedPajamaWikipedia": 0.03402128, "RedPajamaGithub": 0.05004782, "RedPajamaArXiv": 0.04290379,
+             "RedPajamaBook": 0.0414836}
+PAPER_UP = {**PAPER_MIX, "RedPajamaGithub": 0.60, "RedPajamaArXiv": 0.60, "RedPajamaBook": 0.60}
+
+
+def _slimpajama_table(rng, n_docs: int) -> pl.DataFrame:
+    """Every SlimPajama source, its documents 1-12,000 tokens (a third long), in proportions unlike the paper's."""
+    rows = []
+    for i, s in enumerate(sorted(PAPER_MIX)):
+        rows += [(s, int(n)) for n in rng.integers(1, 12_000, n_docs * (1 + i % 3))]
+    return pl.DataFrame({"file": ["f.jsonl"] * len(rows), "row": list(range(len(rows))),
+                         "source": [s for s, _ in rows], "n_tokens": [n for _, n in rows]})
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(table_seed=st.integers(0, 2**31), ratio=st.floats(0.02, 0.08), fixed=st.booleans(), seed=st.integers(0, 2**31))
+def test_upsample_code_arxiv_book_is_the_papers_mode(table_seed, ratio, fixed, seed):
+    """The paper's code's joint mode: budget per source = total x w_s / sum(w), w = 0.6 for Github, ArXiv and
+    Book and the SlimPajama share for the rest (`--source-shares slimpajama`; the input's own shares
+    otherwise), short documents kept at 0.1 inside each source as in per-source."""
+    df = _slimpajama_table(np.random.default_rng(table_seed), 60)
+    N = int(df["n_tokens"].sum())
+    budget = int(ratio * N)
+    kw = {"source_share_table": SLIMPAJAMA_SHARES, "source_share_origin": "slimpajama"} if fixed else {}
+    plan = solve_plan(df, SampleConfig(strategy="upsample-code-arxiv-book", budget_tokens=budget, seed=seed, **kw))
+    own = {s: int(df.filter(pl.col("source") == s)["n_tokens"].sum()) / N for s in PAPER_MIX}
+    w = PAPER_UP if fixed else {s: (0.6 if s in ("RedPajamaGithub", "RedPajamaArXiv", "RedPajamaBook") else v)
+                                for s, v in own.items()}
+    got = _achieved_by_source(plan)
+    groups = {g["source"]: g for g in plan.groups.iter_rows(named=True)}
+    for s in PAPER_MIX:
+        target = budget * w[s] / sum(w.values())
+        assert groups[s]["target_tokens"] == pytest.approx(target, rel=1e-9)
+        assert abs(got.get(s, 0) - target) <= max(12_000, 0.005 * target) + EPS
+    rec = {r["source"]: r for r in plan.recipe.iter_rows(named=True)}
+    for s in PAPER_MIX:  # where the long documents suffice, short ones are kept at 0.1 x lambda <= 0.1
+        L = sum(n for ss, n in df.select("source", "n_tokens").iter_rows() if ss == s and n >= 4096)
+        S = sum(n for ss, n in df.select("source", "n_tokens").iter_rows() if ss == s and n < 4096)
+        T = budget * w[s] / sum(w.values())
+        assert rec[s]["planned_short_rate"] == pytest.approx(0.1 * T / (L + 0.1 * S) if T <= L + 0.1 * S
+                                                             else (T - L) / S, rel=1e-9)
+
+
+def test_fixed_source_shares_replace_the_inputs_own():
+    """`--source-shares slimpajama`: per-source targets are budget x the paper's table, whatever the input's
+    proportions; a file of shares likewise; a corpus source missing from the table is refused by name."""
+    df = _slimpajama_table(np.random.default_rng(1), 40)
+    budget = int(0.05 * df["n_tokens"].sum())
+    for strategy in ("natural", "per-source"):
+        plan = solve_plan(df, SampleConfig(strategy=strategy, budget_tokens=budget, source_share_table=SLIMPAJAMA_SHARES,
+                                           source_share_origin="slimpajama"))
+        for g in plan.groups.iter_rows(named=True):
+            assert g["target_tokens"] == pytest.approx(budget * PAPER_MIX[g["source"]] / sum(PAPER_MIX.values()))
+    sub = df.filter(pl.col("source").is_in(["RedPajamaBook", "RedPajamaC4"]))  # a subset: renormalised
+    plan = solve_plan(sub, SampleConfig(strategy="per-source", budget_tokens=budget // 4,
+                                        source_share_table=SLIMPAJAMA_SHARES, source_share_origin="slimpajama"))
+    t = {g["source"]: g["target_tokens"] for g in plan.groups.iter_rows(named=True)}
+    assert t["RedPajamaBook"] / t["RedPajamaC4"] == pytest.approx(0.0414836 / 0.26609933)
+    other = df.with_columns(source=pl.when(pl.col("source") == "RedPajamaC4").then(pl.lit("web"))
+                            .otherwise(pl.col("source")))
+    with pytest.raises(ConfigError, match=r"\['web'\].*no share in --source-shares slimpajama"):
+        solve_plan(other, SampleConfig(strategy="per-source", budget_tokens=budget,
+                                       source_share_table=SLIMPAJAMA_SHARES, source_share_origin="slimpajama"))
+    with pytest.raises(ConfigError, match="does not apply to strategy 'global'"):
+        SampleConfig(strategy="global", budget_tokens=10, source_share_table=SLIMPAJAMA_SHARES)
