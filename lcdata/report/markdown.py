@@ -141,7 +141,29 @@ def shards_section(d: str) -> list[str]:
     if per:
         out += [md_table(pl.DataFrame([{"source": s, "documents": v["documents"], "tokens": v["tokens"]}
                                         for s, v in per.items()])), ""]
+        out += planned_vs_shards(d, per, m)
     return out
+
+
+def planned_vs_shards(d: str, per: dict, m: dict, plan_rel: str = "plan") -> list[str]:
+    """The mixture the trainer sees beside the planned one: per source the plan's achieved share (document
+    tokens) and the shards' share (tokens in the shards: the build's BOS/EOS included, the dropped tail
+    excluded), and the difference in percentage points. Empty without a plan folder."""
+    path = os.path.join(d, plan_rel, "report.parquet")
+    if not os.path.exists(path):
+        return []
+    rep = _read_parquet(path).filter(pl.col("level") == "source")
+    planned = dict(zip(rep["source"].to_list(), rep["achieved_share"].to_list()))
+    total = sum(v["tokens"] for v in per.values()) or 1
+    rows = [{"source": s, "planned_share": planned.get(s, 0.0), "shard_share": per.get(s, {}).get("tokens", 0) / total,
+             "difference_pp": 100 * (per.get(s, {}).get("tokens", 0) / total - planned.get(s, 0.0))}
+            for s in sorted(set(planned) | set(per))]
+    sp = m.get("special_tokens") or {}
+    added = ", ".join(k.removesuffix("_id").upper() for k in ("bos_id", "eos_id") if sp.get(k) is not None) or "none"
+    return ["Planned vs trained mixture: `planned_share` is the plan's (document tokens, as sampled); "
+            f"`shard_share` is what the trainer reads: the shards' tokens, with the specials the build adds per "
+            f"document ({added}) and without the {m.get('dropped_tokens', 0):,} dropped tokens. A source of short "
+            "documents gains share from its specials.", "", md_table(pl.DataFrame(rows)), ""]
 
 
 def loss_curve(log_path: str, title: str) -> bytes:

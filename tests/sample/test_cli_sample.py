@@ -469,3 +469,35 @@ def test_source_shares_file_and_paper_mode_through_the_cli(stats_dir, doc_length
     rep = pl.read_parquet(tmp_path / "p4" / "report.parquet").filter(pl.col("level") == "source")
     for s, t in zip(rep["source"], rep["target_tokens"]):
         assert t == pytest.approx(200_000 * w[s] / sum(w.values()), rel=1e-9)
+
+
+def test_report_md_shows_planned_and_shard_shares_side_by_side(stats_dir, demo_dir, tokenizer_path, tmp_path):
+    """Issue 16: the build's BOS/EOS are outside the sampling budget, so the shards' mixture differs from the
+    plan's (a source of short documents gains share). report.md shows both: planned = the plan's achieved
+    share, shard = the shards' tokens per source over their total, which account for every planned token plus
+    one BOS per document copy, less the dropped tail."""
+    from lcdata.report.markdown import shards_section
+
+    run = tmp_path / "run"
+    lcdata("sample", "--stats", stats_dir, "--strategy", "per-source", "--budget-tokens", 150_000, "--out",
+           run / "plan", "--quiet", "--no-figure", check=True)
+    lcdata("build", demo_dir, "--plan", run / "plan", "--tokenizer", tokenizer_path, "--seq-len", 4096, "--out",
+           run / "shards", "--quiet", check=True)
+    m = json.loads((run / "shards" / "manifest.json").read_text())
+    plan = pl.read_parquet(run / "plan" / "plan.parquet")
+    planned_tok = int((plan["length"] * plan["copies"]).sum())
+    copies = int(plan["copies"].sum())
+    assert m["special_tokens"]["bos_id"] is not None and m["special_tokens"]["eos_id"] is None
+    per = {s: v["tokens"] for s, v in m["per_source"].items()}
+    assert sum(per.values()) + m["dropped_tokens"] == planned_tok + copies  # every token, one BOS per copy
+    rep = pl.read_parquet(run / "plan" / "report.parquet").filter(pl.col("level") == "source")
+    planned = dict(zip(rep["source"], rep["achieved_share"]))
+    md = "\n".join(shards_section(str(run)))
+    assert "Planned vs trained mixture" in md and "(BOS)" in md
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:5]] for line in md.splitlines()
+            if line.startswith("| ") and line.count("|") == 5}
+    for s in per:
+        ps, ss, diff = map(float, rows[s])
+        assert ps == pytest.approx(planned[s], abs=1e-4)
+        assert ss == pytest.approx(per[s] / sum(per.values()), abs=1e-4)
+        assert diff == pytest.approx(100 * (per[s] / sum(per.values()) - planned[s]), abs=1e-3)
