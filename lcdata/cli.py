@@ -100,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(inputs=[])
     sp._actions[[a.dest for a in sp._actions].index("inputs")].nargs = "*"
     sp.add_argument("--strategy", required=True,
-                    choices=["natural", "cut", "per-source", "global", "upsample-sources", "target"])
+                    choices=["natural", "cut", "per-source", "global", "upsample-sources", "upsample-code-arxiv-book",
+                             "target"])
     sp.add_argument("--budget-tokens", required=True, type=_count_arg, help="total tokens, e.g. 5000000 or 5M or 1B")
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--out", required=True, help="plan folder")
@@ -115,6 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--chunk", action="store_true", help="cut: split long documents into max-length chunks instead")
     sp.add_argument("--source-share", action="append", default=[], metavar="NAME=SHARE",
                     help="upsample-sources: target share of a source (repeatable)")
+    sp.add_argument("--source-shares", default=None, metavar="slimpajama|FILE",
+                    help="fixed source shares instead of the input's own: the paper's SlimPajama table, or a "
+                         "JSON/YAML file {source: share}")
+    sp.add_argument("--upsampled-sources", default=None, metavar="NAME,NAME,...",
+                    help="upsample-code-arxiv-book: the code/arXiv/book sources (default: SlimPajama's names)")
     sp.add_argument("--target-spec", default=None, help="target: JSON/YAML spec file (see docs/sample.md)")
     sp.add_argument("--buckets", default=None, help="report length buckets (default 0,1K,...,128K)")
     sp.add_argument("--no-figure", action="store_true")
@@ -275,10 +281,14 @@ def _count_arg(s: str) -> int:
 
 
 def cmd_sample(a) -> int:
-    from .sample.config import SampleConfig, TargetSpec, parse_source_shares
+    from .sample.config import SampleConfig, TargetSpec, load_source_shares, parse_source_shares
     from .sample.run import run_sample, sample_table
 
     kw = {}
+    if a.source_shares:
+        kw["source_share_table"], kw["source_share_origin"] = load_source_shares(a.source_shares)
+    if a.upsampled_sources:
+        kw["upsampled_sources"] = tuple(sorted(x for x in a.upsampled_sources.split(",") if x))
     if a.buckets:
         kw["report_buckets"] = parse_buckets(a.buckets)
     cfg = SampleConfig(
@@ -307,6 +317,8 @@ def cmd_sample(a) -> int:
     if not a.quiet:
         print(sample_table(res, cfg.threshold))
         print(f"\nwrote {a.out}/ (plan.parquet, report.parquet, report.json, plan.json, sample.png)")
+    for w in res.manifest.get("recipe_warnings", []):  # even with --quiet: the recipe did not hold
+        print(f"lcdata sample: warning: {w}", file=sys.stderr)
     _warn_read(res.manifest["read_report"])
     return 0
 

@@ -105,11 +105,24 @@ def sample_section(d: str, rel: str = "plan") -> list[str]:
     plan = _read_json(os.path.join(d, rel, "plan.json"))
     rep = _read_parquet(path)
     cfg = plan.get("config", {})
-    out += [f"Strategy `{cfg.get('strategy')}`, budget {cfg.get('budget_tokens'):,} tokens, seed {cfg.get('seed')}.", ""]
+    origin = cfg.get("source_share_origin", "input")
+    out += [f"Strategy `{cfg.get('strategy')}`, budget {cfg.get('budget_tokens'):,} tokens, seed {cfg.get('seed')}; "
+            f"source shares: {'the input' + chr(39) + 's own' if origin == 'input' else '`' + origin + '`'}.", ""]
     src = rep.filter(pl.col("level") == "source").select(
         "source", "original_share", "target_share", "achieved_share", pl.col("target_tokens").round().cast(pl.Int64),
         "achieved_tokens", "n_docs", "n_copies")
     out += [md_table(src), ""]
+    rj = os.path.join(d, rel, "report.json")
+    recipe = _read_json(rj).get("recipe") if os.path.exists(rj) else None
+    if recipe:
+        out += [f"Length upsampling per source: short documents (under {cfg.get('threshold', 4096):,} tokens) kept "
+                f"at `short_rate` (requested {cfg.get('short_keep')}), long share achieved vs the paper's "
+                "L/(L + short_keep x S), and the largest budget at which the recipe holds:", "",
+                md_table(pl.DataFrame(recipe).select("source", "requested_short_rate", "planned_short_rate",
+                                                      "achieved_short_rate", "long_share", "paper_long_share",
+                                                      "recipe_budget")), ""]
+    for w in plan.get("recipe_warnings") or []:
+        out += [f"**Warning:** {w}", ""]
     if os.path.exists(os.path.join(d, rel, "sample.png")):
         out += ["![original / target / achieved](" + rel + "/sample.png)", ""]
     return out
@@ -128,7 +141,29 @@ def shards_section(d: str) -> list[str]:
     if per:
         out += [md_table(pl.DataFrame([{"source": s, "documents": v["documents"], "tokens": v["tokens"]}
                                         for s, v in per.items()])), ""]
+        out += planned_vs_shards(d, per, m)
     return out
+
+
+def planned_vs_shards(d: str, per: dict, m: dict, plan_rel: str = "plan") -> list[str]:
+    """The mixture the trainer sees beside the planned one: per source the plan's achieved share (document
+    tokens) and the shards' share (tokens in the shards: the build's BOS/EOS included, the dropped tail
+    excluded), and the difference in percentage points. Empty without a plan folder."""
+    path = os.path.join(d, plan_rel, "report.parquet")
+    if not os.path.exists(path):
+        return []
+    rep = _read_parquet(path).filter(pl.col("level") == "source")
+    planned = dict(zip(rep["source"].to_list(), rep["achieved_share"].to_list()))
+    total = sum(v["tokens"] for v in per.values()) or 1
+    rows = [{"source": s, "planned_share": planned.get(s, 0.0), "shard_share": per.get(s, {}).get("tokens", 0) / total,
+             "difference_pp": 100 * (per.get(s, {}).get("tokens", 0) / total - planned.get(s, 0.0))}
+            for s in sorted(set(planned) | set(per))]
+    sp = m.get("special_tokens") or {}
+    added = ", ".join(k.removesuffix("_id").upper() for k in ("bos_id", "eos_id") if sp.get(k) is not None) or "none"
+    return ["Planned vs trained mixture: `planned_share` is the plan's (document tokens, as sampled); "
+            f"`shard_share` is what the trainer reads: the shards' tokens, with the specials the build adds per "
+            f"document ({added}) and without the {m.get('dropped_tokens', 0):,} dropped tokens. A source of short "
+            "documents gains share from its specials.", "", md_table(pl.DataFrame(rows)), ""]
 
 
 def loss_curve(log_path: str, title: str) -> bytes:

@@ -32,6 +32,10 @@ _EXPORTS = {
     "make_units": "solver",
     "solve_lambda": "solver",
     "solve_plan": "solver",
+    "recipe_table": "solver",
+    "recipe_warnings": "solver",
+    "UPSAMPLING": "solver",
+    "base_shares": "solver",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -9,13 +9,24 @@ strategy       groups                       group target (B = budget)           
 natural        source                       B x corpus share of the source          1
 cut            source                       B x share (of cut lengths)              1 (lengths cut first)
 per-source     source                       B x corpus share of the source          short_keep if len < thr
-global         one group                    B                                       short_keep if len < thr
+global         source                       B x source's expected share under one   short_keep if len < thr
+                                            corpus-wide lambda (one budget)
 upsample-src.  source                       B x given share / rest keep relative    1
+upsample-code- source                       B x w_s / sum(w), w = 0.6 for the        short_keep if len < thr
+arxiv-book                                  upsampled sources, else the share
 target         (source, length bucket)      B x source share x bucket share         1
 ============== ============================ ======================================= =========================
 
 ``target`` is the general form (a spec file); the others are special cases of it. The paper's recipe is
 ``per-source`` with threshold 4096 and short_keep 0.1 (PAPER.md, "The mixtures compared").
+``upsample-code-arxiv-book`` is the paper's released code's only single-domain mode, exactly: code, arXiv
+and books (``upsampled_sources``) get weight ``upsample_weight`` = 0.6 each, every other source its share,
+normalised; short documents kept at short_keep as in per-source.
+
+"The share" of a source is the input's own token share, or with ``source_share_table`` a fixed table
+(``--source-shares slimpajama``: `SLIMPAJAMA_SHARES`, the table the paper's code hard-codes; or a JSON/YAML
+file), restricted to the corpus's sources and renormalised (``global`` and ``target`` have no per-source
+shares to replace).
 """
 
 from __future__ import annotations
@@ -28,8 +39,15 @@ import fsspec
 from ..errors import ConfigError
 from ..util.config import DEFAULT_BUCKETS, LONG_THRESHOLD, as_dict, check_buckets, check_seed
 
-STRATEGIES = ("natural", "cut", "per-source", "global", "upsample-sources", "target")
+STRATEGIES = ("natural", "cut", "per-source", "global", "upsample-sources", "upsample-code-arxiv-book", "target")
 SHARE_TOL = 1e-6
+# SlimPajama's token shares as the paper's code hard-codes them (data_engineering/utils.py, SLIMPAJAMA_ORIGINAL_MIX)
+SLIMPAJAMA_SHARES = (("RedPajamaArXiv", 0.04290379), ("RedPajamaBook", 0.0414836), ("RedPajamaC4", 0.26609933),
+                     ("RedPajamaCommonCrawl", 0.53374772), ("RedPajamaGithub", 0.05004782),
+                     ("RedPajamaStackExchange", 0.03169647), ("RedPajamaWikipedia", 0.03402128))
+# the sources the paper's upsample_code_arxiv_book mode gives weight 0.6 (UPSAMPLE_CODE_ARXIV_BOOK)
+SLIMPAJAMA_UPSAMPLED = ("RedPajamaArXiv", "RedPajamaBook", "RedPajamaGithub")
+SHARE_TABLES = {"slimpajama": SLIMPAJAMA_SHARES}
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -130,9 +148,22 @@ class SampleConfig:
     target: TargetSpec | None = None
     on_cap: str = "error"
     report_buckets: tuple[int, ...] = DEFAULT_BUCKETS
+    source_share_table: tuple[tuple[str, float], ...] | None = None  # fixed shares instead of the input's
+    source_share_origin: str = "input"  # where the shares come from: "input", "slimpajama" or a file path
+    upsampled_sources: tuple[str, ...] = SLIMPAJAMA_UPSAMPLED  # upsample-code-arxiv-book
+    upsample_weight: float = 0.6  # upsample-code-arxiv-book
 
     def __post_init__(self):
         check_seed(self.seed)
+        if self.source_share_table is not None:
+            _check_shares(f"source shares ({self.source_share_origin})", dict(self.source_share_table))
+            if self.strategy in ("global", "target"):
+                raise ConfigError(f"--source-shares does not apply to strategy {self.strategy!r} (global has one "
+                                  "budget for the corpus; target's spec file has its own source_shares)")
+        if not (0 < self.upsample_weight):
+            raise ConfigError(f"upsample_weight={self.upsample_weight} must be > 0 (the paper uses 0.6)")
+        if self.strategy == "upsample-code-arxiv-book" and not self.upsampled_sources:
+            raise ConfigError("strategy 'upsample-code-arxiv-book' needs --upsampled-sources NAME,NAME,...")
         object.__setattr__(self, "report_buckets", check_buckets(self.report_buckets, "report_buckets"))
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
@@ -163,7 +194,7 @@ class SampleConfig:
         if self.strategy != "target" and self.target is not None:
             raise ConfigError(f"a target spec only applies to strategy 'target', not {self.strategy!r}")
         edges = self.buckets
-        if self.strategy in ("per-source", "global") and not (0 < self.threshold <= edges[-1] or len(edges) == 1):
+        if self.strategy in ("per-source", "global", "upsample-code-arxiv-book") and not (0 < self.threshold <= edges[-1] or len(edges) == 1):
             raise ConfigError(
                 f"threshold={self.threshold} is outside the length buckets {list(edges)}; "
                 f"use a threshold between 1 and {edges[-1]}"
@@ -178,7 +209,37 @@ class SampleConfig:
         d = as_dict(self)
         d["source_shares"] = dict(self.source_shares)
         d["target"] = self.target.to_dict() if self.target else None
+        d["source_share_table"] = dict(self.source_share_table) if self.source_share_table is not None else None
         return d
+
+
+def load_source_shares(name: str) -> tuple[tuple[tuple[str, float], ...], str]:
+    """``--source-shares``: a named table (``slimpajama``) or a JSON/YAML file of ``{source: share}`` (or
+    ``{"source_shares": {...}}``) summing to 1 -> (sorted shares, origin to report)."""
+    if name in SHARE_TABLES:
+        return SHARE_TABLES[name], name
+    try:
+        with fsspec.open(name, "rt") as fh:
+            text = fh.read()
+    except FileNotFoundError:
+        raise ConfigError(f"--source-shares {name!r}: neither a named table ({', '.join(SHARE_TABLES)}) nor a "
+                          "file; give a JSON/YAML file of {source: share}") from None
+    try:
+        if name.endswith((".yaml", ".yml")):
+            import yaml
+
+            d = yaml.safe_load(text)
+        else:
+            d = json.loads(text)
+    except Exception as e:
+        raise ConfigError(f"--source-shares file {name!r} cannot be parsed: {e}") from None
+    if isinstance(d, dict) and isinstance(d.get("source_shares"), dict):
+        d = d["source_shares"]
+    if not isinstance(d, dict) or not d or not all(isinstance(v, (int, float)) for v in d.values()):
+        raise ConfigError(f"--source-shares file {name!r} must be a mapping {{source: share}} with numbers")
+    shares = tuple(sorted((str(k), float(v)) for k, v in d.items()))
+    _check_shares(f"--source-shares file {name!r}", dict(shares))
+    return shares, name
 
 
 def parse_source_shares(items: list[str]) -> tuple[tuple[str, float], ...]:

@@ -30,7 +30,7 @@ from ..util.io import command_line, join, make_dirs, read_json, write_bytes, wri
 from ..util.outdir import check_outputs, claim_out, input_roots, outputs_record
 from ..version import VERSION
 from .config import SampleConfig
-from .solver import Plan, copies_stats, solve_plan
+from .solver import Plan, copies_stats, recipe_warnings, solve_plan
 
 
 @dataclass
@@ -153,7 +153,7 @@ def sample_into(inputs, out_dir, config, stats_dir=None, stats_config=None, work
     """`run_sample`'s work, writing into ``out_dir`` that the caller has claimed (`outdir.claim_out`)."""
     t0 = time.perf_counter()
     docs, st = _doc_table(inputs, stats_dir, stats_config, workers, progress, requested)
-    if config.strategy in ("per-source", "global") and config.threshold > max(config.buckets[-1], 1) and len(config.buckets) > 1:
+    if config.strategy in ("per-source", "global", "upsample-code-arxiv-book") and config.threshold > max(config.buckets[-1], 1) and len(config.buckets) > 1:
         raise ConfigError(f"threshold {config.threshold} is beyond the last bucket edge {config.buckets[-1]}")
     plan = solve_plan(docs, config)
     stats_fp = st.fingerprint
@@ -172,6 +172,7 @@ def sample_into(inputs, out_dir, config, stats_dir=None, stats_config=None, work
         "totals": {"budget_tokens": config.budget_tokens, **copies_stats(plan),
                    "corpus_tokens": int(docs["n_tokens"].sum()), "corpus_docs": docs.height},
         "capped": plan.capped,
+        "recipe_warnings": recipe_warnings(plan.recipe, config.budget_tokens),  # the paper's rule weakened
         "read_report": st.read_report,  # what the corpus reading skipped or could not read (`corpus.read_summary`)
         "elapsed_s": round(time.perf_counter() - t0, 3),
         "command": command_line(),
@@ -188,8 +189,9 @@ def write_plan(plan: Plan, manifest: dict, out_dir: str, figure: bool = True) ->
     write_parquet(plan.plan, join(out_dir, "plan.parquet"))
     write_parquet(plan.report, join(out_dir, "report.parquet"))
     write_parquet(plan.groups, join(out_dir, "groups.parquet"))
-    write_json({**{k: manifest[k] for k in ("plan_fingerprint", "config", "totals", "capped")},
-                "report": plan.report.to_dicts(), "groups": plan.groups.to_dicts()}, join(out_dir, "report.json"))
+    write_json({**{k: manifest[k] for k in ("plan_fingerprint", "config", "totals", "capped", "recipe_warnings")},
+                "report": plan.report.to_dicts(), "groups": plan.groups.to_dicts(),
+                "recipe": plan.recipe.to_dicts() if plan.recipe is not None else None}, join(out_dir, "report.json"))
     if figure:
         from ..util.plots import length_figure
 
@@ -236,8 +238,15 @@ def sample_table(res: SampleResult, long_threshold: int = 4096) -> str:
              "delta": t["tokens"] / t["budget_tokens"] - 1, "n_docs": t["n_units"], "n_copies": t["n_copies"]}
     head = (f"strategy {res.plan.config.strategy}, budget {t['budget_tokens']:,} tokens, seed {res.plan.config.seed}: "
             f"{t['n_units']:,} of {t['corpus_docs']:,} documents selected, {t['n_repeated']:,} repeated "
-            f"(max {t['max_copies']} copies); lengths in {res.manifest['length_unit']}")
+            f"(max {t['max_copies']} copies); lengths in {res.manifest['length_unit']}; source shares: "
+            f"{res.plan.config.source_share_origin}")
     lines = [head, render(src, cols, total)]
+    rec = res.plan.recipe
+    if rec is not None:
+        rcols = [("source", "source", "str"), ("requested_short_rate", "short rate asked", "float:3"),
+                 ("planned_short_rate", "short rate", "float:3"), ("long_share", "long share", "pct"),
+                 ("paper_long_share", "paper L/(L+kS)", "pct"), ("recipe_budget", "recipe holds to", "int")]
+        lines += ["", f"length upsampling (short = under {res.plan.config.threshold:,} tokens):", render(rec, rcols)]
     for c in res.plan.capped:
         lines.append(f"CAPPED: {c}")
     return "\n".join(lines)

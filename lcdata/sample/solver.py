@@ -5,8 +5,9 @@ Algorithm (pure Polars/NumPy over the per-document length table; no per-document
 1. **Units.** Each document is one unit of length L = its token count; strategy ``cut`` first truncates
    L to ``max_length`` (or, with ``chunk``, splits the document into ``ceil(L / max_length)`` chunks).
    Empty units (L = 0) are never selected: they carry no tokens.
-2. **Groups and targets** (`lcdata.sample.config`): units are grouped (by source, by source x length bucket,
-   or all together), each group g gets a token target T_g, and each unit a weight w (1, or ``short_keep``
+2. **Groups and targets** (`lcdata.sample.config`): units are grouped (by source, or by source x length
+   bucket), each group g gets a token target T_g (``global``: each source's expected tokens under one
+   corpus-wide lambda, `_global_shares`, so its budget is balanced across sources like ``per-source``'s), and each unit a weight w (1, or ``short_keep``
    below ``threshold`` for the paper's length upsampling).
 3. **Whole passes, then a remainder.** With N_g the group's tokens, every unit gets m_g = floor(T_g / N_g)
    copies, so documents are repeated *only* when a target asks for more than the group has; m_g (+1 for
@@ -98,6 +99,7 @@ class Plan:
     report: pl.DataFrame
     capped: list[str]
     config: SampleConfig
+    recipe: pl.DataFrame | None = None  # the length-upsampling strategies: `recipe_table`
 
     @property
     def total_tokens(self) -> int:
@@ -144,15 +146,23 @@ def _file_row_id() -> pl.Expr:
 def group_targets(units: pl.DataFrame, cfg: SampleConfig) -> pl.DataFrame:
     """Token target per group: ``group, source, bucket, corpus_tokens, target_tokens`` (float).
 
-    ``units``: rows of ``group, source, bucket, length`` whose lengths are summed (one row per unit, or per
+    ``units``: rows of ``group, source, bucket, length`` (and ``weight``, for ``global``) whose lengths are summed (one row per unit, or per
     class of units as `solve_plan` passes them)."""
     B = float(cfg.budget_tokens)
     src = units.group_by("source").agg(n=pl.col("length").sum()).sort("source")
     total = float(src["n"].sum())
     if total <= 0:
         raise ConfigError("the corpus has no tokens to sample from (all documents are empty)")
-    shares = {r["source"]: r["n"] / total for r in src.iter_rows(named=True)}
+    shares = base_shares(src, total, cfg)
     s = cfg.strategy
+    if s == "upsample-code-arxiv-book":  # the paper's code: weight 0.6 per upsampled source, else its share
+        missing = sorted(set(cfg.upsampled_sources) - set(shares))
+        if missing:
+            raise ConfigError(f"upsampled source(s) {missing} are not in the corpus, which has {sorted(shares)}; "
+                              "name its code / arXiv / book sources with --upsampled-sources NAME,NAME,...")
+        raw = dict(cfg.source_share_table) if cfg.source_share_table is not None else shares  # the code's numbers
+        w = {k: (cfg.upsample_weight if k in cfg.upsampled_sources else raw[k]) for k in shares}
+        shares = {k: v / sum(w.values()) for k, v in w.items()}
     if s == "upsample-sources":
         given = dict(cfg.source_shares)
         unknown = sorted(set(given) - set(shares))
@@ -174,11 +184,8 @@ def group_targets(units: pl.DataFrame, cfg: SampleConfig) -> pl.DataFrame:
             raise ConfigError(f"unknown source(s) {unknown} in the target spec; the corpus has {sorted(shares)}")
         shares = {k: given.get(k, 0.0) for k in shares}
     cells = units.group_by("group", "source", "bucket").agg(corpus_tokens=pl.col("length").sum())
-    if s == "global":
-        return pl.DataFrame({"group": ["*"], "source": [None], "bucket": [None],
-                             "corpus_tokens": [int(total)], "target_tokens": [B]},
-                            schema={"group": pl.String, "source": pl.String, "bucket": pl.Int32,
-                                    "corpus_tokens": pl.Int64, "target_tokens": pl.Float64})
+    if s == "global":  # one budget for the corpus, solved per source: see `_global_shares`
+        shares = _global_shares(units, B, total)
     if s != "target":
         g = cells.group_by("group", "source").agg(pl.col("corpus_tokens").sum()).with_columns(
             bucket=pl.lit(None, pl.Int32))
@@ -205,6 +212,45 @@ def group_targets(units: pl.DataFrame, cfg: SampleConfig) -> pl.DataFrame:
                          "corpus_tokens": int(cell_tokens.get((src_name, b), 0)), "target_tokens": B * share * dist[b]})
     return pl.DataFrame(rows, schema={"group": pl.String, "source": pl.String, "bucket": pl.Int32,
                                       "corpus_tokens": pl.Int64, "target_tokens": pl.Float64})
+
+
+def base_shares(src: pl.DataFrame, total: float, cfg: SampleConfig) -> dict[str, float]:
+    """Each source's share before the strategy's changes: its token share of the input (``src``: ``source,
+    n`` tokens), or ``cfg.source_share_table`` restricted to the corpus's sources and renormalised."""
+    own = {r["source"]: r["n"] / total for r in src.iter_rows(named=True)}
+    if cfg.source_share_table is None:
+        return own
+    table = dict(cfg.source_share_table)
+    unknown = sorted(set(own) - set(table))
+    if unknown:
+        raise ConfigError(f"source(s) {unknown} of the corpus have no share in --source-shares "
+                          f"{cfg.source_share_origin} (it names {sorted(table)}); add them to a shares file")
+    kept = sum(table[k] for k in own)
+    if kept <= 0:
+        raise ConfigError(f"--source-shares {cfg.source_share_origin} gives the corpus's sources {sorted(own)} "
+                          "a share of 0")
+    return {k: table[k] / kept for k in own}
+
+
+def _global_shares(units: pl.DataFrame, B: float, total: float) -> dict[str, float]:
+    """Strategy ``global``: each source's share of the budget B under one corpus-wide selection.
+
+    Every unit gets m = floor(B / N) whole passes and inclusion probability p = min(1, lambda w), lambda
+    solved over the whole corpus so that sum(p L) = B - m N (`solve_lambda`); a source's share is its expected
+    tokens (m N_s + sum over its units of p L) / B. Solving each source for that share gives every unit the
+    same p as one corpus-wide order sampling would (the sources' lambdas equal the corpus's), and lets the
+    sources carry each other's rounding (module step 5) as ``per-source`` does: one group for the corpus
+    could only stop at a prefix sum of its key order, within half its longest document of B.
+    ``units``: rows of ``source, length, weight``."""
+    m = math.floor(B / total)
+    R = B - m * total
+    w = units.group_by("source", "weight").agg(W=pl.col("length").sum()).sort("source", "weight")
+    lam = solve_lambda(R, [(r["weight"], float(r["W"])) for r in w.iter_rows(named=True)])
+    out: dict[str, float] = {}
+    for r in w.iter_rows(named=True):
+        p = 1.0 if not math.isfinite(lam) else min(1.0, lam * r["weight"])
+        out[r["source"]] = out.get(r["source"], 0.0) + (m + p) * float(r["W"]) / B
+    return out
 
 
 def solve_lambda(remainder: float, classes: list[tuple[float, float]]) -> float:
@@ -235,7 +281,7 @@ def solve_plan(docs: pl.DataFrame, cfg: SampleConfig) -> Plan:
     units = make_units(docs, cfg, with_doc_id=False)  # step 1
     length = units["length"].to_numpy()
     cls, classes = _unit_classes(units, length, cfg)  # step 2: per-unit work is on class codes from here on
-    targets = group_targets(classes.select("group", "source", "bucket", length="tokens"), cfg)
+    targets = group_targets(classes.select("group", "source", "bucket", "weight", length="tokens"), cfg)
     par, capped = _group_parameters(targets, classes, cfg)  # step 3
     longest, tol = _carry_tolerance(par, classes)
     classes = _class_probabilities(classes, par)
@@ -252,7 +298,74 @@ def solve_plan(docs: pl.DataFrame, cfg: SampleConfig) -> Plan:
     plan = _selected_rows(units, copies)
     del copies
     plan = _with_file_row_ids(plan)
-    return Plan(plan=plan, groups=groups, report=report, capped=capped, config=cfg)
+    recipe = recipe_table(classes, cfg) if cfg.strategy in UPSAMPLING else None
+    return Plan(plan=plan, groups=groups, report=report, capped=capped, config=cfg, recipe=recipe)
+
+
+UPSAMPLING = ("per-source", "global", "upsample-code-arxiv-book")  # strategies that keep short documents at ``short_keep`` (the paper's rule)
+
+
+def recipe_table(classes: pl.DataFrame, cfg: SampleConfig) -> pl.DataFrame:
+    """Per source, whether the paper's length upsampling held: the short-document keep rate the plan gives
+    (``planned_short_rate`` = passes + p of its short documents, token-weighted; ``achieved_short_rate`` =
+    selected short tokens / short tokens) against the requested ``short_keep``, and the long share achieved
+    against the paper's L / (L + short_keep x S) (L, S: the source's long / short corpus tokens).
+
+    The rate exceeds the request once a source's target is more than its long documents plus short_keep of
+    its short ones can give (lambda > 1: every long document is in, short ones fill the rest). ``recipe_budget``
+    is the largest budget at which the rule holds: per source (L + short_keep S) / (its target share); for
+    ``global`` one value for the corpus, sum(L + short_keep S). ``weakened`` when the planned rate is above
+    the request. ``classes``: the solved class table (``source, kind, tokens, passes, p, achieved_tokens``)."""
+    k = cfg.short_keep
+    c = classes.filter(pl.col("kind") > 0).with_columns(short=pl.col("kind") == 1)
+    per = c.group_by("source").agg(
+        S=pl.col("tokens").filter(pl.col("short")).sum().cast(pl.Float64),
+        L=pl.col("tokens").filter(~pl.col("short")).sum().cast(pl.Float64),
+        short_planned=(pl.col("tokens") * pl.col("expected")).filter(pl.col("short")).sum(),
+        short_achieved=pl.col("achieved_tokens").filter(pl.col("short")).sum().cast(pl.Float64),
+        long_achieved=pl.col("achieved_tokens").filter(~pl.col("short")).sum().cast(pl.Float64),
+        target=(pl.col("tokens") * pl.col("expected")).sum(),
+    ).sort("source")
+    B = float(cfg.budget_tokens)
+    out = per.with_columns(
+        requested_short_rate=pl.lit(k),
+        planned_short_rate=pl.when(pl.col("S") > 0).then(pl.col("short_planned") / pl.col("S")).otherwise(None),
+        achieved_short_rate=pl.when(pl.col("S") > 0).then(pl.col("short_achieved") / pl.col("S")).otherwise(None),
+        long_share=pl.when(pl.col("short_achieved") + pl.col("long_achieved") > 0)
+        .then(pl.col("long_achieved") / (pl.col("short_achieved") + pl.col("long_achieved"))).otherwise(None),
+        paper_long_share=pl.when(pl.col("L") + k * pl.col("S") > 0)
+        .then(pl.col("L") / (pl.col("L") + k * pl.col("S"))).otherwise(None),
+    )
+    if cfg.strategy == "global":
+        whole = float((out["L"] + k * out["S"]).sum())
+        out = out.with_columns(recipe_budget=pl.lit(whole))
+    else:
+        out = out.with_columns(recipe_budget=pl.when(pl.col("target") > 0)
+                               .then((pl.col("L") + k * pl.col("S")) * B / pl.col("target")).otherwise(None))
+    out = out.with_columns(weakened=pl.col("planned_short_rate").fill_null(0.0) > k * (1 + 1e-9))
+    return out.select("source", pl.col("S").cast(pl.Int64).alias("short_tokens"),
+                      pl.col("L").cast(pl.Int64).alias("long_tokens"), "requested_short_rate", "planned_short_rate",
+                      "achieved_short_rate", "long_share", "paper_long_share", "weakened",
+                      pl.col("recipe_budget").floor().cast(pl.Int64))
+
+
+def recipe_warnings(recipe: pl.DataFrame | None, budget: int) -> list[str]:
+    """One line per source whose short-document rate exceeds the request (`recipe_table`), naming the rate,
+    the long share achieved vs the paper's, and the budget at which the recipe holds."""
+    if recipe is None:
+        return []
+    out = []
+    for r in recipe.filter(pl.col("weakened")).iter_rows(named=True):
+        out.append(
+            f"source {r['source']!r}: short documents kept at rate {r['planned_short_rate']:.3f} > requested "
+            f"{r['requested_short_rate']:g} (its long documents cannot fill its target at budget {budget:,}); "
+            f"long share {r['long_share']:.1%} vs the paper's L/(L+{r['requested_short_rate']:g} S) = "
+            f"{r['paper_long_share']:.1%}; the recipe holds up to a budget of {r['recipe_budget']:,} tokens")
+    if out:
+        lowest = recipe["recipe_budget"].drop_nulls().min()
+        out.append(f"every source keeps short documents at <= {recipe['requested_short_rate'][0]:g} up to a budget "
+                   f"of {lowest:,} tokens (or add documents longer than the threshold)")
+    return out
 
 
 def _unit_classes(units: pl.DataFrame, length: np.ndarray, cfg: SampleConfig) -> tuple[np.ndarray, pl.DataFrame]:
@@ -279,13 +392,11 @@ def _class_groups(classes: pl.DataFrame, cfg: SampleConfig) -> pl.DataFrame:
     """The strategy's group of each class (the corpus, its source, or its source x bucket) and its weight
     (``short_keep`` for empty and short units under ``per-source`` and ``global``, else 1)."""
     s = cfg.strategy
-    if s == "global":
-        ct = classes.with_columns(group=pl.lit("*"))
-    elif s == "target":
+    if s == "target":
         ct = classes.with_columns(group=pl.format("{}|{}", pl.col("source"), pl.col("bucket")))
     else:
         ct = classes.with_columns(group=pl.col("source"))
-    weighted = s in ("per-source", "global")
+    weighted = s in UPSAMPLING
     return ct.with_columns(weight=pl.when(pl.lit(weighted) & (pl.col("kind") <= 1)).then(pl.lit(cfg.short_keep))
                            .otherwise(pl.lit(1.0)))
 
@@ -626,4 +737,5 @@ def copies_stats(plan: Plan) -> dict:
             "n_repeated": int((c > 1).sum()), "tokens": plan.total_tokens}
 
 
-__all__ = ["Plan", "make_units", "group_targets", "solve_lambda", "solve_plan", "build_report", "copies_stats"]
+__all__ = ["Plan", "make_units", "group_targets", "solve_lambda", "solve_plan", "build_report", "copies_stats",
+           "recipe_table", "recipe_warnings", "base_shares", "UPSAMPLING"]

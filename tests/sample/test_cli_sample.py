@@ -409,3 +409,95 @@ def test_bad_input_api(stats_dir, bad_files, demo_dir, tmp_path):
     assert len(r.plan.capped) == 4 and all("capped to" in c for c in r.plan.capped)
     assert int(r.plan.plan["copies"].max()) == 4
     assert r.plan.total_tokens == 4 * int(pl.read_parquet(stats_dir / "doc_lengths.parquet")["n_tokens"].sum())
+
+
+@pytest.mark.parametrize("budget", [150_000, 2_000_000])
+def test_weakened_recipe_is_warned_on_the_terminal_and_in_report_md(budget, stats_dir, doc_lengths, tmp_path):
+    """Issue 16: per-source's short-document rate rose above 0.1 without a word once the budget exceeded what a
+    source's long documents (plus a tenth of its short ones) give. A source is weakened iff its target
+    B x N_s / N > L_s + 0.1 S_s (computed here from doc_lengths.parquet); the terminal and report.md say which."""
+    from lcdata.report.markdown import sample_section
+
+    n = defaultdict(int)
+    long_short = defaultdict(lambda: [0, 0])
+    for s, t in zip(doc_lengths["source"].to_list(), doc_lengths["n_tokens"].to_list()):
+        n[s] += t
+        long_short[s][0 if t >= 4096 else 1] += t
+    N = sum(n.values())
+    weak = {s for s in n if budget * n[s] / N > long_short[s][0] + 0.1 * long_short[s][1] + 1}
+    out = tmp_path / "run" / "plan"
+    p = lcdata("sample", "--stats", stats_dir, "--strategy", "per-source", "--budget-tokens", budget, "--out", out,
+               "--quiet", "--no-figure", check=True)
+    warned = {s for s in n if f"source {s!r}: short documents kept at rate" in p.stderr}
+    assert warned == weak
+    md = "\n".join(sample_section(str(tmp_path / "run")))
+    assert {s for s in n if f"**Warning:** source {s!r}" in md} == weak
+    assert "recipe_budget" in md and "paper_long_share" in md
+    holds = min((long_short[s][0] + 0.1 * long_short[s][1]) * N / n[s] for s in n)
+    if weak:
+        assert f"up to a budget of {int(holds):,} tokens" in p.stderr
+
+
+def test_source_shares_file_and_paper_mode_through_the_cli(stats_dir, doc_lengths, tmp_path):
+    """`--source-shares FILE` fixes the per-source targets and report.md / the terminal say which shares were
+    used; `--source-shares slimpajama` on a corpus of other source names is refused by name; the paper's joint
+    mode takes the corpus's own names with --upsampled-sources."""
+    from lcdata.report.markdown import sample_section
+
+    shares = {"books": 0.1, "code": 0.2, "docs": 0.3, "web": 0.4}
+    f = tmp_path / "shares.yaml"
+    f.write_text(yaml.safe_dump(shares))
+    out = tmp_path / "run" / "plan"
+    p = lcdata("sample", "--stats", stats_dir, "--strategy", "per-source", "--budget-tokens", 200_000,
+               "--source-shares", f, "--out", out, "--no-figure", check=True)
+    assert f"source shares: {f}" in p.stdout
+    rep = pl.read_parquet(out / "report.parquet").filter(pl.col("level") == "source")
+    for s, t in zip(rep["source"], rep["target_tokens"]):
+        assert t == pytest.approx(200_000 * shares[s], rel=1e-9)
+    assert f"source shares: `{f}`" in "\n".join(sample_section(str(tmp_path / "run")))
+    p = lcdata("sample", "--stats", stats_dir, "--strategy", "per-source", "--budget-tokens", 200_000,
+               "--source-shares", "slimpajama", "--out", tmp_path / "p2")
+    assert p.returncode == 2 and "no share in --source-shares slimpajama" in p.stderr and "Traceback" not in p.stderr
+    p = lcdata("sample", "--stats", stats_dir, "--strategy", "upsample-code-arxiv-book", "--budget-tokens", 200_000,
+               "--out", tmp_path / "p3")
+    assert p.returncode == 2 and "--upsampled-sources" in p.stderr
+    lcdata("sample", "--stats", stats_dir, "--strategy", "upsample-code-arxiv-book", "--budget-tokens", 200_000,
+           "--upsampled-sources", "books,code", "--out", tmp_path / "p4", "--no-figure", "--quiet", check=True)
+    own = doc_lengths.group_by("source").agg(pl.col("n_tokens").sum())
+    n = dict(zip(own["source"], own["n_tokens"]))
+    w = {s: 0.6 if s in ("books", "code") else n[s] / sum(n.values()) for s in n}
+    rep = pl.read_parquet(tmp_path / "p4" / "report.parquet").filter(pl.col("level") == "source")
+    for s, t in zip(rep["source"], rep["target_tokens"]):
+        assert t == pytest.approx(200_000 * w[s] / sum(w.values()), rel=1e-9)
+
+
+def test_report_md_shows_planned_and_shard_shares_side_by_side(stats_dir, demo_dir, tokenizer_path, tmp_path):
+    """Issue 16: the build's BOS/EOS are outside the sampling budget, so the shards' mixture differs from the
+    plan's (a source of short documents gains share). report.md shows both: planned = the plan's achieved
+    share, shard = the shards' tokens per source over their total, which account for every planned token plus
+    one BOS per document copy, less the dropped tail."""
+    from lcdata.report.markdown import shards_section
+
+    run = tmp_path / "run"
+    lcdata("sample", "--stats", stats_dir, "--strategy", "per-source", "--budget-tokens", 150_000, "--out",
+           run / "plan", "--quiet", "--no-figure", check=True)
+    lcdata("build", demo_dir, "--plan", run / "plan", "--tokenizer", tokenizer_path, "--seq-len", 4096, "--out",
+           run / "shards", "--quiet", check=True)
+    m = json.loads((run / "shards" / "manifest.json").read_text())
+    plan = pl.read_parquet(run / "plan" / "plan.parquet")
+    planned_tok = int((plan["length"] * plan["copies"]).sum())
+    copies = int(plan["copies"].sum())
+    assert m["special_tokens"]["bos_id"] is not None and m["special_tokens"]["eos_id"] is None
+    per = {s: v["tokens"] for s, v in m["per_source"].items()}
+    assert sum(per.values()) + m["dropped_tokens"] == planned_tok + copies  # every token, one BOS per copy
+    rep = pl.read_parquet(run / "plan" / "report.parquet").filter(pl.col("level") == "source")
+    planned = dict(zip(rep["source"], rep["achieved_share"]))
+    md = "\n".join(shards_section(str(run)))
+    assert "Planned vs trained mixture" in md and "(BOS)" in md
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:5]] for line in md.splitlines()
+            if line.startswith("| ") and line.count("|") == 5}
+    for s in per:
+        ps, ss, diff = map(float, rows[s])
+        assert ps == pytest.approx(planned[s], abs=1e-4)
+        assert ss == pytest.approx(per[s] / sum(per.values()), abs=1e-4)
+        assert diff == pytest.approx(100 * (per[s] / sum(per.values()) - planned[s]), abs=1e-3)

@@ -22,7 +22,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from lcdata.errors import ConfigError
-from lcdata.sample import SampleConfig, TargetSpec, make_units, solve_lambda, solve_plan
+from lcdata.sample import SampleConfig, TargetSpec, make_units, recipe_warnings, solve_lambda, solve_plan
+from lcdata.sample.config import SLIMPAJAMA_SHARES
 from lcdata.util.hashing import doc_hash, to_unit
 
 SETTINGS = settings(max_examples=40, deadline=None,
@@ -122,8 +123,8 @@ def test_budget_and_source_targets_hit(df, strategy, ratio, max_repeat, seed):
             target = budget * n_src[s] / total
             assert abs(got.get(s, 0) - target) <= max(mx_src[s], 0.005 * target) + EPS, (s, got.get(s, 0), target)
     # the solved groups agree with the achieved tokens, each within its tolerance of what it was granted
-    for g in plan.groups.iter_rows(named=True):
-        mx = max(mx_src.values()) if strategy == "global" else mx_src[g["source"]]
+    for g in plan.groups.iter_rows(named=True):  # global too: one group per source (`_global_shares`)
+        mx = mx_src[g["source"]]
         tol = max(mx, 0.005 * g["granted_tokens"])
         assert g["tolerance"] in (0.0, pytest.approx(tol))
         assert abs(g["achieved_tokens"] - g["granted_tokens"]) <= (tol if g["tolerance"] else 0.5) + EPS
@@ -234,6 +235,38 @@ def test_plan_independent_of_row_order(df, strategy, ratio, data):
     assert a.report.equals(b.report)
 
 
+ALL_STRATEGIES = ("natural", "cut", "per-source", "global", "upsample-sources", "target")
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(table_seed=st.integers(0, 2**31), n_books=st.integers(100, 300), n_web=st.integers(4000, 6000),
+       ratio=st.floats(0.15, 0.4), seed=st.integers(0, 2**31))
+def test_every_strategy_meets_the_budget_as_tightly_as_per_source(table_seed, n_books, n_web, ratio, seed):
+    """Issue 16: `global` missed its budget by up to half its longest document (-10.9% to +8.3% on 1M tokens
+    of a held-out corpus) while per-source stayed within 0.1%. On a generated corpus of a few long documents
+    (books, 4,096-6,000 tokens) and two sources of many short ones (1-1,500 tokens, enough to carry half a
+    book), every strategy lands within max(0.1% of the budget, half the longest short document) + 0.5 token
+    per group: the error left when the short sources absorb the long documents' rounding."""
+    rng = np.random.default_rng(table_seed)
+    rows = [("books", int(n)) for n in rng.integers(4096, 6001, n_books)]
+    for s in ("web0", "web1"):
+        rows += [(s, int(n)) for n in rng.integers(1, 1501, n_web)]
+    df = pl.DataFrame({"file": [f"{s}.jsonl" for s, _ in rows], "row": list(range(len(rows))),
+                       "source": [s for s, _ in rows], "n_tokens": [n for _, n in rows]})
+    total = sum(n for _, n in rows)
+    budget = int(ratio * total)
+    for strategy in ALL_STRATEGIES:
+        cfg = SampleConfig(strategy=strategy, budget_tokens=budget, seed=seed,
+                           max_length=4096 if strategy == "cut" else None,
+                           source_shares=(("web0", 0.6),) if strategy == "upsample-sources" else (),
+                           target=TargetSpec() if strategy == "target" else None)
+        plan = solve_plan(df, cfg)
+        assert plan.capped == []
+        got = sum(n * c for n, c in zip(plan.plan["length"].to_list(), plan.plan["copies"].to_list()))
+        assert abs(got - budget) <= max(0.001 * budget, 1500 / 2) + 0.5 * plan.groups.height + EPS, \
+            (strategy, got, budget, got / budget - 1)
+
+
 @SETTINGS
 @given(df=length_tables(), strategy=st.sampled_from(["natural", "per-source", "global"]),
        ratio=st.floats(0.05, 2.5), seed=st.integers(0, 2**31))
@@ -248,7 +281,7 @@ def test_decision_depends_only_on_identity_length_and_group_parameters(df, strat
     u = to_unit(h)
     got = {(f, r): c for f, r, c in zip(plan.plan["file"], plan.plan["row"], plan.plan["copies"])}
     for i, (f, r, s, n) in enumerate(df.select("file", "row", "source", "n_tokens").iter_rows()):
-        g = groups["*" if strategy == "global" else s]
+        g = groups[s]
         w = cfg.short_keep if strategy != "natural" and n < cfg.threshold else 1.0
         if n == 0:
             expect = 0
@@ -618,3 +651,116 @@ def test_config_errors_name_the_value_and_the_fix():
         SampleConfig(strategy="cut", budget_tokens=10)
     with pytest.raises(ConfigError, match=r"no tokens to sample"):
         solve_plan(_table([(0, 0, 0)]), SampleConfig(strategy="natural", budget_tokens=10))
+
+
+# ------------------------------------------------------------------- the paper's rule, weakened or not
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(n_long=st.lists(st.integers(1, 30), min_size=2, max_size=2), n_short=st.lists(st.integers(50, 400), min_size=2,
+       max_size=2), ratio=st.floats(0.05, 0.95), seed=st.integers(0, 2**31))
+def test_per_source_reports_the_short_rate_and_the_budget_at_which_the_recipe_holds(n_long, n_short, ratio, seed):
+    """Issue 16: once a source's target exceeds L + 0.1 S (all its long documents plus a tenth of its short
+    ones) the short documents' rate rises above 0.1, silently before. Written out from the paper's rule: the
+    source's target T = B N_s / N; the rate is 0.1 x T / (L + 0.1 S) while that is <= 1 x 0.1, else
+    (T - L) / S with every long document in; the recipe holds up to B* = (L + 0.1 S) x N / N_s."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i, (nl, ns) in enumerate(zip(n_long, n_short)):
+        rows += [(f"s{i}", int(n)) for n in rng.integers(4096, 20000, nl)]
+        rows += [(f"s{i}", int(n)) for n in rng.integers(1, 4096, ns)]
+    df = pl.DataFrame({"file": ["f.jsonl"] * len(rows), "row": list(range(len(rows))),
+                       "source": [s for s, _ in rows], "n_tokens": [n for _, n in rows]})
+    N = sum(n for _, n in rows)
+    budget = max(1, int(ratio * N))
+    plan = solve_plan(df, SampleConfig(strategy="per-source", budget_tokens=budget, seed=seed))
+    rec = {r["source"]: r for r in plan.recipe.iter_rows(named=True)}
+    warnings = recipe_warnings(plan.recipe, budget)
+    for s in ("s0", "s1"):
+        L = sum(n for ss, n in rows if ss == s and n >= 4096)
+        S = sum(n for ss, n in rows if ss == s and n < 4096)
+        T = budget * (L + S) / N
+        rate = 0.1 * T / (L + 0.1 * S) if T <= L + 0.1 * S else (T - L) / S
+        r = rec[s]
+        assert (r["long_tokens"], r["short_tokens"]) == (L, S)
+        assert r["planned_short_rate"] == pytest.approx(rate, rel=1e-9)
+        assert r["paper_long_share"] == pytest.approx(L / (L + 0.1 * S))
+        assert r["recipe_budget"] == pytest.approx((L + 0.1 * S) * N / (L + S), abs=1.0)
+        assert r["weakened"] == (rate > 0.1 * (1 + 1e-9))
+        assert any(f"source {s!r}" in w for w in warnings) == r["weakened"]
+        got = [(n, c) for ss, n, c in zip(plan.plan["source"], plan.plan["length"], plan.plan["copies"]) if ss == s]
+        got_all, got_long = sum(n * c for n, c in got), sum(n * c for n, c in got if n >= 4096)
+        assert r["long_share"] == (pytest.approx(got_long / got_all) if got_all else None)
+        assert r["achieved_short_rate"] == pytest.approx((got_all - got_long) / S)
+    assert bool(warnings) == any(r["weakened"] for r in rec.values())
+
+
+# ------------------------------------------------------------ the paper's mixtures: fixed shares, joint upsampling
+
+# written out from the paper's code (data_engineering/utils.py): SLIMPAJAMA_ORIGINAL_MIX, UPSAMPLE_CODE_ARXIV_BOOK
+PAPER_MIX = {"RedPajamaC4": 0.26609933, "RedPajamaCommonCrawl": 0.53374772, "RedPajamaStackExchange": 0.03169647,
+             "RedPajamaWikipedia": 0.03402128, "RedPajamaGithub": 0.05004782, "RedPajamaArXiv": 0.04290379,
+             "RedPajamaBook": 0.0414836}
+PAPER_UP = {**PAPER_MIX, "RedPajamaGithub": 0.60, "RedPajamaArXiv": 0.60, "RedPajamaBook": 0.60}
+
+
+def _slimpajama_table(rng, n_docs: int) -> pl.DataFrame:
+    """Every SlimPajama source, its documents 1-12,000 tokens (a third long), in proportions unlike the paper's."""
+    rows = []
+    for i, s in enumerate(sorted(PAPER_MIX)):
+        rows += [(s, int(n)) for n in rng.integers(1, 12_000, n_docs * (1 + i % 3))]
+    return pl.DataFrame({"file": ["f.jsonl"] * len(rows), "row": list(range(len(rows))),
+                         "source": [s for s, _ in rows], "n_tokens": [n for _, n in rows]})
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(table_seed=st.integers(0, 2**31), ratio=st.floats(0.02, 0.08), fixed=st.booleans(), seed=st.integers(0, 2**31))
+def test_upsample_code_arxiv_book_is_the_papers_mode(table_seed, ratio, fixed, seed):
+    """The paper's code's joint mode: budget per source = total x w_s / sum(w), w = 0.6 for Github, ArXiv and
+    Book and the SlimPajama share for the rest (`--source-shares slimpajama`; the input's own shares
+    otherwise), short documents kept at 0.1 inside each source as in per-source."""
+    df = _slimpajama_table(np.random.default_rng(table_seed), 60)
+    N = int(df["n_tokens"].sum())
+    budget = int(ratio * N)
+    kw = {"source_share_table": SLIMPAJAMA_SHARES, "source_share_origin": "slimpajama"} if fixed else {}
+    plan = solve_plan(df, SampleConfig(strategy="upsample-code-arxiv-book", budget_tokens=budget, seed=seed, **kw))
+    own = {s: int(df.filter(pl.col("source") == s)["n_tokens"].sum()) / N for s in PAPER_MIX}
+    w = PAPER_UP if fixed else {s: (0.6 if s in ("RedPajamaGithub", "RedPajamaArXiv", "RedPajamaBook") else v)
+                                for s, v in own.items()}
+    got = _achieved_by_source(plan)
+    groups = {g["source"]: g for g in plan.groups.iter_rows(named=True)}
+    for s in PAPER_MIX:
+        target = budget * w[s] / sum(w.values())
+        assert groups[s]["target_tokens"] == pytest.approx(target, rel=1e-9)
+        assert abs(got.get(s, 0) - target) <= max(12_000, 0.005 * target) + EPS
+    rec = {r["source"]: r for r in plan.recipe.iter_rows(named=True)}
+    for s in PAPER_MIX:  # where the long documents suffice, short ones are kept at 0.1 x lambda <= 0.1
+        L = sum(n for ss, n in df.select("source", "n_tokens").iter_rows() if ss == s and n >= 4096)
+        S = sum(n for ss, n in df.select("source", "n_tokens").iter_rows() if ss == s and n < 4096)
+        T = budget * w[s] / sum(w.values())
+        assert rec[s]["planned_short_rate"] == pytest.approx(0.1 * T / (L + 0.1 * S) if T <= L + 0.1 * S
+                                                             else (T - L) / S, rel=1e-9)
+
+
+def test_fixed_source_shares_replace_the_inputs_own():
+    """`--source-shares slimpajama`: per-source targets are budget x the paper's table, whatever the input's
+    proportions; a file of shares likewise; a corpus source missing from the table is refused by name."""
+    df = _slimpajama_table(np.random.default_rng(1), 40)
+    budget = int(0.05 * df["n_tokens"].sum())
+    for strategy in ("natural", "per-source"):
+        plan = solve_plan(df, SampleConfig(strategy=strategy, budget_tokens=budget, source_share_table=SLIMPAJAMA_SHARES,
+                                           source_share_origin="slimpajama"))
+        for g in plan.groups.iter_rows(named=True):
+            assert g["target_tokens"] == pytest.approx(budget * PAPER_MIX[g["source"]] / sum(PAPER_MIX.values()))
+    sub = df.filter(pl.col("source").is_in(["RedPajamaBook", "RedPajamaC4"]))  # a subset: renormalised
+    plan = solve_plan(sub, SampleConfig(strategy="per-source", budget_tokens=budget // 4,
+                                        source_share_table=SLIMPAJAMA_SHARES, source_share_origin="slimpajama"))
+    t = {g["source"]: g["target_tokens"] for g in plan.groups.iter_rows(named=True)}
+    assert t["RedPajamaBook"] / t["RedPajamaC4"] == pytest.approx(0.0414836 / 0.26609933)
+    other = df.with_columns(source=pl.when(pl.col("source") == "RedPajamaC4").then(pl.lit("web"))
+                            .otherwise(pl.col("source")))
+    with pytest.raises(ConfigError, match=r"\['web'\].*no share in --source-shares slimpajama"):
+        solve_plan(other, SampleConfig(strategy="per-source", budget_tokens=budget,
+                                       source_share_table=SLIMPAJAMA_SHARES, source_share_origin="slimpajama"))
+    with pytest.raises(ConfigError, match="does not apply to strategy 'global'"):
+        SampleConfig(strategy="global", budget_tokens=10, source_share_table=SLIMPAJAMA_SHARES)
