@@ -235,6 +235,8 @@ class TrainConfig:
             raise ConfigError(f"min_lr_ratio={self.min_lr_ratio} must be in [0, 1]")
         parse_count(self.batch_tokens)
         parse_count(self.tokens)
+        if self.rope_scaling is not None:
+            _rope_scaling(self.rope_scaling, 1)  # checked now; anchored when the model is known
         object.__setattr__(self, "betas", tuple(self.betas))
 
     def to_dict(self) -> dict:
