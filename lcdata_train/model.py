@@ -24,7 +24,7 @@ dynamic NTK keeps the trained frequencies up to ``original_max_position_embeddin
 base to ``theta * (factor * n / n0 - factor + 1) ** (d / (d - 2))`` for the current length n = largest position
 + 1 of the call, so the same token gets other frequencies in a longer input. Unlike transformers, whose dynamic
 RoPE module remembers the longest length it has seen until a call shorter than n0, ours depends on the call
-alone; the two agree on any single forward and on a decode whose length only grows.
+alone; the two agree on any single forward of a freshly loaded model and on a decode whose length only grows.
 
 Parameters are kept in fp32 (the optimizer's master copy); on CUDA the trainer runs the forward under bf16
 autocast. RoPE angles are always computed in fp32 (position * inverse frequency) and cast afterwards.
