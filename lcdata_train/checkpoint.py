@@ -160,6 +160,7 @@ def read_hf_config(folder: str, fix: str = RESTORE) -> tuple[ModelConfig, str]:
     scaling = j.get("rope_scaling")
     if scaling is None and rp.get("rope_type", "default") != "default":
         scaling = {k: v for k, v in rp.items() if k != "rope_theta"}
+    scaling = _rope_anchor(scaling, j)
     try:
         cfg = ModelConfig(vocab_size=j["vocab_size"], dim=j["hidden_size"], n_layers=j["num_hidden_layers"],
                           n_heads=j["num_attention_heads"],
@@ -177,16 +178,35 @@ def read_hf_config(folder: str, fix: str = RESTORE) -> tuple[ModelConfig, str]:
     return cfg, j.get("dtype") or j.get("torch_dtype") or "float32"
 
 
+def _rope_anchor(scaling: dict | None, j: dict) -> dict | None:
+    """The length transformers anchors scaling at, made explicit: dynamic NTK uses max_position_embeddings
+    (a key in the scaling dict is ignored there); llama3/yarn prefer a top-level original_max_position_embeddings."""
+    if not isinstance(scaling, dict):
+        return scaling
+    kind = scaling.get("rope_type", scaling.get("type"))
+    if kind == "dynamic":
+        return {**scaling, "original_max_position_embeddings": j.get("max_position_embeddings", 4096)}
+    if kind in ("llama3", "yarn") and j.get("original_max_position_embeddings"):
+        return {**scaling, "original_max_position_embeddings": j["original_max_position_embeddings"]}
+    return scaling
+
+
 def hf_config_dict(cfg: ModelConfig, dtype: str = "float32") -> dict:
-    """config.json for ``cfg``; rope written both the classic way (transformers 4) and as rope_parameters (5)."""
+    """config.json for ``cfg``; rope written both the classic way (transformers 4) and as rope_parameters (5).
+    Dynamic NTK: transformers anchors it at max_position_embeddings, so that is written as the scaling's
+    original_max_position_embeddings (not a raised ``max_seq_len``): transformers then computes what we do."""
     d = dict(cfg.hf_extra)
+    rs, max_pos = cfg.rope_scaling, cfg.max_seq_len
+    if rs is not None and rs["rope_type"] == "dynamic":
+        rs = {k: v for k, v in rs.items() if k != "original_max_position_embeddings"}
+        max_pos = cfg.rope_scaling["original_max_position_embeddings"]
     d.update(architectures=["LlamaForCausalLM"], model_type="llama", vocab_size=cfg.vocab_size, hidden_size=cfg.dim,
              intermediate_size=cfg.ffn_dim, num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads,
              num_key_value_heads=cfg.n_kv_heads, head_dim=cfg.head_dim, hidden_act="silu",
-             max_position_embeddings=cfg.max_seq_len, rms_norm_eps=cfg.norm_eps, rope_theta=cfg.rope_theta,
-             rope_scaling=cfg.rope_scaling, tie_word_embeddings=cfg.tie_embeddings, attention_bias=False,
+             max_position_embeddings=max_pos, rms_norm_eps=cfg.norm_eps, rope_theta=cfg.rope_theta,
+             rope_scaling=rs, tie_word_embeddings=cfg.tie_embeddings, attention_bias=False,
              mlp_bias=False, initializer_range=cfg.init_std, torch_dtype=dtype,
-             rope_parameters={"rope_type": "default", **(cfg.rope_scaling or {}), "rope_theta": cfg.rope_theta})
+             rope_parameters={"rope_type": "default", **(rs or {}), "rope_theta": cfg.rope_theta})
     return d
 
 

@@ -22,13 +22,19 @@ from .config import DTYPES, PARALLEL, PRESETS, SCHEDULES, TrainConfig
 
 
 def _rope_scaling(s: str) -> dict:
+    """``TYPE:FACTOR`` (linear, dynamic, yarn: original length = the model's max_position_embeddings) or the
+    Hugging Face JSON object (llama3, or any type with its optional keys)."""
     if s.strip().startswith("{"):
-        return json.loads(s)
+        try:
+            return json.loads(s)
+        except json.JSONDecodeError as e:
+            raise argparse.ArgumentTypeError(f"{s!r} is not valid JSON ({e})") from None
     kind, _, factor = s.partition(":")
     try:
         return {"rope_type": kind, "factor": float(factor)}
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{s!r}: use linear:FACTOR or a JSON object") from None
+        raise argparse.ArgumentTypeError(f"{s!r}: use linear:FACTOR, dynamic:FACTOR, yarn:FACTOR or a JSON "
+                                         "object such as '{\"rope_type\": \"llama3\", ...}'") from None
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
@@ -43,7 +49,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seq-len", type=int, default=None, help="tokens per sequence (default: the shards')")
     p.add_argument("--rope-theta", type=float, default=None, help="RoPE base, e.g. 5e6 (default: the model's)")
     p.add_argument("--rope-scaling", type=_rope_scaling, default=None,
-                   help="RoPE scaling: linear:FACTOR or a JSON object (llama3 form)")
+                   help="RoPE scaling: linear|dynamic|yarn:FACTOR or a Hugging Face rope_scaling JSON object "
+                        "(llama3, yarn's options); anchored at the model's max_position_embeddings")
     p.add_argument("--lr", type=float, default=2e-5, help="peak learning rate (default 2e-5, the paper's)")
     p.add_argument("--schedule", choices=SCHEDULES, default="constant", help="constant (paper) or warmup + cosine")
     p.add_argument("--warmup-steps", type=int, default=0)

@@ -20,7 +20,11 @@ from dataclasses import dataclass
 from lcdata.errors import ConfigError
 from lcdata.util.config import parse_count
 
-ROPE_TYPES = ("default", "linear", "llama3")
+ROPE_TYPES = ("default", "linear", "dynamic", "llama3", "yarn")
+# keys each rope_type needs besides rope_type; original_max_position_embeddings defaults to max_seq_len
+_ROPE_NEEDS = {"linear": ("factor",), "dynamic": ("factor",), "yarn": ("factor",),
+               "llama3": ("factor", "low_freq_factor", "high_freq_factor")}
+ROPE_ANCHORED = ("dynamic", "llama3", "yarn")  # types that read original_max_position_embeddings
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -28,9 +32,14 @@ class ModelConfig:
     """A LLaMA decoder. Field names follow Hugging Face's LlamaConfig where they differ only in spelling:
     dim = hidden_size, ffn_dim = intermediate_size, max_seq_len = max_position_embeddings.
 
-    ``rope_scaling``: None, ``{"rope_type": "linear", "factor": f}`` or the Llama-3 form
-    ``{"rope_type": "llama3", "factor", "low_freq_factor", "high_freq_factor",
-    "original_max_position_embeddings"}``. ``hf_extra`` carries config.json keys we do not use (token ids,
+    ``rope_scaling``: None or Hugging Face's dict for one of `ROPE_TYPES` (the legacy key ``type`` is read as
+    ``rope_type``): ``{"rope_type": "linear", "factor": f}``; ``{"rope_type": "dynamic", "factor": f}`` (NTK,
+    the base grows with the current length beyond ``original_max_position_embeddings``); the Llama-3 form with
+    ``low_freq_factor`` and ``high_freq_factor``; ``{"rope_type": "yarn", "factor": f}`` with optional
+    ``beta_fast``, ``beta_slow``, ``attention_factor``, ``mscale``, ``mscale_all_dim``, ``truncate``. For
+    dynamic, llama3 and yarn, ``original_max_position_embeddings`` defaults to ``max_seq_len`` at construction
+    (transformers' default) and is then kept, so raising ``max_seq_len`` later (`replace`) does not move it.
+    ``hf_extra`` carries config.json keys we do not use (token ids,
     ...) so a load -> save round trip keeps them.
     """
 
@@ -64,19 +73,7 @@ class ModelConfig:
         if not self.rope_theta > 1:
             raise ConfigError(f"rope_theta={self.rope_theta} must be > 1 (LLaMA-2: 1e4, long context: 5e6-1e7)")
         if self.rope_scaling is not None:
-            rs = dict(self.rope_scaling)
-            kind = rs.get("rope_type", rs.get("type", "default"))
-            if kind not in ROPE_TYPES:
-                raise ConfigError(f"rope scaling type {kind!r} is not supported; use one of {ROPE_TYPES}")
-            need = {"linear": ("factor",), "llama3": ("factor", "low_freq_factor", "high_freq_factor",
-                                                     "original_max_position_embeddings")}.get(kind, ())
-            missing = [k for k in need if k not in rs]
-            if missing:
-                raise ConfigError(f"rope scaling {kind!r} needs {missing} (got {sorted(rs)})")
-            rs.pop("type", None)
-            rs["rope_type"] = kind
-            rs.pop("rope_theta", None)
-            object.__setattr__(self, "rope_scaling", None if kind == "default" else rs)
+            object.__setattr__(self, "rope_scaling", _rope_scaling(self.rope_scaling, self.max_seq_len))
 
     def replace(self, **kw) -> ModelConfig:
         return dataclasses.replace(self, **kw)
@@ -95,6 +92,35 @@ class ModelConfig:
     def matmul_params(self) -> int:
         """Parameters used in matmuls per token (everything but the embedding lookup): the N of 6N."""
         return self.n_params() - (0 if self.tie_embeddings else self.vocab_size * self.dim)
+
+
+def _rope_scaling(given: dict, max_seq_len: int) -> dict | None:
+    """The validated, normalised rope_scaling dict (None for the default RoPE)."""
+    if not isinstance(given, dict):
+        raise ConfigError(f"rope_scaling={given!r} must be a dict like {{'rope_type': 'linear', 'factor': 4.0}}")
+    rs = dict(given)
+    kind = rs.pop("type", None) or rs.get("rope_type", "default")
+    rs["rope_type"] = kind
+    rs.pop("rope_theta", None)
+    if kind not in ROPE_TYPES:
+        raise ConfigError(f"rope scaling type {kind!r} is not supported; use one of {ROPE_TYPES}")
+    if kind == "default":
+        return None
+    missing = [k for k in _ROPE_NEEDS[kind] if rs.get(k) is None]
+    if missing:
+        raise ConfigError(f"rope scaling {kind!r} needs {missing} (got {sorted(rs)})")
+    if not isinstance(rs["factor"], (int, float)) or not rs["factor"] >= 1:
+        raise ConfigError(f"rope scaling {kind!r} factor={rs['factor']!r} must be a number >= 1 (the length "
+                          "extension ratio, e.g. 4.0 for 4K -> 16K)")
+    if rs.get("partial_rotary_factor", 1.0) != 1.0:
+        raise ConfigError(f"rope scaling partial_rotary_factor={rs['partial_rotary_factor']} is not supported "
+                          "(LLaMA rotates the whole head); remove it")
+    if kind in ROPE_ANCHORED:
+        rs.setdefault("original_max_position_embeddings", max_seq_len)
+        if not rs["original_max_position_embeddings"] >= 1:
+            raise ConfigError(f"rope scaling original_max_position_embeddings="
+                              f"{rs['original_max_position_embeddings']} must be >= 1")
+    return rs
 
 
 # dim, n_layers, n_heads, n_kv_heads, ffn_dim, tied, rope_theta
@@ -209,6 +235,8 @@ class TrainConfig:
             raise ConfigError(f"min_lr_ratio={self.min_lr_ratio} must be in [0, 1]")
         parse_count(self.batch_tokens)
         parse_count(self.tokens)
+        if self.rope_scaling is not None:
+            _rope_scaling(self.rope_scaling, 1)  # checked now; anchored when the model is known
         object.__setattr__(self, "betas", tuple(self.betas))
 
     def to_dict(self) -> dict:

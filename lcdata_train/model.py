@@ -1,5 +1,6 @@
-"""A compact LLaMA decoder: RMSNorm, RoPE (settable base, linear or Llama-3 scaling), SwiGLU, grouped-query
-attention, tied or untied embeddings. Bitwise the same math as Hugging Face's ``LlamaForCausalLM``.
+"""A compact LLaMA decoder: RMSNorm, RoPE (settable base; Hugging Face's linear, dynamic NTK, Llama-3 and YaRN
+scaling), SwiGLU, grouped-query attention, tied or untied embeddings. The same math as Hugging Face's
+``LlamaForCausalLM``.
 
 Parameter names are Hugging Face's (``model.layers.0.self_attn.q_proj.weight``, ...) so a checkpoint's
 ``model.safetensors`` loads as our ``state_dict`` with no renaming (`checkpoint.py`); tests compare our
@@ -15,6 +16,15 @@ with a `KVCache` it continues cached tokens, so greedy decoding costs one token'
 at 0 in each document (the data loader does that), and then a packed sequence computes exactly what each
 document alone would. ``act_ckpt`` recomputes each block in backward (activation memory: one block's
 activations plus the residual stream per layer).
+
+RoPE scaling (``cfg.rope_scaling``, Hugging Face's dict): linear divides every frequency by ``factor``;
+llama3 divides the low frequencies and blends the middle ones; yarn interpolates the low frequencies, keeps the
+high ones, ramps in between and multiplies cos/sin by an attention factor (0.1 ln(factor) + 1 by default);
+dynamic NTK keeps the trained frequencies up to ``original_max_position_embeddings`` n0 and beyond it raises the
+base to ``theta * (factor * n / n0 - factor + 1) ** (d / (d - 2))`` for the current length n = largest position
++ 1 of the call, so the same token gets other frequencies in a longer input. Unlike transformers, whose dynamic
+RoPE module remembers the longest length it has seen until a call shorter than n0, ours depends on the call
+alone; the two agree on any single forward of a freshly loaded model and on a decode whose length only grows.
 
 Parameters are kept in fp32 (the optimizer's master copy); on CUDA the trainer runs the forward under bf16
 autocast. RoPE angles are always computed in fp32 (position * inverse frequency) and cast afterwards.
@@ -34,15 +44,22 @@ from .config import ModelConfig
 from .loss import chunked_cross_entropy
 
 
-def rope_inv_freq(cfg: ModelConfig) -> torch.Tensor:
-    """Inverse frequencies (fp32, on CPU, as transformers computes them) with optional scaling."""
+def rope_inv_freq(cfg: ModelConfig, seq_len: int | None = None) -> torch.Tensor:
+    """Inverse frequencies (fp32, on CPU) of ``cfg``'s RoPE, op for op as transformers computes them.
+    ``seq_len`` (the current length: largest position + 1) matters only for ``dynamic`` scaling."""
     d = cfg.head_dim
-    inv = 1.0 / (cfg.rope_theta ** (torch.arange(0, d, 2, dtype=torch.int64).float() / d))
+    exponent = torch.arange(0, d, 2, dtype=torch.int64).float() / d
     rs = cfg.rope_scaling
-    if rs is None:
+    kind = "default" if rs is None else rs["rope_type"]
+    if kind == "dynamic":
+        return 1.0 / (_dynamic_base(cfg, seq_len) ** exponent)
+    inv = 1.0 / (cfg.rope_theta ** exponent)
+    if kind == "default":
         return inv
-    if rs["rope_type"] == "linear":
+    if kind == "linear":
         return inv / rs["factor"]
+    if kind == "yarn":
+        return _yarn_inv_freq(cfg, exponent)
     # llama3: long wavelengths divided by factor, short ones kept, a smooth blend in between
     factor, lo, hi = rs["factor"], rs["low_freq_factor"], rs["high_freq_factor"]
     old = rs["original_max_position_embeddings"]
@@ -52,6 +69,58 @@ def rope_inv_freq(cfg: ModelConfig) -> torch.Tensor:
     blended = (1 - smooth) * scaled / factor + smooth * scaled
     medium = ~(wavelen < old / hi) * ~(wavelen > old / lo)
     return torch.where(medium, blended, scaled)
+
+
+def _dynamic_base(cfg: ModelConfig, seq_len: int | None):
+    """Dynamic NTK: base * (factor * n / n0 - (factor - 1)) ** (d / (d - 2)) with n = max(seq_len, n0). Up to
+    n0 transformers evaluates it in Python floats (its initial frequencies); beyond, on the length as an int64
+    tensor, so in fp32: both are reproduced here."""
+    rs, d = cfg.rope_scaling, cfg.head_dim
+    factor, n0 = rs["factor"], rs["original_max_position_embeddings"]
+    if seq_len is None or seq_len <= n0:
+        return cfg.rope_theta * ((factor * n0 / n0) - (factor - 1)) ** (d / (d - 2))
+    n = torch.tensor(seq_len, dtype=torch.int64)
+    return cfg.rope_theta * ((factor * n / n0) - (factor - 1)) ** (d / (d - 2))
+
+
+def _yarn_inv_freq(cfg: ModelConfig, exponent: torch.Tensor) -> torch.Tensor:
+    """YaRN: dimensions that rotate more than beta_fast times within the original length keep their frequency,
+    those under beta_slow rotations are divided by factor (interpolated), a linear ramp in between."""
+    rs, d, base = cfg.rope_scaling, cfg.head_dim, cfg.rope_theta
+    factor, n0 = rs["factor"], rs["original_max_position_embeddings"]
+    beta_fast, beta_slow = rs.get("beta_fast") or 32, rs.get("beta_slow") or 1
+
+    def dim_of(rotations):  # the dimension that makes `rotations` turns over n0 positions
+        return (d * math.log(n0 / (rotations * 2 * math.pi))) / (2 * math.log(base))
+
+    low, high = dim_of(beta_fast), dim_of(beta_slow)
+    if rs.get("truncate", True):
+        low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, 0), min(high, d - 1)
+    if low == high:
+        high += 0.001
+    ramp = torch.clamp((torch.arange(d // 2, dtype=torch.float32) - low) / (high - low), 0, 1)
+    pos_freqs = base ** exponent
+    keep = 1 - ramp
+    return (1.0 / (factor * pos_freqs)) * (1 - keep) + (1.0 / pos_freqs) * keep
+
+
+def rope_attention_factor(cfg: ModelConfig) -> float:
+    """The factor cos and sin are multiplied by: 1, except for YaRN (``attention_factor``, or
+    0.1 ln(factor) + 1, or with ``mscale`` and ``mscale_all_dim`` their ratio of that form)."""
+    rs = cfg.rope_scaling
+    if rs is None or rs["rope_type"] != "yarn":
+        return 1.0
+    if rs.get("attention_factor") is not None:
+        return float(rs["attention_factor"])
+
+    def mscale(scale, m=1.0):
+        return 1.0 if scale <= 1 else 0.1 * m * math.log(scale) + 1.0
+
+    m, m_all = rs.get("mscale"), rs.get("mscale_all_dim")
+    if m and m_all:
+        return float(mscale(rs["factor"], m) / mscale(rs["factor"], m_all))
+    return mscale(rs["factor"])
 
 
 class RMSNorm(nn.Module):
@@ -140,6 +209,7 @@ class Llama(nn.Module):
         self.act_ckpt = False
         self.loss_chunk = 4096
         self._inv_freq: dict[torch.device, torch.Tensor] = {}
+        self._attn_factor = rope_attention_factor(cfg)
 
     @torch.no_grad()
     def init_weights(self, seed: int = 0) -> None:
@@ -153,13 +223,25 @@ class Llama(nn.Module):
                 p.copy_(torch.empty(p.shape).normal_(0.0, self.cfg.init_std, generator=g))
 
     def rope(self, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(cos, sin) in fp32 for ``position_ids``. Dynamic NTK scaling depends on the current length, the
+        largest position + 1 over the whole batch (as in transformers): beyond the original length the
+        frequencies are recomputed per call (one host sync); cached keys keep the frequencies they were made with."""
         dev = position_ids.device
         if dev not in self._inv_freq:
             self._inv_freq[dev] = rope_inv_freq(self.cfg).to(dev)
+        inv = self._inv_freq[dev]
+        rs = self.cfg.rope_scaling
+        if rs is not None and rs["rope_type"] == "dynamic":
+            n = int(position_ids.max()) + 1
+            if n > rs["original_max_position_embeddings"]:
+                inv = rope_inv_freq(self.cfg, n).to(dev)
         with torch.autocast(dev.type, enabled=False):
-            freqs = position_ids.float()[..., None] * self._inv_freq[dev]
+            freqs = position_ids.float()[..., None] * inv
             emb = torch.cat((freqs, freqs), dim=-1)
-            return emb.cos(), emb.sin()
+            cos, sin = emb.cos(), emb.sin()
+            if self._attn_factor != 1.0:
+                cos, sin = cos * self._attn_factor, sin * self._attn_factor
+            return cos, sin
 
     def hidden(self, input_ids, position_ids=None, cu_seqlens=None, max_seqlen=None, cache=None):
         """The final normed hidden states ``(B, L, dim)``. With a `KVCache` the tokens continue the cached

@@ -138,11 +138,11 @@ def resolve_model(cfg: TrainConfig, vocab: int, seq_len: int) -> tuple[ModelConf
         mcfg, src_dtype = read_hf_config(folder)
     else:
         raise ConfigError(f"--model {cfg.model!r} is neither a preset {PRESETS} nor a folder")
+    if cfg.rope_scaling is not None:  # first, so its original length defaults to the model's, not seq_len
+        mcfg = mcfg.replace(rope_scaling=cfg.rope_scaling)
     over = {"max_seq_len": max(mcfg.max_seq_len, seq_len)}
     if cfg.rope_theta is not None:
         over["rope_theta"] = float(cfg.rope_theta)
-    if cfg.rope_scaling is not None:
-        over["rope_scaling"] = cfg.rope_scaling
     mcfg = mcfg.replace(**over)
     if vocab > mcfg.vocab_size:
         raise ConfigError(f"the shards were built with a tokenizer of {vocab:,} ids but the model {cfg.model!r} has a "

@@ -86,7 +86,10 @@ TRAIN = ["--model", "debug", "--batch-tokens", "512", "--micro-batch", "2", "--t
     (["--weight-decay", "-0.1"], "weight_decay=-0.1 must be >= 0"),
     (["--peak-tflops", "0"], "peak_tflops=0.0 must be > 0"),
     (["--out", "s3x://bucket/run"], "is a URL, but this command writes a local folder"),
-    (["--out", "s3://bucket/run"], "is a URL, but this command writes a local folder")])
+    (["--out", "s3://bucket/run"], "is a URL, but this command writes a local folder"),
+    (["--rope-scaling", "longrope:4"], "rope scaling type 'longrope' is not supported; use one of"),
+    (["--rope-scaling", "dynamic:0.5"], "rope scaling 'dynamic' factor=0.5 must be a number >= 1"),
+    (["--rope-scaling", '{"rope_type": "llama3", "factor": 8}'], "rope scaling 'llama3' needs")])
 def test_train_flag_errors(train_shards, tmp_path, capsys, flags, expect):
     out = ["--out", str(tmp_path / "run")] if "--out" not in flags else []
     _user_error(capsys, ["train", "--shards", train_shards, *TRAIN, *out, *flags], expect)

@@ -54,6 +54,31 @@ def test_model_config_validation():
     assert c.head_dim == 8 and c.rope_scaling == {"rope_type": "linear", "factor": 2}
 
 
+def test_rope_scaling_validation():
+    def cfg(rs, max_seq_len=4096):
+        return ModelConfig(vocab_size=10, dim=48, n_layers=1, n_heads=6, n_kv_heads=2, ffn_dim=8,
+                           max_seq_len=max_seq_len, rope_scaling=rs)
+
+    with pytest.raises(ConfigError, match=r"rope scaling type 'longrope' is not supported; use one of \('default', "
+                                          r"'linear', 'dynamic', 'llama3', 'yarn'\)"):
+        cfg({"rope_type": "longrope", "factor": 4.0})
+    with pytest.raises(ConfigError, match=r"rope scaling 'yarn' needs \['factor'\]"):
+        cfg({"rope_type": "yarn"})
+    with pytest.raises(ConfigError, match="rope scaling 'dynamic' factor=0.5 must be a number >= 1"):
+        cfg({"type": "dynamic", "factor": 0.5})
+    with pytest.raises(ConfigError, match="partial_rotary_factor=0.5 is not supported"):
+        cfg({"rope_type": "linear", "factor": 2.0, "partial_rotary_factor": 0.5})
+    assert cfg({"rope_type": "default", "rope_theta": 1e4}).rope_scaling is None
+    # dynamic, llama3 and yarn are anchored at max_seq_len when built, and stay there when it is raised
+    c = cfg({"type": "dynamic", "factor": 10.0})
+    assert c.rope_scaling == {"rope_type": "dynamic", "factor": 10.0, "original_max_position_embeddings": 4096}
+    assert c.replace(max_seq_len=81920).rope_scaling == c.rope_scaling
+    y = cfg({"rope_type": "yarn", "factor": 4.0, "beta_fast": 16}, max_seq_len=8192)
+    assert y.rope_scaling == {"rope_type": "yarn", "factor": 4.0, "beta_fast": 16,
+                              "original_max_position_embeddings": 8192}
+    assert "original_max_position_embeddings" not in cfg({"rope_type": "linear", "factor": 2.0}).rope_scaling
+
+
 def test_train_config_validation_and_resume_changes():
     with pytest.raises(ConfigError, match="schedule='linear' must be one of"):
         TrainConfig(shards="s", out="o", schedule="linear")

@@ -120,6 +120,21 @@ def test_shorter_seq_len_uses_every_token_reports_it_and_resumes_exactly(train_s
     assert json.loads((tmp_path / "c" / "run.json").read_text())["data"]["epochs"] == steps * 4 / windows
 
 
+def test_dynamic_rope_scaling_trains_resumes_and_saves_its_anchor(train_shards, tmp_path, deterministic):
+    """A 64-position HF model trained at 256 with dynamic NTK: the scaling is in effect (other losses than
+    without it), resume is exact, and final/config.json keeps transformers' anchor (max_position_embeddings 64)."""
+    cfg = ModelConfig(vocab_size=16384, dim=32, n_layers=1, n_heads=2, n_kv_heads=1, ffn_dim=64, max_seq_len=64)
+    save_hf(init_state_dict(cfg, 0), cfg, str(tmp_path / "hf"))
+    kw = dict(model=str(tmp_path / "hf"), rope_scaling={"rope_type": "dynamic", "factor": 4.0})
+    full = train(_cfg(train_shards, tmp_path / "a", **kw))
+    first = train(_cfg(train_shards, tmp_path / "b", stop_after=2, **kw))
+    rest = train(_cfg(train_shards, tmp_path / "b", resume=True, **kw))
+    assert first.losses + rest.losses == full.losses
+    assert train(_cfg(train_shards, tmp_path / "c", model=str(tmp_path / "hf"))).losses != full.losses
+    j = json.loads((tmp_path / "a" / "final" / "config.json").read_text())
+    assert j["max_position_embeddings"] == 64 and j["rope_scaling"] == {"rope_type": "dynamic", "factor": 4.0}
+
+
 def test_bad_input_names_the_values(train_shards, tmp_path):
     with pytest.raises(ConfigError, match=r"seq_len 512 is larger than the shards' sequences \(256"):
         train(_cfg(train_shards, tmp_path / "x", seq_len=512))

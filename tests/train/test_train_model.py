@@ -1,6 +1,7 @@
 """lcdata_train.model / attention / checkpoint: logits equal transformers' LlamaForCausalLM on the same random
 weights, the HF round trip is lossless, backends agree, document masking equals documents run alone."""
 
+import inspect
 import json
 import os
 
@@ -20,7 +21,8 @@ from lcdata_train.checkpoint import (  # noqa: E402
     save_hf,
 )
 from lcdata_train.config import ModelConfig  # noqa: E402
-from lcdata_train.model import Llama, init_state_dict  # noqa: E402
+from lcdata_train.infer import load_model  # noqa: E402
+from lcdata_train.model import KVCache, Llama, init_state_dict, rope_inv_freq  # noqa: E402
 
 CUDA = torch.cuda.is_available()
 LLAMA3 = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
@@ -70,6 +72,151 @@ def test_logits_match_transformers(kw):
         ours = m(ids)
         theirs = hf(input_ids=ids).logits
     torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+
+
+# Every rope_scaling type Llama checkpoints use, against transformers' own RoPE. The config's max_seq_len (16)
+# is what transformers reads as max_position_embeddings; ours is then raised to 64 (as `load_model` and the
+# trainer do), which must not move any anchor. Lengths below, at and above the original 16.
+ROPE_SCALINGS = {
+    "linear": {"rope_type": "linear", "factor": 4.0},
+    "dynamic": {"rope_type": "dynamic", "factor": 4.0},
+    "dynamic-legacy-type": {"type": "dynamic", "factor": 10.0},  # the paper's checkpoints' form
+    "llama3": {**LLAMA3, "original_max_position_embeddings": 8},
+    "yarn": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16},
+    "yarn-options": {"rope_type": "yarn", "factor": 3.0, "original_max_position_embeddings": 12, "beta_fast": 8,
+                     "beta_slow": 2, "mscale": 1.0, "mscale_all_dim": 0.5, "truncate": False},
+    "yarn-attention-factor": {"rope_type": "yarn", "factor": 4.0, "attention_factor": 1.3},
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
+@pytest.mark.parametrize("name", list(ROPE_SCALINGS))
+def test_rope_scaling_logits_match_transformers(name, dtype):
+    pytest.importorskip("transformers")
+    cfg = _cfg(rope_theta=1e4, max_seq_len=16, rope_scaling=ROPE_SCALINGS[name])
+    m = _model(cfg)
+    ours = Llama(cfg.replace(max_seq_len=64))
+    ours.load_state_dict(m.state_dict())
+    ours = ours.to(dtype).eval()
+    tol = 1e-5 if dtype == torch.float32 else 1e-10
+    for L in (11, 16, 17, 40, 64):
+        ids = torch.randint(0, cfg.vocab_size, (2, L), generator=torch.Generator().manual_seed(L))
+        with torch.no_grad():
+            theirs = _hf_model(cfg, m.state_dict()).to(dtype)(input_ids=ids).logits  # fresh: no remembered length
+            torch.testing.assert_close(ours(ids), theirs, rtol=tol, atol=tol, msg=lambda s, L=L: f"L={L}: {s}")
+
+
+def test_dynamic_ntk_changes_only_beyond_the_original_length():
+    """Below and at the original length dynamic NTK is plain RoPE bit for bit; beyond it every token's logits
+    change with the input's length (the base grows with it), also those of the first 16 tokens."""
+    plain = _cfg(rope_theta=1e4, max_seq_len=64)
+    dyn = _cfg(rope_theta=1e4, max_seq_len=16, rope_scaling={"rope_type": "dynamic", "factor": 4.0})
+    dyn = dyn.replace(max_seq_len=64)
+    assert dyn.rope_scaling["original_max_position_embeddings"] == 16  # pinned once set
+    a, b = _model(plain), Llama(dyn)
+    b.load_state_dict(a.state_dict())
+    b.eval()
+    ids = torch.randint(0, plain.vocab_size, (1, 40), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(a(ids[:, :16]), b(ids[:, :16]))
+        long_a, long_b = a(ids), b(ids)
+    assert not torch.allclose(long_a[:, :16], long_b[:, :16], atol=1e-4)
+    assert torch.equal(long_a[:, 0], long_b[:, 0])  # position 0: no rotation at any base
+
+
+def test_dynamic_ntk_base_of_the_papers_checkpoints():
+    """PAPER.md: factor 10 over 4,096 positions is about a 2.08M base at 81,920 tokens (head_dim 128)."""
+    cfg = ModelConfig(vocab_size=32000, dim=4096, n_layers=1, n_heads=32, n_kv_heads=32, ffn_dim=11008,
+                      max_seq_len=4096, rope_scaling={"type": "dynamic", "factor": 10.0})
+    base = 1e4 * (10 * 81920 / 4096 - 9) ** (128 / 126)
+    assert 2.07e6 < base < 2.09e6
+    inv = rope_inv_freq(cfg, 81920)
+    torch.testing.assert_close(inv, 1.0 / base ** (torch.arange(0, 128, 2).double() / 128), rtol=1e-5, atol=0,
+                               check_dtype=False)
+    assert torch.equal(rope_inv_freq(cfg, 4096), rope_inv_freq(cfg.replace(rope_scaling=None)))
+
+
+def test_dynamic_ntk_decoding_with_a_cache_matches_transformers():
+    """Greedy decoding across the original length: each step's length is its last position + 1 and the cached
+    keys keep the frequencies they were computed with, as in transformers' generation."""
+    pytest.importorskip("transformers")
+    from transformers import DynamicCache
+
+    cfg = _cfg(rope_theta=1e4, max_seq_len=16, rope_scaling={"rope_type": "dynamic", "factor": 4.0})
+    m = _model(cfg)
+    hf = _hf_model(cfg, m.state_dict())
+    ours = Llama(cfg.replace(max_seq_len=32))
+    ours.load_state_dict(m.state_dict())
+    ours.eval()
+    ids = torch.randint(0, cfg.vocab_size, (1, 24), generator=torch.Generator().manual_seed(5))
+    cache = KVCache(ours.cfg, 1, 32, "cpu", torch.float32)
+    # transformers 5 names the argument `cache` (4.x: `past_key_values`, deprecated in 5)
+    arg = "cache" if "cache" in inspect.signature(hf.forward).parameters else "past_key_values"
+    hf_cache = {arg: DynamicCache()}
+    with torch.no_grad():
+        for a, b in [(0, 12)] + [(i, i + 1) for i in range(12, 24)]:
+            mine = ours.lm_head(ours.hidden(ids[:, a:b], cache=cache))
+            theirs = hf(input_ids=ids[:, a:b], use_cache=True, **hf_cache).logits
+            torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-5,
+                                       msg=lambda s, a=a, b=b: f"tokens {a}:{b}: {s}")
+
+
+def test_papers_dynamic_checkpoint_loads_and_evaluates_beyond_its_length(tmp_path):
+    """A folder transformers saved with the paper's rope_scaling ({"type": "dynamic", "factor": 10}) loads,
+    evaluates at 4x its max_position_embeddings like transformers, and our save is read back the same by both."""
+    pytest.importorskip("transformers")
+    from transformers import LlamaForCausalLM
+
+    cfg = _cfg(rope_theta=1e4, max_seq_len=16, rope_scaling={"type": "dynamic", "factor": 10.0})
+    hf = _hf_model(cfg, _model(cfg).state_dict())
+    hf.save_pretrained(tmp_path / "hf")
+    j = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert j["max_position_embeddings"] == 16
+    m, _ = load_model(str(tmp_path / "hf"), "cpu", max_seq_len=64)
+    assert m.cfg.rope_scaling == {"rope_type": "dynamic", "factor": 10.0, "original_max_position_embeddings": 16}
+    ids = torch.randint(0, cfg.vocab_size, (1, 64), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        torch.testing.assert_close(m(ids), hf(input_ids=ids).logits, rtol=1e-5, atol=1e-5)
+    save_hf(m.state_dict(), m.cfg, str(tmp_path / "ours"))  # max_seq_len 64, anchor 16
+    j = json.loads((tmp_path / "ours" / "config.json").read_text())
+    assert j["max_position_embeddings"] == 16 and j["rope_scaling"] == {"rope_type": "dynamic", "factor": 10.0}
+    back = LlamaForCausalLM.from_pretrained(tmp_path / "ours").eval()
+    again, _ = load_model(str(tmp_path / "ours"), "cpu", max_seq_len=64)
+    with torch.no_grad():
+        torch.testing.assert_close(back(input_ids=ids).logits, again(ids), rtol=1e-5, atol=1e-5)
+
+
+def test_unsupported_rope_scaling_in_config_json_is_named(tmp_path):
+    cfg = _cfg()
+    save_hf(_model(cfg).state_dict(), cfg, str(tmp_path / "m"))
+    j = json.loads((tmp_path / "m" / "config.json").read_text())
+    j["rope_scaling"] = {"rope_type": "longrope", "factor": 4.0}
+    os.remove(tmp_path / "m" / "checksums.json")
+    (tmp_path / "m" / "config.json").write_text(json.dumps(j))
+    with pytest.raises(CheckpointError, match=r"config.json: rope scaling type 'longrope' is not supported; use "
+                                              r"one of \('default', 'linear', 'dynamic', 'llama3', 'yarn'\)"):
+        load_pretrained(str(tmp_path / "m"))
+
+
+def test_rope_scaling_flag_is_anchored_at_the_models_length(tmp_path):
+    """`lcdata train --model HF --seq-len 64 --rope-scaling dynamic:4` on a 16-position model: the scaling's
+    original length is the model's 16, not the raised 64 (else dynamic NTK would never engage)."""
+    from lcdata_train.cli import build_parser, config_from_args
+    from lcdata_train.train import resolve_model
+
+    cfg = _cfg(max_seq_len=16)
+    save_hf(_model(cfg).state_dict(), cfg, str(tmp_path / "m"))
+    for flag, want in [("dynamic:4", {"rope_type": "dynamic", "factor": 4.0}),
+                       ("yarn:2", {"rope_type": "yarn", "factor": 2.0}),
+                       ('{"rope_type": "llama3", "factor": 8, "low_freq_factor": 1, "high_freq_factor": 4}',
+                        {"rope_type": "llama3", "factor": 8, "low_freq_factor": 1, "high_freq_factor": 4})]:
+        a = build_parser().parse_args(["train", "--shards", "S", "--model", str(tmp_path / "m"), "--out",
+                                       str(tmp_path / "run"), "--rope-scaling", flag])
+        tc = config_from_args(a)
+        assert tc.rope_scaling == want
+        mcfg, _, _ = resolve_model(tc, cfg.vocab_size, 64)
+        assert mcfg.max_seq_len == 64
+        assert mcfg.rope_scaling == {**want, "original_max_position_embeddings": 16}
 
 
 def test_hf_round_trip_is_lossless(tmp_path):
