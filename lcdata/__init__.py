@@ -8,6 +8,7 @@ are needed.
 >>> r = lcdata.compute_stats(["data/demo"], lcdata.StatsConfig())  # doctest: +SKIP
 """
 
+from .util.lazy import lazy_exports
 from .version import VERSION as __version__  # noqa: F401 (the package version)
 
 _EXPORTS = {
@@ -27,17 +28,4 @@ __all__ = [
     "StatsResult", "compute_stats", "load_stats", "merge_stats", "run_stats",
 ]
 
-
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'lcdata' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

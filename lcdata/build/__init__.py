@@ -3,6 +3,8 @@ tokenize-and-spill (`tokenize`), phase 2 order, pack, permute and write the shar
 
 from __future__ import annotations
 
+from ..util.lazy import lazy_exports
+
 # public name -> the module defining it, imported on first use (PEP 562): importing one module of this
 # package (e.g. the CLI importing a light one) does not import the others
 _EXPORTS = {
@@ -34,18 +36,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
