@@ -22,6 +22,7 @@ spill into the buffer, and documents.parquet is streamed in row groups of 1M row
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 
@@ -85,6 +86,25 @@ def _build_into(job: PreparedBuild, *, workers, progress) -> BuildResult:
     return finish_build(job, manifest, reports, n_resumed)
 
 
+WORK_FILES = ("tok-*", "shard-*.done.json", "layout*", "*.tmp-*")  # what a build writes in its work folder
+
+
+def remove_work(job: PreparedBuild) -> None:
+    """Remove the work folder: whole when it is lcdata's own (``OUT/_work``, a temp folder), else only the files
+    a build writes there (`WORK_FILES`): a folder the caller named may hold anything else."""
+    if job.own_work:
+        shutil.rmtree(job.work_dir, ignore_errors=True)
+        return
+    import glob
+
+    for pat in WORK_FILES:
+        for p in glob.glob(os.path.join(glob.escape(job.work_dir), pat)):
+            if os.path.isfile(p):
+                os.remove(p)
+            elif os.path.basename(p) == "layout":  # the scale-out layout folder (`scaleout.build`)
+                shutil.rmtree(p, ignore_errors=True)
+
+
 def finish_build(job: PreparedBuild, manifest: dict, reports: list[FileReport], n_resumed: int) -> BuildResult:
     """Seal a build: the read report, engine and time go into ``manifest``, which is written last (it marks a
     complete build); the work folder is removed unless ``keep_work``."""
@@ -94,7 +114,7 @@ def finish_build(job: PreparedBuild, manifest: dict, reports: list[FileReport], 
     fault_point("build.manifest")
     manifest = write_manifest(manifest, job.out_dir)  # last: marks a complete build
     if not job.keep_work:
-        shutil.rmtree(job.work_dir, ignore_errors=True)
+        remove_work(job)
     return BuildResult(out_dir=job.out_dir, manifest=manifest)
 
 

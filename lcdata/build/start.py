@@ -118,6 +118,7 @@ class PreparedBuild:
     plan_fp: str | None
     plan_tokens: bool  # the plan's lengths are in this tokenizer's tokens (checked per document)
     ident: str
+    own_work: bool  # the work folder is lcdata's (OUT/_work or a temp folder), not one the caller named
     keep_work: bool
     t0: float  # time.time() at the start
 
@@ -180,10 +181,12 @@ def prepare_build(inputs, out_dir: str, cfg: BuildConfig, *, overwrite: bool = F
                    inputs=input_roots(inputs)) as claim:
         prepare_out(claim, ident)
         write_json({"identity": ident, "config": cfg.to_dict()}, join(out_dir, "build.json"))
+        own_work = work_dir is None
         if work_dir is None:
             work_dir = (join(out_dir.removeprefix("file://"), "_work") if is_local(out_dir)
                         else tempfile.mkdtemp(prefix="lcdata-work-"))
         os.makedirs(work_dir, exist_ok=True)
         yield PreparedBuild(files=tuple(files), active=active, cfg=cfg, out_dir=out_dir, work_dir=work_dir,
                             tokenizer=info, specials=specials, dtype=dtype.str, engine=engine, plan=plan,
-                            plan_fp=plan_fp, plan_tokens=plan_tokens, ident=ident, keep_work=keep_work, t0=t0)
+                            plan_fp=plan_fp, plan_tokens=plan_tokens, ident=ident, own_work=own_work, keep_work=keep_work,
+                            t0=t0)

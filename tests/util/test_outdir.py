@@ -281,3 +281,16 @@ def test_seq_len_beyond_a_plan_is_refused_before_tokenizing(proj, tmp_path, caps
     assert run(*args) == 2
     e = err(capsys)
     assert "less than one sequence" in e and "tokenize" not in e and not out.exists()
+
+
+def test_a_work_folder_the_caller_named_keeps_everything_but_the_builds_files(proj, tmp_path):
+    from lcdata.build import BuildConfig, run_build
+
+    work = tmp_path / "scratch"
+    work.mkdir()
+    (work / "mine.txt").write_text("keep")
+    run_build([str(proj / "corpus")], str(tmp_path / "out"), BuildConfig(tokenizer=str(TOK), seq_len=512), workers=1,
+              work_dir=str(work))
+    assert sorted(p.name for p in work.iterdir()) == ["mine.txt"]  # the spills and markers gone, the rest kept
+    run_build([str(proj / "corpus")], str(tmp_path / "out2"), BuildConfig(tokenizer=str(TOK), seq_len=512), workers=1)
+    assert not (tmp_path / "out2" / "_work").exists()  # lcdata's own work folder: removed whole
