@@ -172,7 +172,8 @@ def run_needle_cmd(a: argparse.Namespace) -> int:
 
 def add_eval_loss_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", nargs="+", required=True, metavar="MODEL",
-                   help="one model, or several to compare (deltas against the first)")
+                   help="one model, or several to compare (deltas against the first); `unigram:SHARDS` is the "
+                        "unigram model of a shard folder's token counts (the frequency-shift baseline, docs/eval.md)")
     p.add_argument("--labels", nargs="+", default=None, help="a name per model (default: folder names)")
     p.add_argument("--shards", required=True, help="held-out shard folder from `lcdata build`")
     p.add_argument("--position-buckets", default="0,4096", help="position edges, e.g. 0,4096,32K (paper: 0,4K)")
@@ -187,7 +188,7 @@ def add_eval_loss_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rope-theta", type=float, default=None)
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto")
-    p.add_argument("--out", default=None, help="output folder (loss.parquet, loss.json, compare.parquet)")
+    p.add_argument("--out", default=None, help="output folder (loss.parquet, units.parquet, loss.json, compare.parquet)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the folder --out holds (only ever a folder `lcdata eval-loss` wrote)")
     p.add_argument("--quiet", action="store_true")
@@ -203,7 +204,7 @@ def run_eval_loss_cmd(a: argparse.Namespace) -> int:
     losses, cmp = run_eval_loss(cfg)
     print(format_table(losses, cmp))
     if a.out:
-        print(f"wrote {a.out}/ (loss.parquet, loss.json{', compare.parquet' if cmp is not None else ''})")
+        print(f"wrote {a.out}/ (loss.parquet, units.parquet, loss.json{', compare.parquet' if cmp is not None else ''})")
     return 0
 
 

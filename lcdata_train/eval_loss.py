@@ -22,7 +22,13 @@ the trainer's ``--doc-mask``); without, as the paper trained (packed, no mask).
 ``n_tokens`` and the mean loss in nats, plus an ``ALL`` source row per bucket. `compare` lines up two or more models: ``delta = loss(model) -
 loss(first model)`` per cell, flagged when ``|delta| > threshold`` (PAPER.md: 0.01).
 
-Outputs (`run_eval_loss`): ``loss.parquet``, ``loss.json`` (its ``position`` key) and, for several models,
+A ``--model`` of the form ``unigram:SHARDS`` is the unigram model of that shard folder's token counts
+(`lcdata_train.unigram`), scored at exactly the same tokens: the share of a difference that token frequency
+alone explains.
+
+Outputs (`run_eval_loss`): ``loss.parquet``, ``units.parquet`` (per model, window, source and bucket: the
+summed loss ``loss_sum`` and ``n_tokens``, the units that ``make paper-ablation``'s bootstrap resamples;
+their sums give ``loss.parquet`` exactly), ``loss.json`` (its ``position`` key) and, for several models,
 ``compare.parquet``; each names the position definition, and so does `format_table`'s title.
 Cost: one forward pass per window (``max_sequences`` caps it), logits ``chunk`` positions at a time.
 """
@@ -108,7 +114,12 @@ class EvalLossConfig:
 
 
 def _label(path: str) -> str:
-    """A model's name from its path: the first folder that is not ``final``, ``run`` or a checkpoint."""
+    """A model's name from its path: the first folder that is not ``final``, ``run`` or a checkpoint
+    (``unigram:`` kept in front of a unigram model's)."""
+    from .unigram import PREFIX, is_unigram
+
+    if is_unigram(path):
+        return PREFIX + _label(path[len(PREFIX):])
     parts = [x for x in os.path.normpath(path).split(os.sep) if x]
     while len(parts) > 1 and (parts[-1] in ("final", "run", "checkpoints") or parts[-1].startswith("step-")):
         parts.pop()
@@ -130,51 +141,78 @@ def window_tokens(shards, i: int, a: int, L: int, position: str = "document") ->
 
 
 def _model_sums(model, ds, cfg: EvalLossConfig, n_src: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per (source, bucket): summed loss (float64) and token counts over the windows."""
-    from .infer import token_losses
+    """Per (window, source, bucket): summed loss (float64) and token counts. ``model`` is a `Llama` or a
+    `UnigramModel` (scored at the same positions: the loss of predicting each scored label)."""
+    from .unigram import UnigramModel
 
     edges = np.asarray(cfg.position_buckets)
     nb = len(edges)
-    loss_sum, count = np.zeros((n_src, nb)), np.zeros((n_src, nb), dtype=np.int64)
     n = len(ds) if cfg.max_sequences is None else min(len(ds), cfg.max_sequences)
-    dev = next(model.parameters()).device
+    loss_sum, count = np.zeros((n, n_src, nb)), np.zeros((n, n_src, nb), dtype=np.int64)
+    unigram = isinstance(model, UnigramModel)
+    if not unigram:
+        from .infer import token_losses
+
+        dev = next(model.parameters()).device
+    every = max(1, n // 10)
     for j in range(n):
         item = ds[j]
         i, w = divmod(j, ds.windows)
         src, pos = window_tokens(ds.shards, i, w * ds.seq_len, ds.seq_len, cfg.position)
-        cu = item["cu_seqlens"].to(dev) if cfg.doc_mask else None
-        lt = token_losses(model, item["input_ids"][None].to(dev), item["labels"][None].to(dev),
-                          item["position_ids"][None].to(dev), cu, None, cfg.chunk, cfg.dtype)[0].cpu().numpy()
+        if unigram:
+            lt = model.token_losses(item["labels"].numpy())
+        else:
+            cu = item["cu_seqlens"].to(dev) if cfg.doc_mask else None
+            lt = token_losses(model, item["input_ids"][None].to(dev), item["labels"][None].to(dev),
+                              item["position_ids"][None].to(dev), cu, None, cfg.chunk, cfg.dtype)[0].cpu().numpy()
         scored = (item["labels"] != -100).numpy()[:-1]
         tsrc, tpos, tl = src[1:][scored], pos[1:][scored], lt[:-1][scored].astype(np.float64)
         ok = tsrc >= 0
         tsrc, tpos, tl = tsrc[ok], tpos[ok], tl[ok]
         b = np.searchsorted(edges, tpos, side="right") - 1
-        np.add.at(loss_sum, (tsrc, b), tl)
-        np.add.at(count, (tsrc, b), 1)
-        if not cfg.quiet and (j + 1) % 50 == 0:
+        np.add.at(loss_sum[j], (tsrc, b), tl)
+        np.add.at(count[j], (tsrc, b), 1)
+        if not cfg.quiet and ((j + 1) % every == 0 or j + 1 == n):
             print(f"eval-loss: {j + 1}/{n} sequences", file=sys.stderr, flush=True)
     return loss_sum, count
 
 
-def eval_loss(cfg: EvalLossConfig) -> pl.DataFrame:
-    """Loss per (model, source, position bucket) on the held-out shards; see the module docstring."""
+_LOSS_SCHEMA = {"model": pl.Utf8, "source": pl.Utf8, "position": pl.Utf8, "bucket_min": pl.Int64,
+                "bucket_max": pl.Int64, "n_tokens": pl.Int64, "loss": pl.Float64}
+_UNIT_SCHEMA = {"model": pl.Utf8, "window": pl.Int64, "source": pl.Utf8, "bucket_min": pl.Int64,
+                "n_tokens": pl.Int64, "loss_sum": pl.Float64}
+
+
+def _load(path: str, cfg: EvalLossConfig, ds):
+    """The model a ``--model`` names: a checkpoint/HF folder, or ``unigram:SHARDS`` (`lcdata_train.unigram`)."""
+    from .unigram import PREFIX, UnigramModel, is_unigram
+
+    if is_unigram(path):
+        return UnigramModel.from_shards(path[len(PREFIX):], ds.vocab_size)
+    from .infer import load_model
+
+    model, _ = load_model(path, cfg.device, cfg.rope_theta, ds.seq_len)
+    if ds.vocab_size > model.cfg.vocab_size:
+        raise ConfigError(f"the shards {cfg.shards} use {ds.vocab_size:,} token ids but the model {path!r} has a "
+                          f"vocabulary of {model.cfg.vocab_size:,}; evaluate on shards built with the model's tokenizer")
+    return model
+
+
+def evaluate(cfg: EvalLossConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(losses, units): `eval_loss`'s frame, and per (model, window, source, bucket) the summed loss and token
+    count (``units.parquet``: the units a bootstrap resamples; rows with no tokens left out)."""
     from lcdata.shards.reader import open_shards
 
     from .data import ShardDataset
-    from .infer import load_model
 
     shards = open_shards(cfg.shards)
     ds = ShardDataset(shards, cfg.seq_len, cfg.doc_mask)
-    vocab = ds.vocab_size
     edges = list(cfg.position_buckets)
-    frames = []
+    frames, units = [], []
     for path, label in zip(cfg.models, cfg.labels):
-        model, _ = load_model(path, cfg.device, cfg.rope_theta, ds.seq_len)
-        if vocab > model.cfg.vocab_size:
-            raise ConfigError(f"the shards {cfg.shards} use {vocab:,} token ids but the model {path!r} has a vocabulary "
-                              f"of {model.cfg.vocab_size:,}; evaluate on shards built with the model's tokenizer")
-        s, c = _model_sums(model, ds, cfg, len(shards.sources))
+        model = _load(path, cfg, ds)
+        s3, c3 = _model_sums(model, ds, cfg, len(shards.sources))
+        s, c = s3.sum(0), c3.sum(0)
         rows = []
         for k, name in enumerate([*shards.sources, ALL]):
             ls, cs = (s.sum(0), c.sum(0)) if name == ALL else (s[k], c[k])
@@ -182,11 +220,19 @@ def eval_loss(cfg: EvalLossConfig) -> pl.DataFrame:
                 rows.append({"model": label, "source": name, "position": cfg.position, "bucket_min": lo,
                              "bucket_max": edges[b + 1] if b + 1 < len(edges) else None, "n_tokens": int(cs[b]),
                              "loss": float(ls[b] / cs[b]) if cs[b] else None})
-        frames.append(pl.DataFrame(rows, schema={"model": pl.Utf8, "source": pl.Utf8, "position": pl.Utf8,
-                                                 "bucket_min": pl.Int64,
-                                                 "bucket_max": pl.Int64, "n_tokens": pl.Int64, "loss": pl.Float64}))
+        frames.append(pl.DataFrame(rows, schema=_LOSS_SCHEMA))
+        w, k, b = np.nonzero(c3)
+        units.append(pl.DataFrame({"model": [label] * len(w), "window": w.astype(np.int64),
+                                   "source": np.asarray(shards.sources, dtype=object)[k].tolist() if len(k) else [],
+                                   "bucket_min": np.asarray(edges, dtype=np.int64)[b], "n_tokens": c3[w, k, b],
+                                   "loss_sum": s3[w, k, b]}, schema=_UNIT_SCHEMA))
         del model
-    return pl.concat(frames)
+    return pl.concat(frames), pl.concat(units)
+
+
+def eval_loss(cfg: EvalLossConfig) -> pl.DataFrame:
+    """Loss per (model, source, position bucket) on the held-out shards; see the module docstring."""
+    return evaluate(cfg)[0]
 
 
 def compare(losses: pl.DataFrame, threshold: float = THRESHOLD) -> pl.DataFrame:
@@ -243,17 +289,21 @@ def run_eval_loss(cfg: EvalLossConfig) -> tuple[pl.DataFrame, pl.DataFrame | Non
     from lcdata.util.io import write_json, write_parquet
     from lcdata.util.outdir import claim_out
 
-    with (claim_out(cfg.out, "eval-loss", overwrite=cfg.overwrite, resume_flag=None, inputs=[cfg.shards, *cfg.models],
-                    protect={"the shard folder": [cfg.shards], "a model": list(cfg.models)})
+    from .unigram import PREFIX, is_unigram
+
+    paths = [m[len(PREFIX):] if is_unigram(m) else m for m in cfg.models]
+    with (claim_out(cfg.out, "eval-loss", overwrite=cfg.overwrite, resume_flag=None, inputs=[cfg.shards, *paths],
+                    protect={"the shard folder": [cfg.shards], "a model": paths})
           if cfg.out else nullcontext()):
         return _run_eval_loss(cfg, write_json, write_parquet)
 
 
 def _run_eval_loss(cfg: EvalLossConfig, write_json, write_parquet) -> tuple[pl.DataFrame, pl.DataFrame | None]:
-    losses = eval_loss(cfg)
+    losses, units = evaluate(cfg)
     cmp = compare(losses, cfg.threshold) if len(cfg.models) > 1 else None
     if cfg.out:
         write_parquet(losses, os.path.join(cfg.out, "loss.parquet"))
+        write_parquet(units, os.path.join(cfg.out, "units.parquet"))
         if cmp is not None:
             write_parquet(cmp, os.path.join(cfg.out, "compare.parquet"))
         write_json({"config": cfg.to_dict(), "position": cfg.position, "position_means": POSITIONS[cfg.position],

@@ -86,7 +86,7 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
          ("run.json", "total_steps", None)),
     Kind("needle", "lcdata needle", "results.json", ("results.json", "results.parquet", "heatmap*.png"),
          ("results.json", "average_score", None)),
-    Kind("eval-loss", "lcdata eval-loss", "loss.json", ("loss.json", "loss.parquet", "compare.parquet"),
+    Kind("eval-loss", "lcdata eval-loss", "loss.json", ("loss.json", "loss.parquet", "units.parquet", "compare.parquet"),
          ("loss.json", "loss", None)),
 )}
 

@@ -229,3 +229,46 @@ def test_report_names_the_position(tmp_path):
                       ({"position": "sequence", "position_means": "in the window"}, "Position = `sequence`: in the window")):
         (tmp_path / "eval-loss" / "loss.json").write_text(json.dumps(doc))
         assert any(line.startswith(want) for line in eval_loss_section(str(tmp_path))), want
+
+
+def test_units_sum_to_the_losses_and_the_unigram_model_equals_a_hand_count(train_shards, models, tmp_path):
+    """units.parquet (per window, source, bucket) sums exactly to loss.parquet; `unigram:SHARDS` scores the same
+    tokens with -log((count + 1) / (N + V)), counts taken by hand from the piece table (padding excluded)."""
+    from collections import Counter
+
+    edges = (0, 32, 128)
+    out = tmp_path / "el"
+    losses, _ = run_eval_loss(EvalLossConfig(models=(models[0], f"unigram:{train_shards}"), shards=train_shards,
+                                             position_buckets=edges, max_sequences=8, device="cpu", quiet=True,
+                                             out=str(out)))
+    assert losses["model"].unique(maintain_order=True).to_list() == ["m0", "unigram:shards"]
+    units = pl.read_parquet(out / "units.parquet")
+    agg = units.group_by("model", "source", "bucket_min").agg(pl.col("n_tokens").sum(), pl.col("loss_sum").sum())
+    for r in losses.filter((pl.col("source") != "ALL") & (pl.col("n_tokens") > 0)).iter_rows(named=True):
+        u = agg.filter((pl.col("model") == r["model"]) & (pl.col("source") == r["source"])
+                       & (pl.col("bucket_min") == r["bucket_min"])).row(0, named=True)
+        assert u["n_tokens"] == r["n_tokens"] and u["loss_sum"] / u["n_tokens"] == pytest.approx(r["loss"], rel=1e-12)
+    # the unigram model by hand
+    s = open_shards(train_shards)
+    counts = Counter()
+    for i in range(len(s)):
+        row = np.asarray(s[i])
+        for p in s.pieces(i):
+            counts.update(row[p["start"]: p["start"] + p["length"]].tolist())
+    V = max(s.manifest["tokenizer"]["vocab_size"], s.manifest["tokenizer"]["max_id"] + 1)
+    N = sum(counts.values())
+    _, hand_counts = independent(models[0], train_shards, edges, n=8)
+    sums = {}
+    for i in range(8):
+        row = np.asarray(s[i], dtype=np.int64)
+        owner = {t: p for p in s.pieces(i) for t in range(p["start"], p["start"] + p["length"])}
+        for t in range(1, len(row)):
+            if t in owner and t - 1 in owner:  # as the model: token t is scored when it and t - 1 are not padding
+                p = owner[t]
+                key = (p["source"], max(e for e in edges if e <= t - p["start"]))
+                sums[key] = sums.get(key, 0.0) - np.log((counts[int(row[t])] + 1) / (N + V))
+    got = {(r["source"], r["bucket_min"]): r for r in losses.filter(pl.col("model") == "unigram:shards")
+           .iter_rows(named=True)}
+    for key, total in sums.items():
+        assert got[key]["n_tokens"] == hand_counts[key]
+        assert got[key]["loss"] == pytest.approx(total / hand_counts[key], rel=1e-9)
