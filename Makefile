@@ -164,11 +164,19 @@ $(O)/report.md: $(O)/needle/results.json $(O)/eval-loss/loss.json
 # ---------------------------------------------------------------------------------------- paper ablation
 # The paper's comparison in miniature (Fu et al. 2024, "The mixtures compared"): the same base model (trained
 # briefly at short length on the natural mixture) continues training at a longer length on each mixture, at
-# the same budget; then per-source loss at short vs long positions on held-out documents, and needle scores.
-# CPU toy size by default (minutes); scale with the variables (e.g. ABL_BASE=/models/Llama-2-7b-hf
-# ABL_SEQ_LEN=65536 ABL_TOKENS=1B on GPUs: then the given model is the base and is not trained first).
+# the same budget, once per seed in ABL_SEEDS (a seed draws its own sample, packing and data order); then
+# per-source loss at short vs long positions on held-out documents for every run and for a unigram model of
+# every run's shards, and needle scores. The report gives each strategy's paired difference to the first
+# strategy with a bootstrap interval over seeds and held-out windows, "not significant" where it holds 0, and
+# the unigram's difference beside it (docs/eval.md, "Results with their noise").
+# CPU toy size by default (minutes); scale with the variables (docs/eval.md gives the GPU experiment, e.g.
+# MODEL=small ABL_BASE_SEQ_LEN=4096 ABL_SEQ_LEN=32768 ABL_TOKENS=250M on an H200; ABL_BASE=/models/... to
+# continue from an existing model, which is then not trained here).
+# Layout: ABL/stats, ABL/base/{plan,shards,run}, ABL/<strategy>/seed-<K>/{plan,shards,run,needle},
+# ABL/heldout, ABL/eval-loss, ABL/report.md.
 ABL            ?= out/ablation
 ABL_STRATEGIES ?= natural per-source upsample-sources
+ABL_SEEDS      ?= 0 1 2
 ABL_UPSAMPLE   ?= --source-share books=0.5
 ABL_BUDGET     ?= 1M
 ABL_BASE_SEQ_LEN ?= 256
@@ -177,13 +185,25 @@ ABL_SEQ_LEN    ?= 1024
 ABL_TOKENS     ?= 131072
 ABL_LR         ?= 1e-3
 ABL_POS_BUCKETS ?= 0,256
+ABL_EVAL_SEQUENCES ?= 256
 # ABL_BASE: an existing model (HF folder or run) to continue from; empty = a MODEL trained here at ABL_BASE_SEQ_LEN
 ABL_BASE       ?=
 ABL_BASE_MODEL := $(or $(ABL_BASE),$(ABL)/base/run/final)
 ifneq ($(words $(ABL)),1)
 $(error ABL='$(ABL)' holds a space: make's pattern rules cannot name such files; choose an ABL without spaces)
 endif
-# each stage's variables, kept in $(ABL)/.vars/STAGE (per strategy where a rule makes one folder per strategy)
+ifneq ($(shell printf '%s\n' $(ABL_SEEDS) | grep -cvxE '[0-9]+'),0)
+$(error ABL_SEEDS='$(ABL_SEEDS)' must be non-negative integers separated by spaces, e.g. ABL_SEEDS="0 1 2")
+endif
+ifeq ($(strip $(ABL_SEEDS)),)
+$(error ABL_SEEDS is empty: give at least one seed (3 or more to estimate run-to-run noise), e.g. ABL_SEEDS="0 1 2")
+endif
+# every (strategy, seed) run, as the folder below ABL: natural/seed-0 ...; a stem's strategy and seed
+ABL_RUNS := $(foreach s,$(ABL_STRATEGIES),$(foreach k,$(ABL_SEEDS),$(s)/seed-$(k)))
+abl_strategy = $(firstword $(subst /, ,$(1)))
+abl_seed = $(patsubst seed-%,%,$(lastword $(subst /, ,$(1))))
+abl_label = $(call abl_strategy,$(1))@$(call abl_seed,$(1))
+# each stage's variables, kept in $(ABL)/.vars/STAGE (per run where a rule makes one folder per run)
 AV := $(ABL)/.vars
 AVARS_stats     = $(INPUTS) $(TOKENIZER)
 AVARS_plan      = $(ABL_BUDGET) $(ABL_UPSAMPLE) $(SEED)
@@ -191,11 +211,11 @@ AVARS_shards    = $(ABL_SEQ_LEN) $(ABL_BASE_SEQ_LEN) $(TOKENIZER)
 AVARS_base      = $(MODEL) $(ABL_BASE_TOKENS) $(LR) $(BATCH_TOKENS)
 AVARS_train     = $(ABL_BASE) $(ABL_TOKENS) $(ABL_LR) $(BATCH_TOKENS) $(TRAIN_ARGS)
 AVARS_needle    = $(NEEDLE_TASK) $(NEEDLE_MODE) $(NEEDLE_LENGTHS) $(NEEDLE_DEPTHS) $(NEEDLE_ARGS) $(TOKENIZER)
-AVARS_eval-loss = $(ABL_STRATEGIES) $(ABL_POS_BUCKETS) $(EVAL_SEQUENCES) $(HELDOUT) $(TOKENIZER)
-# $(call abl_changed,STAGE[,STRATEGY]) and $(call abl_record,STAGE[,STRATEGY]), as stage_changed/stage_record;
+AVARS_eval-loss = $(ABL_RUNS) $(ABL_POS_BUCKETS) $(ABL_EVAL_SEQUENCES) $(HELDOUT) $(TOKENIZER)
+# $(call abl_changed,STAGE[,RUN]) and $(call abl_record,STAGE[,RUN]), as stage_changed/stage_record;
 # in a pattern rule's prerequisites, written $$(call abl_changed,STAGE,$$*) (expanded per target)
-abl_changed = $(call changed,$(AV),$(1)$(if $(2),-$(2)),$(AVARS_$(1)))
-abl_record = $(call record,$(AV),$(1)$(if $(2),-$(2)),$(AVARS_$(1)))
+abl_changed = $(call changed,$(AV),$(1)$(if $(2),-$(subst /,-,$(2))),$(AVARS_$(1)))
+abl_record = $(call record,$(AV),$(1)$(if $(2),-$(subst /,-,$(2))),$(AVARS_$(1)))
 .SECONDEXPANSION:
 
 paper-ablation: $(ABL)/report.md
@@ -206,17 +226,24 @@ $(ABL)/stats/stats.json: $(STAMP) $(CORPUS_FILES) $(TOK_FILE) $(call abl_changed
 	@$(call abl_record,stats)
 
 $(ABL)/%/plan/plan.json: $(ABL)/stats/stats.json $$(call abl_changed,plan,$$*)
-	$(LCDATA) sample $(INPUTS) --stats $(ABL)/stats --strategy $* --budget-tokens $(ABL_BUDGET) --seed $(SEED) \
-		--out $(ABL)/$*/plan --overwrite $(if $(filter upsample-sources,$*),$(ABL_UPSAMPLE)) --quiet $(WFLAG)
+	$(LCDATA) sample $(INPUTS) --stats $(ABL)/stats --strategy $(call abl_strategy,$*) --budget-tokens $(ABL_BUDGET) \
+		--seed $(call abl_seed,$*) --out $(ABL)/$*/plan --overwrite \
+		$(if $(filter upsample-sources,$(call abl_strategy,$*)),$(ABL_UPSAMPLE)) --quiet $(WFLAG)
 	@$(call abl_record,plan,$*)
 
 $(ABL)/%/shards/manifest.json: $(ABL)/%/plan/plan.json $$(call abl_changed,shards,$$*)
 	$(LCDATA) build $(INPUTS) --plan $(ABL)/$*/plan --tokenizer $(TOK) --seq-len $(ABL_SEQ_LEN) \
-		--seed $(SEED) --out $(ABL)/$*/shards --overwrite $(WFLAG)
+		--seed $(call abl_seed,$*) --out $(ABL)/$*/shards --overwrite $(WFLAG)
 	@$(call abl_record,shards,$*)
 
-$(ABL)/base/shards/manifest.json: $(ABL)/natural/plan/plan.json $(call abl_changed,shards,base)
-	$(LCDATA) build $(INPUTS) --plan $(ABL)/natural/plan --tokenizer $(TOK) --seq-len $(ABL_BASE_SEQ_LEN) \
+# the base model: the natural mixture at SEED, at the short length
+$(ABL)/base/plan/plan.json: $(ABL)/stats/stats.json $(call abl_changed,plan,base)
+	$(LCDATA) sample $(INPUTS) --stats $(ABL)/stats --strategy natural --budget-tokens $(ABL_BUDGET) --seed $(SEED) \
+		--out $(ABL)/base/plan --overwrite --quiet $(WFLAG)
+	@$(call abl_record,plan,base)
+
+$(ABL)/base/shards/manifest.json: $(ABL)/base/plan/plan.json $(call abl_changed,shards,base)
+	$(LCDATA) build $(INPUTS) --plan $(ABL)/base/plan --tokenizer $(TOK) --seq-len $(ABL_BASE_SEQ_LEN) \
 		--seed $(SEED) --out $(ABL)/base/shards --overwrite $(WFLAG)
 	@$(call abl_record,shards,base)
 
@@ -229,8 +256,8 @@ $(ABL)/base/run/final/config.json: $(ABL)/base/shards/manifest.json $(call abl_c
 $(ABL)/%/run/final/config.json: $(ABL)/%/shards/manifest.json $$(call abl_changed,train,$$*) \
 		$(if $(ABL_BASE),,$(ABL)/base/run/final/config.json)
 	$(LCDATA) train --shards $(ABL)/$*/shards --model $(call q,$(ABL_BASE_MODEL)) --seq-len $(ABL_SEQ_LEN) \
-		--batch-tokens $(BATCH_TOKENS) --tokens $(ABL_TOKENS) --lr $(ABL_LR) --seed $(SEED) --save-every 0 \
-		--log-every 16 --out $(ABL)/$*/run --overwrite $(TRAIN_ARGS)
+		--batch-tokens $(BATCH_TOKENS) --tokens $(ABL_TOKENS) --lr $(ABL_LR) --seed $(call abl_seed,$*) \
+		--save-every 0 --log-every 16 --out $(ABL)/$*/run --overwrite $(TRAIN_ARGS)
 	@$(call abl_record,train,$*)
 
 $(ABL)/heldout/manifest.json: $(STAMP) $(CORPUS_FILES) $(TOK_FILE) $(call abl_changed,eval-loss,heldout) \
@@ -243,15 +270,17 @@ $(ABL)/%/needle/results.json: $(ABL)/%/run/final/config.json $$(call abl_changed
 		--lengths $(NEEDLE_LENGTHS) --depths $(NEEDLE_DEPTHS) --out $(ABL)/$*/needle --overwrite --quiet $(NEEDLE_ARGS)
 	@$(call abl_record,needle,$*)
 
-$(ABL)/eval-loss/loss.json: $(foreach s,$(ABL_STRATEGIES),$(ABL)/$(s)/run/final/config.json) $(ABL)/heldout/manifest.json \
-		$(call abl_changed,eval-loss)
-	$(LCDATA) eval-loss --model $(foreach s,$(ABL_STRATEGIES),$(ABL)/$(s)/run) --labels $(ABL_STRATEGIES) \
-		--shards $(ABL)/heldout --position-buckets $(ABL_POS_BUCKETS) --max-sequences $(EVAL_SEQUENCES) \
-		--out $(ABL)/eval-loss --overwrite
+# every run, and the unigram model of every run's shards (the token-frequency baseline), on the same windows
+$(ABL)/eval-loss/loss.json: $(foreach r,$(ABL_RUNS),$(ABL)/$(r)/run/final/config.json $(ABL)/$(r)/shards/manifest.json) \
+		$(ABL)/heldout/manifest.json $(call abl_changed,eval-loss)
+	$(LCDATA) eval-loss --model $(foreach r,$(ABL_RUNS),$(ABL)/$(r)/run) $(foreach r,$(ABL_RUNS),unigram:$(ABL)/$(r)/shards) \
+		--labels $(foreach r,$(ABL_RUNS),$(call abl_label,$(r))) $(foreach r,$(ABL_RUNS),unigram:$(call abl_label,$(r))) \
+		--shards $(ABL)/heldout --position-buckets $(ABL_POS_BUCKETS) --max-sequences $(ABL_EVAL_SEQUENCES) \
+		--out $(ABL)/eval-loss --overwrite --quiet
 	@$(call abl_record,eval-loss)
 
-$(ABL)/report.md: $(ABL)/eval-loss/loss.json $(foreach s,$(ABL_STRATEGIES),$(ABL)/$(s)/needle/results.json)
-	$(LCDATA) report $(ABL) --ablation $(ABL_STRATEGIES)
+$(ABL)/report.md: $(ABL)/eval-loss/loss.json $(foreach r,$(ABL_RUNS),$(ABL)/$(r)/needle/results.json)
+	$(LCDATA) report $(ABL) --ablation $(ABL_STRATEGIES) --seeds $(ABL_SEEDS)
 
 # HELDOUT is checked when make reads the Makefile, before any stage runs (not after training): it must name
 # corpus files, each word must match some, and none may be among INPUTS' (scripts/check_heldout.sh). Only

@@ -179,7 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Write DIR/report.md from DIR/{stats,plan,shards,run,needle,eval-loss}.")
     r.add_argument("dir", help="the run folder (the Makefile's OUT)")
     r.add_argument("--ablation", nargs="+", default=None, metavar="STRATEGY",
-                   help="paper-ablation layout: DIR/<strategy>/... side by side")
+                   help="paper-ablation layout: DIR/<strategy>/seed-K/... side by side, the first strategy the baseline "
+                        "(default: a pipeline run's report)")
+    r.add_argument("--seeds", nargs="+", type=int, default=None, metavar="K",
+                   help="with --ablation: the seeds to read (default: every seed-K folder all strategies have)")
     r.set_defaults(func=cmd_report)
     return p
 
@@ -187,7 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_report(a) -> int:
     from .report.markdown import write_ablation_report, write_report
 
-    path = write_ablation_report(a.dir, a.ablation) if a.ablation else write_report(a.dir)
+    if a.seeds and not a.ablation:
+        raise ConfigError("--seeds only applies with --ablation (the paper-ablation layout)")
+    path = write_ablation_report(a.dir, a.ablation, a.seeds) if a.ablation else write_report(a.dir)
     print(f"wrote {path}")
     return 0
 

@@ -19,8 +19,12 @@ _EXPORTS = {
     "shards_section": "markdown",
     "stats_section": "markdown",
     "train_section": "markdown",
+    "ablation_seeds": "markdown",
+    "ablation_loss_section": "markdown",
     "write_ablation_report": "markdown",
     "write_report": "markdown",
+    "ablation_differences": "noise",
+    "paired_bootstrap": "noise",
 }
 
 __all__ = sorted(_EXPORTS)

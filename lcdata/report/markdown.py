@@ -9,9 +9,11 @@ that is not a run folder (missing, a file, a URL, or holding none of the stage f
 anything is written, and a stage file that cannot be read is an `InputError` naming it. A torn last line of
 ``run/log.jsonl`` (a training run killed mid-write) is left out, as the trainer's resume does.
 
-`write_ablation_report` does the same for ``make paper-ablation`` (``ABL/<strategy>/...``): the achieved
-mixture of each strategy, then per-source loss at short vs long positions and needle scores side by side,
-with the deltas against the first strategy (the paper's comparison; |delta| > 0.01 flagged).
+`write_ablation_report` does the same for ``make paper-ablation`` (``ABL/<strategy>/seed-K/...``): the
+achieved mixture of each strategy, then per source x position bucket the paired difference of held-out loss
+to the first strategy with its bootstrap interval over seeds and held-out windows (`lcdata.report.noise`),
+a "not significant" mark where the interval contains 0, the unigram baseline's difference beside it, and
+needle scores over the seeds.
 
 Pure reading and formatting, no torch: the run's files are the interface.
 """
@@ -307,64 +309,163 @@ def write_report(d: str) -> str:
     return path
 
 
-def write_ablation_report(d: str, strategies: list[str]) -> str:
-    """``d/report.md`` for ``make paper-ablation``: the strategies side by side."""
-    check_run_folder(d, (*strategies, "eval-loss"))
-    lines = [f"# lcdata paper ablation: `{os.path.abspath(d)}`", "",
-             "The same base model continues training on each mixture at the same token budget (Fu et al. 2024, "
-             "\"The mixtures compared\"); held-out loss per source at short vs long positions, and needle scores.", ""]
+def ablation_seeds(d: str, strategies: list[str]) -> list[int | None]:
+    """The seeds of an ablation folder: ``seed-K`` folders present under every strategy (sorted); ``[None]``
+    for the one-seed layout ``ABL/<strategy>/{plan,...}`` of earlier lcdata versions."""
+    found = None
+    for s in strategies:
+        p = os.path.join(d, s)
+        ks = {int(n[5:]) for n in (os.listdir(p) if os.path.isdir(p) else [])
+              if n.startswith("seed-") and n[5:].isdigit()}
+        found = ks if found is None else found & ks
+    return sorted(found) if found else [None]
+
+
+def _fmt(v, digits: int = 4) -> str:
+    return "-" if v is None else f"{v:+.{digits}f}"
+
+
+def _ci(lo, hi) -> str:
+    return "-" if lo is None else f"[{lo:+.4f}, {hi:+.4f}]"
+
+
+def _verdict(r: dict) -> str:
+    if r["significant"] is None:
+        return "-"
+    if not r["significant"]:
+        return "not significant"
+    uni = r.get("unigram_significant")
+    same = uni and r["unigram_delta"] is not None and (r["unigram_delta"] > 0) == (r["delta"] > 0)
+    return "significant, as the unigram's" if same else "significant"
+
+
+def ablation_loss_section(d: str, strategies: list[str], seeds: list[int | None]) -> list[str]:
+    """Paired per-source x position differences to the first strategy with bootstrap intervals
+    (`lcdata.report.noise`), the unigram baseline beside them, and a summary that claims only what the
+    intervals support."""
+    from .noise import LEVEL, N_BOOT, ablation_differences
+
+    folder = os.path.join(d, "eval-loss")
+    up = os.path.join(folder, "units.parquet")
+    if not os.path.exists(up):
+        lp = os.path.join(folder, "loss.parquet")
+        if not os.path.exists(lp):
+            return ["(no eval-loss/ folder)", ""]
+        return ["eval-loss/ has no units.parquet (written by an older lcdata): no intervals can be computed; "
+                "re-run the eval-loss stage. Mean losses:", "", md_table(pivot_losses(_read_parquet(lp))), ""]
+    units = _read_parquet(up)
+    diff = ablation_differences(units, strategies, seeds)
+    buckets = _read_parquet(os.path.join(folder, "loss.parquet")).select("bucket_min", "bucket_max").unique(
+        maintain_order=True)
+    names = {r["bucket_min"]: bucket_label(r["bucket_min"], r["bucket_max"]) for r in buckets.iter_rows(named=True)}
+    k = len(seeds)
+    one = seeds == [None] or k == 1
+    lines = [_position_line(folder),
+             f"Difference of mean held-out loss (nats) to `{strategies[0]}`, per source and position bucket: the "
+             f"mean over {k} seed{'s' if k > 1 else ''} of the paired per-seed differences, with a {LEVEL:.0%} "
+             f"bootstrap interval ({N_BOOT:,} replicates resampling "
+             f"{'the held-out windows' if one else 'seeds and held-out windows'}; `lcdata.report.noise`). "
+             "A cell whose interval contains 0 is **not significant**. `unigram`: the same difference between "
+             "unigram models of the two runs' training shards (token frequencies only, no context): where the "
+             "model's difference has the unigram's sign and size, it is a token-frequency shift, not the use of a "
+             "long context.", ""]
+    if one:
+        lines += ["**One seed**: the intervals carry held-out sampling noise only, not the run-to-run noise of "
+                  "another seed (which can flip a sign at this scale); run with `ABL_SEEDS=\"0 1 2\"` before "
+                  "drawing a conclusion.", ""]
     rows = []
-    for s in strategies:
-        p = os.path.join(d, s, "plan", "report.parquet")
-        if os.path.exists(p):
-            rep = _read_parquet(p).filter(pl.col("level") == "source")
-            rows += [{"strategy": s, "source": r["source"], "achieved_share": r["achieved_share"]}
-                     for r in rep.iter_rows(named=True)]
-    lines += ["## Achieved mixture (token share per source)", ""]
+    for r in diff.iter_rows(named=True):
+        rows.append({"strategy": r["strategy"], "source": r["source"], "position": names.get(r["bucket_min"], "?"),
+                     "tokens": r["n_tokens"], "delta": _fmt(r["delta"]), "95% CI": _ci(r["lo"], r["hi"]),
+                     "per seed": " ".join(_fmt(v, 3) for v in (r["per_seed"] or [])),
+                     "unigram delta": _fmt(r["unigram_delta"]), "unigram 95% CI": _ci(r["unigram_lo"], r["unigram_hi"]),
+                     "verdict": _verdict(r)})
     if rows:
-        mix = pl.DataFrame(rows).pivot(on="strategy", index="source", values="achieved_share")
-        lines += [md_table(mix.select("source", *[s for s in strategies if s in mix.columns])), ""]
-    long_rows = []
+        lines += [md_table(pl.DataFrame(rows)), ""]
+    sig = [r for r in diff.iter_rows(named=True) if r["significant"]]
+    as_uni = [r for r in sig if _verdict(r) == "significant, as the unigram's"]
+    cells = diff.filter(pl.col("significant").is_not_null())
+    lines += [f"Summary: {len(sig)} of {len(cells)} cells differ significantly from `{strategies[0]}`"
+              + (f"; in {len(as_uni)} of those the unigram models also differ significantly in the same direction "
+                 "(a token-frequency shift can explain those)" if any(r["unigram_delta"] is not None for r in sig)
+                 else "")
+              + ". Conclusions about long-context ability need significant long-position differences that the "
+                "unigram baseline does not share.", ""]
+    return lines
+
+
+def write_ablation_report(d: str, strategies: list[str], seeds: list[int | None] | None = None) -> str:
+    """``d/report.md`` for ``make paper-ablation``: the strategies side by side, over their seeds
+    (``d/<strategy>/seed-K/...``; found by `ablation_seeds` unless given)."""
+    check_run_folder(d, (*strategies, "eval-loss"))
+    seeds = list(seeds) if seeds else ablation_seeds(d, strategies)
+
+    def rel(s, k, *parts):
+        return os.path.join(s, *(() if k is None else (f"seed-{k}",)), *parts)
+
+    lines = [f"# lcdata paper ablation: `{os.path.basename(os.path.abspath(d))}`", "",
+             "The same base model continues training on each mixture at the same token budget (Fu et al. 2024, "
+             "\"The mixtures compared\"); held-out loss per source at short vs long positions, and needle scores.",
+             "", f"Seeds: {', '.join('-' if k is None else str(k) for k in seeds)} (each seed: its own sample, "
+             "packing and data order; the base model is shared). Baseline: `" + strategies[0] + "`.", ""]
+    rows, long_rows = [], []
     for s in strategies:
-        p = os.path.join(d, s, "plan", "report.parquet")
-        if os.path.exists(p):
-            rep = _read_parquet(p).filter(pl.col("level") == "bucket")
-            long = rep.filter(pl.col("bucket_min") >= 4096)["achieved_tokens"].sum()
-            long_rows.append({"strategy": s, "share of tokens in documents >= 4K": long / max(1, rep["achieved_tokens"].sum())})
+        for k in seeds:
+            p = os.path.join(d, rel(s, k, "plan", "report.parquet"))
+            if os.path.exists(p):
+                rep = _read_parquet(p)
+                rows += [{"strategy": s, "seed": k, "source": r["source"], "achieved_share": r["achieved_share"]}
+                         for r in rep.filter(pl.col("level") == "source").iter_rows(named=True)]
+                b = rep.filter(pl.col("level") == "bucket")
+                long_rows.append({"strategy": s, "seed": k, "long": b.filter(pl.col("bucket_min") >= 4096)[
+                    "achieved_tokens"].sum() / max(1, b["achieved_tokens"].sum())})
+    lines += ["## Achieved mixture (token share per source, mean over seeds)", ""]
+    if rows:
+        mix = (pl.DataFrame(rows).group_by("strategy", "source", maintain_order=True).agg(pl.col("achieved_share").mean())
+               .pivot(on="strategy", index="source", values="achieved_share"))
+        lines += [md_table(mix.select("source", *[s for s in strategies if s in mix.columns])), ""]
     if long_rows:
-        lines += [md_table(pl.DataFrame(long_rows)), ""]
+        lr = (pl.DataFrame(long_rows).group_by("strategy", maintain_order=True)
+              .agg(pl.col("long").mean().alias("share of tokens in documents >= 4K (mean)"),
+                   pl.col("long").min().alias("min"), pl.col("long").max().alias("max")))
+        lines += [md_table(lr), ""]
     lines += ["## Held-out loss by source and position", ""]
-    lp = os.path.join(d, "eval-loss", "loss.parquet")
-    if os.path.exists(lp):
-        lines += [md_table(pivot_losses(_read_parquet(lp))), ""]
-        cp = os.path.join(d, "eval-loss", "compare.parquet")
-        if os.path.exists(cp):
-            lines += [f"Difference to `{strategies[0]}` (`*`: |delta| > {_threshold(os.path.join(d, 'eval-loss'))}):", "",
-                      md_table(pivot_deltas(_read_parquet(cp))), ""]
-    else:
-        lines += ["(no eval-loss/ folder)", ""]
+    lines += ablation_loss_section(d, strategies, seeds)
     lines += ["## Needle in a haystack", ""]
     nrows = []
     for s in strategies:
-        p = os.path.join(d, s, "needle", "results.json")
-        if os.path.exists(p):
-            r = _read_json(p)
-            nrows.append({"strategy": s, "task": r["task"], "mode": r["mode"], "average score": r["average_score"],
-                          "answer log-prob": r.get("mean_answer_logprob"), "token accuracy": r.get("mean_token_acc")})
+        for k in seeds:
+            p = os.path.join(d, rel(s, k, "needle", "results.json"))
+            if os.path.exists(p):
+                r = _read_json(p)
+                nrows.append({"strategy": s, "seed": k, "task": r["task"], "mode": r["mode"],
+                              "scorer": r.get("scoring", "-"), "average score": r["average_score"],
+                              "answer log-prob": r.get("mean_answer_logprob"), "token accuracy": r.get("mean_token_acc")})
     if nrows:
-        lines += [md_table(pl.DataFrame(nrows), 3), ""]
-        lines += [f"![{s}]({s}/needle/heatmap.png)" for s in strategies if _exists(d, s, "needle", "heatmap.png")]
+        nf = pl.DataFrame(nrows)
+        lines += ["Per strategy: the mean over seeds, and the lowest and highest seed.", "",
+                  md_table(nf.group_by("strategy", "task", "mode", "scorer", maintain_order=True).agg(
+                      pl.col("average score").mean().alias("score (mean)"),
+                      pl.col("average score").min().alias("score min"), pl.col("average score").max().alias("score max"),
+                      pl.col("answer log-prob").mean().alias("answer log-prob (mean)"),
+                      pl.col("answer log-prob").min().alias("log-prob min"),
+                      pl.col("answer log-prob").max().alias("log-prob max")), 3), ""]
+        if nf["average score"].n_unique() == 1:
+            lines += [f"Every run scores {nf['average score'][0]} on every cell average: the score cannot rank the "
+                      "mixtures at this size; compare the answer log-probabilities (teacher-forced).", ""]
+        lines += [f"![{s} seed {k}]({rel(s, k, 'needle', 'heatmap.png')})" for s in strategies for k in seeds
+                  if _exists(d, rel(s, k, "needle", "heatmap.png"))]
         lines.append("")
     lines += ["## Training", ""]
     trows = []
-    for s in ["base", *strategies]:
-        log = os.path.join(d, s, "run", "log.jsonl")
+    for s, k in [("base", None)] + [(s, k) for s in strategies for k in seeds]:
+        log = os.path.join(d, rel(s, k, "run", "log.jsonl"))
         if os.path.exists(log):
             recs = _log_records(log)
             if not recs:
                 continue
-            trows.append({"run": s, "steps": recs[-1]["step"], "tokens": recs[-1]["tokens"], "first loss": recs[0]["loss"],
-                          "last loss": recs[-1]["loss"]})
+            trows.append({"run": s, "seed": k, "steps": recs[-1]["step"], "tokens": recs[-1]["tokens"],
+                          "first loss": recs[0]["loss"], "last loss": recs[-1]["loss"]})
     if trows:
         lines += [md_table(pl.DataFrame(trows)), ""]
     path = os.path.join(d, "report.md")

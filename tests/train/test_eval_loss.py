@@ -272,3 +272,33 @@ def test_units_sum_to_the_losses_and_the_unigram_model_equals_a_hand_count(train
     for key, total in sums.items():
         assert got[key]["n_tokens"] == hand_counts[key]
         assert got[key]["loss"] == pytest.approx(total / hand_counts[key], rel=1e-9)
+
+
+def test_ablation_report_gives_intervals_marks_noise_and_shows_the_unigram(train_shards, models, tmp_path):
+    """`lcdata report --ablation` on a real eval-loss of a two-seed layout: a strategy whose runs are the
+    baseline's own models differs by exactly 0 ("not significant"), one whose runs are another model differs
+    significantly in every cell; the unigram rows, the seeds and the scorer-free needle-less page are there."""
+    from lcdata.cli import main
+    from lcdata.report.noise import run_label
+
+    d = tmp_path / "abl"
+    runs = {("natural", 0): models[0], ("natural", 1): models[0], ("same", 0): models[0], ("same", 1): models[0],
+            ("other", 0): models[1], ("other", 1): models[1]}
+    for s, k in runs:
+        (d / s / f"seed-{k}").mkdir(parents=True)
+    labels = [run_label(s, k) for s, k in runs] + [run_label(s, k, True) for s, k in runs]
+    run_eval_loss(EvalLossConfig(models=tuple(runs.values()) + (f"unigram:{train_shards}",) * len(runs),
+                                 labels=tuple(labels), shards=train_shards, position_buckets=(0, 64),
+                                 max_sequences=12, device="cpu", quiet=True, out=str(d / "eval-loss")))
+    assert main(["report", str(d), "--ablation", "natural", "same", "other"]) == 0
+    text = (d / "report.md").read_text()
+    assert "Seeds: 0, 1" in text and str(tmp_path) not in text
+    rows = [ln for ln in text.splitlines() if ln.startswith("| same ") or ln.startswith("| other ")]
+    same = [ln for ln in rows if ln.startswith("| same ")]
+    other = [ln for ln in rows if ln.startswith("| other ")]
+    assert same and all("not significant" in ln and "+0.0000" in ln for ln in same)
+    assert other and all("| significant" in ln for ln in other if "| ALL " in ln)  # 1,940 and 1,120 tokens
+    assert "Summary: " in text and "unigram" in text
+    # --seeds reads a subset; one seed says its intervals carry held-out noise only
+    assert main(["report", str(d), "--ablation", "natural", "other", "--seeds", "0"]) == 0
+    assert "**One seed**" in (d / "report.md").read_text()
