@@ -214,6 +214,9 @@ def cmd_build(a) -> int:
         print(f"{m['n_sequences']:,} sequences x {m['seq_len']:,} tokens ({m['dtype']}), {m['n_tokens']:,} document "
               f"tokens, padding {m['padding_tokens']:,}, dropped tail {m['dropped_tokens']:,}, "
               f"{len(m['shards'])} shard file(s), {m['elapsed_s']:.1f} s")
+        phases = ", ".join(f"{k} {v:.2f} s" for k, v in (m.get("phase_s") or {}).items() if v is not None)
+        if phases:
+            print(f"phases: {phases}")
         import polars as pl
 
         from .util.table import render

@@ -34,7 +34,7 @@ TOKENIZER = ROOT / "data" / "demo" / "tokenizer.json"
 SLICE = ("web/part-000.jsonl.zst", "books/part-002.jsonl.zst", "code/part-001.jsonl.zst")
 SMALL = ["--seq-len", 2048, "--packing", "best-fit", "--shard-size", 8192]  # 94 shards of 16 KB
 ONE_SHARD = ["--seq-len", 2048, "--shard-size", 1 << 20]  # one 2 MB shard, larger than every spill (<= 660 KB)
-VOLATILE = ("elapsed_s", "command", "manifest_sha256")
+VOLATILE = ("elapsed_s", "phase_s", "command", "manifest_sha256")
 
 
 def run(module: str, *args, fault: str | None = None, fsize: int | None = None, timeout: int = 300):

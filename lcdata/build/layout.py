@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import os
 from contextlib import suppress
 from dataclasses import dataclass
@@ -163,17 +164,87 @@ def pack_layout(units: Units, rels: list[str], cfg: PackOptions) -> PackLayout:
                       padding=int(padding), dropped=int(dropped))
 
 
+_LAYOUT_ARRAYS = ("segs", "out_pos", "bounds", "inst_file", "inst_off", "inst_src", "inst_unit", "inst_copy",
+                  "unit_row", "unit_chunk", "unit_length")
+
+
+def save_layout(lay: PackLayout, d: str) -> None:
+    """Write a `PackLayout` to folder ``d`` (NumPy arrays, ``layout.json`` last)."""
+    os.makedirs(d, exist_ok=True)
+    for name in _LAYOUT_ARRAYS:
+        with atomic_open(os.path.join(d, f"{name}.npy")) as fh:
+            np.save(fh, np.ascontiguousarray(getattr(lay, name)), allow_pickle=False)
+    meta = {"sources": lay.sources, "files": lay.files, "n_seq": lay.n_seq, "per_shard": lay.per_shard,
+            "padding": lay.padding, "dropped": lay.dropped}
+    write_bytes(json.dumps(meta).encode(), os.path.join(d, "layout.json"))
+
+
+def load_layout(d: str) -> PackLayout:
+    """Read a layout saved by `save_layout`; arrays are memory-mapped (each task reads only its shards' part)."""
+    with open(os.path.join(d, "layout.json")) as fh:
+        meta = json.load(fh)
+    arrays = {name: np.load(os.path.join(d, f"{name}.npy"), mmap_mode="r") for name in _LAYOUT_ARRAYS}
+    return PackLayout(**arrays, **meta)
+
+
 WRITE_BUFFER_BYTES = 8 << 20  # shard bytes assembled before each write (at least one sequence)
+RUN_MIN_TOKENS = 64  # pieces at least this long are copied one slice each; shorter ones by one gather per spill
+
+
+class Spills:
+    """The spill files ``WORK/tok-NNNNN.bin`` of a build as read-only memory maps (plain NumPy arrays over
+    `mmap`, opened on first use, kept across shards). ``close()`` drops them (the maps close when the last
+    array over them is gone)."""
+
+    def __init__(self, work_dir: str, dtype):
+        self.work_dir, self.dtype, self._maps = work_dir, np.dtype(dtype), {}
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        arr = self._maps.get(i)
+        if arr is None:
+            path = os.path.join(self.work_dir, f"tok-{i:05d}.bin")
+            with open(path, "rb") as fh:
+                size = os.fstat(fh.fileno()).st_size
+                m = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+            arr = np.frombuffer(m, dtype=self.dtype, count=size // self.dtype.itemsize)
+            self._maps[i] = arr
+        return arr
+
+    def close(self) -> None:
+        self._maps.clear()
+
+
+def _gather(flat: np.ndarray, spills: Spills, fidx: np.ndarray, src: np.ndarray, dst: np.ndarray,
+            lens: np.ndarray) -> None:
+    """Copy piece j (``lens[j]`` tokens of spill ``fidx[j]`` from token ``src[j]``) to ``flat[dst[j]:]``: pieces
+    of at least `RUN_MIN_TOKENS` one slice copy each (a memcpy), the shorter ones with one fancy-indexed gather
+    and scatter per spill file (no Python work per piece)."""
+    long = lens >= RUN_MIN_TOKENS
+    for f, a, p, n in zip(*(x[long].tolist() for x in (fidx, src, dst, lens))):
+        flat[p: p + n] = spills[f][a: a + n]
+    short = ~long
+    if not short.any():
+        return
+    fidx, src, dst, lens = fidx[short], src[short], dst[short], lens[short]
+    order = np.argsort(fidx, kind="stable")
+    fidx, src, dst, lens = fidx[order], src[order], dst[order], lens[order]
+    cuts = np.flatnonzero(np.diff(fidx)) + 1
+    for lo, hi in zip([0, *cuts.tolist()], [*cuts.tolist(), len(fidx)]):
+        ln = lens[lo:hi]
+        total = int(ln.sum())
+        rel = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(ln) - ln, ln)  # position inside its piece
+        flat[np.repeat(dst[lo:hi], ln) + rel] = spills[int(fidx[lo])][np.repeat(src[lo:hi], ln) + rel]
 
 
 def write_shard(lay: PackLayout, k: int, cfg: PackOptions, out_dir: str, work_dir: str, specials: Specials,
-                 dtype, spills: dict | None = None) -> dict:
+                dtype, spills: Spills | None = None) -> dict:
     """Write shard k (``.bin`` + ``.seg.npy``) and its marker in ``work_dir``; returns its manifest entry.
     A shard whose marker exists (written by an interrupted run with the same identity) is not rewritten.
 
-    The ``.bin`` is streamed: sequences are assembled a few MiB at a time (each piece read from its spill
-    straight into the buffer) and written and hashed as they are done, so memory does not depend on the
-    shard size or seq-len beyond one sequence."""
+    The ``.bin`` is streamed: sequences are assembled `WRITE_BUFFER_BYTES` at a time, gathered from the
+    memory-mapped spills (`_gather`: vectorised, long pieces one memcpy each), then written and hashed, so
+    memory does not depend on the shard size or seq-len beyond one sequence. The bytes depend only on the
+    layout and the spills (not on which process writes which shard, or in which order)."""
     L = cfg.seq_len
     name = shard_name(k)
     marker = os.path.join(work_dir, f"{name}.done.json")
@@ -181,56 +252,41 @@ def write_shard(lay: PackLayout, k: int, cfg: PackOptions, out_dir: str, work_di
         with open(marker) as fh:
             return json.load(fh)
     own = spills is None
-    spills = {} if own else spills  # spill file index -> open (unbuffered) spill file
-
-    def spill(i):
-        if i not in spills:
-            spills[i] = open(os.path.join(work_dir, f"tok-{i:05d}.bin"), "rb", buffering=0)
-        return spills[i]
+    spills = Spills(work_dir, dtype) if own else spills
 
     first = k * lay.per_shard
     n = min(lay.per_shard, lay.n_seq - first)
-    s = lay.segs[lay.bounds[k]: lay.bounds[k + 1]]
+    s = np.asarray(lay.segs[lay.bounds[k]: lay.bounds[k + 1]])
     lseq = np.asarray(lay.out_pos[lay.bounds[k]: lay.bounds[k + 1]]) - first
     size = np.dtype(dtype).itemsize
     group = max(1, WRITE_BUFFER_BYTES // (L * size))  # sequences per write
     buf = np.empty(min(group, n) * L, dtype=dtype)
     digest = hashlib.sha256()
-    inst, offs, lens, starts = s["inst"], s["offset"], s["length"], s["start"]
+    inst = s["inst"].astype(np.int64)
+    fidx = np.asarray(lay.inst_file[inst]).astype(np.int64)
+    src = np.asarray(lay.inst_off[inst]).astype(np.int64) + s["offset"].astype(np.int64)
+    lens = s["length"].astype(np.int64)
+    dst = lseq * L + s["start"].astype(np.int64)
+    _check_spills(spills, fidx, src + lens)
+    cut = np.searchsorted(lseq, np.arange(0, n + group, group))  # pieces of group g: cut[g]:cut[g + 1]
     try:
         with atomic_open(join(out_dir, f"{name}.bin")) as out:
-            j = 0
-            for g0 in range(0, n, group):
+            for gi, g0 in enumerate(range(0, n, group)):
                 g = min(group, n - g0)
                 flat = buf[: g * L]
                 flat.fill(specials.pad)
-                while j < len(s) and lseq[j] < g0 + g:
-                    inst_i = int(inst[j])
-                    fh = spill(int(lay.inst_file[inst_i]))
-                    a = int(lay.inst_off[inst_i]) + int(offs[j])
-                    ln = int(lens[j])
-                    p = (int(lseq[j]) - g0) * L + int(starts[j])
-                    dst = memoryview(flat[p: p + ln]).cast("B")
-                    fh.seek(a * size)
-                    got = 0
-                    while got < len(dst):
-                        r = fh.readinto(dst[got:])
-                        if not r:
-                            raise LcdataError(f"spill {fh.name} ends before token {a + ln}: the work folder is "
-                                              "incomplete; rerun the build with --overwrite")
-                        got += r
-                    j += 1
+                lo, hi = cut[gi], cut[gi + 1]
+                _gather(flat, spills, fidx[lo:hi], src[lo:hi], dst[lo:hi] - g0 * L, lens[lo:hi])
                 chunk = memoryview(flat).cast("B")
                 out.write(chunk)
                 digest.update(chunk)
     finally:
         if own:
-            for fh in spills.values():
-                fh.close()
+            spills.close()
     seg_out = np.empty(len(s), dtype=SEG_FILE_DTYPE)
     seg_out["seq"], seg_out["start"], seg_out["length"] = lseq, s["start"], s["length"]
     seg_out["doc"], seg_out["offset"] = s["inst"], s["offset"]
-    seg_out["source"] = lay.inst_src[s["inst"].astype(np.int64)] if len(s) else []
+    seg_out["source"] = lay.inst_src[inst] if len(s) else []
     seg_bytes = npy_bytes(seg_out)
     write_bytes(seg_bytes, join(out_dir, f"{name}.seg.npy"))
     entry = {"name": name, "first_sequence": first, "n_sequences": n,
@@ -239,6 +295,62 @@ def write_shard(lay: PackLayout, k: int, cfg: PackOptions, out_dir: str, work_di
     write_bytes(json.dumps(entry).encode(), marker)
     fault_point("build.shard")
     return entry
+
+
+PROCESS_WRITE_MIN_BYTES = 256 << 20  # below this many shard bytes, writer threads (no process start-up)
+
+
+def write_shards(lay: PackLayout, cfg: PackOptions, out_dir: str, work_dir: str, specials: Specials, dtype,
+                 workers: int, on_shard=None) -> list[dict]:
+    """Write every shard of ``lay`` with ``workers`` writers; returns the manifest entries in shard order.
+
+    Each writer writes whole shards (`write_shard`: its gathers, its file, its checksums), taken one at a time
+    in shard order, so the bytes are those of one writer. Writers are processes (each maps the layout, saved
+    once to ``WORK/layout``, and the spills) when the shards hold at least `PROCESS_WRITE_MIN_BYTES`, else
+    threads of this process (the copies, hashing and writes release the GIL; a process costs about 0.5 CPU-s
+    to start). ``on_shard()`` is called after each shard (progress)."""
+    from ..util.parallel import ordered_map
+
+    ks = list(range(lay.n_shards))
+    workers = max(1, min(workers, len(ks)))
+    dtype = np.dtype(dtype)
+    threads = lay.n_seq * cfg.seq_len * dtype.itemsize < PROCESS_WRITE_MIN_BYTES
+    if workers > 1 and not threads:
+        d = os.path.join(work_dir, "layout")
+        save_layout(lay, d)
+        items = [(d, k, cfg, out_dir, work_dir, specials, dtype.str) for k in ks]
+    else:
+        items = [(lay, k, cfg, out_dir, work_dir, specials, dtype.str) for k in ks]
+    entries = []
+    for e in ordered_map(_write_one, items, workers, threads=threads, describe=lambda a: shard_name(a[1])):
+        entries.append(e)
+        if on_shard is not None:
+            on_shard()
+    return entries
+
+
+_LOADED: dict[str, PackLayout] = {}  # in a writer process: the saved layouts it has mapped, by folder
+
+
+def _write_one(args) -> dict:
+    lay, k, cfg, out_dir, work_dir, specials, dtype = args
+    if isinstance(lay, str):  # a writer process: the saved layout, memory-mapped once per process
+        if lay not in _LOADED:
+            _LOADED.clear()
+            _LOADED[lay] = load_layout(lay)
+        lay = _LOADED[lay]
+    return write_shard(lay, k, cfg, out_dir, work_dir, specials, np.dtype(dtype))
+
+
+def _check_spills(spills: Spills, fidx: np.ndarray, ends: np.ndarray) -> None:
+    """Every piece inside its spill, or an error naming the short spill (a damaged work folder)."""
+    files, inv = np.unique(fidx, return_inverse=True)
+    most = np.zeros(len(files), dtype=np.int64)
+    np.maximum.at(most, inv, ends)
+    for f, need in zip(files.tolist(), most.tolist()):
+        if len(spills[f]) < need:
+            raise LcdataError(f"spill {os.path.join(spills.work_dir, f'tok-{f:05d}.bin')} ends before token "
+                              f"{need}: the work folder is incomplete; rerun the build with --overwrite")
 
 
 DOCS_ROWS_PER_GROUP = 1 << 20

@@ -30,7 +30,16 @@ import numpy as np
 import polars as pl
 
 from ..corpus.reader import FileReport, read_summary
-from ..shards.format import DOCUMENTS_FILE, FORMAT, FORMAT_VERSION, write_manifest
+from ..errors import LcdataError
+from ..shards.format import (
+    DOCUMENTS_FILE,
+    FORMAT,
+    FORMAT_VERSION,
+    PHASES,
+    seal_copy,
+    validate_manifest,
+    write_manifest,
+)
 from ..util.config import check_workers
 from ..util.faults import fault_point
 from ..util.io import command_line
@@ -38,7 +47,7 @@ from ..util.parallel import ordered_map, resolve_workers
 from ..util.progress import Progress
 from ..version import VERSION
 from .config import BuildConfig
-from .layout import PackLayout, load_units, pack_layout, unit_doc_ids, write_documents, write_shard
+from .layout import PackLayout, load_units, pack_layout, unit_doc_ids, write_documents, write_shards
 from .start import BuildResult, PreparedBuild, prepare_build
 from .tokenize import tokenize_file
 
@@ -59,6 +68,7 @@ def run_build(inputs, out_dir: str, cfg: BuildConfig, *, workers: int | None = N
 
 def _build_into(job: PreparedBuild, *, workers, progress) -> BuildResult:
     """Phases 1 and 2 of `run_build` into its claimed output folder."""
+    clock = PhaseClock()
     # phase 1: tokenize each file to a spill
     per_file = []
     for i in job.active:
@@ -72,18 +82,23 @@ def _build_into(job: PreparedBuild, *, workers, progress) -> BuildResult:
         reports.append(res["report"])
         n_resumed += res["resumed"]
         prog.update(args[1].size)
+    clock.lap("tokenize")
+
+    # phase 2: order, pack, permute (one process), then write the shards (all workers)
     units = load_units(job.work_dir, job.active)
     doc_ids = unit_doc_ids(job.work_dir, job.active) if job.cfg.read.id_field else None
-
-    # phase 2: order, pack, permute, write
     lay = pack_layout(units, [f.rel for f in job.files], job.cfg)
-    shards = []
+    del units
+    clock.lap("layout")
     prog = Progress(lay.n_shards, lay.n_shards, progress, label="pack")
-    for k in range(lay.n_shards):
-        shards.append(write_shard(lay, k, job.cfg, job.out_dir, job.work_dir, job.specials, np.dtype(job.dtype)))
-        prog.update(1)
+    out_proto = job.out_dir.split("://", 1)[0] if "://" in job.out_dir else "file"
+    w_workers = resolve_workers(workers, lay.n_shards, [out_proto])  # a memory:// folder: this process only
+    shards = write_shards(lay, job.cfg, job.out_dir, job.work_dir, job.specials, np.dtype(job.dtype), w_workers,
+                          on_shard=lambda: prog.update(1))
+    clock.lap("write")
     manifest = pack_manifest(job, lay, shards, doc_ids)
-    return finish_build(job, manifest, reports, n_resumed)
+    clock.lap("documents")
+    return finish_build(job, manifest, reports, n_resumed, clock)
 
 
 WORK_FILES = ("tok-*", "shard-*.done.json", "layout*", "*.tmp-*")  # what a build writes in its work folder
@@ -105,12 +120,35 @@ def remove_work(job: PreparedBuild) -> None:
                 shutil.rmtree(p, ignore_errors=True)
 
 
-def finish_build(job: PreparedBuild, manifest: dict, reports: list[FileReport], n_resumed: int) -> BuildResult:
-    """Seal a build: the read report, engine and time go into ``manifest``, which is written last (it marks a
-    complete build); the work folder is removed unless ``keep_work``."""
+class PhaseClock:
+    """Wall seconds of a build's phases (`PHASES`), as ``manifest["phase_s"]`` records them: ``lap(name)``
+    ends phase ``name`` now. A phase this process did not run (a scale-out stage's tasks) stays None."""
+
+    def __init__(self):
+        self.t = time.perf_counter()
+        self.phases: dict[str, float | None] = dict.fromkeys(PHASES)
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.phases[name] = round(now - self.t, 3)
+        self.t = now
+
+
+def finish_build(job: PreparedBuild, manifest: dict, reports: list[FileReport], n_resumed: int,
+                 clock: PhaseClock | None = None) -> BuildResult:
+    """Seal a build: the read report, engine, time and phase times go into ``manifest``, which is checked
+    (`validate_manifest`, the ``verify`` phase: an invalid one is a bug, never written) and written last (it
+    marks a complete build); the work folder is removed unless ``keep_work``."""
+    clock = clock or PhaseClock()
     manifest["read_report"] = {**read_summary(reports), "files_resumed": n_resumed}
     manifest["engine"] = {"name": job.engine[0], "reason": job.engine[1]}
     manifest["elapsed_s"] = round(time.time() - job.t0, 3)
+    manifest["phase_s"] = clock.phases
+    problems = validate_manifest(seal_copy(manifest))
+    if problems:
+        raise LcdataError(f"bug: the build's own manifest fails its checks ({'; '.join(problems[:3])}); nothing "
+                          "was sealed: please report it")
+    clock.lap("verify")
     fault_point("build.manifest")
     manifest = write_manifest(manifest, job.out_dir)  # last: marks a complete build
     if not job.keep_work:

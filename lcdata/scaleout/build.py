@@ -23,16 +23,17 @@ import polars as pl
 from ..build import (
     BuildConfig,
     BuildResult,
+    PhaseClock,
     PreparedBuild,
     finish_build,
     pack_manifest,
     prepare_build,
     tokenize_file,
 )
-from ..build.layout import PackLayout, load_units, pack_layout, unit_doc_ids, write_shard
+from ..build.layout import Spills, load_layout, load_units, pack_layout, save_layout, unit_doc_ids, write_shard
 from ..corpus.reader import FileReport
 from ..errors import LcdataError
-from ..util.io import atomic_open, exists, is_local, join, read_json, write_text
+from ..util.io import exists, is_local, join, read_json, write_text
 from .executors import ExecutorConfig, run_stages
 from .steps import Stage, Step, as_executor, assign_files, check_done, prepare_logging_dir
 
@@ -97,17 +98,16 @@ class WriteShards(Step):
     def work(self, rank, world_size):
         job = self.job
         lay = load_layout(os.path.join(job.work_dir, "layout"))
-        spills: dict = {}  # the spill files this task has opened, kept open across its shards
+        spills = Spills(job.work_dir, job.dtype)  # the spills this task has mapped, kept across its shards
         try:
             for n, k in enumerate(range(rank, lay.n_shards, world_size)):
                 self._check_fail(rank, n)
                 with self.track_time("shard"):
                     write_shard(lay, k, job.cfg, job.out_dir, job.work_dir, job.specials, np.dtype(job.dtype),
-                                 spills)
+                                spills)
                 self.stat_update("shards")
         finally:
-            for fh in spills.values():
-                fh.close()
+            spills.close()
 
 
 class Finish(Step):
@@ -120,6 +120,7 @@ class Finish(Step):
         man_path = join(job.out_dir, "manifest.json")
         if exists(man_path) and read_json(man_path).get("identity") == job.ident:
             return
+        clock = PhaseClock()  # tokenize, layout and write ran in other stages' tasks: not measured here
         lay = load_layout(os.path.join(job.work_dir, "layout"))
         shards = []
         for k in range(lay.n_shards):
@@ -131,6 +132,7 @@ class Finish(Step):
                 shards.append(json.load(fh))
         manifest = pack_manifest(job, lay, shards,
                                  unit_doc_ids(job.work_dir, job.active) if job.cfg.read.id_field else None)
+        clock.lap("documents")
         reports = []
         for i in job.active:  # read reports that tokenize_file keeps beside each spill
             p = os.path.join(job.work_dir, f"tok-{i:05d}.report.json")
@@ -139,30 +141,7 @@ class Finish(Step):
             with open(p) as fh:
                 reports.append(FileReport(**json.load(fh)))
         resumed = sum(os.path.exists(os.path.join(job.work_dir, f"tok-{i:05d}.resumed")) for i in job.active)
-        finish_build(job, manifest, reports, resumed)
-
-
-_LAYOUT_ARRAYS = ("segs", "out_pos", "bounds", "inst_file", "inst_off", "inst_src", "inst_unit", "inst_copy",
-                  "unit_row", "unit_chunk", "unit_length")
-
-
-def save_layout(lay: PackLayout, d: str) -> None:
-    """Write a `PackLayout` to folder ``d`` (NumPy arrays, ``layout.json`` last)."""
-    os.makedirs(d, exist_ok=True)
-    for name in _LAYOUT_ARRAYS:
-        with atomic_open(os.path.join(d, f"{name}.npy")) as fh:
-            np.save(fh, np.ascontiguousarray(getattr(lay, name)), allow_pickle=False)
-    meta = {"sources": lay.sources, "files": lay.files, "n_seq": lay.n_seq, "per_shard": lay.per_shard,
-            "padding": lay.padding, "dropped": lay.dropped}
-    write_text(json.dumps(meta), os.path.join(d, "layout.json"))
-
-
-def load_layout(d: str) -> PackLayout:
-    """Read a layout saved by `save_layout`; arrays are memory-mapped (each task reads only its shards' part)."""
-    with open(os.path.join(d, "layout.json")) as fh:
-        meta = json.load(fh)
-    arrays = {name: np.load(os.path.join(d, f"{name}.npy"), mmap_mode="r") for name in _LAYOUT_ARRAYS}
-    return PackLayout(**arrays, **meta)
+        finish_build(job, manifest, reports, resumed, clock)
 
 
 def build_pipeline(inputs, out_dir: str, cfg: BuildConfig, *, tasks: int, overwrite: bool = False,

@@ -38,6 +38,7 @@ MANIFEST_FILE = "manifest.json"
 DOCUMENTS_FILE = "documents.parquet"
 PACKINGS = ("concat", "best-fit")
 TOKEN_DTYPES = ("uint16", "uint32")
+PHASES = ("tokenize", "layout", "write", "documents", "verify")  # manifest "phase_s": wall seconds of each
 SEG_FILE_DTYPE = np.dtype([("seq", "<u4"), ("start", "<u4"), ("length", "<u4"), ("doc", "<u8"),
                            ("offset", "<u8"), ("source", "<u2")])
 DOCS_SCHEMA = {"doc": pl.Int64, "doc_id": pl.String, "file": pl.String, "row": pl.Int64, "chunk": pl.Int32,
@@ -178,21 +179,23 @@ def _map(value):
     return check
 
 
-def _obj(fields: dict):
-    """An object with exactly ``fields`` (name -> spec): a missing or extra key is a problem."""
+def _obj(fields: dict, optional: tuple[str, ...] = ()):
+    """An object with exactly ``fields`` (name -> spec): a missing or extra key is a problem, except that the
+    keys in ``optional`` may be missing."""
     def check(v, path, problems):
         where = f"{path}." if path else ""
         if not isinstance(v, dict):
             return _say(problems, path or "(top level)", f"{type(v).__name__} is not an object")
         ok = True
         for k in fields:
-            if k not in v:
+            if k not in v and k not in optional:
                 ok = _say(problems, f"{where}{k}", "missing key")
         for k in v:
             if k not in fields:
                 ok = _say(problems, f"{where}{k}", "unknown key (not in the format; the manifest was altered)")
         return all([fields[k](v[k], f"{where}{k}", problems) for k in fields if k in v]) and ok
     check.fields = fields  # for the docs test: every key of the schema is documented
+    check.optional = optional
     return check
 
 
@@ -227,7 +230,15 @@ MANIFEST_SCHEMA = _obj({
                          "files_resumed": _int()}),
     "engine": _obj({"name": _enum("hf", "tiktoken"), "reason": _str()}),
     "command": _opt(_list(_str())), "elapsed_s": _number, "manifest_sha256": _str(_HEX64),
-})
+    "phase_s": _obj({p: _opt(_number) for p in PHASES}),
+}, optional=("phase_s",))  # phase_s: written since issue #19; folders built before have none (same format)
+
+
+def seal_copy(manifest: dict) -> dict:
+    """``manifest`` as `write_manifest` would write it (plain JSON values, sealed), without writing it."""
+    m = json.loads(json.dumps({k: v for k, v in manifest.items() if k != "manifest_sha256"}, default=_plain))
+    m["manifest_sha256"] = seal(m)
+    return m
 
 
 def seal(manifest: dict) -> str:

@@ -33,7 +33,7 @@ L = 4096
 SHARD_TOKENS = 100_000  # 24 sequences per shard: several shards
 BOS = 0
 PAD = 2
-VOLATILE = ("elapsed_s", "command", "manifest_sha256")  # the seal covers the run info too
+VOLATILE = ("elapsed_s", "phase_s", "command", "manifest_sha256")  # the seal covers the run info too
 
 
 # ------------------------------------------------------------------------------------------ fixtures
@@ -486,3 +486,53 @@ def test_instance_order_ties_follow_file_name_row_chunk_copy(monkeypatch):
     order = sorted((rels[u.file_index[i]], u.row[i], u.chunk[i], c, i) for i in range(len(u.copies))
                     for c in range(u.copies[i]))
     assert [(t[4], t[3]) for t in order] == list(zip(unit.tolist(), copy.tolist()))
+
+
+# ------------------------------------------------------------------------------------------ shard writers
+
+
+@pytest.mark.parametrize("packing,how", [("concat", "slices"), ("best-fit", "gathers"), ("concat", "processes")])
+def test_every_shard_writer_writes_the_same_bytes(packing, how, concat0, bestfit0, slice_dir, tmp_path,
+                                                  monkeypatch):
+    """Issue #19: the writer's copy paths (every piece one slice copy; every piece in the vectorised gather)
+    and its schedules (writer threads, writer processes over the saved layout) give the bytes of the default."""
+    from lcdata.build import layout
+
+    if how == "slices":
+        monkeypatch.setattr(layout, "RUN_MIN_TOKENS", 1)
+    elif how == "gathers":
+        monkeypatch.setattr(layout, "RUN_MIN_TOKENS", 1 << 40)
+    else:
+        monkeypatch.setattr(layout, "PROCESS_WRITE_MIN_BYTES", 0)
+    out = _build(slice_dir, tmp_path / how, packing=packing, workers=1 if how != "processes" else 2)
+    compare_builds(concat0 if packing == "concat" else bestfit0, out)
+
+
+def test_phase_times_in_the_manifest(concat0):
+    """Issue #19: the wall seconds of each phase are recorded (run information: not in the identity)."""
+    from lcdata.shards.format import PHASES
+
+    ph = json.loads((Path(concat0) / "manifest.json").read_text())["phase_s"]
+    assert list(ph) == list(PHASES) and all(isinstance(v, float) and v >= 0 for v in ph.values())
+    assert sum(ph.values()) <= json.loads((Path(concat0) / "manifest.json").read_text())["elapsed_s"] + 0.01
+
+
+def test_a_short_spill_is_a_clear_error(slice_dir, tmp_path):
+    """A spill shorter than the layout says (a damaged work folder) is an error naming it, not a short shard."""
+    from lcdata.build import load_units, pack_layout, write_shard
+    from lcdata.tokenizer import resolve_specials
+
+    work = tmp_path / "work"
+    cfg = BuildConfig(tokenizer=str(ROOT / "data/demo/tokenizer.json"), seq_len=L, shard_tokens=SHARD_TOKENS)
+    r = run_build([str(slice_dir)], str(tmp_path / "out"), cfg, workers=1, work_dir=str(work), keep_work=True)
+    rels = [f["rel"] for f in r.manifest["inputs"]]
+    lay = pack_layout(load_units(str(work), range(len(rels))), rels, cfg)
+    spill = work / "tok-00001.bin"
+    spill.write_bytes(spill.read_bytes()[:10])  # 5 tokens left
+    specials = resolve_specials(Tokenizer.from_file(cfg.tokenizer), cfg.bos, cfg.eos)
+    k = next(k for k in range(lay.n_shards)
+             if (lay.inst_file[lay.segs["inst"][lay.bounds[k]:lay.bounds[k + 1]].astype(np.int64)] == 1).any())
+    for p in work.glob("shard-*.done.json"):
+        p.unlink()
+    with pytest.raises(LcdataError, match=r"tok-00001\.bin ends before token"):
+        write_shard(lay, k, cfg, str(tmp_path / "out"), str(work), specials, np.dtype("uint16"))

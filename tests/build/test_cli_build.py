@@ -33,7 +33,7 @@ SLICE = {"web": "web/part-000.jsonl.zst", "books": "books/part-002.jsonl.zst", "
 L = 2048
 SHARD = 8192  # 4 sequences per shard: ~100 shard files, so phase 2 lasts long enough to be interrupted
 BOS, PAD = 0, 2
-VOLATILE = ("elapsed_s", "command", "manifest_sha256")  # the seal covers the run info too
+VOLATILE = ("elapsed_s", "phase_s", "command", "manifest_sha256")  # the seal covers the run info too
 
 
 def lcdata(*args, check: bool = False, timeout: int = 300) -> subprocess.CompletedProcess:

@@ -381,7 +381,7 @@ def test_executor_build_has_the_same_read_report(corpus, tmp_path):
     a = run_build([str(corpus)], str(tmp_path / "a"), cfg, workers=1).manifest
     b = run_build_distributed([str(corpus)], str(tmp_path / "b"), cfg, "local", tasks=2, workers=1).manifest
     check_read_report(b["read_report"], expected(corpus))
-    run_info = ("elapsed_s", "command", "manifest_sha256")
+    run_info = ("elapsed_s", "phase_s", "command", "manifest_sha256")
     assert {k: v for k, v in a.items() if k not in run_info} == {k: v for k, v in b.items() if k not in run_info}
 
 

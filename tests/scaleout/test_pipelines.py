@@ -57,7 +57,7 @@ def assert_same_build(ref: Path, got: Path, files_resumed: int = 0) -> None:
     ma, mb = (json.loads((d / "manifest.json").read_text()) for d in (ref, got))
     assert mb["read_report"].pop("files_resumed") == files_resumed
     ma["read_report"].pop("files_resumed")
-    run_info = ("elapsed_s", "command", "manifest_sha256")  # how long, which command line (and the seal over them)
+    run_info = ("elapsed_s", "phase_s", "command", "manifest_sha256")  # how long, which command line (and the seal over them)
     assert {k: v for k, v in ma.items() if k not in run_info} == {k: v for k, v in mb.items() if k not in run_info}
     assert verify_shards(str(got)) == []
 

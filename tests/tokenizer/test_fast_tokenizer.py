@@ -400,7 +400,7 @@ def test_build_outputs_identical_with_either_engine(tmp_path, tokenizer_path, de
             assert out["hf"][name] == out["tiktoken"][name], f"{name} differs between engines"
     ms = {e: json.loads(out[e]["manifest.json"]) for e in out}
     for m in ms.values():
-        for k in ("elapsed_s", "engine", "command", "manifest_sha256"):
+        for k in ("elapsed_s", "phase_s", "engine", "command", "manifest_sha256"):
             m.pop(k, None)
         m["config"].pop("engine")
     assert ms["hf"] == ms["tiktoken"]  # identity included: the engine is not part of it
