@@ -220,8 +220,9 @@ def _gather(flat: np.ndarray, spills: Spills, fidx: np.ndarray, src: np.ndarray,
     of at least `RUN_MIN_TOKENS` one slice copy each (a memcpy), the shorter ones with one fancy-indexed gather
     and scatter per spill file (no Python work per piece)."""
     long = lens >= RUN_MIN_TOKENS
+    maps = {f: spills[f] for f in np.unique(fidx).tolist()}
     for f, a, p, n in zip(*(x[long].tolist() for x in (fidx, src, dst, lens))):
-        flat[p: p + n] = spills[f][a: a + n]
+        flat[p: p + n] = maps[f][a: a + n]
     short = ~long
     if not short.any():
         return
@@ -233,7 +234,7 @@ def _gather(flat: np.ndarray, spills: Spills, fidx: np.ndarray, src: np.ndarray,
         ln = lens[lo:hi]
         total = int(ln.sum())
         rel = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(ln) - ln, ln)  # position inside its piece
-        flat[np.repeat(dst[lo:hi], ln) + rel] = spills[int(fidx[lo])][np.repeat(src[lo:hi], ln) + rel]
+        flat[np.repeat(dst[lo:hi], ln) + rel] = maps[int(fidx[lo])][np.repeat(src[lo:hi], ln) + rel]
 
 
 def write_shard(lay: PackLayout, k: int, cfg: PackOptions, out_dir: str, work_dir: str, specials: Specials,
@@ -315,31 +316,37 @@ def write_shards(lay: PackLayout, cfg: PackOptions, out_dir: str, work_dir: str,
     workers = max(1, min(workers, len(ks)))
     dtype = np.dtype(dtype)
     threads = lay.n_seq * cfg.seq_len * dtype.itemsize < PROCESS_WRITE_MIN_BYTES
+    spills = None
     if workers > 1 and not threads:
         d = os.path.join(work_dir, "layout")
         save_layout(lay, d)
-        items = [(d, k, cfg, out_dir, work_dir, specials, dtype.str) for k in ks]
-    else:
-        items = [(lay, k, cfg, out_dir, work_dir, specials, dtype.str) for k in ks]
+        items = [(d, k, cfg, out_dir, work_dir, specials, dtype.str, None) for k in ks]
+    else:  # this process's writers share the maps (mapping a spill twice would be harmless)
+        spills = Spills(work_dir, dtype)
+        items = [(lay, k, cfg, out_dir, work_dir, specials, dtype.str, spills) for k in ks]
     entries = []
-    for e in ordered_map(_write_one, items, workers, threads=threads, describe=lambda a: shard_name(a[1])):
-        entries.append(e)
-        if on_shard is not None:
-            on_shard()
+    try:
+        for e in ordered_map(_write_one, items, workers, threads=threads, describe=lambda a: shard_name(a[1])):
+            entries.append(e)
+            if on_shard is not None:
+                on_shard()
+    finally:
+        if spills is not None:
+            spills.close()
     return entries
 
 
-_LOADED: dict[str, PackLayout] = {}  # in a writer process: the saved layouts it has mapped, by folder
+_MAPPED: dict = {}  # in a writer process: the saved layout and the spills it has mapped, kept across its shards
 
 
 def _write_one(args) -> dict:
-    lay, k, cfg, out_dir, work_dir, specials, dtype = args
-    if isinstance(lay, str):  # a writer process: the saved layout, memory-mapped once per process
-        if lay not in _LOADED:
-            _LOADED.clear()
-            _LOADED[lay] = load_layout(lay)
-        lay = _LOADED[lay]
-    return write_shard(lay, k, cfg, out_dir, work_dir, specials, np.dtype(dtype))
+    lay, k, cfg, out_dir, work_dir, specials, dtype, spills = args
+    if isinstance(lay, str):  # a writer process: the saved layout and the spills, mapped once per process
+        if _MAPPED.get("key") != (lay, work_dir):
+            _MAPPED.clear()
+            _MAPPED.update(key=(lay, work_dir), layout=load_layout(lay), spills=Spills(work_dir, dtype))
+        lay, spills = _MAPPED["layout"], _MAPPED["spills"]
+    return write_shard(lay, k, cfg, out_dir, work_dir, specials, np.dtype(dtype), spills)
 
 
 def _check_spills(spills: Spills, fidx: np.ndarray, ends: np.ndarray) -> None:
