@@ -26,6 +26,8 @@ MB = 10^6 bytes of UTF-8 document text (uncompressed); tokens/s counts document 
     python benchmarks/bench_build.py --quick          # 20 MB smoke run
     python benchmarks/bench_build.py --skip-datatrove --corpus-dir out/bench/corpus
     python benchmarks/bench_build.py --repeat 2      # on a shared machine: fastest of 2 interleaved rounds
+    python benchmarks/bench_build.py --scaling        # phase times, serial fraction, Amdahl, RSS per document
+    python benchmarks/bench_build.py --scaling --copies 1,4,16 --layout-docs 100K,1M,10M
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ REPO = bench_stats.REPO
 TOKENIZER = bench_stats.TOKENIZER
 SEQ_LEN = 131072
 MB = 1e6
+SCALING_SEQ_LEN = 8192  # --scaling: the demo copies' builds (short documents, many pieces per sequence)
+SCALING_SHARD_TOKENS = 1 << 22
 
 
 # ------------------------------------------------------------------------------ child processes (timed)
@@ -131,6 +135,60 @@ def child_build(engine: str, workers: int, out_dir: str, inputs: list[str]) -> d
         "docs_read": m["read_report"]["n_read"]}
 
 
+def child_phases(workers: int, out_dir: str, inputs: list[str]) -> dict:
+    """A build of the demo copies (`scaling`): its manifest's phase times."""
+    from lcdata.build import BuildConfig, run_build
+
+    cfg = BuildConfig(tokenizer=str(TOKENIZER), seq_len=SCALING_SEQ_LEN, shard_tokens=SCALING_SHARD_TOKENS)
+    m = run_build(inputs, out_dir, cfg, workers=workers).manifest
+    return {"phase_s": m["phase_s"], "elapsed_s": m["elapsed_s"], "n_instances": m["n_instances"],
+            "n_tokens": m["n_tokens"], "shard_sha": [s["files"]["bin"]["sha256"] for s in m["shards"]]}
+
+
+def child_synth_units(work: str, n_docs: int, n_files: int) -> dict:
+    """A synthetic unit table of ``n_docs`` documents over ``n_files`` spill tables (`UNIT_SCHEMA`; lengths
+    drawn log-uniform from 50 to 50,000 tokens, 4 sources); no spill data (the layout does not read it)."""
+    import numpy as np
+    import polars as pl
+
+    from lcdata.build import UNIT_SCHEMA
+
+    rng = np.random.default_rng(0)
+    os.makedirs(work, exist_ok=True)
+    per = -(-n_docs // n_files)
+    for i in range(n_files):
+        n = max(0, min(per, n_docs - i * per))
+        length = np.exp(rng.uniform(np.log(50), np.log(50_000), n)).astype(np.int64)
+        pl.DataFrame({"file_index": np.full(n, i, np.int32), "file": f"src{i % 4}/part-{i:05d}.jsonl",
+                      "row": np.arange(n, dtype=np.int64), "chunk": np.zeros(n, np.int32), "doc_id": None,
+                      "source": f"src{i % 4}", "doc_tokens": length, "length": length,
+                      "offset": np.cumsum(length) - length, "copies": np.ones(n, np.int64)},
+                     schema=UNIT_SCHEMA).write_parquet(os.path.join(work, f"tok-{i:05d}.units.parquet"))
+    return {}
+
+
+def child_layout(work: str, out_dir: str, n_files: int) -> dict:
+    """The parent's serial phase 2 on a synthetic unit table: `load_units`, `pack_layout` and documents.parquet;
+    peak RSS before (imports done) and after."""
+    import numpy as np  # noqa: F401  (imported before the baseline)
+    import polars as pl  # noqa: F401
+    import pyarrow.parquet  # noqa: F401
+
+    from lcdata.build import BuildConfig, load_units, pack_layout, write_documents
+
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    cfg = BuildConfig(tokenizer=str(TOKENIZER), seq_len=SEQ_LEN)
+    t0 = time.perf_counter()
+    rels = [f"src{i % 4}/part-{i:05d}.jsonl" for i in range(n_files)]
+    lay = pack_layout(load_units(work, range(n_files)), rels, cfg)
+    t1 = time.perf_counter()
+    os.makedirs(out_dir, exist_ok=True)
+    write_documents(lay, out_dir, None)
+    t2 = time.perf_counter()
+    return {"base_kb": base, "peak_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+            "layout_s": t1 - t0, "documents_s": t2 - t1, "n_docs": int(len(lay.inst_unit))}
+
+
 def _child_main(argv: list[str]) -> None:
     kind, result_path, rest = argv[0], argv[1], argv[2:]
     if kind == "corpus":
@@ -144,6 +202,12 @@ def _child_main(argv: list[str]) -> None:
         res = child_datatrove(int(rest[0]), rest[1], rest[2])
     elif kind == "build":
         res = child_build(rest[0], int(rest[1]), rest[2], rest[3:])
+    elif kind == "phases":
+        res = child_phases(int(rest[0]), rest[1], rest[2:])
+    elif kind == "synth":
+        res = child_synth_units(rest[0], int(rest[1]), int(rest[2]))
+    elif kind == "layout":
+        res = child_layout(rest[0], rest[1], int(rest[2]))
     else:
         raise SystemExit(f"unknown child {kind}")
     me, ch = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -170,7 +234,14 @@ def main() -> None:
     ap.add_argument("--skip-datatrove", action="store_true", help="do not run the datatrove peer")
     ap.add_argument("--repeat", type=int, default=1,
                     help="rounds of all measurements, interleaved; each keeps its fastest (for shared machines)")
+    ap.add_argument("--scaling", action="store_true",
+                    help="instead: phase times, serial fraction and Amdahl projection on copies of the demo corpus, "
+                         "and the layout's peak RSS per document on synthetic unit tables")
+    ap.add_argument("--copies", default="1,4", help="--scaling: demo corpus copies (default 1,4)")
+    ap.add_argument("--layout-docs", default="100K,1M", help="--scaling: synthetic documents (default 100K,1M)")
     a = ap.parse_args()
+    if a.scaling:
+        return scaling(a)
     size_mb = a.size_mb if a.size_mb is not None else (20.0 if a.quick else 200.0)
     corpus_dir = Path(a.corpus_dir or ("out/bench/corpus-quick" if a.quick else "out/bench/corpus"))
     if not corpus_dir.is_absolute():
@@ -317,6 +388,92 @@ def main() -> None:
     if a.repeat > 1:
         print(f"each figure: the fastest of {a.repeat} interleaved rounds")
     print(f"\n{'all targets met' if not failed else f'{failed} target(s) missed'}")
+
+
+def _count(s: str) -> int:
+    s = s.strip().upper()
+    mult = {"K": 10**3, "M": 10**6, "G": 10**9}.get(s[-1:], 1)
+    return int(float(s[:-1] if mult > 1 else s) * mult)
+
+
+def amdahl(f: float, n: int) -> float:
+    """Speed-up on ``n`` cores of work whose fraction ``f`` (of its one-core time) does not parallelise."""
+    return 1.0 / (f + (1.0 - f) / n)
+
+
+def scaling(a) -> None:
+    """Phase times, serial fraction, projected speed-up (Amdahl) and the parent's peak RSS per document.
+
+    Each demo-copy build runs twice in a fresh process: with one worker (its phase walls are one-core times:
+    the serial fraction is (elapsed - tokenize - write) / elapsed, everything but the two phases that run on all
+    workers) and with all cores (the measured speed-up; the shards must be identical). The layout runs on
+    synthetic unit tables (`child_synth_units`) of growing size; bytes per document = growth of the peak RSS
+    between the smallest and the largest table over the growth in documents."""
+    cores = len(os.sched_getaffinity(0))
+    demo = REPO / "data" / "demo"
+    parts = sorted(p.relative_to(demo) for p in demo.rglob("*.jsonl.zst"))
+    print(f"machine: {cores} cores, {platform.platform()}; demo corpus {len(parts)} files; build seq-len "
+          f"{SCALING_SEQ_LEN}, concat, shards of {SCALING_SHARD_TOKENS:,} tokens", flush=True)
+    (REPO / "out" / "bench").mkdir(parents=True, exist_ok=True)
+    rows, lay_rows = [], []
+    with tempfile.TemporaryDirectory(prefix="lcdata-bench-scaling-", dir=REPO / "out" / "bench") as tmp_s:
+        tmp = Path(tmp_s)
+        for c in [int(x) for x in a.copies.split(",")]:
+            src = tmp / f"demo-x{c}"
+            for k in range(c):
+                for rel in parts:
+                    (src / f"c{k}" / rel).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(demo / rel, src / f"c{k}" / rel)
+            res = {}
+            for w in (1, cores):
+                print(f"running: demo x{c}, {w} worker(s) ...", flush=True)
+                res[w] = run_child("phases", [str(w), str(tmp / f"o-{c}-{w}"), str(src)], tmp, f"phases-{c}-{w}")
+                shutil.rmtree(tmp / f"o-{c}-{w}", ignore_errors=True)
+            if res[1]["shard_sha"] != res[cores]["shard_sha"]:
+                sys.exit(f"bench: demo x{c}: 1 and {cores} workers wrote different shards")
+            rows.append((c, res[1], res[cores]))
+            shutil.rmtree(src, ignore_errors=True)
+        for n in [_count(x) for x in a.layout_docs.split(",")]:
+            n_files = max(1, min(256, n // 20_000))
+            print(f"running: synthetic layout, {n:,} documents ...", flush=True)
+            run_child("synth", [str(tmp / f"w-{n}"), str(n), str(n_files)], tmp, f"synth-{n}")
+            lay_rows.append((n, run_child("layout", [str(tmp / f"w-{n}"), str(tmp / f"d-{n}"), str(n_files)], tmp,
+                                          f"layout-{n}")))
+            shutil.rmtree(tmp / f"w-{n}", ignore_errors=True)
+            shutil.rmtree(tmp / f"d-{n}", ignore_errors=True)
+
+    print("\nphases (wall s) of `run_build` with 1 worker (one-core times) and the serial fraction f = (elapsed - "
+          "tokenize - write) / elapsed;\nprojected speed-up = 1 / (f + (1 - f) / N) (Amdahl); measured = wall(1 "
+          f"worker) / wall({cores} workers), whole process")
+    hdr = ["copies", "docs", "Mtokens", "tokenize", "layout", "write", "docs.pq", "verify", "other", "elapsed",
+           "serial f", "x16", "x32", "x64", f"meas. x{cores}", "RSS parent", "B/doc"]
+    print("  ".join(f"{h:>9}" for h in hdr))
+    for c, r1, rw in rows:
+        ph = r1["phase_s"]
+        other = r1["elapsed_s"] - sum(v for v in ph.values() if v is not None)
+        serial = r1["elapsed_s"] - ph["tokenize"] - ph["write"]
+        f = serial / r1["elapsed_s"]
+        cells = [f"x{c}", f"{r1['n_instances']:,}", f"{r1['n_tokens'] / 1e6:.1f}",
+                 *(f"{ph[k]:.2f}" for k in ("tokenize", "layout", "write", "documents", "verify")),
+                 f"{other:.2f}", f"{r1['elapsed_s']:.2f}", f"{f:.3f}", *(f"{amdahl(f, n):.1f}" for n in (16, 32, 64)),
+                 f"{r1['wall_s'] / rw['wall_s']:.2f}", _mib(r1["self_maxrss_kb"]),
+                 f"{r1['self_maxrss_kb'] * 1024 / r1['n_instances']:.0f}"]
+        print("  ".join(f"{x:>9}" for x in cells))
+    print(f"(write phase with {cores} workers: " + ", ".join(
+        f"x{c} {rw['phase_s']['write']:.2f} s vs {r1['phase_s']['write']:.2f} s" for c, r1, rw in rows) + ")")
+    if lay_rows:
+        print("\nlayout + documents.parquet on synthetic unit tables (the parent's serial phase 2; peak RSS "
+              "above the imports)")
+        print("  ".join(f"{h:>12}" for h in ("documents", "layout s", "docs.pq s", "peak RSS", "B/doc")))
+        for n, r in lay_rows:
+            grow = (r["peak_kb"] - r["base_kb"]) * 1024
+            print("  ".join(f"{x:>12}" for x in (f"{n:,}", f"{r['layout_s']:.2f}", f"{r['documents_s']:.2f}",
+                                                   _mib(r["peak_kb"]), f"{grow / n:.0f}")))
+        if len(lay_rows) > 1:
+            (n0, r0), (n1, r1) = lay_rows[0], lay_rows[-1]
+            slope = (r1["peak_kb"] - r0["peak_kb"]) * 1024 / (n1 - n0)
+            print(f"peak RSS growth {n0:,} -> {n1:,} documents: {slope:.0f} bytes/document (target < 40: "
+                  f"{'PASS' if slope < 40 else 'FAIL'})")
 
 
 def _mib(kb: int) -> str:
