@@ -61,24 +61,38 @@ class Units:
 
 def load_units(work_dir: str, indices) -> Units:
     """Read the numeric columns of the spill unit tables ``tok-NNNNN.units.parquet`` of ``indices`` (in that
-    order) and the source of each unit as an index into the sorted source names."""
-    cols: dict[str, list[np.ndarray]] = {c: [] for c in UNIT_NUMERIC}
-    parts = []  # per file: (local source codes, local source names)
-    for i in indices:
-        t = pl.read_parquet(os.path.join(work_dir, f"tok-{i:05d}.units.parquet"), columns=[*UNIT_NUMERIC, "source"])
-        for c in UNIT_NUMERIC:
-            cols[c].append(t[c].to_numpy())
-        names = t["source"].unique(maintain_order=True).to_list()
-        parts.append((t["source"].cast(pl.Enum(names)).to_physical().to_numpy(), names) if names else
-                     (np.empty(0, np.int64), names))
-    sources = sorted({n for _, names in parts for n in names})
-    sid = {n: k for k, n in enumerate(sources)}
-    src = [np.array([sid[n] for n in names], dtype=np.uint16)[codes] if len(codes) else np.empty(0, np.uint16)
-           for codes, names in parts]
+    order) and the source of each unit as an index into the sorted source names. Memory: the `Units` arrays
+    (filled in place, their sizes read from the tables' metadata first) and one table at a time."""
+    import pyarrow.parquet as pq
+
+    indices = list(indices)
+    paths = [os.path.join(work_dir, f"tok-{i:05d}.units.parquet") for i in indices]
+    sizes = [pq.read_metadata(p).num_rows for p in paths]
     types = {"file_index": np.int32, "row": np.int64, "chunk": np.int32, "length": np.int64, "offset": np.int64,
              "copies": np.int64}
-    arr = {c: np.concatenate(v).astype(types[c], copy=False) if v else np.empty(0, types[c]) for c, v in cols.items()}
-    return Units(**arr, src=np.concatenate(src) if src else np.empty(0, np.uint16), sources=sources)
+    n = sum(sizes)
+    arr = {c: np.empty(n, t) for c, t in types.items()}
+    local = np.empty(n, np.uint16)  # per file: source codes into that file's names, made global below
+    names_of: list[list[str]] = []
+    at = 0
+    for path, size in zip(paths, sizes):
+        t = pl.read_parquet(path, columns=[*UNIT_NUMERIC, "source"])
+        for c in UNIT_NUMERIC:
+            arr[c][at: at + size] = t[c].to_numpy()
+        names = t["source"].unique(maintain_order=True).to_list()
+        names_of.append(names)
+        if names:
+            local[at: at + size] = t["source"].cast(pl.Enum(names)).to_physical().to_numpy()
+        at += size
+        del t
+    sources = sorted({nm for names in names_of for nm in names})
+    sid = {nm: k for k, nm in enumerate(sources)}
+    at = 0
+    for names, size in zip(names_of, sizes):
+        if names:
+            local[at: at + size] = np.array([sid[nm] for nm in names], dtype=np.uint16)[local[at: at + size]]
+        at += size
+    return Units(**arr, src=local, sources=sources)
 
 
 def _instance_order(u: Units, rels: list[str], seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -87,16 +101,26 @@ def _instance_order(u: Units, rels: list[str], seed: int) -> tuple[np.ndarray, n
     instance (= documents.parquet ``doc``) order. The hash is `lcdata.util.hashing.doc_hash`'s, vectorised."""
     unit = np.repeat(np.arange(len(u.copies), dtype=np.int64), u.copies)
     first = np.cumsum(u.copies) - u.copies
-    copy = np.arange(len(unit), dtype=np.int64) - np.repeat(first, u.copies)
+    copy = np.arange(len(unit), dtype=np.int64)
+    copy -= np.repeat(first, u.copies)
+    del first
     h = file_row_hash(seed, rels, u.file_index, u.row)  # doc_hash of file:row, per unit
-    mix = splitmix64((u.chunk.astype(np.uint64)[unit] << np.uint64(32)) | copy.astype(np.uint64))
-    key = splitmix64(h[unit] ^ mix)
-    del h, mix
+    mix = u.chunk.astype(np.uint64)[unit]
+    mix <<= np.uint64(32)
+    mix |= copy.astype(np.uint64)
+    key = h[unit]
+    del h
+    key ^= splitmix64(mix)
+    del mix
+    key = splitmix64(key)
     order = np.argsort(key, kind="stable")
-    k = key[order]
-    if len(k) > 1 and bool((k[1:] == k[:-1]).any()):  # equal 64-bit keys: the documented tie order
+    key = key[order]
+    if len(key) > 1 and bool((key[1:] == key[:-1]).any()):  # equal 64-bit keys: the documented tie order
+        key = splitmix64(file_row_hash(seed, rels, u.file_index, u.row)[unit] ^ splitmix64(
+            (u.chunk.astype(np.uint64)[unit] << np.uint64(32)) | copy.astype(np.uint64)))
         rank = np.argsort(np.argsort(np.array(rels, dtype=object), kind="stable"))
         order = np.lexsort((copy, u.chunk[unit], u.row[unit], rank[u.file_index[unit]], key))
+    del key
     return unit[order], copy[order]
 
 
@@ -149,11 +173,17 @@ def pack_layout(units: Units, rels: list[str], cfg: PackOptions) -> PackLayout:
         )
     del lengths
     perm = np.random.default_rng(cfg.seed).permutation(n_seq)  # output position -> packed sequence
-    pos_of = np.empty(n_seq, dtype=np.int64)
-    pos_of[perm] = np.arange(n_seq)
-    out_pos = pos_of[segs["seq"].astype(np.int64)]
-    order = np.lexsort((segs["start"], out_pos))
-    segs, out_pos = segs[order], out_pos[order]
+    # segments by (output position, start): the packers give them by (seq, start), so output position p takes
+    # the run of its sequence perm[p] as it is (what a stable sort by (position, start) gives), in O(segments)
+    seq_first = np.searchsorted(segs["seq"], np.arange(n_seq + 1))
+    count = seq_first[perm + 1] - seq_first[perm]
+    order = np.arange(len(segs), dtype=np.int64)
+    order += np.repeat(seq_first[perm] - (np.cumsum(count) - count), count)
+    del seq_first
+    segs = segs[order]
+    del order
+    out_pos = np.repeat(np.arange(n_seq, dtype=np.int64), count)
+    del count, perm
     per_shard = max(1, cfg.shard_tokens // L)
     n_shards = (n_seq + per_shard - 1) // per_shard
     bounds = np.searchsorted(out_pos, np.arange(n_shards + 1) * per_shard)

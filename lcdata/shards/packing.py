@@ -25,30 +25,50 @@ import numpy as np
 SEG_DTYPE = np.dtype([("seq", "<u8"), ("start", "<u4"), ("length", "<u4"), ("inst", "<u8"), ("offset", "<u8")])
 
 
+CONCAT_CHUNK = 1 << 20  # instances per vectorised step of `pack_concat` (bounds its temporaries)
+
+
 def pack_concat(lengths: np.ndarray, seq_len: int) -> tuple[np.ndarray, int, int]:
-    """Returns (segments sorted by seq/start, n_sequences, dropped_tokens)."""
+    """Returns (segments sorted by seq/start, n_sequences, dropped_tokens). Memory: the output (32 bytes per
+    segment), the running ends (8 bytes per instance) and temporaries of `CONCAT_CHUNK` instances."""
     lengths = np.asarray(lengths, dtype=np.int64)
-    total = int(lengths.sum())
-    n_seq = total // seq_len
     ends = np.cumsum(lengths)
-    starts = ends - lengths
-    nz = np.flatnonzero(lengths > 0)
-    s, e = starts[nz], ends[nz]
-    first = s // seq_len
-    last = (e - 1) // seq_len
-    count = last - first + 1
-    inst = np.repeat(nz, count)
-    k = np.repeat(first, count) + (np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count))
-    seg_lo = np.maximum(np.repeat(s, count), k * seq_len)
-    seg_hi = np.minimum(np.repeat(e, count), (k + 1) * seq_len)
-    keep = k < n_seq
-    out = np.empty(int(keep.sum()), dtype=SEG_DTYPE)
-    out["seq"] = k[keep]
-    out["start"] = (seg_lo - k * seq_len)[keep]
-    out["length"] = (seg_hi - seg_lo)[keep]
-    out["inst"] = inst[keep]
-    out["offset"] = (seg_lo - np.repeat(s, count))[keep]
+    total = int(ends[-1]) if len(ends) else 0
+    n_seq = total // seq_len
+    # pieces per instance: the sequences its token range [end - length, end) meets, those below n_seq kept
+    kept = int(_concat_counts(ends - lengths, ends, lengths, seq_len, n_seq).sum()) if len(ends) else 0
+    out = np.empty(kept, dtype=SEG_DTYPE)
+    at = 0
+    for a in range(0, len(lengths), CONCAT_CHUNK):
+        e = ends[a: a + CONCAT_CHUNK]
+        ln = lengths[a: a + CONCAT_CHUNK]
+        nz = np.flatnonzero(ln > 0)
+        e = e[nz]
+        s = e - ln[nz]
+        first = s // seq_len
+        count = (e - 1) // seq_len - first + 1
+        inst = np.repeat(nz + a, count)
+        k = np.repeat(first, count) + (np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count))
+        s_rep = np.repeat(s, count)
+        seg_lo = np.maximum(s_rep, k * seq_len)
+        seg_hi = np.minimum(np.repeat(e, count), (k + 1) * seq_len)
+        keep = k < n_seq
+        b = at + int(keep.sum())
+        o = out[at:b]
+        o["seq"] = k[keep]
+        o["start"] = (seg_lo - k * seq_len)[keep]
+        o["length"] = (seg_hi - seg_lo)[keep]
+        o["inst"] = inst[keep]
+        o["offset"] = (seg_lo - s_rep)[keep]
+        at = b
     return out, n_seq, total - n_seq * seq_len
+
+
+def _concat_counts(starts, ends, lengths, seq_len, n_seq) -> np.ndarray:
+    """Kept pieces per instance of `pack_concat`: sequences [start // L, (end - 1) // L] below n_seq, 0 when empty."""
+    first = starts // seq_len
+    last = np.minimum((ends - 1) // seq_len, n_seq - 1)
+    return np.where(lengths > 0, np.maximum(last - first + 1, 0), 0)
 
 
 class _FreeTree:
