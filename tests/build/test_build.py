@@ -536,3 +536,26 @@ def test_a_short_spill_is_a_clear_error(slice_dir, tmp_path):
         p.unlink()
     with pytest.raises(LcdataError, match=r"tok-00001\.bin ends before token"):
         write_shard(lay, k, cfg, str(tmp_path / "out"), str(work), specials, np.dtype("uint16"))
+
+
+@pytest.mark.parametrize("packing", ["concat", "best-fit"])
+def test_layout_segments_in_output_order(packing, slice_dir, tmp_path):
+    """The layout's segments are those of the packer, each at its sequence's output position (the seed's
+    permutation), ordered by (position, start): checked here against an independent permutation and sort."""
+    from lcdata.build import load_units, pack_layout
+    from lcdata.shards.packing import pack_best_fit, pack_concat
+
+    work = tmp_path / "work"
+    cfg = BuildConfig(tokenizer=str(ROOT / "data/demo/tokenizer.json"), seq_len=1024, packing=packing, seed=3)
+    r = run_build([str(slice_dir)], str(tmp_path / "out"), cfg, workers=1, work_dir=str(work), keep_work=True)
+    rels = [f["rel"] for f in r.manifest["inputs"]]
+    units = load_units(str(work), range(len(rels)))
+    lay = pack_layout(units, rels, cfg)
+    lengths = units.length[lay.inst_unit]
+    segs, n_seq, _ = (pack_concat if packing == "concat" else pack_best_fit)(lengths, cfg.seq_len)
+    perm = np.random.default_rng(cfg.seed).permutation(n_seq)
+    pos_of = np.empty(n_seq, dtype=np.int64)
+    pos_of[perm] = np.arange(n_seq)
+    pos = pos_of[segs["seq"].astype(np.int64)]
+    order = np.lexsort((segs["start"], pos))
+    assert lay.segs.tobytes() == segs[order].tobytes() and np.array_equal(lay.out_pos, pos[order])

@@ -70,6 +70,23 @@ def test_pack_concat_tiles_the_stream(lengths, L):
         assert s["start"][0] == 0 and int(s["length"].sum()) == L
 
 
+@settings(max_examples=200, deadline=None)
+@given(lengths=lengths_st, L=seq_len_st, chunk=st.integers(1, 5))
+def test_pack_concat_in_chunks_is_the_same(lengths, L, chunk):
+    """Issue #19: `pack_concat` works `CONCAT_CHUNK` instances at a time (bounded temporaries); any chunk size
+    gives the same segments as one step over everything."""
+    from lcdata.shards import packing
+
+    whole = pack_concat(lengths, L)
+    old = packing.CONCAT_CHUNK
+    packing.CONCAT_CHUNK = chunk
+    try:
+        parts = pack_concat(lengths, L)
+    finally:
+        packing.CONCAT_CHUNK = old
+    assert whole[1:] == parts[1:] and whole[0].tobytes() == parts[0].tobytes()
+
+
 # ----------------------------------------------------------------------------------------- best-fit
 
 
