@@ -2,12 +2,19 @@
 
 `load_units` reads the numeric columns of the spill unit tables (`Units`); `_instance_order` repeats units by
 their plan copies into instances ordered by a stable hash of (seed, file:row, chunk, copy); `pack_layout`
-packs them (`shards.packing`) and permutes the sequences by the seed (`PackLayout`); `write_shard` and
-`write_documents` stream shard k and documents.parquet from the layout and the spills. Shard k is a pure
-function of (layout, spills), so `run_build` and the distributed stages (`build_stages`) write the same bytes.
+packs them (`shards.packing`) and permutes the sequences by the seed (`PackLayout`, an O(n) gather of each
+sequence's run of segments, no sort); `write_shards` has every worker write whole shards (`write_shard`) and
+`write_documents` streams documents.parquet. Shard k is a pure function of (layout, spills), so `run_build`,
+its workers in any order, and the distributed stages (`build_stages`) write the same bytes.
 
-Memory: NumPy arrays only, about 150 bytes per document instance at the peak (the sort), no per-document
-strings (with an ``--id-field``, the ids as one Polars string column), and an 8 MiB write buffer.
+`write_shard` gathers a shard's tokens from the spills mapped read-only (`Spills`): a piece of at least
+`RUN_MIN_TOKENS` tokens is one slice copy (a memcpy), the shorter ones one fancy-indexed gather per spill
+file; it hashes what it writes. Cost: O(tokens) copies plus O(long pieces) Python steps per shard.
+
+Memory: NumPy arrays only (no per-document strings; with an ``--id-field``, the ids as one Polars string
+column): `Units` about 42 bytes per unit, `PackLayout` about 90 bytes per instance, temporaries bounded by
+chunks (`shards.packing.CONCAT_CHUNK`) except the instance sort (16 bytes per instance) and best-fit's packer
+(a Python loop holding a tuple per piece while it runs); each writer an 8 MiB buffer.
 """
 
 from __future__ import annotations

@@ -7,17 +7,21 @@ read report ``tok-NNNNN.report.json``, ``tok-NNNNN.units.parquet`` and ``tok-NNN
 atomically, with the size and SHA-256 of the other three: on resume a finished spill whose files still match
 is not redone, and its read report still counts in the manifest; one that does not match is redone).
 
-Phase 2, pack (`lcdata.build.layout`; one process, streaming shard by shard): units are repeated by their plan copies into
-*instances*, ordered by a stable hash of (seed, identity, chunk, copy), packed (`shards.packing`), the
-sequences permuted by the seed, and written shard by shard (atomic; a shard already written with the same
-config is skipped on resume). Output bytes depend only on inputs, plan, tokenizer, config and seed, never
-on ``workers`` or on an interruption.
+Phase 2, layout (`lcdata.build.layout`; one process): units are repeated by their plan copies into
+*instances*, ordered by a stable hash of (seed, identity, chunk, copy), packed (`shards.packing`) and the
+sequences permuted by the seed: the *layout*, NumPy arrays only. Phase 3, write: every worker writes whole
+shards from the layout (`write_shards`: vectorised gathers from the memory-mapped spills, the checksums by
+each shard's writer; atomic; a shard already written with the same config is skipped on resume), while this
+process writes documents.parquet. Output bytes depend only on inputs, plan, tokenizer, config and seed, never
+on ``workers``, on which worker writes which shard, or on an interruption. The wall time of each phase is
+printed and recorded in the manifest (``phase_s``: tokenize, layout, write, documents, verify).
 
-Memory: phase 1 holds one chunk of one file per worker. Phase 2 holds NumPy arrays only (`Units`,
-`PackLayout`: about 150 bytes per document instance at its peak, while sorting; no per-document strings,
+Memory: phase 1 holds one chunk of one file per worker. The parent holds NumPy arrays only (`Units`,
+`PackLayout`: about 110 bytes per document instance held, a peak growth of about 140 bytes per instance
+measured from 1M to 4M synthetic documents (`benchmarks/bench_build.py --scaling`); no per-document strings,
 which stay in the spill tables; with an ``--id-field`` the ids are also held, as one Polars string column)
-and a write buffer of 8 MiB: shards are streamed sequence group by sequence group, each piece read from its
-spill into the buffer, and documents.parquet is streamed in row groups of 1M rows.
+and documents.parquet's row group of 1M rows; each writer an 8 MiB buffer and the pages of the spills it maps.
+Serial (does not scale with workers): the layout, what documents.parquet takes beyond the shards, and the seal.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import polars as pl
@@ -93,10 +98,18 @@ def _build_into(job: PreparedBuild, *, workers, progress) -> BuildResult:
     prog = Progress(lay.n_shards, lay.n_shards, progress, label="pack")
     out_proto = job.out_dir.split("://", 1)[0] if "://" in job.out_dir else "file"
     w_workers = resolve_workers(workers, lay.n_shards, [out_proto])  # a memory:// folder: this process only
-    shards = write_shards(lay, job.cfg, job.out_dir, job.work_dir, job.specials, np.dtype(job.dtype), w_workers,
-                          on_shard=lambda: prog.update(1))
-    clock.lap("write")
-    manifest = pack_manifest(job, lay, shards, doc_ids)
+    # documents.parquet is written by this process while the writers write the shards (its own file, from the
+    # layout): the "documents" phase is only the time it runs past them
+    with ThreadPoolExecutor(1, thread_name_prefix="lcdata-documents") as pool:
+        documents = pool.submit(write_documents, lay, job.out_dir, doc_ids)
+        try:
+            shards = write_shards(lay, job.cfg, job.out_dir, job.work_dir, job.specials, np.dtype(job.dtype),
+                                  w_workers, on_shard=lambda: prog.update(1))
+        except BaseException:
+            documents.cancel()
+            raise
+        clock.lap("write")
+        manifest = pack_manifest(job, lay, shards, doc_ids, documents=documents.result())
     clock.lap("documents")
     return finish_build(job, manifest, reports, n_resumed, clock)
 
@@ -156,14 +169,16 @@ def finish_build(job: PreparedBuild, manifest: dict, reports: list[FileReport], 
     return BuildResult(out_dir=job.out_dir, manifest=manifest)
 
 
-def pack_manifest(job: PreparedBuild, lay: PackLayout, shards: list[dict], doc_ids: pl.Series | None = None) -> dict:
-    """Write documents.parquet; return the manifest (`lcdata.shards.format.MANIFEST_SCHEMA`: every shard and
+def pack_manifest(job: PreparedBuild, lay: PackLayout, shards: list[dict], doc_ids: pl.Series | None = None,
+                  documents: dict | None = None) -> dict:
+    """Write documents.parquet (unless ``documents``, its entry, says it is written); return the manifest (`lcdata.shards.format.MANIFEST_SCHEMA`: every shard and
     documents.parquet listed with size and SHA-256) without the read report, engine, time and seal. Both
     `run_build` and the distributed ``finish`` step call this, so their manifests and documents.parquet are
     byte-identical."""
     cfg, info, specials = job.cfg, job.tokenizer, job.specials
     segs, inst_src, sources = lay.segs, lay.inst_src, lay.sources
-    documents = write_documents(lay, job.out_dir, doc_ids)
+    if documents is None:
+        documents = write_documents(lay, job.out_dir, doc_ids)
     seg_src = inst_src[segs["inst"].astype(np.int64)]
     tok_per_src = np.bincount(seg_src, weights=segs["length"], minlength=len(sources)).astype(np.int64)
     used = np.unique(segs["inst"]).astype(np.int64)
