@@ -70,11 +70,9 @@ def load_units(work_dir: str, indices) -> Units:
     """Read the numeric columns of the spill unit tables ``tok-NNNNN.units.parquet`` of ``indices`` (in that
     order) and the source of each unit as an index into the sorted source names. Memory: the `Units` arrays
     (filled in place, their sizes read from the tables' metadata first) and one table at a time."""
-    import pyarrow.parquet as pq
-
     indices = list(indices)
     paths = [os.path.join(work_dir, f"tok-{i:05d}.units.parquet") for i in indices]
-    sizes = [pq.read_metadata(p).num_rows for p in paths]
+    sizes = [pl.scan_parquet(p).select(pl.len()).collect().item() for p in paths]  # from the metadata
     types = {"file_index": np.int32, "row": np.int64, "chunk": np.int32, "length": np.int64, "offset": np.int64,
              "copies": np.int64}
     n = sum(sizes)
@@ -230,11 +228,20 @@ RUN_MIN_TOKENS = 64  # pieces at least this long are copied one slice each; shor
 
 class Spills:
     """The spill files ``WORK/tok-NNNNN.bin`` of a build as read-only memory maps (plain NumPy arrays over
-    `mmap`, opened on first use, kept across shards). ``close()`` drops them (the maps close when the last
-    array over them is gone)."""
+    `mmap`, opened on first use, kept across shards). ``release()`` (after each shard) drops the pages read so
+    far from this process (``MADV_DONTNEED``: they stay in the page cache, a later read maps them again), so a
+    writer's RSS holds one shard's spill pages, not every spill it has read. ``close()`` drops the maps (they
+    close when the last array over them is gone)."""
 
     def __init__(self, work_dir: str, dtype):
-        self.work_dir, self.dtype, self._maps = work_dir, np.dtype(dtype), {}
+        self.work_dir, self.dtype, self._maps, self._mmaps = work_dir, np.dtype(dtype), {}, []
+
+    def release(self) -> None:
+        if not hasattr(mmap, "MADV_DONTNEED"):  # not on this platform: the kernel reclaims the pages itself
+            return
+        for m in list(self._mmaps):
+            with suppress(ValueError, OSError):  # closed meanwhile
+                m.madvise(mmap.MADV_DONTNEED)
 
     def __getitem__(self, i: int) -> np.ndarray:
         arr = self._maps.get(i)
@@ -243,12 +250,15 @@ class Spills:
             with open(path, "rb") as fh:
                 size = os.fstat(fh.fileno()).st_size
                 m = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+            if size:
+                self._mmaps.append(m)
             arr = np.frombuffer(m, dtype=self.dtype, count=size // self.dtype.itemsize)
             self._maps[i] = arr
         return arr
 
     def close(self) -> None:
         self._maps.clear()
+        self._mmaps.clear()
 
 
 def _gather(flat: np.ndarray, spills: Spills, fidx: np.ndarray, src: np.ndarray, dst: np.ndarray,
@@ -321,6 +331,8 @@ def write_shard(lay: PackLayout, k: int, cfg: PackOptions, out_dir: str, work_di
     finally:
         if own:
             spills.close()
+        else:
+            spills.release()
     seg_out = np.empty(len(s), dtype=SEG_FILE_DTYPE)
     seg_out["seq"], seg_out["start"], seg_out["length"] = lseq, s["start"], s["length"]
     seg_out["doc"], seg_out["offset"] = s["inst"], s["offset"]

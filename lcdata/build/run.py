@@ -114,7 +114,7 @@ def _build_into(job: PreparedBuild, *, workers, progress) -> BuildResult:
     return finish_build(job, manifest, reports, n_resumed, clock)
 
 
-WORK_FILES = ("tok-*", "shard-*.done.json", "layout*", "*.tmp-*")  # what a build writes in its work folder
+WORK_FILES = ("tok-*", "shard-*.done.json", "documents.done.json", "layout*", "*.tmp-*")  # what a build writes in its work folder
 
 
 def remove_work(job: PreparedBuild) -> None:

@@ -3,9 +3,11 @@
 ``tokenize`` runs `run_build`'s phase 1 (`tokenize_file`) on each task's files, into the spill names of
 `run_build` (``WORK/tok-NNNNN.*``), reading only those files' plan rows. ``pack`` computes the global packing
 once from the spill unit tables (`pack_layout`) and saves it (`save_layout`: NumPy arrays, memory-mapped by
-the writers). ``shards``: task t writes the shards k with k % N == t (`write_shard`), each token copied once
-from its spill into its shard. ``finish`` writes documents.parquet and the manifest listing every shard, then
-removes the work folder. The bytes are those of `run_build`: same spills, same layout, same shard writer.
+the writers). ``shards``: task t writes the shards k with k % N == t (`write_shard`: vectorised gathers from
+the memory-mapped spills, its own checksums), each token copied once from its spill into its shard; the last
+task (the fewest shards) also writes documents.parquet (`write_documents_once`, its entry kept in
+``WORK/documents.done.json``). ``finish`` writes the manifest listing every shard, then removes the work
+folder. The bytes are those of `run_build`: same spills, same layout, same shard writer.
 
 The work folder must be one every task sees (``OUT/_work`` by default): the shard writers read the spills.
 """
@@ -30,7 +32,16 @@ from ..build import (
     prepare_build,
     tokenize_file,
 )
-from ..build.layout import Spills, load_layout, load_units, pack_layout, save_layout, unit_doc_ids, write_shard
+from ..build.layout import (
+    Spills,
+    load_layout,
+    load_units,
+    pack_layout,
+    save_layout,
+    unit_doc_ids,
+    write_documents,
+    write_shard,
+)
 from ..corpus.reader import FileReport
 from ..errors import LcdataError
 from ..util.io import exists, is_local, join, read_json, write_text
@@ -108,6 +119,27 @@ class WriteShards(Step):
                 self.stat_update("shards")
         finally:
             spills.close()
+        if rank == world_size - 1:  # the task with the fewest shards also writes documents.parquet
+            with self.track_time("documents"):
+                write_documents_once(job, lay)
+
+
+DOCUMENTS_MARKER = "documents.done.json"  # in the work folder: documents.parquet's manifest entry, once written
+
+
+def write_documents_once(job: PreparedBuild, lay) -> dict:
+    """documents.parquet of the build, unless its marker says it is written (and the file has that size);
+    returns its manifest entry."""
+    marker = os.path.join(job.work_dir, DOCUMENTS_MARKER)
+    if os.path.exists(marker):
+        entry = read_json(marker)
+        path = join(job.out_dir, entry["path"])
+        if exists(path) and fsspec.core.url_to_fs(path)[0].size(path) == entry["bytes"]:
+            return entry
+    entry = write_documents(lay, job.out_dir,
+                            unit_doc_ids(job.work_dir, job.active) if job.cfg.read.id_field else None)
+    write_text(json.dumps(entry), marker)
+    return entry
 
 
 class Finish(Step):
@@ -130,8 +162,7 @@ class Finish(Step):
                                   "same command")
             with open(marker) as fh:
                 shards.append(json.load(fh))
-        manifest = pack_manifest(job, lay, shards,
-                                 unit_doc_ids(job.work_dir, job.active) if job.cfg.read.id_field else None)
+        manifest = pack_manifest(job, lay, shards, documents=write_documents_once(job, lay))
         clock.lap("documents")
         reports = []
         for i in job.active:  # read reports that tokenize_file keeps beside each spill

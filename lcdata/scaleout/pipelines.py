@@ -13,8 +13,8 @@ one-task stage:
   merged lengths). The plan is *applied* per task by the build: each tokenize task reads its files' rows only.
 - build:  ``tokenize`` (N: `tokenize_file` -> ``WORK/tok-NNNNN.*``, the spill names of `run_build`) ->
   ``pack`` (1: `pack_layout` over the spill unit tables, saved to ``WORK/layout/``) -> ``shards`` (N: task t
-  writes shards k with k % N == t, `write_shard`) -> ``finish`` (1: documents.parquet and a manifest listing
-  every shard). Token data is written once, into its shard; nothing is rewritten globally.
+  writes shards k with k % N == t, `write_shard`; the last task also documents.parquet) -> ``finish`` (1: a
+  manifest listing every shard). Token data is written once, into its shard; nothing is rewritten globally.
 
 Same bytes: every global decision (histogram merge, plan, instance order, packing, sequence permutation) is
 a function of per-file results taken in file order, so any executor and any number of tasks writes the same

@@ -416,3 +416,13 @@ def test_documents_parquet_matches_inputs(build_w1, raw_texts):
     docs = pl.read_parquet(build_w1 / "documents.parquet")
     assert sorted(zip(docs["file"], docs["row"])) == sorted(raw_texts)
     assert docs["doc"].to_list() == list(range(docs.height))
+
+
+def test_build_prints_its_phase_times(slice_dir, tmp_path, tokenizer_path):
+    """Issue #19: the end of a build says how long each phase took, as recorded in the manifest."""
+    out = tmp_path / "out"
+    p = lcdata("build", slice_dir / "code", "--tokenizer", tokenizer_path, "--seq-len", 1024, "--out", out,
+               "--workers", 1, check=True)
+    line = next(ln for ln in p.stdout.splitlines() if ln.startswith("phases: "))
+    phases = json.loads((out / "manifest.json").read_text())["phase_s"]
+    assert [part.split()[0] for part in line.removeprefix("phases: ").split(", ")] == list(phases)
