@@ -7,9 +7,9 @@ sequence's run of segments, no sort); `write_shards` has every worker write whol
 `write_documents` streams documents.parquet. Shard k is a pure function of (layout, spills), so `run_build`,
 its workers in any order, and the distributed stages (`build_stages`) write the same bytes.
 
-`write_shard` gathers a shard's tokens from the spills mapped read-only (`Spills`): a piece of at least
-`RUN_MIN_TOKENS` tokens is one slice copy (a memcpy), the shorter ones one fancy-indexed gather per spill
-file; it hashes what it writes. Cost: O(tokens) copies plus O(long pieces) Python steps per shard.
+`write_shard` gathers a shard's tokens from the spills (`Spills`): a piece of at least `RUN_MIN_TOKENS`
+tokens is one `os.preadv` straight into the write buffer, the shorter ones one fancy-indexed gather per spill
+file over its read-only memory map; it hashes what it writes. Cost: O(tokens) copies plus O(long pieces) Python steps per shard.
 
 Memory: NumPy arrays only (no per-document strings; with an ``--id-field``, the ids as one Polars string
 column): `Units` about 42 bytes per unit, `PackLayout` about 90 bytes per instance, temporaries bounded by
@@ -185,7 +185,8 @@ def pack_layout(units: Units, rels: list[str], cfg: PackOptions) -> PackLayout:
     order = np.arange(len(segs), dtype=np.int64)
     order += np.repeat(seq_first[perm] - (np.cumsum(count) - count), count)
     del seq_first
-    segs = segs[order]
+    for name in segs.dtype.names:  # in place, one field at a time: no second copy of the segments
+        segs[name] = segs[name][order]
     del order
     out_pos = np.repeat(np.arange(n_seq, dtype=np.int64), count)
     del count, perm
@@ -223,18 +224,19 @@ def load_layout(d: str) -> PackLayout:
 
 
 WRITE_BUFFER_BYTES = 8 << 20  # shard bytes assembled before each write (at least one sequence)
-RUN_MIN_TOKENS = 64  # pieces at least this long are copied one slice each; shorter ones by one gather per spill
+RUN_MIN_TOKENS = 64  # pieces at least this long are read one system call each; shorter ones by one gather per spill
 
 
 class Spills:
-    """The spill files ``WORK/tok-NNNNN.bin`` of a build as read-only memory maps (plain NumPy arrays over
-    `mmap`, opened on first use, kept across shards). ``release()`` (after each shard) drops the pages read so
-    far from this process (``MADV_DONTNEED``: they stay in the page cache, a later read maps them again), so a
-    writer's RSS holds one shard's spill pages, not every spill it has read. ``close()`` drops the maps (they
-    close when the last array over them is gone)."""
+    """The spill files ``WORK/tok-NNNNN.bin`` of a build, opened on first use and kept across shards: as
+    read-only memory maps (plain NumPy arrays over `mmap`, for the gathers of short pieces) and as descriptors
+    (``fd``, for `os.preadv` of long ones). ``release()`` (after each shard) drops the mapped pages from this
+    process (``MADV_DONTNEED``: they stay in the page cache, a later read maps them again), so a writer's RSS
+    holds one shard's mapped pages, not every spill it has read. ``close()`` closes the descriptors and drops
+    the maps (they close when the last array over them is gone)."""
 
     def __init__(self, work_dir: str, dtype):
-        self.work_dir, self.dtype, self._maps, self._mmaps = work_dir, np.dtype(dtype), {}, []
+        self.work_dir, self.dtype, self._maps, self._mmaps, self._fds = work_dir, np.dtype(dtype), {}, [], {}
 
     def release(self) -> None:
         if not hasattr(mmap, "MADV_DONTNEED"):  # not on this platform: the kernel reclaims the pages itself
@@ -256,23 +258,47 @@ class Spills:
             self._maps[i] = arr
         return arr
 
+    def fd(self, i: int) -> int:
+        """An open descriptor of spill ``i`` (for `os.preadv`), kept until ``close()``."""
+        fd = self._fds.get(i)
+        if fd is None:  # two threads may open it at once: one descriptor is kept, the other closed
+            new = os.open(os.path.join(self.work_dir, f"tok-{i:05d}.bin"), os.O_RDONLY)
+            fd = self._fds.setdefault(i, new)
+            if fd != new:
+                os.close(new)
+        return fd
+
     def close(self) -> None:
         self._maps.clear()
         self._mmaps.clear()
+        fds, self._fds = self._fds, {}
+        for fd in fds.values():
+            os.close(fd)
 
 
 def _gather(flat: np.ndarray, spills: Spills, fidx: np.ndarray, src: np.ndarray, dst: np.ndarray,
             lens: np.ndarray) -> None:
     """Copy piece j (``lens[j]`` tokens of spill ``fidx[j]`` from token ``src[j]``) to ``flat[dst[j]:]``: pieces
-    of at least `RUN_MIN_TOKENS` one slice copy each (a memcpy), the shorter ones with one fancy-indexed gather
-    and scatter per spill file (no Python work per piece)."""
+    of at least `RUN_MIN_TOKENS` one `os.preadv` each straight into the buffer (one system call, no page
+    mapped into this process), the shorter ones with one fancy-indexed gather and scatter per spill file
+    over its memory map (no Python work per piece)."""
     long = lens >= RUN_MIN_TOKENS
-    maps = {f: spills[f] for f in np.unique(fidx).tolist()}
-    for f, a, p, n in zip(*(x[long].tolist() for x in (fidx, src, dst, lens))):
-        flat[p: p + n] = maps[f][a: a + n]
+    if hasattr(os, "preadv"):
+        size = flat.itemsize
+        view = memoryview(flat).cast("B")
+        fds = {f: spills.fd(f) for f in np.unique(fidx[long]).tolist()}
+        for f, a, p, n in zip(*(x[long].tolist() for x in (fidx, src, dst, lens))):
+            got = os.preadv(fds[f], [view[p * size: (p + n) * size]], a * size)
+            if got != n * size:  # a regular file reads whole unless it ends (checked before): read the rest
+                _read_rest(fds[f], view[(p * size + got): (p + n) * size], a * size + got, spills, f)
+    else:  # no preadv (Windows): slice copies from the maps
+        maps = {f: spills[f] for f in np.unique(fidx[long]).tolist()}
+        for f, a, p, n in zip(*(x[long].tolist() for x in (fidx, src, dst, lens))):
+            flat[p: p + n] = maps[f][a: a + n]
     short = ~long
     if not short.any():
         return
+    maps = {f: spills[f] for f in np.unique(fidx[short]).tolist()}
     fidx, src, dst, lens = fidx[short], src[short], dst[short], lens[short]
     order = np.argsort(fidx, kind="stable")
     fidx, src, dst, lens = fidx[order], src[order], dst[order], lens[order]
@@ -284,13 +310,22 @@ def _gather(flat: np.ndarray, spills: Spills, fidx: np.ndarray, src: np.ndarray,
         flat[np.repeat(dst[lo:hi], ln) + rel] = maps[int(fidx[lo])][np.repeat(src[lo:hi], ln) + rel]
 
 
+def _read_rest(fd: int, dst: memoryview, at: int, spills: Spills, f: int) -> None:
+    while len(dst):
+        got = os.preadv(fd, [dst], at)
+        if not got:
+            raise LcdataError(f"spill {os.path.join(spills.work_dir, f'tok-{f:05d}.bin')} ends before byte {at + len(dst)}: "
+                              "the work folder is incomplete; rerun the build with --overwrite")
+        dst, at = dst[got:], at + got
+
+
 def write_shard(lay: PackLayout, k: int, cfg: PackOptions, out_dir: str, work_dir: str, specials: Specials,
                 dtype, spills: Spills | None = None) -> dict:
     """Write shard k (``.bin`` + ``.seg.npy``) and its marker in ``work_dir``; returns its manifest entry.
     A shard whose marker exists (written by an interrupted run with the same identity) is not rewritten.
 
     The ``.bin`` is streamed: sequences are assembled `WRITE_BUFFER_BYTES` at a time, gathered from the
-    memory-mapped spills (`_gather`: vectorised, long pieces one memcpy each), then written and hashed, so
+    spills (`_gather`: long pieces one read each, short ones vectorised), then written and hashed, so
     memory does not depend on the shard size or seq-len beyond one sequence. The bytes depend only on the
     layout and the spills (not on which process writes which shard, or in which order)."""
     L = cfg.seq_len

@@ -491,17 +491,21 @@ def test_instance_order_ties_follow_file_name_row_chunk_copy(monkeypatch):
 # ------------------------------------------------------------------------------------------ shard writers
 
 
-@pytest.mark.parametrize("packing,how", [("concat", "slices"), ("best-fit", "gathers"), ("concat", "processes")])
+@pytest.mark.parametrize("packing,how", [("concat", "reads"), ("best-fit", "gathers"), ("best-fit", "no-preadv"),
+                                         ("concat", "processes")])
 def test_every_shard_writer_writes_the_same_bytes(packing, how, concat0, bestfit0, slice_dir, tmp_path,
                                                   monkeypatch):
-    """Issue #19: the writer's copy paths (every piece one slice copy; every piece in the vectorised gather)
-    and its schedules (writer threads, writer processes over the saved layout) give the bytes of the default."""
+    """Issue #19: the writer's copy paths (every piece one read; every piece in the vectorised gather; slice
+    copies from the maps where there is no preadv) and its schedules (writer threads, writer processes over
+    the saved layout) give the bytes of the default."""
     from lcdata.build import layout
 
-    if how == "slices":
+    if how == "reads":
         monkeypatch.setattr(layout, "RUN_MIN_TOKENS", 1)
     elif how == "gathers":
         monkeypatch.setattr(layout, "RUN_MIN_TOKENS", 1 << 40)
+    elif how == "no-preadv":
+        monkeypatch.delattr(os, "preadv")
     else:
         monkeypatch.setattr(layout, "PROCESS_WRITE_MIN_BYTES", 0)
     out = _build(slice_dir, tmp_path / how, packing=packing, workers=1 if how != "processes" else 2)
