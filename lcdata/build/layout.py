@@ -391,9 +391,9 @@ def write_shards(lay: PackLayout, cfg: PackOptions, out_dir: str, work_dir: str,
 
     Each writer writes whole shards (`write_shard`: its gathers, its file, its checksums), taken one at a time
     in shard order, so the bytes are those of one writer. Writers are processes (each maps the layout, saved
-    once to ``WORK/layout``, and the spills) when the shards hold at least `PROCESS_WRITE_MIN_BYTES`, else
-    threads of this process (the copies, hashing and writes release the GIL; a process costs about 0.5 CPU-s
-    to start). ``on_shard()`` is called after each shard (progress)."""
+    once to ``WORK/layout``, and opens the spills) when the shards hold at least `PROCESS_WRITE_MIN_BYTES`,
+    else threads of this process (the reads, gathers, hashing and writes release the GIL, the loop over long
+    pieces does not; a process costs about 0.5 CPU-s to start). ``on_shard()`` is called after each shard (progress)."""
     from ..util.parallel import ordered_map
 
     ks = list(range(lay.n_shards))
@@ -427,6 +427,8 @@ def _write_one(args) -> dict:
     lay, k, cfg, out_dir, work_dir, specials, dtype, spills = args
     if isinstance(lay, str):  # a writer process: the saved layout and the spills, mapped once per process
         if _MAPPED.get("key") != (lay, work_dir):
+            if "spills" in _MAPPED:
+                _MAPPED["spills"].close()
             _MAPPED.clear()
             _MAPPED.update(key=(lay, work_dir), layout=load_layout(lay), spills=Spills(work_dir, dtype))
         lay, spills = _MAPPED["layout"], _MAPPED["spills"]

@@ -10,17 +10,17 @@ is not redone, and its read report still counts in the manifest; one that does n
 Phase 2, layout (`lcdata.build.layout`; one process): units are repeated by their plan copies into
 *instances*, ordered by a stable hash of (seed, identity, chunk, copy), packed (`shards.packing`) and the
 sequences permuted by the seed: the *layout*, NumPy arrays only. Phase 3, write: every worker writes whole
-shards from the layout (`write_shards`: vectorised gathers from the memory-mapped spills, the checksums by
-each shard's writer; atomic; a shard already written with the same config is skipped on resume), while this
+shards from the layout (`write_shards`: long pieces read straight into the write buffer, short ones gathered
+vectorised from the memory-mapped spills, the checksums by each shard's writer; atomic; a shard already written with the same config is skipped on resume), while this
 process writes documents.parquet. Output bytes depend only on inputs, plan, tokenizer, config and seed, never
 on ``workers``, on which worker writes which shard, or on an interruption. The wall time of each phase is
 printed and recorded in the manifest (``phase_s``: tokenize, layout, write, documents, verify).
 
 Memory: phase 1 holds one chunk of one file per worker. The parent holds NumPy arrays only (`Units`,
-`PackLayout`: about 110 bytes per document instance held, a peak growth of about 140 bytes per instance
-measured from 1M to 4M synthetic documents (`benchmarks/bench_build.py --scaling`); no per-document strings,
+`PackLayout`: about 110 bytes per document instance held, a peak growth of about 130 bytes per instance
+measured from 100K to 10M synthetic documents (`benchmarks/bench_build.py --scaling`); no per-document strings,
 which stay in the spill tables; with an ``--id-field`` the ids are also held, as one Polars string column)
-and documents.parquet's row group of 1M rows; each writer an 8 MiB buffer and the pages of the spills it maps.
+and documents.parquet's row group of 1M rows; each writer an 8 MiB buffer and one shard's mapped spill pages.
 Serial (does not scale with workers): the layout, what documents.parquet takes beyond the shards, and the seal.
 """
 
@@ -114,7 +114,8 @@ def _build_into(job: PreparedBuild, *, workers, progress) -> BuildResult:
     return finish_build(job, manifest, reports, n_resumed, clock)
 
 
-WORK_FILES = ("tok-*", "shard-*.done.json", "documents.done.json", "layout*", "*.tmp-*")  # what a build writes in its work folder
+# what a build writes in its work folder
+WORK_FILES = ("tok-*", "shard-*.done.json", "documents.done.json", "layout*", "*.tmp-*")
 
 
 def remove_work(job: PreparedBuild) -> None:
