@@ -24,7 +24,7 @@ from .errors import ConfigError, cli_errors
 from .scaleout.executors import add_executor_args, executor_from_args
 from .stats.config import StatsConfig
 from .util.config import ENGINES, LONG_THRESHOLD, PAPER_CHARS_PER_TOKEN, SIZE_HELP, parse_buckets
-from .util.flags import HelpFormatter, add_alias, size_help, size_type
+from .util.flags import HelpFormatter, add_alias, size_help, size_type, with_notes
 from .version import VERSION
 
 
@@ -336,7 +336,7 @@ def cmd_sample(a) -> int:
     if a.upsampled_sources:
         kw["upsampled_sources"] = tuple(sorted(x for x in a.upsampled_sources.split(",") if x))
     if a.buckets:
-        kw["report_buckets"] = parse_buckets(a.buckets)
+        kw["report_buckets"] = with_notes("lcdata sample", parse_buckets, a.buckets)
     cfg = SampleConfig(
         strategy=a.strategy, budget_tokens=a.budget_tokens, seed=a.seed, max_repeat=a.max_repeat,
         threshold=a.long_threshold, short_keep=a.short_keep, max_length=a.max_length, chunk=a.chunk,
@@ -375,7 +375,7 @@ def cmd_sample(a) -> int:
 def cmd_stats(a) -> int:
     kw = {}
     if a.buckets:
-        kw["buckets"] = parse_buckets(a.buckets)
+        kw["buckets"] = with_notes("lcdata stats", parse_buckets, a.buckets)
     if a.chars_per_token is not None:
         kw["chars_per_token"] = a.chars_per_token
     cfg = StatsConfig(tokenizer=a.tokenizer, calibrate=a.calibrate, long_threshold=a.long_threshold,

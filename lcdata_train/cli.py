@@ -18,7 +18,7 @@ import sys
 
 from lcdata.errors import MissingDependencyError, cli_errors
 from lcdata.util.config import SIZE_HELP
-from lcdata.util.flags import HelpFormatter, add_alias, size_help, size_type
+from lcdata.util.flags import HelpFormatter, add_alias, size_help, size_type, with_notes
 
 from .config import DTYPES, PARALLEL, PRESETS, SCHEDULES, TrainConfig
 
@@ -213,17 +213,18 @@ def add_eval_loss_arguments(p: argparse.ArgumentParser) -> None:
         help="flag a loss difference to the first model above this, in nats per token (the paper's 0.01)"))
     p.add_argument("--rope-theta", type=float, default=None, help="override the model's RoPE base (default: the model's)")
     _add_device_args(p, EVAL_DTYPES, "compute dtype (auto: bfloat16 on CUDA, float32 on CPU)")
-    p.add_argument("--out", default=None, help="output folder (loss.parquet, units.parquet, loss.json, compare.parquet)")
+    p.add_argument("--out", default=None, help="output folder (loss.parquet, units.parquet, loss.json, compare.parquet; "
+                                                "default: none, the table only)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the folder --out holds (only ever a folder `lcdata eval-loss` wrote)")
     p.add_argument("--quiet", action="store_true", help="no progress line (the table still prints)")
 
 
 def run_eval_loss_cmd(a: argparse.Namespace) -> int:
-    from .eval_loss import EvalLossConfig, format_table, run_eval_loss
+    from .eval_loss import EvalLossConfig, format_table, parse_edges, run_eval_loss
 
     cfg = EvalLossConfig(models=tuple(a.model), labels=tuple(a.labels) if a.labels else None, shards=a.shards,
-                         out=a.out, position_buckets=a.position_buckets, seq_len=a.seq_len, doc_mask=a.doc_mask,
+                         out=a.out, position_buckets=with_notes("lcdata eval-loss", parse_edges, a.position_buckets), seq_len=a.seq_len, doc_mask=a.doc_mask,
                          position=a.position, max_sequences=a.max_sequences, threshold=a.delta_threshold,
                          rope_theta=a.rope_theta, device=a.device, dtype=a.dtype, quiet=a.quiet, overwrite=a.overwrite)
     losses, cmp = run_eval_loss(cfg)

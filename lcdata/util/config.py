@@ -42,7 +42,7 @@ def check_buckets(edges, name: str = "buckets") -> tuple[int, ...]:
     """Length-bucket edges as every command takes them: integers starting at 0, strictly increasing."""
     b = tuple(int(x) for x in edges)
     if len(b) < 1 or b[0] != 0 or any(x >= y for x, y in zip(b, b[1:])):
-        raise ConfigError(f"{name}={list(b)} must start at 0 and strictly increase, e.g. 0,1K,4K,32K")
+        raise ConfigError(f"{name}={list(b)} must start at 0 and strictly increase, e.g. 0,1Ki,4Ki,32Ki")
     return b
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 from ..errors import ConfigError
 from .config import SIZE_HELP, parse_size
@@ -82,3 +83,17 @@ def add_alias(parser, old: str, new_action: argparse.Action) -> argparse.Action:
                                nargs=0 if zero else new_action.nargs, const=new_action.const if zero else None,
                                type=None if zero else new_action.type, choices=new_action.choices,
                                default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
+def with_notes(prog: str, fn, *args):
+    """``fn(*args)``, its FutureWarnings (a legacy spelling read the old way) printed as one line each,
+    ``PROG: note: ...``, instead of Python's two-line warning format."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", FutureWarning)
+        out = fn(*args)
+    for w in caught:
+        if issubclass(w.category, FutureWarning):
+            print(f"{prog}: note: {w.message}", file=sys.stderr)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    return out
