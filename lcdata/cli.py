@@ -44,7 +44,7 @@ def _add_read_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--on-error", choices=["raise", "skip"], default=None,
                    help="on a bad record: stop with an error (raise) or skip it and count it by reason "
                         "(default: raise)")
-    g.add_argument("--workers", type=int, default=None, metavar="N",
+    g.add_argument("--workers", type=size_type("processes"), default=None, metavar="N",
                    help="worker processes on this machine (default: all cores; 0 = all cores)")
 
 
@@ -148,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--chars-per-token", type=float, default=None,
                     help=f"character estimate when there is no tokenizer (default: {PAPER_CHARS_PER_TOKEN})")
     _add_engine_arg(sp)
-    sp.add_argument("--max-repeat", type=int, default=4, metavar="COPIES", help="most copies of one document")
+    sp.add_argument("--max-repeat", type=size_type("copies"), default=4, metavar="N", help="most copies of one document")
     sp.add_argument("--cap", action="store_true", help="cap unreachable targets and report them instead of failing")
     add_alias(sp, "--threshold", _add_long_threshold_arg(sp, "per-source/global: shorter ones are down-weighted "
                                                              "by --short-keep"))

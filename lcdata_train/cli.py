@@ -65,14 +65,15 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                         "(llama3, yarn's options); anchored at the model's max_position_embeddings (default: none)")
     p.add_argument("--lr", type=float, default=2e-5, help="peak learning rate (the paper's 2e-5)")
     p.add_argument("--schedule", choices=SCHEDULES, default="constant", help="constant (paper) or warmup + cosine")
-    p.add_argument("--warmup-steps", type=int, default=0, metavar="STEPS",
+    p.add_argument("--warmup-steps", type=size_type("steps"), default=0, metavar="STEPS",
                    help="optimizer steps of linear warmup from 0 to the peak LR")
     p.add_argument("--min-lr-ratio", type=float, default=0.1, help="cosine: final LR / peak LR (a ratio)")
     p.add_argument("--batch-tokens", default="4M", metavar="TOKENS",
                    help=size_help("tokens per optimizer step over all ranks; a suffixed size is rounded to a "
                                   "multiple of seq-len x world x micro-batch, a plain number must be one"))
     p.add_argument("--tokens", default="5B", metavar="TOKENS", help=size_help("tokens to train on (B = G = 10^9)"))
-    p.add_argument("--micro-batch", type=int, default=1, metavar="SEQUENCES", help="sequences per forward pass per rank")
+    p.add_argument("--micro-batch", type=size_type("sequences"), default=1, metavar="N",
+                   help="sequences per forward pass per rank")
     p.add_argument("--doc-mask", action="store_true", help="intra-document attention masking (paper: off)")
     p.add_argument("--weight-decay", type=float, default=0.0, help="AdamW decoupled weight decay (the paper: 0)")
     p.add_argument("--grad-clip", type=float, default=1.0, help="max gradient norm (0: off)")
@@ -80,19 +81,19 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--loss-chunk", type=size_type(), default=4096, metavar="TOKENS",
                    help=size_help("tokens per cross-entropy chunk"))
     p.add_argument("--seed", type=int, default=0, help="seed of the model init (presets) and the data order")
-    p.add_argument("--save-every", type=int, default=100, metavar="STEPS",
+    p.add_argument("--save-every", type=size_type("steps"), default=100, metavar="STEPS",
                    help="checkpoint every N steps (0: at the end only)")
-    p.add_argument("--keep", type=int, default=2, metavar="N", help="training checkpoints to keep")
-    p.add_argument("--stop-after", type=int, default=None, metavar="STEPS",
+    p.add_argument("--keep", type=size_type("checkpoints"), default=2, metavar="N", help="training checkpoints to keep")
+    p.add_argument("--stop-after", type=size_type("steps"), default=None, metavar="STEPS",
                    help="stop after N steps of this invocation, resumable (default: run to the end)")
-    p.add_argument("--log-every", type=int, default=1, metavar="STEPS",
+    p.add_argument("--log-every", type=size_type("steps"), default=1, metavar="STEPS",
                    help="progress line every N steps (log.jsonl: every step)")
     _add_device_args(p, DTYPES, "compute dtype (auto: bfloat16 on CUDA, float32 on CPU)")
     p.add_argument("--save-dtype", choices=DTYPES, default="auto", help="final model dtype (auto: the source's)")
     p.add_argument("--attn-backend", default="auto", help="auto, flash_attn, sdpa, torch_varlen or sdpa_docs")
     p.add_argument("--parallel", choices=PARALLEL, default="fsdp", help="multi-process strategy (FSDP2 or DDP)")
     add_alias(p, "--num-workers", p.add_argument(
-        "--workers", type=int, default=0, metavar="N",
+        "--workers", type=size_type("processes"), default=0, metavar="N",
         help="data-loader worker processes per rank (0 = load in the training process)"))
     p.add_argument("--peak-tflops", type=float, default=None,
                    help="peak TFLOP/s per device for MFU (default: known GPUs; CPU: none)")
@@ -162,7 +163,7 @@ def add_needle_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--answer", default=None, help="words scored in generate mode (default: the task's)")
     p.add_argument("--target", default=None, help="continuation scored in teacher-forced mode (default: the task's)")
     p.add_argument("--template", default=None, help="prompt with {context} and {question} (default: the paper's)")
-    p.add_argument("--n-needles", type=int, default=3, metavar="N", help="multi: needles per context")
+    p.add_argument("--n-needles", type=size_type("needles"), default=3, metavar="N", help="multi: needles per context")
     p.add_argument("--reserve", type=size_type(), default=200, metavar="TOKENS",
                    help=size_help("tokens reserved for prompt and answer (paper: 200)"))
     p.add_argument("--max-new-tokens", type=size_type(), default=50, metavar="TOKENS",
