@@ -270,6 +270,7 @@ def cmd_build(a) -> int:
         print(render(rows, [("source", "source", "str"), ("documents", "docs", "int"), ("tokens", "tokens", "int"),
                             ("share", "share", "pct")]))
         n = len(m["shards"])
+        print(_plan_line(a.plan))
         print(_engine_line(m.get("engine")))
         print(_wrote(a.out, [f"{n} shard file(s) shard-*.bin + shard-*.seg.npy", "documents.parquet", "manifest.json"]))
     _warn_read(r.manifest["read_report"])
@@ -407,6 +408,18 @@ def _engine_line(engine: dict | None, lengths: str = "tokens") -> str:
         return f"tokenizer engine: none (lengths in estimated tokens: {lengths})" if lengths != "tokens" \
             else "tokenizer engine: none"
     return f"tokenizer engine: {engine['name']} ({engine.get('reason', '')})"
+
+
+def _plan_line(plan: str | None) -> str:
+    """The line that says which documents a build took: a plan's strategy, budget, seed and source shares, or
+    every document once."""
+    if plan is None:
+        return "documents: every document once (no --plan)"
+    from .util.io import join, read_json
+
+    c = read_json(join(plan, "plan.json"))["config"]
+    return (f"documents: plan {plan} (strategy {c['strategy']}, budget {c['budget_tokens']:,} tokens, seed {c['seed']}, "
+            f"source shares: {c.get('source_share_origin', 'input')})")
 
 
 def _wrote(out: str, files: list[str]) -> str:

@@ -231,7 +231,8 @@ def run_eval_loss_cmd(a: argparse.Namespace) -> int:
     losses, cmp = run_eval_loss(cfg)
     print(format_table(losses, cmp))
     if a.out:
-        print(f"wrote {a.out}/ (loss.parquet, units.parquet, loss.json{', compare.parquet' if cmp is not None else ''})")
+        print(f"wrote {a.out.rstrip('/')}/: loss.parquet, units.parquet, loss.json"
+              + (", compare.parquet" if cmp is not None else ""))
     return 0
 
 

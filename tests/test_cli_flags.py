@@ -255,8 +255,15 @@ def test_terminal_says_engine_strategy_and_outputs(tmp_path, tokenizer_path):
                 "--out", tmp_path / "shards", "--workers", 1)
     assert p.returncode == 0, p.stderr
     assert "x 1,024 tokens" in p.stdout and f"tokenizer engine: {engine} (" in p.stdout
+    assert re.search(r"^documents: plan .*plan \(strategy per-source, budget 100,000 tokens, seed 0, source shares: "
+                     r".*shares\.json\)$", p.stdout, re.M), p.stdout
     assert re.search(rf"^wrote {re.escape(str(tmp_path))}/shards/: 1 shard file\(s\) shard-\*\.bin \+ shard-\*\.seg\.npy, "
                      r"documents\.parquet, manifest\.json$", p.stdout, re.M), p.stdout
+
+    p = _lcdata("build", "data/demo/web/part-001.jsonl.zst", "--tokenizer", tokenizer_path, "--seq-len", "512",
+                "--out", tmp_path / "heldout", "--workers", 1, "--engine", "hf")
+    assert p.returncode == 0, p.stderr
+    assert "documents: every document once (no --plan)" in p.stdout and "tokenizer engine: hf (" in p.stdout
 
     # the estimate says so; a bucket edge in the old spelling (bare K = 1024) gets one note line
     p = _lcdata("stats", inputs, "--out", tmp_path / "est", "--workers", 1, "--no-figure", "--no-doc-lengths",
