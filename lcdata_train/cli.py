@@ -169,7 +169,7 @@ def add_needle_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-new-tokens", type=size_type(), default=50, metavar="TOKENS",
                    help=size_help("most tokens generated per answer"))
     p.add_argument("--rope-theta", type=float, default=None, help="override the model's RoPE base (default: the model's)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the haystack draws and passkeys")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random parts of each cell's needles (passkeys, magic numbers)")
     _add_device_args(p, EVAL_DTYPES, "compute dtype (auto: bfloat16 on CUDA, float32 on CPU)")
     p.add_argument("--out", required=True, help="output folder (results.parquet, results.json, heatmap.png)")
     p.add_argument("--overwrite", action="store_true",
@@ -204,7 +204,7 @@ def add_eval_loss_arguments(p: argparse.ArgumentParser) -> None:
                    help=size_help("window length in tokens (default: the shards')"))
     p.add_argument("--doc-mask", action="store_true", help="each document computed alone (default: packed)")
     p.add_argument("--position", choices=("document", "sequence"), default="document",
-                   help="a token's position: its offset in its own document (default; short-document sources "
+                   help="a token's position: its offset in its own document (short-document sources "
                         "have no long-position tokens) or in the packed sequence window (the paper's 4K-128K "
                         "losses for every source); docs/eval.md")
     p.add_argument("--max-sequences", type=size_type("sequences"), default=None, metavar="N",
