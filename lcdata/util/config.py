@@ -1,5 +1,6 @@
 """What every command's configuration shares: the paper's constants, the checks of values every command
-takes (seed, workers, buckets, engine, token counts) and `as_dict` for the frozen config dataclasses.
+takes (seed, workers, buckets, engine, counts and sizes: `parse_size`, one meaning of K/M/G and Ki/Mi/Gi) and
+`as_dict` for the frozen config dataclasses.
 
 The config dataclasses live with their stage (`lcdata.corpus.config.ReadConfig`,
 `lcdata.stats.config.StatsConfig`, `lcdata.sample.config.SampleConfig`, `lcdata.build.config.BuildConfig`);
