@@ -54,7 +54,7 @@ POSITIONS = {"document": "a token's offset in its own document, within the windo
 
 
 def parse_edges(spec) -> tuple[int, ...]:
-    """``"0,4096,32K"`` -> (0, 4096, 32768) (K = 1024): increasing edges starting at 0."""
+    """``"0,4096,32Ki"`` -> (0, 4096, 32768) (`lcdata.util.config.parse_buckets`): increasing edges from 0."""
     from lcdata.util.config import parse_buckets
 
     vals = tuple(int(v) for v in (parse_buckets(spec) if isinstance(spec, str) else spec))

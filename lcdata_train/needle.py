@@ -78,15 +78,24 @@ _CLOSERS = "\"')]}\u201d\u2019"
 
 def parse_grid(spec: str, integer: bool) -> tuple:
     """``"1000:128000:40"`` -> ``linspace(1000, 128000, 40)`` (rounded to integers when ``integer``, as the
-    public code does for lengths and depths); ``"1000,2000"`` -> those values."""
+    public code does for lengths and depths); ``"1000,2000"`` -> those values. A value may carry a count
+    suffix (`lcdata.util.config.parse_size`: ``4K`` = 4000, ``4Ki`` = 4096)."""
+    from lcdata.util.config import parse_size
+
+    def num(x: str) -> float:  # 1500, 0.5, or a count with a suffix as every flag takes it (32Ki, 1M)
+        try:
+            return float(x)
+        except ValueError:
+            return float(parse_size(x, None)[0])
+
     try:
         if ":" in spec:
             a, b, n = spec.split(":")
-            vals = np.linspace(float(a), float(b), int(n))
+            vals = np.linspace(num(a), num(b), int(n))
         else:
-            vals = np.array([float(x) for x in spec.split(",") if x.strip()])
+            vals = np.array([num(x) for x in spec.split(",") if x.strip()])
             integer = integer and all(float(v).is_integer() for v in vals)  # a list keeps the values given
-    except ValueError:
+    except (ValueError, ConfigError):
         raise ConfigError(f"grid {spec!r}: use START:STOP:COUNT (e.g. 1000:128000:40) or a comma list") from None
     if len(vals) == 0:
         raise ConfigError(f"grid {spec!r} is empty")

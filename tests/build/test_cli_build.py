@@ -382,7 +382,7 @@ def test_bad_values_are_refused(slice_dir, tmp_path, tokenizer_path):
     big = Tokenizer.from_file(tokenizer_path)
     big.add_tokens([f"tok{i}" for i in range(60000)])
     big.save(str(tmp_path / "big.json"))
-    p = lcdata("build", slice_dir, "--tokenizer", tmp_path / "big.json", "--seq-len", L, "--dtype", "uint16",
+    p = lcdata("build", slice_dir, "--tokenizer", tmp_path / "big.json", "--seq-len", L, "--token-dtype", "uint16",
                "--out", tmp_path / "o1")
     assert_user_error(p, "uint16", f"largest id ({big.get_vocab_size() - 1:,})")
     p = lcdata(*build_args(slice_dir, tmp_path / "o2", "--seq-len", 1))

@@ -308,7 +308,7 @@ BAD = {
     "budget 0": (["--strategy", "natural", "--budget-tokens", "0"], ["budget_tokens=0", "positive"]),
     "budget beyond max-repeat": (["--strategy", "natural", "--budget-tokens", "100M"],
                                  ["> --max-repeat 4", "lower --budget-tokens", "--cap"]),
-    "threshold outside buckets": (["--strategy", "per-source", "--threshold", "1000000"],
+    "threshold outside buckets": (["--strategy", "per-source", "--long-threshold", "1000000"],
                                   ["threshold=1000000", "between 1 and 131072"]),
     "stats of another corpus": (["--strategy", "natural", "INPUT:data/demo/books"],
                                 ["other inputs", "fingerprint", "rerun `lcdata stats`"]),
