@@ -170,6 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Verifies the shard folder first; --out may not be, contain or lie inside it.")
     e.add_argument("folder")
     e.add_argument("--format", choices=["datatrove", "megatron"], required=True)
+    e.add_argument("--megatron-layout", choices=["document", "pieces"], default="document",
+                   help="with --format megatron: 'document' = one Megatron sequence per document instance, its "
+                        "pieces joined (Megatron packs itself; default: %(default)s), 'pieces' = one sequence per "
+                        "piece as lcdata's packing cut it (docs/format.md)")
     e.add_argument("--out", required=True)
     e.add_argument("--overwrite", action="store_true",
                    help="replace the export folder --out holds (only ever a folder `lcdata export` wrote)")
@@ -272,7 +276,7 @@ def cmd_inspect(a) -> int:
 def cmd_export(a) -> int:
     from .shards.export import export_shards
 
-    man = export_shards(a.folder, a.format, a.out, overwrite=a.overwrite)
+    man = export_shards(a.folder, a.format, a.out, overwrite=a.overwrite, megatron_layout=a.megatron_layout)
     print(f"wrote {len(man['files'])} files to {a.out}/; read with {man['read_with']}")
     return 0
 
