@@ -45,6 +45,10 @@ TRAIN_SEQ_LEN ?= 1024
 BATCH_TOKENS  ?= 4096
 LR        ?= 3e-3
 TRAIN_ARGS ?=
+# CPU threads of the torch stages (train, needle, eval-loss; OMP_NUM_THREADS): 1 by default, as the debug model
+# gains nothing from more, and on 2 shared cores 2 threads trained 2-4x slower than 1 (OpenMP's spinning
+# threads; same losses). Empty: torch's default (all cores), for bigger models on a machine of your own.
+TORCH_THREADS ?= 1
 # evaluation
 NEEDLE_TASK    ?= needle
 NEEDLE_MODE    ?= teacher-forced
@@ -67,6 +71,7 @@ q = '$(subst ','\'',$(1))'
 t = $(subst :,\:,$(subst $(space),\$(space),$(1)))
 O := $(call t,$(OUT))
 LCDATA    := $(call q,$(BIN)/lcdata)
+TORCH_LCDATA = $(if $(TORCH_THREADS),OMP_NUM_THREADS=$(TORCH_THREADS) )$(LCDATA)
 TOK       := $(call q,$(TOKENIZER))
 
 # A stage also re-runs when its variables change. Reading the Makefile writes nothing (`make -n` and `make -q`
@@ -166,18 +171,18 @@ $(O)/heldout/manifest.json: $(STAMP) $(CORPUS_FILES) $(TOK_FILE) $(call stage_ch
 	@$(call stage_record,heldout)
 
 $(O)/run/final/config.json: $(O)/shards/manifest.json $(call stage_changed,train)
-	$(LCDATA) train --shards $(call q,$(OUT)/shards) --model $(MODEL) --seq-len $(TRAIN_SEQ_LEN) \
+	$(TORCH_LCDATA) train --shards $(call q,$(OUT)/shards) --model $(MODEL) --seq-len $(TRAIN_SEQ_LEN) \
 		--batch-tokens $(BATCH_TOKENS) --tokens $(TRAIN_TOKENS) --lr $(LR) --seed $(SEED) --save-every 0 \
 		--log-every $(LOG_EVERY) --out $(call q,$(OUT)/run) --overwrite $(TRAIN_ARGS)
 	@$(call stage_record,train)
 
 $(O)/needle/results.json: $(O)/run/final/config.json $(call stage_changed,needle)
-	$(LCDATA) needle --model $(call q,$(OUT)/run) --tokenizer $(TOK) --task $(NEEDLE_TASK) --mode $(NEEDLE_MODE) \
+	$(TORCH_LCDATA) needle --model $(call q,$(OUT)/run) --tokenizer $(TOK) --task $(NEEDLE_TASK) --mode $(NEEDLE_MODE) \
 		--lengths $(NEEDLE_LENGTHS) --depths $(NEEDLE_DEPTHS) --out $(call q,$(OUT)/needle) --overwrite $(NEEDLE_ARGS)
 	@$(call stage_record,needle)
 
 $(O)/eval-loss/loss.json: $(O)/run/final/config.json $(O)/heldout/manifest.json $(call stage_changed,eval-loss)
-	$(LCDATA) eval-loss --model $(call q,$(OUT)/run) --labels $(MODEL)-$(STRATEGY) --shards $(call q,$(OUT)/heldout) \
+	$(TORCH_LCDATA) eval-loss --model $(call q,$(OUT)/run) --labels $(MODEL)-$(STRATEGY) --shards $(call q,$(OUT)/heldout) \
 		--position-buckets $(POS_BUCKETS) --position $(call q,$(EVAL_POSITION)) --max-sequences $(EVAL_SEQUENCES) \
 		--out $(call q,$(OUT)/eval-loss) --overwrite
 	@$(call stage_record,eval-loss)
@@ -272,14 +277,14 @@ $(ABL)/base/shards/manifest.json: $(ABL)/base/plan/plan.json $(call abl_changed,
 	@$(call abl_record,shards,base)
 
 $(ABL)/base/run/final/config.json: $(ABL)/base/shards/manifest.json $(call abl_changed,base)
-	$(LCDATA) train --shards $(ABL)/base/shards --model $(MODEL) --batch-tokens $(BATCH_TOKENS) \
+	$(TORCH_LCDATA) train --shards $(ABL)/base/shards --model $(MODEL) --batch-tokens $(BATCH_TOKENS) \
 		--tokens $(ABL_BASE_TOKENS) --lr $(LR) --seed $(SEED) --save-every 0 --log-every 16 --out $(ABL)/base/run \
 		--overwrite
 	@$(call abl_record,base)
 
 $(ABL)/%/run/final/config.json: $(ABL)/%/shards/manifest.json $$(call abl_changed,train,$$*) \
 		$(if $(ABL_BASE),,$(ABL)/base/run/final/config.json)
-	$(LCDATA) train --shards $(ABL)/$*/shards --model $(call q,$(ABL_BASE_MODEL)) --seq-len $(ABL_SEQ_LEN) \
+	$(TORCH_LCDATA) train --shards $(ABL)/$*/shards --model $(call q,$(ABL_BASE_MODEL)) --seq-len $(ABL_SEQ_LEN) \
 		--batch-tokens $(BATCH_TOKENS) --tokens $(ABL_TOKENS) --lr $(ABL_LR) --seed $(call abl_seed,$*) \
 		--save-every 0 --log-every 16 --out $(ABL)/$*/run --overwrite $(TRAIN_ARGS)
 	@$(call abl_record,train,$*)
@@ -290,14 +295,14 @@ $(ABL)/heldout/manifest.json: $(STAMP) $(CORPUS_FILES) $(TOK_FILE) $(call abl_ch
 	@$(call abl_record,eval-loss,heldout) && $(call abl_record,shards,heldout)
 
 $(ABL)/%/needle/results.json: $(ABL)/%/run/final/config.json $$(call abl_changed,needle,$$*)
-	$(LCDATA) needle --model $(ABL)/$*/run --tokenizer $(TOK) --task $(NEEDLE_TASK) --mode $(NEEDLE_MODE) \
+	$(TORCH_LCDATA) needle --model $(ABL)/$*/run --tokenizer $(TOK) --task $(NEEDLE_TASK) --mode $(NEEDLE_MODE) \
 		--lengths $(NEEDLE_LENGTHS) --depths $(NEEDLE_DEPTHS) --out $(ABL)/$*/needle --overwrite --quiet $(NEEDLE_ARGS)
 	@$(call abl_record,needle,$*)
 
 # every run, and the unigram model of every run's shards (the token-frequency baseline), on the same windows
 $(ABL)/eval-loss/loss.json: $(foreach r,$(ABL_RUNS),$(ABL)/$(r)/run/final/config.json $(ABL)/$(r)/shards/manifest.json) \
 		$(ABL)/heldout/manifest.json $(call abl_changed,eval-loss)
-	$(LCDATA) eval-loss --model $(foreach r,$(ABL_RUNS),$(ABL)/$(r)/run) $(foreach r,$(ABL_RUNS),unigram:$(ABL)/$(r)/shards) \
+	$(TORCH_LCDATA) eval-loss --model $(foreach r,$(ABL_RUNS),$(ABL)/$(r)/run) $(foreach r,$(ABL_RUNS),unigram:$(ABL)/$(r)/shards) \
 		--labels $(foreach r,$(ABL_RUNS),$(call abl_label,$(r))) $(foreach r,$(ABL_RUNS),unigram:$(call abl_label,$(r))) \
 		--shards $(ABL)/heldout --position-buckets $(ABL_POS_BUCKETS) --max-sequences $(ABL_EVAL_SEQUENCES) \
 		--out $(ABL)/eval-loss --overwrite --quiet

@@ -154,7 +154,7 @@ def _recipe(r: subprocess.CompletedProcess) -> str:
 def test_demo_sizes_and_installs(tmp_path):
     """`make demo` installs the pipeline's extras only (`.[train,fast]`), `make test` adds `[dev]` after them
     (two stamps: a demo venv is upgraded, not rebuilt); DEMO=quick (default) trains and evaluates a quarter
-    of DEMO=full, and a variable given on its own wins. Dry runs (`make -n`) on a venv path that does not
+    of DEMO=full, and a variable given on its own wins; the torch stages run on TORCH_THREADS (1) threads. Dry runs (`make -n`) on a venv path that does not
     exist: nothing is installed or written."""
     venv = tmp_path / "venv"
     base = [f"VENV={venv}", f"BIN={venv}/bin", f"STAMP={venv}/.stamp", f"OUT={tmp_path / 'out'}"]
@@ -166,6 +166,10 @@ def test_demo_sizes_and_installs(tmp_path):
     assert "--no-deps megatron-core" in test and f"touch {venv}/.lcdata-dev-installed" in test
     full = _recipe(_make("-n", "demo", *base, "DEMO=full"))
     assert "--tokens 131072 " in full and "--max-sequences 64 " in full and "--log-every 8 " in full
+    for stage in ("train", "needle", "eval-loss"):  # torch stages on 1 CPU thread unless TORCH_THREADS says
+        assert f"OMP_NUM_THREADS=1 '{venv}/bin/lcdata' {stage} " in demo
+        assert f"\n'{venv}/bin/lcdata' {stage} " in _recipe(_make("-n", "demo", *base, "TORCH_THREADS="))
+    assert demo.count("OMP_NUM_THREADS") == 3  # the data stages keep their own threads
     assert "--tokens 1M " in _recipe(_make("-n", "demo", *base, "TRAIN_TOKENS=1M"))
     bad = _make("-n", "demo", *base, "DEMO=huge")
     assert bad.returncode == 2 and "DEMO='huge' is not quick or full" in bad.stderr
