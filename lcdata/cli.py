@@ -215,6 +215,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("folder", help="shard folder from `lcdata build`")
     e.add_argument("--format", choices=["datatrove", "megatron"], required=True,
                    help="datatrove (its token-file reader) or megatron (Megatron-Core's .bin/.idx indexed dataset)")
+    e.add_argument("--megatron-layout", choices=["document", "pieces"], default="document",
+                   help="with --format megatron: 'document' = one Megatron sequence per document instance, its "
+                        "pieces joined (Megatron packs itself), 'pieces' = one sequence per piece as lcdata's "
+                        "packing cut it (docs/format.md)")
     e.add_argument("--out", required=True, help="export folder")
     e.add_argument("--overwrite", action="store_true",
                    help="replace the export folder --out holds (only ever a folder `lcdata export` wrote)")
@@ -322,7 +326,7 @@ def cmd_inspect(a) -> int:
 def cmd_export(a) -> int:
     from .shards.export import export_shards
 
-    man = export_shards(a.folder, a.format, a.out, overwrite=a.overwrite)
+    man = export_shards(a.folder, a.format, a.out, overwrite=a.overwrite, megatron_layout=a.megatron_layout)
     print(f"wrote {len(man['files'])} files to {a.out}/; read with {man['read_with']}")
     return 0
 
