@@ -290,6 +290,7 @@ def test_cpu_backends_match_reference():
     assert A.pick_backend(torch.device("cpu"), True) == "sdpa_docs"
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (flash-attn / SDPA flash / varlen kernels)")
 @pytest.mark.parametrize("backend", ["flash_attn", "sdpa", "torch_varlen"])
 @pytest.mark.parametrize("masked", [False, True])
