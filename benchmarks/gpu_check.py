@@ -595,7 +595,7 @@ def main() -> int:
     for name in parts:
         left = total - (time.monotonic() - start)
         budget = min(budgets[name], left)
-        if budget < 5:
+        if left < 5:
             res = {"part": name, "status": "timeout", "dry": a.dry, "budget_s": 0, "seconds": 0, "checks": [],
                    "note": f"not started: the total budget of {total:.0f} s was spent"}
             save_part(res, out / name)
