@@ -65,29 +65,31 @@ TOKENIZER = DEMO / "tokenizer.json"
 PARTS = ("correctness", "speed", "e2e")
 BUDGETS = {False: {"correctness": 70, "speed": 230, "e2e": 170}, True: {p: 90 for p in PARTS}}
 TOTAL = {False: 470, True: 240}
-REQUIRED = ("numpy", "polars", "torch", "safetensors", "lcdata", "lcdata.build", "lcdata_train", "lcdata_train.train",
-            "lcdata_train.needle")
+# what the parts import; the GPU image (PyTorch 2.11, CUDA 13) lacks polars and zstandard: they travel as wheels
+# (scripts/gpu_wheels.sh, benchmarks/README.md "gpu-check")
+REQUIRED = ("numpy", "polars", "pyarrow", "zstandard", "fsspec", "tokenizers", "matplotlib", "torch", "safetensors",
+            "lcdata", "lcdata.build", "lcdata_train", "lcdata_train.train", "lcdata_train.needle")
 OPTIONAL = ("flash_attn", "pytest")
 BF16_TOL = 2e-2  # attention output vs the float64 reference, bf16 inputs (rtol = atol)
 LOSS_TOL = 2e-2  # bf16 vs fp32 training loss, relative
 
 
 def sizes(dry: bool) -> dict:
-    """Every size the parts use: GPU (the issue's) or dry (tiny, CPU)."""
+    """Every size the parts use: GPU (the issue's) or dry (tiny, CPU). attn = (B, L, Hq, Hkv, head_dim)."""
+    docs = [str(DEMO / "docs" / "part-000.jsonl.zst")]  # 236K tokens: the correctness (and dry) shards
     if dry:
-        return dict(attn=(2, 64, 4, 2, 16), train_model="debug", train_seq=128, train_steps=4, lr=1e-3,
+        return dict(attn=(2, 64, 4, 2, 16), shard_inputs=docs, train_model="debug", train_seq=128, train_steps=4,
+                    lr=1e-3,
                     speed_model="debug", train_lens=(64, 128), eval_lens=(128, 256), long_lens=(256,), steps=2,
-                    long_steps=2, warmup=1, eval_reps=1, e2e_inputs=[str(DEMO / "docs" / "part-000.jsonl.zst")],
-                    e2e_seq=256, e2e_workers=2, e2e_model="debug", e2e_batch=2, e2e_seconds=3.0, e2e_probe=2, e2e_lr=3e-3,
-                    e2e_warmup=0,
-                    needle_lengths=(512,), shard_inputs=[str(DEMO / "docs" / "part-000.jsonl.zst")],
-                    cuda_tests=["tests/train/test_train_model.py"])  # where they are: collecting all takes 10 s
-    return dict(attn=(2, 2048, 16, 4, 64), train_model="small", train_seq=4096, train_steps=4, lr=3e-4,
+                    long_steps=2, warmup=1, eval_reps=1,
+                    e2e_inputs=docs, e2e_seq=256, e2e_workers=2, e2e_model="debug", e2e_batch=2, e2e_seconds=3.0,
+                    e2e_probe=2, e2e_lr=3e-3, e2e_warmup=0, needle_lengths=(512,))
+    return dict(attn=(2, 2048, 16, 4, 64), shard_inputs=docs, train_model="small", train_seq=4096, train_steps=4,
+                lr=3e-4,
                 speed_model="1b", train_lens=(16384, 32768, 65536), eval_lens=(32768, 65536, 131072),
-                long_lens=(131072,), steps=4, long_steps=3, warmup=1, eval_reps=2, e2e_inputs=[str(DEMO)],
-                e2e_seq=16384, e2e_workers=os.cpu_count() or 1, e2e_model="small", e2e_batch=4, e2e_seconds=120.0,
-                e2e_probe=5, e2e_lr=6e-4, e2e_warmup=10, needle_lengths=(4096, 16384), shard_inputs=[str(DEMO / "docs" / "part-000.jsonl.zst")],
-                cuda_tests=["tests"])
+                long_lens=(131072,), steps=4, long_steps=3, warmup=1, eval_reps=2,
+                e2e_inputs=[str(DEMO)], e2e_seq=16384, e2e_workers=os.cpu_count() or 1, e2e_model="small",
+                e2e_batch=4, e2e_seconds=120.0, e2e_probe=5, e2e_lr=6e-4, e2e_warmup=10, needle_lengths=(4096, 16384))
 
 
 # ------------------------------------------------------------------------------------------ results on disk
@@ -233,7 +235,7 @@ class Part:
 
 def correctness(p: Part) -> None:
     torch, S = p.torch, p.S
-    p.check("pytest -m cuda tests", lambda: cuda_tests(p))
+    p.check("pytest -m cuda", lambda: cuda_tests(p))
     from lcdata_train import attention as A
 
     B, L, H, Hkv, D = S["attn"]
@@ -274,8 +276,8 @@ def correctness(p: Part) -> None:
     runs = {}
 
     def bf16_vs_fp32():
-        runs["bf16"] = p.train("bf16", dtype="bfloat16", **base).losses
-        fp32 = p.train("fp32", dtype="float32", **base).losses
+        runs["bf16"] = p.train("bf16", dtype="bfloat16", save=False, **base).losses
+        fp32 = p.train("fp32", dtype="float32", save=False, **base).losses
         rel = [abs(a - b) / abs(b) for a, b in zip(runs["bf16"], fp32)]
         ok = len(rel) == S["train_steps"] and max(rel) < LOSS_TOL
         return {"status": "pass" if ok else "fail", "losses_bf16": runs["bf16"], "losses_fp32": fp32,
@@ -284,7 +286,7 @@ def correctness(p: Part) -> None:
     p.check("train bf16 vs fp32", bf16_vs_fp32, kind="train-dtype")
 
     def resume():
-        full = runs.get("bf16") or p.train("bf16", dtype="bfloat16", **base).losses
+        full = runs.get("bf16") or p.train("bf16", dtype="bfloat16", save=False, **base).losses
         half = S["train_steps"] // 2
         first = p.train("resumed", dtype="bfloat16", stop_after=half, **base)
         rest = p.train("resumed", dtype="bfloat16", resume=True, **base)
@@ -315,7 +317,8 @@ def attention_variants(p: Part) -> list[tuple[str, str | None, object]]:
 
 
 def cuda_tests(p: Part) -> dict:
-    """``pytest -m cuda tests`` in a child process; counts from its JUnit XML."""
+    """``pytest -m cuda`` on the test files that use the marker (collecting every file would take 10 s and
+    fail on modules whose optional imports the GPU image lacks), in a child process; counts from its JUnit XML."""
     import xml.etree.ElementTree as ET
 
     try:
@@ -324,7 +327,7 @@ def cuda_tests(p: Part) -> dict:
         return {"status": "skip", "detail": "pytest is not installed"}
     xml = p.folder / "work" / "pytest-cuda.xml"
     cmd = [sys.executable, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider", f"--junitxml={xml}",
-           *(str(REPO / t) for t in p.S["cuda_tests"])]
+           *sorted(str(f) for f in (REPO / "tests").rglob("test_*.py") if "mark.cuda" in f.read_text())]
     r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=max(5, p.deadline - time.time()))
     (p.folder / "work" / "pytest-cuda.log").write_text(r.stdout + r.stderr)
     if not xml.exists():
@@ -582,7 +585,9 @@ def main() -> int:
     print(f"gpu-check: {env.get('device')}, torch {env.get('torch')}, out {out}", flush=True)
     problem = None
     if missing:
-        problem = "missing imports: " + "; ".join(missing) + " (this script installs nothing; use the image's python)"
+        problem = ("missing imports: " + "; ".join(missing) + ". This script installs nothing: carry the wheels "
+                   "(sh scripts/gpu_wheels.sh here, then on the GPU machine `pip install --no-index --target /tmp/site "
+                   ".whl/*.whl` and PYTHONPATH=/tmp/site; benchmarks/README.md, gpu-check)")
     elif not a.dry and not env.get("cuda_available"):
         problem = "no CUDA GPU here: run `make gpu-check DRY=1` (CPU, tiny sizes) instead"
     if problem:

@@ -46,7 +46,7 @@ def test_make_gpu_check_dry_runs_every_part(tmp_path):
             assert c["status"] in ("pass", "skip"), c
 
     checks = {c["name"]: c for c in res["correctness"]["checks"]}
-    cuda = checks["pytest -m cuda tests"]
+    cuda = checks["pytest -m cuda"]
     assert cuda["status"] == "skip" and cuda["skipped"] >= 1 and cuda["failures"] == cuda["errors"] == 0
     att = [c for c in checks.values() if c.get("kind") == "attention"]
     assert {c["masked"] for c in att} == {False, True} and len(att) >= 6
