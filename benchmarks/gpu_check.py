@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import importlib
 import json
 import math
@@ -71,6 +72,7 @@ REQUIRED = ("numpy", "polars", "pyarrow", "zstandard", "fsspec", "tokenizers", "
             "lcdata", "lcdata.build", "lcdata_train", "lcdata_train.train", "lcdata_train.needle")
 OPTIONAL = ("flash_attn", "pytest")
 BF16_TOL = 2e-2  # attention output vs the float64 reference, bf16 inputs (rtol = atol)
+GRAD_TOL = 3e-2  # attention gradients vs float64: max |error| / max |gradient|, bf16 inputs
 LOSS_TOL = 2e-2  # bf16 vs fp32 training loss, relative
 
 
@@ -188,7 +190,7 @@ class Part:
                 c.update(status="skip" if oom else "error", detail=("out of memory: " if oom else "")
                          + f"{type(e).__name__}: {str(e)[:300]}")
                 traceback.print_exc()
-                self.free()
+        self.free()  # after the except block: its traceback no longer holds the failed step's tensors
         c["seconds"] = round(time.perf_counter() - t, 2)
         print(f"[{self.res['part']}] {name}: {c['status']} ({c['seconds']} s) {c.get('detail', '')}", flush=True)
         self.res["checks"].append(c)
@@ -240,12 +242,13 @@ def correctness(p: Part) -> None:
 
     B, L, H, Hkv, D = S["attn"]
     g = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(B, L, h, D, generator=g).to(p.dev, torch.bfloat16) for h in (H, Hkv, Hkv))
+    q, k, v, dout = (torch.randn(B, L, h, D, generator=g).to(p.dev, torch.bfloat16) for h in (H, Hkv, Hkv, H))
     bounds = [0, L // 3, L, L + L // 8, L + L // 2, 2 * L]  # documents, the row boundary among them
     cu = torch.tensor(bounds, dtype=torch.int32, device=p.dev)
     max_len = max(b - a for a, b in zip(bounds, bounds[1:]))
     for masked in (False, True):
-        ref = A.reference_attention(q.double(), k.double(), v.double(), cu if masked else None)
+        ref = _forward_backward(A.reference_attention, q.double(), k.double(), v.double(), dout.double(),
+                                cu if masked else None)
         for label, backend, kernel in attention_variants(p):
             def run(backend=backend, kernel=kernel, ref=ref, masked=masked):
                 from torch.nn.attention import sdpa_kernel
@@ -254,19 +257,24 @@ def correctness(p: Part) -> None:
                     return {"status": "skip", "detail": "flash-attn is not installed"}
                 if backend == "torch_varlen" and not A.has_torch_varlen():
                     return {"status": "skip", "detail": "torch.nn.attention.varlen is not available"}
+                fn = functools.partial(A.attention, max_seqlen=max_len if masked else None, backend=backend)
                 try:
                     with sdpa_kernel([kernel]) if kernel is not None else contextlib.nullcontext():
-                        out = A.attention(q, k, v, cu if masked else None, max_len if masked else None, backend)
+                        got = _forward_backward(lambda q, k, v, cu: fn(q, k, v, cu), q, k, v, dout,
+                                                cu if masked else None)
                 except RuntimeError as e:
                     if "kernel" not in str(e).lower() and "support" not in str(e).lower():
                         raise
                     return {"status": "skip", "detail": f"kernel unavailable here: {str(e)[:160]}"}
-                err = float((out.double() - ref).abs().max())
-                ok = bool(torch.allclose(out.double(), ref, rtol=BF16_TOL, atol=BF16_TOL))
+                err = float((got[0].double() - ref[0]).abs().max())
+                ok = bool(torch.allclose(got[0].double(), ref[0], rtol=BF16_TOL, atol=BF16_TOL))
+                gerr = max(float((a.double() - b).abs().max() / b.abs().max()) for a, b in zip(got[1:], ref[1:]))
                 used = backend or A.pick_backend(p.dev, masked)
                 used = "sdpa_docs" if used == "sdpa" and masked else used  # `attention` routes it so
-                return {"status": "pass" if ok else "fail", "max_abs_err": err, "backend_used": used,
-                        "detail": f"max |err| {err:.2e} vs float64 (tol {BF16_TOL}); {used}"}
+                return {"status": "pass" if ok and gerr < GRAD_TOL else "fail", "max_abs_err": err,
+                        "grad_rel_err": gerr, "backend_used": used,
+                        "detail": f"{used}: output max |err| {err:.2e} (tol {BF16_TOL}), gradients max |err| / max "
+                                  f"|grad| {gerr:.2e} (tol {GRAD_TOL}) vs float64"}
             p.check(f"attention {label} {'doc-mask' if masked else 'causal'}", run, kind="attention",
                     masked=masked, shape=[B, L, H, Hkv, D])
         del ref
@@ -299,6 +307,14 @@ def correctness(p: Part) -> None:
                 "detail": f"stopped after {half} steps, resumed: next loss {rest.losses[0]:.6f} vs {full[half]:.6f} "
                           f"uninterrupted (relative {rel:.1e}, tol {tol:g}; bitwise {got == full})"}
     p.check("save -> resume, next loss", resume, kind="resume")
+
+
+def _forward_backward(fn, q, k, v, dout, cu):
+    """(output, dq, dk, dv) of ``fn(q, k, v, cu)`` with ``dout`` as the output's gradient."""
+    q, k, v = (t.detach().clone().requires_grad_() for t in (q, k, v))
+    out = fn(q, k, v, cu)
+    out.backward(dout)
+    return out.detach(), q.grad, k.grad, v.grad
 
 
 def attention_variants(p: Part) -> list[tuple[str, str | None, object]]:
@@ -423,7 +439,7 @@ def e2e(p: Part) -> None:
         t = time.monotonic()
         probe = p.train("run", tokens=batch * (S["e2e_probe"] + 1), stop_after=S["e2e_probe"], **kw)
         step_s = statistics.median(r["step_s"] for r in probe.records[1:] or probe.records)
-        room = min(S["e2e_seconds"], p.deadline - time.time() - (10 if p.dry else 40)) - (time.monotonic() - t)
+        room = min(S["e2e_seconds"] - (time.monotonic() - t), p.deadline - time.time() - (10 if p.dry else 40))
         total = S["e2e_probe"] + max(1, int(room / step_s))
         rest = p.train("run", tokens=batch * total, resume=True, **kw)
         recs = probe.records + rest.records
