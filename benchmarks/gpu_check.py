@@ -506,6 +506,12 @@ def environment(dry: bool) -> tuple[dict, list[str]]:
         cuda = torch.cuda.is_available() and not dry
         env.update(torch=torch.__version__, cuda=torch.version.cuda, cuda_available=torch.cuda.is_available(),
                    device=torch.cuda.get_device_name() if cuda else f"CPU ({os.cpu_count()} cores)")
+        try:  # its signature changed between releases (attention.varlen_arguments adapts; recorded to diagnose)
+            from lcdata_train.attention import varlen_parameters
+
+            env["varlen_attn_parameters"] = sorted(varlen_parameters())
+        except ImportError:
+            env["varlen_attn_parameters"] = None
         if cuda:
             props = torch.cuda.get_device_properties(0)
             name = torch.cuda.get_device_name()
