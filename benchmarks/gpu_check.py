@@ -34,8 +34,8 @@ Output (``--out``, default ``$OUT`` when set, else ``out/gpu-check``):
     <part>/result.json, result.md    the part's checks (name, status, seconds, detail and measured fields)
     <part>/log.txt                   the part process's output
     <part>/work/                     what the part made (shards, runs, needle results)
-Statuses: pass, fail, skip (not applicable here), error (an exception), timeout (part cut at its budget),
-not reached (a sub-step after the cut). Exit status 0 when every part passed, 1 otherwise, 2 when an import is
+Statuses: pass, fail, skip (not applicable here, out of memory, or past the part's deadline), error (an
+exception), timeout (a part cut at its budget, and the check it was in). Exit status 0 when every part passed, 1 otherwise, 2 when an import is
 missing or (without ``--dry``) there is no CUDA GPU.
 """
 
@@ -178,7 +178,9 @@ class Part:
 
     def check(self, name: str, fn, **fields) -> dict:
         """Run ``fn() -> dict`` (with 'status' and 'detail') as one check, unless the deadline has passed."""
-        c = {"name": name, **fields}
+        c = {"name": name, **fields, "status": "running"}
+        self.res["checks"].append(c)
+        save_part(self.res, self.folder)  # if the part is cut now, the parent marks this check 'timeout'
         t = time.perf_counter()
         if time.time() >= self.deadline:
             c.update(status="skip", detail="part budget spent")
@@ -193,7 +195,6 @@ class Part:
         self.free()  # after the except block: its traceback no longer holds the failed step's tensors
         c["seconds"] = round(time.perf_counter() - t, 2)
         print(f"[{self.res['part']}] {name}: {c['status']} ({c['seconds']} s) {c.get('detail', '')}", flush=True)
-        self.res["checks"].append(c)
         self.res["seconds"] = round(time.monotonic() - self.t0, 1)
         save_part(self.res, self.folder)
         return c
@@ -536,7 +537,8 @@ def run_one_part(name: str, out: Path, dry: bool, budget: float) -> dict:
             rc = proc.wait(timeout=budget)
             timed_out = False
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):  # it may have ended just now
+                os.killpg(proc.pid, signal.SIGKILL)
             rc = proc.wait()
             timed_out = True
     try:
@@ -544,6 +546,10 @@ def run_one_part(name: str, out: Path, dry: bool, budget: float) -> dict:
     except (OSError, ValueError):
         res = {"part": name, "dry": dry, "checks": []}
     res.update(budget_s=round(budget, 1), seconds=round(time.monotonic() - t, 1), exit_code=rc)
+    for c in res.get("checks", []):
+        if c.get("status") == "running":  # the check the part was in when it was cut (or crashed)
+            c.update(status="timeout" if timed_out else "error",
+                     detail=f"cut at the part's {budget:.0f} s budget" if timed_out else "the part process died")
     if timed_out:
         res["status"] = "timeout"
         res["note"] = (res.get("note", "") + f" Cut at its {budget:.0f} s budget: the checks below are those it "

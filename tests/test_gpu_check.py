@@ -85,7 +85,8 @@ def test_a_part_over_its_budget_is_reported_and_the_next_part_runs(tmp_path):
     assert [(p["part"], p["status"]) for p in summary["parts"]] == [("speed", "timeout"), ("e2e", "pass")]
     speed = _load(out / "speed" / "result.json")
     assert speed["status"] == "timeout" and speed["budget_s"] == 4 and speed["seconds"] < 4 + 10
-    assert "budget" in speed["note"] and all(c["status"] != "running" for c in speed["checks"])
+    statuses = [c["status"] for c in speed["checks"]]  # what it finished, then the check it was cut in, if any
+    assert "budget" in speed["note"] and set(statuses) <= {"pass", "timeout"} and statuses.count("timeout") <= 1
     assert "status **timeout**" in (out / "speed" / "result.md").read_text()
     assert "| speed | timeout |" in (out / "summary.md").read_text()
     assert _load(out / "e2e" / "result.json")["status"] == "pass"
