@@ -552,7 +552,7 @@ def run_one_part(name: str, out: Path, dry: bool, budget: float) -> dict:
                      detail=f"cut at the part's {budget:.0f} s budget" if timed_out else "the part process died")
     if timed_out:
         res["status"] = "timeout"
-        res["note"] = (res.get("note", "") + f" Cut at its {budget:.0f} s budget: the checks below are those it "
+        res["note"] = ((res.get("note") or "") + f"\n\nCut at its {budget:.0f} s budget: the checks below are those it "
                        "finished; the rest were not reached.").strip()
     elif rc != 0 or res.get("status") not in ("pass", "fail"):
         res["status"] = "error"
