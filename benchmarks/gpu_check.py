@@ -33,7 +33,9 @@ Output (``--out``, default ``$OUT`` when set, else ``out/gpu-check``):
     summary.json, summary.md         environment (device, torch, CUDA, flash-attn, peak used) and every part
     <part>/result.json, result.md    the part's checks (name, status, seconds, detail and measured fields)
     <part>/log.txt                   the part process's output
-    <part>/work/                     what the part made (shards, runs, needle results)
+    <part>/log.txt is followed by small artifacts: correctness/pytest-cuda.{xml,log}, e2e/needle/ (results)
+Shards, runs and checkpoints (GBs at GPU sizes) go to ``--work`` (default: a temporary folder, removed at the
+end), never under ``--out``, which a lent machine sends back.
 Statuses: pass, fail, skip (not applicable here, out of memory, or past the part's deadline), error (an
 exception), timeout (a part cut at its budget, and the check it was in). Exit status 0 when every part passed, 1 otherwise, 2 when an import is
 missing or (without ``--dry``) there is no CUDA GPU.
@@ -53,6 +55,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from datetime import datetime, timezone
@@ -160,14 +163,14 @@ def save_part(res: dict, folder: Path) -> None:
 class Part:
     """A part running in its own process: its checks, written after each one; a soft deadline per sub-step."""
 
-    def __init__(self, name: str, out: Path, dry: bool, deadline: float, budget: float):
+    def __init__(self, name: str, out: Path, work: Path, dry: bool, deadline: float, budget: float):
         import torch
 
         self.torch, self.dry, self.deadline = torch, dry, deadline
         self.cuda = torch.cuda.is_available() and not dry
         self.dev = torch.device("cuda" if self.cuda else "cpu")
         self.folder = out / name
-        self.work = self.folder / "work"
+        self.work = work / name
         self.work.mkdir(parents=True, exist_ok=True)
         self.S = sizes(dry)
         self.res = {"part": name, "status": "running", "dry": dry, "budget_s": round(budget, 1), "seconds": None,
@@ -342,11 +345,11 @@ def cuda_tests(p: Part) -> dict:
         import pytest  # noqa: F401
     except ImportError:
         return {"status": "skip", "detail": "pytest is not installed"}
-    xml = p.folder / "work" / "pytest-cuda.xml"
+    xml = p.folder / "pytest-cuda.xml"
     cmd = [sys.executable, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider", f"--junitxml={xml}",
            *sorted(str(f) for f in (REPO / "tests").rglob("test_*.py") if "mark.cuda" in f.read_text())]
     r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=max(5, p.deadline - time.time()))
-    (p.folder / "work" / "pytest-cuda.log").write_text(r.stdout + r.stderr)
+    (p.folder / "pytest-cuda.log").write_text(r.stdout + r.stderr)
     if not xml.exists():
         return {"status": "error", "detail": f"pytest exit {r.returncode}: {(r.stdout + r.stderr)[-300:]}"}
     s = ET.parse(xml).getroot()
@@ -460,7 +463,7 @@ def e2e(p: Part) -> None:
     def needle():
         from lcdata_train.needle import NeedleConfig, run_needle
 
-        out = p.work / "needle"
+        out = p.folder / "needle"  # small: results and heatmaps
         res = run_needle(NeedleConfig(model=st["run"], out=str(out), mode="teacher-forced",
                                       lengths=S["needle_lengths"], depths=(0.0, 50.0, 100.0), quiet=True,
                                       overwrite=out.exists()))
@@ -473,11 +476,11 @@ def e2e(p: Part) -> None:
     p.check("needle teacher-forced", needle, kind="needle")
 
 
-def run_part(name: str, out: Path, dry: bool, deadline: float, budget: float) -> int:
+def run_part(name: str, out: Path, work: Path, dry: bool, deadline: float, budget: float) -> int:
     if dry:
         os.environ["CUDA_VISIBLE_DEVICES"] = ""  # the dry run is the CPU path, whatever the machine
         os.environ["OMP_NUM_THREADS"] = "1"  # tiny sizes: one thread is faster than two that wait for each other
-    p = Part(name, out, dry, deadline, budget)
+    p = Part(name, out, work, dry, deadline, budget)
     {"correctness": correctness, "speed": speed, "e2e": e2e}[name](p)
     p.finish()
     return 0
@@ -521,14 +524,16 @@ def environment(dry: bool) -> tuple[dict, list[str]]:
     return env, missing
 
 
-def run_one_part(name: str, out: Path, dry: bool, budget: float) -> dict:
+def run_one_part(name: str, out: Path, work: Path, dry: bool, budget: float) -> dict:
     """Run part ``name`` in a new process group; kill the group at ``budget`` seconds. Returns its result."""
     folder = out / name
     if folder.exists():
-        shutil.rmtree(folder)  # this script's own folder, from an earlier run
+        if not (folder / "result.json").exists() and any(folder.iterdir()):
+            raise SystemExit(f"gpu_check: {folder} exists and holds no gpu-check result: choose another --out")
+        shutil.rmtree(folder)  # this script's own results, from an earlier run
     folder.mkdir(parents=True)
     deadline = time.time() + budget
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--run-part", name, "--out", str(out),
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--run-part", name, "--out", str(out), "--work", str(work),
            "--deadline", repr(deadline), "--budget-s", repr(budget)] + (["--dry"] if dry else [])
     t = time.monotonic()
     with open(folder / "log.txt", "w") as log:
@@ -588,10 +593,31 @@ def parse_budgets(items: list[str], dry: bool) -> dict:
     return b
 
 
+def run_parts(parts: list[str], out: Path, work: Path, dry: bool, budgets: dict, total: float,
+              start: float) -> list[dict]:
+    """Each part in turn, within its budget and what is left of ``total`` (seconds since ``start``)."""
+    results = []
+    for name in parts:
+        left = total - (time.monotonic() - start)
+        budget = min(budgets[name], left)
+        if left < 5:
+            res = {"part": name, "status": "timeout", "dry": dry, "budget_s": 0, "seconds": 0, "checks": [],
+                   "note": f"not started: the total budget of {total:.0f} s was spent"}
+            save_part(res, out / name)
+        else:
+            print(f"gpu-check: part {name} (budget {budget:.0f} s)", flush=True)
+            res = run_one_part(name, out, work, dry, budget)
+        results.append(res)
+        print(f"gpu-check: part {name}: {res['status']} in {res.get('seconds')} s", flush=True)
+    return results
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dry", action="store_true", help="CPU, tiny sizes (the same code paths)")
     ap.add_argument("--out", default=os.environ.get("OUT") or str(REPO / "out" / "gpu-check"))
+    ap.add_argument("--work", default=None, help="folder for shards, runs and checkpoints (default: a temporary "
+                    "one, removed at the end; a folder given is kept)")
     ap.add_argument("--parts", default=",".join(PARTS), help=f"comma list of {PARTS}")
     ap.add_argument("--budget", action="append", default=[], metavar="PART=SECONDS", help="override a part's budget")
     ap.add_argument("--total", type=float, default=None, help="cap on all parts together, seconds")
@@ -601,7 +627,7 @@ def main() -> int:
     a = ap.parse_args()
     out = Path(a.out).resolve()
     if a.run_part:
-        return run_part(a.run_part, out, a.dry, a.deadline, a.budget_s)
+        return run_part(a.run_part, out, Path(a.work), a.dry, a.deadline, a.budget_s)
     parts = [x for x in a.parts.split(",") if x]
     if bad := [x for x in parts if x not in PARTS]:
         raise SystemExit(f"gpu_check: unknown part(s) {bad}; choose among {PARTS}")
@@ -624,19 +650,12 @@ def main() -> int:
         write_text(f"# gpu-check\n\n**error**: {problem}\n", out / "summary.md")
         print(f"gpu-check: {problem}", file=sys.stderr)
         return 2
-    results = []
-    for name in parts:
-        left = total - (time.monotonic() - start)
-        budget = min(budgets[name], left)
-        if left < 5:
-            res = {"part": name, "status": "timeout", "dry": a.dry, "budget_s": 0, "seconds": 0, "checks": [],
-                   "note": f"not started: the total budget of {total:.0f} s was spent"}
-            save_part(res, out / name)
-        else:
-            print(f"gpu-check: part {name} (budget {budget:.0f} s)", flush=True)
-            res = run_one_part(name, out, a.dry, budget)
-        results.append(res)
-        print(f"gpu-check: part {name}: {res['status']} in {res.get('seconds')} s", flush=True)
+    work = Path(a.work).resolve() if a.work else Path(tempfile.mkdtemp(prefix="lcdata-gpu-check-"))
+    try:
+        results = run_parts(parts, out, work, a.dry, budgets, total, start)
+    finally:
+        if not a.work:
+            shutil.rmtree(work, ignore_errors=True)
     status = "pass" if all(r["status"] == "pass" for r in results) else "fail"
     summary = {"environment": env, "status": status, "seconds": round(time.monotonic() - start, 1),
                "parts": [{k: r.get(k) for k in ("part", "status", "seconds", "budget_s", "note")} for r in results]}

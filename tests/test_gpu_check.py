@@ -3,6 +3,7 @@ runs every part for real and writes the JSON and Markdown a GPU run writes, ever
 part over its budget is cut, reported as timeout, and the part after it still runs."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -22,12 +23,12 @@ def _load(path: Path) -> dict:
 
 
 def test_make_gpu_check_dry_runs_every_part(tmp_path):
-    out = tmp_path / "gpu check"  # a space, as a user's path may have
+    out, work = tmp_path / "gpu check", tmp_path / "work"  # a space in OUT, as a user's path may have
     if shutil.which("make"):
         cmd = ["make", "--no-print-directory", "-C", str(ROOT), "gpu-check", "DRY=1", f"PYTHON={sys.executable}",
-               f"OUT={out}"]  # OUT reaches the script as $OUT, as on a lent machine
+               f"OUT={out}", f"GPU_CHECK_ARGS=--work {work}"]  # OUT reaches the script as $OUT, as on a lent machine
     else:
-        cmd = [sys.executable, str(SCRIPT), "--dry", "--out", str(out)]
+        cmd = [sys.executable, str(SCRIPT), "--dry", "--out", str(out), "--work", str(work)]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
     summary = _load(out / "summary.json")
@@ -69,16 +70,19 @@ def test_make_gpu_check_dry_runs_every_part(tmp_path):
     assert "## bench_train" in speed_md and "## bench_eval (teacher-forced)" in speed_md and "MFU null" in speed_md
 
     e2e = {c["kind"]: c for c in res["e2e"]["checks"]}
-    manifest = _load(out / "e2e" / "work" / "shards-256" / "manifest.json")
+    manifest = _load(work / "e2e" / "shards-256" / "manifest.json")  # shards and runs: in --work, not in OUT
     assert e2e["build"]["n_tokens"] == manifest["n_tokens"] > 0
-    assert e2e["e2e-train"]["steps"] >= 3 and (out / "e2e" / "work" / "run" / "final" / "config.json").exists()
-    assert 0 <= e2e["needle"]["mean_score"] <= 100 and (out / "e2e" / "work" / "needle" / "results.json").exists()
+    assert e2e["e2e-train"]["steps"] >= 3 and (work / "e2e" / "run" / "final" / "config.json").exists()
+    assert 0 <= e2e["needle"]["mean_score"] <= 100 and (out / "e2e" / "needle" / "results.json").exists()
+    assert (out / "correctness" / "pytest-cuda.xml").exists()
+    assert not any(p.suffix in (".bin", ".safetensors") for p in out.rglob("*"))  # OUT stays small
 
 
 def test_a_part_over_its_budget_is_reported_and_the_next_part_runs(tmp_path):
     out = tmp_path / "gc"
     r = subprocess.run([sys.executable, str(SCRIPT), "--dry", "--out", str(out), "--parts", "speed,e2e",
-                        "--budget", "speed=4"], capture_output=True, text=True, timeout=300)
+                        "--budget", "speed=4"], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "TMPDIR": str(tmp_path)})
     assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-3000:]
     summary = _load(out / "summary.json")
     assert summary["status"] == "fail"
@@ -90,3 +94,4 @@ def test_a_part_over_its_budget_is_reported_and_the_next_part_runs(tmp_path):
     assert "status **timeout**" in (out / "speed" / "result.md").read_text()
     assert "| speed | timeout |" in (out / "summary.md").read_text()
     assert _load(out / "e2e" / "result.json")["status"] == "pass"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("lcdata-gpu-check-")]  # temporary work: removed
