@@ -49,11 +49,15 @@ def timed(fn, reps: int, cuda: bool) -> float:
     return statistics.median(times)
 
 
-def make_model(name: str, max_len: int, dev):
-    """The preset ``name`` (demo vocabulary, 16K) with seeded random weights, on ``dev``, in eval mode."""
+def make_model(name: str, max_len: int, dev, folder: str | None = None):
+    """The preset ``name`` (demo vocabulary, 16K) with seeded random weights, on ``dev``, in eval mode; or the
+    model of a Hugging Face ``folder`` (the same weights, already drawn: `bench_train.init_model_folder`)."""
+    from lcdata_train.checkpoint import load_pretrained
     from lcdata_train.config import preset
     from lcdata_train.model import Llama, init_state_dict
 
+    if folder:
+        return load_pretrained(folder, max_seq_len=max_len + 64).to(dev).eval()
     cfg = preset(name, 16384, max_len + 64)
     model = Llama(cfg)
     model.load_state_dict(init_state_dict(cfg, 0))

@@ -366,7 +366,7 @@ def speed(p: Part) -> None:
     import statistics
 
     from bench_eval import make_model, teacher_forced_tps
-    from bench_train import run_one
+    from bench_train import init_model_folder, run_one
 
     from lcdata_train.attention import pick_backend
     from lcdata_train.train import peak_flops
@@ -380,13 +380,18 @@ def speed(p: Part) -> None:
     print(p.res["note"], flush=True)
     shards = {}
 
+    def prepare():  # the shards and the initial weights, once, in the first check that needs them
+        if "s" not in shards:
+            shards["s"] = p.shards(max(S["train_lens"] + S["long_lens"]), S["shard_inputs"] if p.dry else
+                                   [str(DEMO)], 2 if p.dry else os.cpu_count())
+        if "init" not in shards:
+            shards["init"] = init_model_folder(S["speed_model"], shards["s"], p.work)
+
     def train_row(L, doc_mask, steps):
         def run():
-            if "s" not in shards:
-                shards["s"] = p.shards(max(S["train_lens"] + S["long_lens"]), S["shard_inputs"] if p.dry else
-                                       [str(DEMO)], 2 if p.dry else os.cpu_count())
+            prepare()
             p.peak_reset()
-            recs, wall = run_one(shards["s"], S["speed_model"], L, doc_mask, steps, p.cuda, None, p.work)
+            recs, wall = run_one(shards["s"], shards["init"], L, doc_mask, steps, p.cuda, None, p.work)
             keep = recs[S["warmup"]:] or recs
             med = {k: statistics.median(r[k] for r in keep) for k in ("tokens_per_s", "step_s", "data_share")}
             mfu = statistics.median(r["mfu"] for r in keep) if keep[0]["mfu"] is not None else None
@@ -406,7 +411,8 @@ def speed(p: Part) -> None:
     for L in S["eval_lens"]:
         def run(L=L):
             if "m" not in model:
-                model["m"] = make_model(S["speed_model"], max(S["eval_lens"]), p.dev)
+                prepare()
+                model["m"] = make_model(S["speed_model"], max(S["eval_lens"]), p.dev, shards["init"])
             p.peak_reset()
             tps = teacher_forced_tps(model["m"], L, S["eval_reps"], p.cuda)
             return {"status": "pass", "tokens_per_s": tps, "peak_memory_gib": p.peak_gib(),
