@@ -95,3 +95,16 @@ def test_a_part_over_its_budget_is_reported_and_the_next_part_runs(tmp_path):
     assert "| speed | timeout |" in (out / "summary.md").read_text()
     assert _load(out / "e2e" / "result.json")["status"] == "pass"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("lcdata-gpu-check-")]  # temporary work: removed
+
+
+def test_without_a_gpu_it_stops_at_once_and_says_to_use_dry(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here: without --dry the script would run the real check")
+    r = subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path / "gc")], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 2 and "no CUDA GPU here: run `make gpu-check DRY=1`" in r.stderr, r.stderr[-2000:]
+    summary = _load(tmp_path / "gc" / "summary.json")
+    assert summary["status"] == "error" and summary["parts"] == [] and summary["environment"]["modules"]["torch"]
+    assert sorted(p.name for p in (tmp_path / "gc").iterdir()) == ["summary.json", "summary.md"]
