@@ -6,39 +6,40 @@ in its own process under a hard time budget, every result written as JSON and a 
     make gpu-check DRY=1            # the same code paths on CPU at tiny sizes (< 1 minute); run by `make test`
     python benchmarks/gpu_check.py [--dry] [--out DIR] [--parts correctness,speed,e2e] [--budget PART=SECONDS]
 
-Before spending time it imports what it needs (torch, numpy, polars, safetensors, lcdata, lcdata_train; pytest
-and flash-attn are optional) and, without ``--dry``, checks that CUDA is there; it installs nothing.
+Before spending time it imports what the parts need (torch, numpy, polars, pyarrow, zstandard, tokenizers,
+matplotlib, safetensors, lcdata, lcdata_train; pytest and flash-attn are optional) and, without ``--dry``, checks
+that CUDA is there; it installs nothing (the GPU image lacks polars and zstandard: they travel as wheels,
+scripts/gpu_wheels.sh).
 
-Parts (sizes: GPU / ``--dry``):
-1. ``correctness``: the CUDA-only tests (``pytest -m cuda tests``; skipped on CPU); every attention backend
-   available (SDPA's flash / cuDNN / efficient / math kernels via ``sdpa_kernel``, ``torch_varlen``,
-   ``flash_attn``, ``sdpa_docs`` and the automatic choice) against `attention.reference_attention` in float64,
-   bf16 inputs, tolerance 2e-2, with and without document masks; ``small`` / ``debug`` trained 4 steps in
-   bf16 and in fp32 from the same weights on the same batches (loss agreement); a run stopped after 2 steps
-   and resumed from its checkpoint gives the uninterrupted run's next losses.
-2. ``speed``: `bench_train` rows (``1b`` at 16K, 32K, 64K, then 128K last with activation checkpointing,
-   doc-mask off and on: tokens/s, MFU against the chip's dense bf16 peak, loader share of step time, peak
-   memory) and `bench_eval` teacher-forced throughput at 32K / 64K / 128K. A row that does not fit in memory
-   is reported as skipped (out of memory). Dry: ``debug`` at 64 / 128 / 256, MFU and memory null.
-3. ``e2e``: shards from the demo corpus at 16K on all the machine's cores, the ``small`` preset trained for
-   about 2 minutes (a probe of a few steps sets the step count), needle teacher-forced on the final model.
-   Dry: one demo file at 256 tokens, ``debug``, about 3 s of training.
+Parts (GPU sizes; ``--dry``: the same code at tiny sizes on CPU, ``debug`` model):
+1. ``correctness``: ``pytest -m cuda`` (the CUDA-only tests; skipped on CPU); every attention path (the automatic
+   choice, SDPA with each of its flash / cuDNN / efficient / math kernels via ``sdpa_kernel``, run per document
+   with a mask, ``torch_varlen``, ``flash_attn``) against `attention.reference_attention` in float64 on bf16
+   inputs, with and without document masks: output (tol 2e-2) and gradients (max error / max gradient < 3e-2);
+   ``small`` trained 4 steps in bf16 and in fp32 from the same weights on the same batches (losses within 2%);
+   a run stopped after 2 steps and resumed from its checkpoint gives the uninterrupted run's next loss.
+2. ``speed``: `bench_train` rows (``1b`` at 16K, 32K, 64K, then 128K last; activation checkpointing; doc-mask
+   off and on: tokens/s, MFU against the chip's dense bf16 peak, loader share of step time, peak memory) and
+   `bench_eval` teacher-forced tokens/s at 32K / 64K / 128K, all from one set of initial weights drawn once. A
+   row that runs out of memory is reported skipped. Dry: MFU, peak and memory fields null.
+3. ``e2e``: shards of the demo corpus at 16K on all the machine's cores, ``small`` trained about 2 minutes (a
+   probe of a few steps sets the step count), needle teacher-forced on the final model.
 
 Budgets: the parent runs each part as ``gpu_check.py --run-part NAME`` in a new process group and kills the
 group at the part's budget (GPU 70 / 230 / 170 s; dry 90 s each) or when the total cap (470 s; dry 240 s) is
-spent. A part writes its result after every sub-step, so one cut short keeps what it measured: it is reported
-``timeout`` and the next part runs. Inside a part a sub-step that would start past the deadline is skipped.
+spent. A part writes its result before and after every check, so one cut short keeps what it measured: it is
+reported ``timeout`` (and so is the check it was in) and the next part runs. Inside a part, a check that would
+start past the deadline is skipped.
 
-Output (``--out``, default ``$OUT`` when set, else ``out/gpu-check``):
-    summary.json, summary.md         environment (device, torch, CUDA, flash-attn, peak used) and every part
+Output (``--out``; default ``$OUT`` when set, else ``out/gpu-check``), small enough to send back:
+    summary.json, summary.md         environment (device, versions, bf16 peak used) and every part's status
     <part>/result.json, result.md    the part's checks (name, status, seconds, detail and measured fields)
     <part>/log.txt                   the part process's output
-    <part>/log.txt is followed by small artifacts: correctness/pytest-cuda.{xml,log}, e2e/needle/ (results)
+    correctness/pytest-cuda.*, e2e/needle/   the CUDA tests' JUnit XML and log; the needle results
 Shards, runs and checkpoints (GBs at GPU sizes) go to ``--work`` (default: a temporary folder, removed at the
-end), never under ``--out``, which a lent machine sends back.
-Statuses: pass, fail, skip (not applicable here, out of memory, or past the part's deadline), error (an
-exception), timeout (a part cut at its budget, and the check it was in). Exit status 0 when every part passed, 1 otherwise, 2 when an import is
-missing or (without ``--dry``) there is no CUDA GPU.
+end). Check statuses: pass, fail, skip (not applicable here, out of memory, or past the deadline), error (an
+exception), timeout. Exit status 0 when every part passed, 1 otherwise, 2 when an import is missing or (without
+``--dry``) there is no CUDA GPU.
 """
 
 from __future__ import annotations
@@ -65,7 +66,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 DEMO = REPO / "data" / "demo"
-TOKENIZER = DEMO / "tokenizer.json"
 PARTS = ("correctness", "speed", "e2e")
 BUDGETS = {False: {"correctness": 70, "speed": 230, "e2e": 170}, True: {p: 90 for p in PARTS}}
 TOTAL = {False: 470, True: 240}
@@ -478,7 +478,8 @@ def e2e(p: Part) -> None:
         return {"status": "pass", "mean_score": score, "tokens_per_s": info.get("tokens_per_s"),
                 "mean_logprob": float(res["logprob"].mean()),
                 "detail": f"{res.height} prompts at lengths {list(S['needle_lengths'])}: mean score {score:.1f}, "
-                          f"answer log-prob {float(res['logprob'].mean()):.2f}, {info.get('tokens_per_s') or 0:,.0f} tok/s"}
+                          f"answer log-prob {float(res['logprob'].mean()):.2f}, "
+                          f"{info.get('tokens_per_s') or 0:,.0f} tok/s"}
     p.check("needle teacher-forced", needle, kind="needle")
 
 

@@ -59,7 +59,8 @@ def test_make_gpu_check_dry_runs_every_part(tmp_path):
     assert rs["status"] == "pass" and rs["bitwise"] is True and rs["losses_resumed"] == rs["losses_uninterrupted"]
 
     train = [c for c in res["speed"]["checks"] if c.get("kind") == "train"]
-    assert sorted((c["seq_len"], c["doc_mask"]) for c in train) == [(L, m) for L in (64, 128, 256) for m in (False, True)]
+    rows = sorted((c["seq_len"], c["doc_mask"]) for c in train)
+    assert rows == [(L, m) for L in (64, 128, 256) for m in (False, True)]
     for c in train:
         assert c["tokens_per_s"] > 0 and 0 <= c["data_share"] < 1 and c["steps"] == 2
         assert c["mfu"] is None and c["peak_memory_gib"] is None and c["peak_tflops"] is None  # CPU: null
