@@ -26,7 +26,7 @@ Parts (GPU sizes; ``--dry``: the same code at tiny sizes on CPU, ``debug`` model
    probe of a few steps sets the step count), needle teacher-forced on the final model.
 
 Budgets: the parent runs each part as ``gpu_check.py --run-part NAME`` in a new process group and kills the
-group at the part's budget (GPU 70 / 230 / 170 s; dry 90 s each) or when the total cap (470 s; dry 240 s) is
+group at the part's budget (GPU 65 / 220 / 165 s; dry 90 s each) or when the total cap (450 s; dry 240 s) is
 spent. A part writes its result before and after every check, so one cut short keeps what it measured: it is
 reported ``timeout`` (and so is the check it was in) and the next part runs. Inside a part, a check that would
 start past the deadline is skipped.
@@ -67,8 +67,8 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 DEMO = REPO / "data" / "demo"
 PARTS = ("correctness", "speed", "e2e")
-BUDGETS = {False: {"correctness": 70, "speed": 230, "e2e": 170}, True: {p: 90 for p in PARTS}}
-TOTAL = {False: 470, True: 240}
+BUDGETS = {False: {"correctness": 65, "speed": 220, "e2e": 165}, True: {p: 90 for p in PARTS}}
+TOTAL = {False: 450, True: 240}  # GPU: 7.5 minutes, imports included
 # what the parts import; the GPU image (PyTorch 2.11, CUDA 13) lacks polars and zstandard: they travel as wheels
 # (scripts/gpu_wheels.sh, benchmarks/README.md "gpu-check")
 REQUIRED = ("numpy", "polars", "pyarrow", "zstandard", "fsspec", "tokenizers", "matplotlib", "torch", "safetensors",
