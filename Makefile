@@ -9,7 +9,8 @@
 # `make shards`, `make train`, `make needle`, `make eval-loss`, `make report` stop at each stage.
 # `make paper-ablation`: natural vs per-source vs one-domain-upsampled data, same base model, same budget.
 
-PYTHON    ?= python3
+# the interpreter: the venv's when there is one (gpu-check runs on a GPU image's python as it is, installing nothing)
+PYTHON    ?= $(if $(wildcard $(VENV)/bin/python),$(VENV)/bin/python,python3)
 VENV      ?= .venv
 BIN       ?= $(VENV)/bin
 STAMP     ?= $(VENV)/.lcdata-installed
@@ -97,7 +98,8 @@ HELDOUT   ?=
 endif
 
 .SECONDARY:
-.PHONY: venv venv-dev test demo stats sample shards heldout train needle eval-loss report paper-ablation lint bench clean FORCE
+.PHONY: venv venv-dev test demo stats sample shards heldout train needle eval-loss report paper-ablation lint bench \
+	gpu-check clean FORCE
 
 # the pipeline's install (make demo and every stage)
 $(STAMP): pyproject.toml
@@ -322,6 +324,14 @@ endif
 
 bench: venv-dev
 	$(BIN)/python benchmarks/run_all.py
+
+# One command for a lent GPU (benchmarks/gpu_check.py, < 8 minutes on one H200): correctness, speed, end to
+# end, each part under a hard time budget; results in $OUT when set, else out/gpu-check (summary.md first).
+# It installs nothing and needs no venv: PYTHON is the venv's python if there is one, else python3.
+# DRY=1: the same script on CPU at tiny sizes (under a minute; tests/test_gpu_check.py runs it in `make test`).
+GPU_CHECK_ARGS ?=
+gpu-check:
+	$(PYTHON) benchmarks/gpu_check.py $(if $(DRY),--dry) $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf out .pytest_cache

@@ -162,7 +162,7 @@ PARALLEL = ("fsdp", "ddp")
 DTYPES = ("auto", "float32", "bfloat16")
 # TrainConfig fields a resumed run may change; every other one must equal the checkpoint's.
 RESUMABLE_CHANGES = ("out", "resume", "overwrite", "tokens", "stop_after", "save_every", "keep", "log_every", "num_workers",
-                     "quiet", "peak_tflops", "save_dtype")
+                     "quiet", "peak_tflops", "save_dtype", "save")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -206,6 +206,7 @@ class TrainConfig:
     num_workers: int = 0
     peak_tflops: float | None = None  # for MFU; default: known GPUs, None on CPU
     save_dtype: str = "auto"  # final model: the source checkpoint's dtype, float32 for presets
+    save: bool = True  # False: no checkpoint and no final model at all (benchmarks time the steps only)
     quiet: bool = False
 
     def __post_init__(self):

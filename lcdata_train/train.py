@@ -19,7 +19,8 @@ attention blocks (whole sequences, or documents with ``doc_mask``; causal, forwa
 activation recomputation not counted). Peak = the GPU's dense bf16 peak from a table, ``peak_tflops``
 if given, else MFU is None (on CPU: there is no meaningful published peak).
 
-Checkpoints every ``save_every`` steps and at the end (`checkpoint.py`); the finished model is also
+Checkpoints every ``save_every`` steps and at the end (`checkpoint.py`; none with ``save=False``, which
+benchmarks use: a ``1b`` checkpoint with its optimizer is 12 GB); the finished model is also
 written to ``RUN/final`` in Hugging Face format (with the shards' tokenizer.json beside it when the file the
 manifest names is still there). Resume (``resume=True``) restores weights, optimizer and
 the data position from the newest checkpoint and refuses a changed config; with no randomness after
@@ -192,7 +193,7 @@ def _train(cfg: TrainConfig, info: D.DistInfo) -> TrainResult:
         result.records.append(rec)
         if info.main:
             _log_step(cfg, log_path, rec, run.total_steps, stop)
-        if step == stop or (cfg.save_every and step % cfg.save_every == 0):
+        if cfg.save and (step == stop or (cfg.save_every and step % cfg.save_every == 0)):
             final_dir = _save(cfg, info, run, step)
             if final_dir:
                 result.final_dir = final_dir

@@ -90,6 +90,13 @@ def test_resume_reproduces_losses_exactly(train_shards, tmp_path, deterministic)
     assert sorted(os.listdir(tmp_path / "b" / "checkpoints")) == ["step-00000003", "step-00000006"]
 
 
+def test_save_false_writes_no_checkpoint_and_no_final_model(train_shards, tmp_path):
+    """Benchmarks time the steps only (`save=False`): the log and run.json are written, nothing else."""
+    res = train(_cfg(train_shards, tmp_path / "a", tokens=512 * 2, save=False))
+    assert res.step == 2 and res.final_dir is None and len(res.losses) == 2
+    assert sorted(f for f in os.listdir(tmp_path / "a") if not f.startswith(".")) == ["log.jsonl", "run.json"]
+
+
 def test_shorter_seq_len_uses_every_token_reports_it_and_resumes_exactly(train_shards, tmp_path, deterministic,
                                                                         capsys):
     """seq_len 96 on shards of 256 (not a divisor): run.json and the start line report windows, tokens used and
