@@ -27,9 +27,11 @@ Cost: one pass over the weights; at save, the SHA-256 of each file.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -76,7 +78,8 @@ def save_sharded_checkpoint(run_dir: str, step: int, model, opt, mcfg: ModelConf
         os.makedirs(tmp)
     D.barrier(info)
     msd, osd = get_state_dict(model, opt)
-    dcp.save({"model": msd, "optim": osd}, checkpoint_id=tmp, no_dist=info.world == 1)
+    with _quiet():
+        dcp.save({"model": msd, "optim": osd}, checkpoint_id=tmp, no_dist=info.world == 1)
     del msd, osd
     mine = {n: _sum(tmp, n) for n in sorted(os.listdir(tmp)) if n.startswith(f"__{info.rank}_")}
     sums = [mine]
@@ -94,6 +97,14 @@ def save_sharded_checkpoint(run_dir: str, step: int, model, opt, mcfg: ModelConf
     return final
 
 
+@contextlib.contextmanager
+def _quiet():
+    """DCP warns on every single-process save/load, which is intended here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        yield
+
+
 def _sum(folder: str, name: str) -> dict:
     path = os.path.join(folder, name)
     return {"bytes": os.path.getsize(path), "sha256": file_sha256(path)}
@@ -105,7 +116,8 @@ def load_sharded_checkpoint(path: str, model, opt) -> None:
     msd, osd = get_state_dict(model, opt)
     sd = {"model": msd, "optim": osd}
     try:
-        dcp.load(sd, checkpoint_id=path, no_dist=not dist.is_initialized())
+        with _quiet():
+            dcp.load(sd, checkpoint_id=path, no_dist=not dist.is_initialized())
     except (RuntimeError, ValueError, OSError) as e:
         raise CheckpointError(f"{path}: the sharded checkpoint does not load into this model "
                               f"({type(e).__name__}: {str(e)[:300]}); {resume_fix(path)}") from None
@@ -117,7 +129,8 @@ def read_tensors(path: str, shapes: dict[str, tuple[int, ...]]) -> dict[str, tor
     this process's CPU (DCP reads only those keys); needs no process group."""
     sd = {f"model.{k}": torch.empty(s, dtype=torch.float32) for k, s in shapes.items()}
     try:
-        dcp.load(sd, checkpoint_id=path, no_dist=not dist.is_initialized())
+        with _quiet():
+            dcp.load(sd, checkpoint_id=path, no_dist=not dist.is_initialized())
     except (RuntimeError, ValueError, OSError) as e:
         raise CheckpointError(f"{path}: cannot read {sorted(shapes)[:3]}... from the sharded checkpoint "
                               f"({type(e).__name__}: {str(e)[:300]})") from None
