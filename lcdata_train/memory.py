@@ -10,15 +10,20 @@ under FSDP2, else 1), T = micro_batch x seq_len tokens, c = bytes of the compute
 - compute copies: under FSDP2 with bf16 the all-gathered weights of two blocks (the current one and the
   prefetched next) plus the root (embedding, final norm, output layer), c bytes each; in one process or DDP
   with bf16 autocast, autocast's cached c-byte copy of every matmul weight; none in fp32;
-- activations, per token per layer, for `model.Block` with a fused attention kernel (flash / cuDNN / efficient
-  SDPA: it keeps its output and a log-sum-exp per head, never the L x L scores): c x (2 dim [the normed
-  inputs of attention and MLP] + 4 Hq hd [q, rotate_half(q), rotated q, attention output] + 4 Hkv hd [k, its
-  two RoPE terms, v] + 4 ffn [gate, silu(gate), up, their product] + 2 hd [cos and sin cast to c]) + 4 x
-  (2 dim [the fp32 norm inputs] + Hq [log-sum-exp]). With activation checkpointing (``act_ckpt``, default on)
-  only each block's input stays (c x dim per token per layer) and one block is recomputed at a time in
-  backward; without it every layer keeps everything. Plus fp32 cos/sin (2 x 4 hd per token, shared by the
-  layers), the final norm (4 + c) dim, and a backward workspace of 3 x ffn x c + 2 x dim x 4 per token (the
-  gradients of one block's largest activations);
+- activations, per token per layer, the tensors autograd saves in `model.Block` with weights in the compute
+  dtype (FSDP2's bf16 ``param_dtype``, or fp32) and a fused attention kernel (flash / cuDNN / efficient SDPA,
+  and PyTorch's CPU flash kernel: output and a log-sum-exp per head, never the L x L scores):
+  c x (4 dim [per RMSNorm: the normalised input cast to c, and its product with the weight]
+  + 2 Hq hd [rotated q, attention output] + 2 Hkv hd [rotated k, v] + 4 ffn [gate, up, silu(gate), their
+  product] + 2 hd [cos and sin cast to c; none in fp32]) + 4 x (2 dim [the fp32 norm inputs] + Hq
+  [log-sum-exp] + 2 [the norms' rsqrt]). In tests/train/test_memory.py this equals, byte for byte, what
+  ``saved_tensors_hooks`` sees a block save on CPU, in bf16 and in fp32. With activation checkpointing
+  (``act_ckpt``, default on) only each block's input stays (c x dim per token per layer) and one block is
+  recomputed at a time in backward; without it every layer keeps everything. Plus fp32 cos/sin (2 x 4 hd per
+  token, shared by the layers), the final norm ((4 + 2c) dim + 4), and a backward workspace of
+  3 x ffn x c + 2 x dim x 4 per token (the gradients of one block's largest activations: a guess, not
+  measured). One process with fp32 weights under bf16 autocast saves somewhat different tensors (an fp32
+  residual stream, casts at each matmul); the formula is not exact there;
 - the loss (`loss.py`): one chunk of fp32 logits and its softmax (2 x 4 x chunk x vocab), the gradient of the
   hidden states (c x dim x T) and of the output layer (fp32, vocab x dim), held from forward to backward.
 
@@ -80,7 +85,7 @@ def estimate_memory(cfg: ModelConfig, seq_len: int, micro_batch: int = 1, world:
     >>> m = ModelConfig(vocab_size=32000, dim=4096, n_layers=32, n_heads=32, n_kv_heads=32, ffn_dim=11008)
     >>> e = estimate_memory(m, 81920, world=8)
     >>> round(e.total / 2**30, 1), e.n_params
-    (60.9, 6738415616)
+    (60.3, 6738415616)
     """
     if compute_bytes not in (2, 4):
         raise ConfigError(f"compute_bytes={compute_bytes} must be 2 (bf16) or 4 (fp32)")
@@ -98,16 +103,24 @@ def estimate_memory(cfg: ModelConfig, seq_len: int, micro_batch: int = 1, world:
             copies = c * (2 * block + root)
         else:
             copies = c * cfg.matmul_params()
-    per_layer = c * (2 * d + 4 * hq * hd + 4 * hkv * hd + 4 * f + 2 * hd) + 4 * (2 * d + hq)
+    per_layer = activations_per_layer(cfg, c)
     if act_ckpt:
         acts = L * T * d * c + T * per_layer
     else:
         acts = L * T * per_layer
-    acts += T * (2 * 4 * hd + (4 + c) * d + 3 * f * c + 2 * d * 4)
+    acts += T * (2 * 4 * hd + (4 + 2 * c) * d + 4 + 3 * f * c + 2 * d * 4)
     loss = 2 * 4 * min(loss_chunk, T) * V + c * d * T + 4 * V * d
     return MemoryEstimate(n_params=N, shards=S, seq_len=seq_len, micro_batch=micro_batch, act_ckpt=act_ckpt,
                           compute_bytes=c, weights=-(-4 * N // S), gradients=grads, optimizer=-(-8 * N // S),
                           compute_copies=copies, activations=acts, loss=loss)
+
+
+def activations_per_layer(cfg: ModelConfig, compute_bytes: int = 2) -> int:
+    """Bytes one `model.Block` saves for backward per token (the module docstring's formula)."""
+    c, d, hd = compute_bytes, cfg.dim, cfg.head_dim
+    rope_casts = 2 * hd if c < 4 else 0
+    return (c * (4 * d + 2 * cfg.n_heads * hd + 2 * cfg.n_kv_heads * hd + 4 * cfg.ffn_dim + rope_casts)
+            + 4 * (2 * d + cfg.n_heads + 2))
 
 
 def usable_bytes(device_bytes: int) -> int:

@@ -7,7 +7,7 @@ import pytest
 
 from lcdata.errors import ConfigError
 from lcdata_train.config import ModelConfig, TrainConfig, preset
-from lcdata_train.memory import GIB, check_fits, estimate_memory, usable_bytes
+from lcdata_train.memory import GIB, activations_per_layer, check_fits, estimate_memory, usable_bytes
 
 LLAMA2_7B = ModelConfig(vocab_size=32000, dim=4096, n_layers=32, n_heads=32, n_kv_heads=32, ffn_dim=11008)
 H100 = 80 * 10**9  # what torch reports for an H100 80GB: 79.6e9 or so; round here
@@ -23,20 +23,58 @@ def test_each_term_equals_hand_arithmetic():
     assert e.n_params == 202_048 and e.shards == 4
     assert (e.weights, e.gradients, e.optimizer) == (202_048, 202_048, 404_096)  # 4N/4, 4N/4, 8N/4
     assert e.compute_copies == 2 * (2 * 36_992 + 128_064)  # bf16: two blocks + root (embedding, output, norm)
-    # per token per layer: 2 x (2x64 + 4x4x16 + 4x2x16 + 4x128 + 2x16) + 4 x (2x64 + 4) = 2,112 + 528
-    per_layer, T = 2_640, 200
-    shared = T * (2 * 4 * 16 + 6 * 64 + 3 * 128 * 2 + 2 * 64 * 4)  # cos/sin, final norm, backward workspace
-    assert shared == 358_400
-    assert e.activations == 2 * T * 64 * 2 + T * per_layer + shared == 937_600  # block inputs + one block
+    # per token per layer: 2 x (4x64 + 2x4x16 + 2x2x16 + 4x128 + 2x16) + 4 x (2x64 + 4 + 2) = 1,984 + 536
+    per_layer, T = 2_520, 200
+    assert activations_per_layer(cfg, 2) == per_layer
+    # cos/sin, final norm, backward workspace
+    shared = T * (2 * 4 * 16 + (4 + 4) * 64 + 4 + 3 * 128 * 2 + 2 * 64 * 4)
+    assert shared == 384_800
+    assert e.activations == 2 * T * 64 * 2 + T * per_layer + shared == 940_000  # block inputs + one block
     assert e.loss == 2 * 4 * 64 * 1000 + 2 * 64 * T + 4 * 1000 * 64 == 793_600  # logits chunk, dL/dh, dL/dW
-    assert e.total == 202_048 * 2 + 404_096 + 404_096 + 937_600 + 793_600
+    assert e.total == 202_048 * 2 + 404_096 + 404_096 + 940_000 + 793_600
     off = estimate_memory(cfg, 100, 2, 4, "fsdp", act_ckpt=False, compute_bytes=2, loss_chunk=64)
-    assert off.activations == 2 * T * per_layer + shared == 1_414_400
+    assert off.activations == 2 * T * per_layer + shared == 1_392_800
     one = estimate_memory(cfg, 100, 2, 1, "fsdp", True, 2, 64)  # one process: nothing sharded, autocast copies
     assert (one.weights, one.optimizer, one.compute_copies) == (4 * 202_048, 8 * 202_048, 2 * (202_048 - 64_000))
     ddp = estimate_memory(cfg, 100, 2, 4, "ddp", True, 2, 64)
     assert ddp.gradients == 8 * 202_048 and ddp.shards == 1  # grads + DDP's bucket copies
     assert estimate_memory(cfg, 100, 2, 4, "fsdp", True, 4, 64).compute_copies == 0  # fp32: no copies
+
+
+def _saved_bytes(cfg, tokens: int, dtype, act_ckpt: bool = False) -> int:
+    """Bytes of the distinct tensors (not parameters) autograd saves in a forward of ``cfg`` on CPU."""
+    torch = pytest.importorskip("torch")
+    from lcdata_train.model import Llama
+
+    torch.manual_seed(0)
+    m = Llama(cfg).to(dtype)
+    m.act_ckpt = act_ckpt
+    params = {p.untyped_storage().data_ptr() for p in m.parameters()}
+    seen = {}
+
+    def pack(t):
+        s = t.untyped_storage()
+        if s.data_ptr() not in params:
+            seen[s.data_ptr()] = s.nbytes()
+        return t
+
+    ids = torch.randint(0, cfg.vocab_size, (1, tokens))
+    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        m.hidden(ids)
+    return sum(seen.values())
+
+
+@pytest.mark.parametrize("dtype_name,act_ckpt", [("bfloat16", False), ("float32", False), ("bfloat16", True)])
+def test_activations_per_layer_equal_what_autograd_saves(dtype_name, act_ckpt):
+    """Measured: the bytes a block saves (3 layers minus 1 layer, halved) equal the formula exactly, in bf16
+    weights (as FSDP's param_dtype) and fp32; with checkpointing only the block input (c x dim) stays."""
+    torch = pytest.importorskip("torch")
+    dtype = getattr(torch, dtype_name)
+    kw = dict(vocab_size=512, dim=64, n_heads=4, n_kv_heads=2, ffn_dim=160)
+    T, c = 256, dtype.itemsize
+    one, three = (_saved_bytes(ModelConfig(n_layers=n, **kw), T, dtype, act_ckpt) for n in (1, 3))
+    want = c * 64 if act_ckpt else activations_per_layer(ModelConfig(n_layers=1, **kw), c)
+    assert (three - one) / 2 / T == want
 
 
 def _built_params(cfg) -> int:
