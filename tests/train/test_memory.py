@@ -125,3 +125,18 @@ def test_train_prints_the_estimate_and_records_it(train_shards, tmp_path, capsys
     err = capsys.readouterr().err
     assert f"memory estimate per rank (CPU: not checked): {est.line()}; activation checkpointing off" in err
     assert json.loads((tmp_path / "run" / "run.json").read_text())["memory_estimate"] == est.to_dict()
+
+
+def test_flags_map_to_the_config_and_a_resume_may_change_them():
+    from lcdata_train.cli import build_parser, config_from_args
+    from lcdata_train.config import config_changes
+
+    a = build_parser().parse_args(["train", "--shards", "S", "--out", "R", "--checkpoint-format", "sharded",
+                                   "--no-memory-check"])
+    c = config_from_args(a)
+    assert c.checkpoint_format == "sharded" and c.memory_check is False
+    old = TrainConfig(shards="S", out="R").to_dict()
+    del old["checkpoint_format"], old["memory_check"]  # a checkpoint of an earlier lcdata: no such keys
+    assert config_changes(old, c) == []
+    with pytest.raises(ConfigError, match=r"checkpoint_format='zip' must be one of \('auto', 'full', 'sharded'\)"):
+        TrainConfig(shards="S", out="R", checkpoint_format="zip")

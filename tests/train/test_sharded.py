@@ -54,6 +54,12 @@ def _torchrun(shards, out, *extra, fault=None):
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
 
 
+def _ok(p) -> None:
+    """The torchrun run succeeded; else the ranks' own messages (not torchrun's launcher noise)."""
+    noise = ("W1", "E1", "I1", "  File", "    ", "Traceback", "torch.distributed.elastic")
+    assert p.returncode == 0, "\n".join(ln for ln in p.stderr.splitlines() if not ln.startswith(noise))[-4000:]
+
+
 def _losses(run):
     return [json.loads(ln)["loss"] for ln in open(Path(run) / "log.jsonl")]
 
@@ -69,7 +75,7 @@ def runs(train_shards, tmp_path_factory):
     step 3, whose newest checkpoint is then step 2 (sharded), resumed by 2 ranks."""
     root = tmp_path_factory.mktemp("sharded")
     p = _torchrun(train_shards, root / "full")
-    assert p.returncode == 0, p.stderr[-3000:]
+    _ok(p)
     killed = _torchrun(train_shards, root / "cut", fault="train.step@3")
     assert killed.returncode != 0
     return root, killed
@@ -94,7 +100,7 @@ def test_checkpoints_are_sharded_atomic_and_checksummed(runs):
 def test_kill_then_resume_equals_the_uninterrupted_run(train_shards, runs):
     root, _ = runs
     p = _torchrun(train_shards, root / "cut", "--resume")
-    assert p.returncode == 0, p.stderr[-3000:]
+    _ok(p)
     assert _losses(root / "cut") == _losses(root / "full")  # bitwise
     for name in ("model.safetensors", "config.json"):
         assert (root / "cut" / "final" / name).read_bytes() == (root / "full" / "final" / name).read_bytes()
@@ -125,7 +131,7 @@ def test_a_full_one_process_checkpoint_resumes_on_two_fsdp_ranks(train_shards, r
     first = train(_cfg(train_shards, tmp_path / "mix", stop_after=2))
     assert first.step == 2 and (tmp_path / "mix" / "checkpoints" / "step-00000002" / "model.safetensors").exists()
     p = _torchrun(train_shards, tmp_path / "mix", "--resume")
-    assert p.returncode == 0, p.stderr[-3000:]
+    _ok(p)
     np.testing.assert_allclose(_losses(tmp_path / "mix"), _losses(root / "full"), rtol=1e-5)
     assert (tmp_path / "mix" / "checkpoints" / "step-00000004" / ".metadata").exists()
 
