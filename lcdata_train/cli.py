@@ -20,7 +20,7 @@ from lcdata.errors import MissingDependencyError, cli_errors
 from lcdata.util.config import SIZE_HELP
 from lcdata.util.flags import HelpFormatter, add_alias, size_help, size_type, with_notes
 
-from .config import DTYPES, PARALLEL, PRESETS, SCHEDULES, TrainConfig
+from .config import CHECKPOINT_FORMATS, DTYPES, PARALLEL, PRESETS, SCHEDULES, TrainConfig
 
 
 def _rope_scaling(s: str) -> dict:
@@ -97,6 +97,11 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         help="data-loader worker processes per rank (0 = load in the training process)"))
     p.add_argument("--peak-tflops", type=float, default=None,
                    help="peak TFLOP/s per device for MFU (default: known GPUs; CPU: none)")
+    p.add_argument("--checkpoint-format", choices=CHECKPOINT_FORMATS, default="auto",
+                   help="full (rank 0 gathers model + optimizer: safetensors) or sharded (torch.distributed.checkpoint: "
+                        "each rank writes its shards; needed at 7B); auto: sharded under FSDP with several ranks")
+    p.add_argument("--no-memory-check", action="store_true",
+                   help="train even when the memory estimate printed at the start exceeds the GPU's memory")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
@@ -109,7 +114,8 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
                        resume=a.resume, overwrite=a.overwrite, save_every=a.save_every, keep=a.keep, stop_after=a.stop_after,
                        log_every=a.log_every, device=a.device, dtype=a.dtype, save_dtype=a.save_dtype,
                        attn_backend=a.attn_backend, parallel=a.parallel, num_workers=a.workers,
-                       peak_tflops=a.peak_tflops, quiet=a.quiet)
+                       peak_tflops=a.peak_tflops, checkpoint_format=a.checkpoint_format,
+                       memory_check=not a.no_memory_check, quiet=a.quiet)
 
 
 def _need_torch() -> None:
@@ -236,6 +242,26 @@ def run_eval_loss_cmd(a: argparse.Namespace) -> int:
     return 0
 
 
+def add_export_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, help="a sharded training checkpoint (RUN/checkpoints/step-N)")
+    p.add_argument("--out", required=True, help="new Hugging Face folder (config.json + safetensors shards)")
+    p.add_argument("--save-dtype", choices=DTYPES, default="bfloat16",
+                   help="dtype of the exported weights (auto: the checkpoint's, float32)")
+    p.add_argument("--max-shard-size", type=size_type("bytes"), default="5G",
+                   help=size_help("most bytes per safetensors file, as save_pretrained's", "bytes"))
+    p.add_argument("--tokenizer", default=None, help="tokenizer.json to copy beside the model (default: none copied)")
+
+
+def run_export_cmd(a: argparse.Namespace) -> int:
+    from .sharded import sharded_to_hf
+
+    n = a.max_shard_size if isinstance(a.max_shard_size, int) else size_type("bytes")(a.max_shard_size)
+    files = sharded_to_hf(a.checkpoint, a.out, "float32" if a.save_dtype == "auto" else a.save_dtype, n,
+                          a.tokenizer)
+    print(f"wrote {a.out}/ ({', '.join(files)})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     prog = "lcdata" if os.path.basename(sys.argv[0]) == "lcdata" else "python -m lcdata_train"
     p = argparse.ArgumentParser(prog=prog, formatter_class=HelpFormatter,
@@ -253,6 +279,11 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Validation loss per source and position bucket on held-out shards.")
     add_eval_loss_arguments(e)
     e.set_defaults(func=run_eval_loss_cmd)
+    x = sub.add_parser("export-hf", help="a sharded training checkpoint -> Hugging Face safetensors, shard by shard",
+                       description="Convert a sharded (torch.distributed.checkpoint) training checkpoint into a "
+                                   "Hugging Face LLaMA folder in one process, one safetensors shard in memory at a time.")
+    add_export_arguments(x)
+    x.set_defaults(func=run_export_cmd)
     return p
 
 
