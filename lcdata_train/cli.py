@@ -150,6 +150,8 @@ def add_needle_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto")
     p.add_argument("--out", required=True, help="output folder (results.parquet, results.json, heatmap.png)")
+    p.add_argument("--name", default=None,
+                   help="the run's label in results.json, the heatmap and report.md (default: the model's folder name)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the needle folder --out holds (only ever a folder `lcdata needle` wrote)")
     p.add_argument("--quiet", action="store_true")
@@ -163,10 +165,11 @@ def run_needle_cmd(a: argparse.Namespace) -> int:
                        needle=a.needle, question=a.question, answer=a.answer, target=a.target, template=a.template,
                        n_needles=a.n_needles, reserve=a.reserve, max_new_tokens=a.max_new_tokens, seed=a.seed,
                        scoring=a.scoring, bos=a.bos,
-                       device=a.device, dtype=a.dtype, rope_theta=a.rope_theta, quiet=a.quiet, overwrite=a.overwrite)
+                       device=a.device, dtype=a.dtype, rope_theta=a.rope_theta, quiet=a.quiet, overwrite=a.overwrite,
+                       name=a.name)
     res = run_needle(cfg)
     if not a.quiet:
-        print_summary(res, a.out)
+        print_summary(res, a.out, cfg.name)
     return 0
 
 
@@ -174,7 +177,9 @@ def add_eval_loss_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", nargs="+", required=True, metavar="MODEL",
                    help="one model, or several to compare (deltas against the first); `unigram:SHARDS` is the "
                         "unigram model of a shard folder's token counts (the frequency-shift baseline, docs/eval.md)")
-    p.add_argument("--labels", nargs="+", default=None, help="a name per model (default: folder names)")
+    p.add_argument("--name", "--labels", dest="labels", nargs="+", default=None, metavar="NAME",
+                   help="a name per model, labelling its rows in the table, loss.parquet and report.md (default: "
+                        "the model's folder name)")
     p.add_argument("--shards", required=True, help="held-out shard folder from `lcdata build`")
     p.add_argument("--position-buckets", default="0,4096", help="position edges, e.g. 0,4096,32K (paper: 0,4K)")
     p.add_argument("--seq-len", type=int, default=None, help="window length (default: the shards')")
