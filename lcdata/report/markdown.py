@@ -1,9 +1,14 @@
 """`lcdata report`: one Markdown page per pipeline run, assembled from the stages' own output files.
 
 A run folder (the Makefile's ``OUT``) holds ``stats/``, ``plan/``, ``shards/``, ``run/`` (training),
-``needle/``, ``eval-loss/``; `write_report` reads whichever exist and writes ``report.md`` beside them with
-a section per stage: its table (read from the stage's parquet/JSON, never recomputed) and its figure
-(linked by relative path; the loss curve is drawn here from ``run/log.jsonl`` into ``loss_curve.png``).
+``needle/``, ``eval-loss/``, or the same stages under other names: `find_stages` recognises each folder by
+its manifest (`lcdata.util.outdir.folder_kind`). `write_report` reads whichever exist and writes
+``report.md`` beside them with the seeds of every stage and the needle scorer, then a section per stage: its
+table (read from the stage's parquet/JSON, never recomputed) and its figure (linked by relative path; the
+loss curve is drawn here from ``run/log.jsonl`` into ``loss_curve.png``). The page warns (``**Warning:**``
+lines) where a plan missed a target by more than its tolerance (`lcdata.report.warnings`, with the
+long-document share per source), where every needle cell scores the same and where training repeated its
+data. It holds no absolute path (`shown_path`, `scrub_paths`); shares are percentages, as on the terminal.
 A missing stage gets a line saying so, not an error, so the page can be written at any point; a folder
 that is not a run folder (missing, a file, a URL, or holding none of the stage folders) is refused before
 anything is written, and a stage file that cannot be read is an `InputError` naming it. A torn last line of
