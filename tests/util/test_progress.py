@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pytest
 
 from lcdata.util import progress
 from lcdata.util.parallel import ordered_map
@@ -107,3 +108,17 @@ def test_workers_write_their_files_counters_and_unbound_calls_do_nothing():
     assert m.totals() == (2000, 20)  # both items done
     progress.partial(0.5)
     assert m.totals() == (2000, 20)  # unbound again after the map
+
+
+def test_eval_loss_progress_ends_at_the_total_and_names_the_run(train_shards):
+    """50 windows: the bar's last frame is 50/50 and the log's one line says 50, under the --name given."""
+    pytest.importorskip("torch")
+    args = ("eval-loss", "--model", f"unigram:{train_shards}", "--shards", train_shards, "--name", "my-unigram")
+    rc, err = lcdata_in_pty(*args)
+    assert rc == 0, err
+    frames = [f for f in re.split(r"[\r\n]+", err) if f.startswith("eval-loss my-unigram:")]
+    assert frames and re.search(r"\b50/50 \[", frames[-1]) and "100%" in frames[-1], frames[-3:]
+    p = lcdata_logged(*args)
+    assert p.returncode == 0, p.stderr
+    assert re.fullmatch(r"eval-loss my-unigram: 50 seq, [\d,]+ tokens scored in [\d.]+ s \(.+ seq/s\)\n", p.stderr)
+    assert "my-unigram" in p.stdout  # the table's rows carry the name
