@@ -506,8 +506,9 @@ def _read(f: InputFile, cfg: ReadConfig, report: FileReport, parser: _Parser) ->
                     fail("corrupt_file", f"parquet: {e}", lost=Corrupt("", 0, row=report.n_read))
                     return
             else:
+                source = [raw]  # the object whose tell() is the compressed bytes consumed (the zstd decoder's)
                 if f.format == "jsonl.zst":
-                    pieces = zstd_pieces(raw, f.url, cfg.chunk_bytes)
+                    pieces = zstd_pieces(raw, f.url, cfg.chunk_bytes, source)
                 else:
                     pieces = {"jsonl.gz": gzip_pieces, "jsonl": plain_pieces}[f.format](raw, f.url)
                 line = start = 0
@@ -516,7 +517,7 @@ def _read(f: InputFile, cfg: ReadConfig, report: FileReport, parser: _Parser) ->
                         produced = True
                         batch = parser.jsonl_chunk(chunk, line)
                         line += parser.chunk_lines
-                        end = _tell(raw, f.size)  # compressed bytes decoded so far (the decoder reads ahead)
+                        end = _tell(source[-1], f.size)  # compressed bytes decoded so far
                         progress.chunk_read(start, end, report.n_counted - counted)
                         start, counted = end, report.n_counted
                         yield batch

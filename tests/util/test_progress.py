@@ -122,3 +122,28 @@ def test_eval_loss_progress_ends_at_the_total_and_names_the_run(train_shards):
     assert p.returncode == 0, p.stderr
     assert re.fullmatch(r"eval-loss my-unigram: 50 seq, [\d,]+ tokens scored in [\d.]+ s \(.+ seq/s\)\n", p.stderr)
     assert "my-unigram" in p.stdout  # the table's rows carry the name
+
+
+def test_the_reader_reports_compressed_bytes_and_documents_chunk_by_chunk(tmp_path):
+    """The demo corpus's zstd files concatenated (a valid multi-frame file of 3.4 MB, read ahead whole) and
+    read in 64 KiB chunks: as each chunk starts, its counters hold the compressed bytes the decoder consumed
+    (not what was read ahead) and the documents before it; at the end, every document."""
+    from lcdata.corpus import ReadConfig, iter_lengths
+    from lcdata.corpus.inputs import resolve_inputs
+
+    path = tmp_path / "all.jsonl.zst"
+    path.write_bytes(b"".join(p.read_bytes() for p in sorted((ROOT / "data" / "demo").glob("*/*.jsonl.zst"))))
+    f = resolve_inputs([str(path)])[0]
+    m = progress.Meter(1)
+    progress.bind(m.array, 0)
+    try:
+        seen, docs = [], 0
+        for lengths in iter_lengths(f, ReadConfig(chunk_bytes=64 << 10)):
+            seen.append(tuple(m.array[:2]))
+            docs += len(lengths.rows)
+    finally:
+        progress.bind(None, 0)
+    assert len(seen) > 2 and seen[0] == (0, 0)
+    assert all(a[0] <= b[0] and a[1] < b[1] for a, b in zip(seen, seen[1:])), seen  # both move inside the file
+    assert len({b for b, _ in seen}) >= 3, seen  # bytes by the decoder's 1 MiB reads, documents by chunk
+    assert seen[-1][0] < m.totals()[0] <= f.size and m.totals()[1] == docs  # the end: every document
