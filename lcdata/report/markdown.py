@@ -189,7 +189,7 @@ def sample_section(d: str, rel: str = "plan") -> list[str]:
                 "L/(L + short_keep x S), and the largest budget at which the recipe holds:", "",
                 md_table(pl.DataFrame(recipe).select("source", "requested_short_rate", "planned_short_rate",
                                                       "achieved_short_rate", "long_share", "paper_long_share",
-                                                      "recipe_budget")), ""]
+                                                      "recipe_budget"), 3), ""]  # rates with 3 decimals, as on the terminal
     for w in plan.get("recipe_warnings") or []:
         out += [f"**Warning:** {w}", ""]
     if os.path.exists(os.path.join(d, rel, "sample.png")):
@@ -557,12 +557,13 @@ def write_ablation_report(d: str, strategies: list[str], seeds: list[int | None]
     if rows:
         mix = (pl.DataFrame(rows).group_by("strategy", "source", maintain_order=True).agg(pl.col("achieved_share").mean())
                .pivot(on="strategy", index="source", values="achieved_share"))
-        lines += [md_table(mix.select("source", *[s for s in strategies if s in mix.columns])), ""]
+        lines += [md_table(mix.select("source", *[s for s in strategies if s in mix.columns]),
+                           kinds={s: "pct" for s in strategies}), ""]
     if long_rows:
         lr = (pl.DataFrame(long_rows).group_by("strategy", maintain_order=True)
               .agg(pl.col("long").mean().alias("share of tokens in documents >= 4K (mean)"),
                    pl.col("long").min().alias("min"), pl.col("long").max().alias("max")))
-        lines += [md_table(lr), ""]
+        lines += [md_table(lr, kinds={"min": "pct", "max": "pct"}), ""]
     lines += ["## Held-out loss by source and position", ""]
     lines += ablation_loss_section(d, strategies, seeds)
     lines += ["## Needle in a haystack", ""]
