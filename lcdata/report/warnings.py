@@ -41,7 +41,7 @@ def target_misses(report: pl.DataFrame, budget: int | None = None, source_tolera
         t, a = r["target_share_in_source"], r["achieved_share_in_source"]
         if t is None or a is None or abs(a - t) <= bucket_tolerance:
             continue
-        why = " (no document of this length was selected)" if a == 0 else ""
+        why = ": not one document of this length was selected" if a == 0 else ""
         out.append(f"source `{r['source']}`, documents of {bucket_label(r['bucket_min'], r['bucket_max'])} tokens: "
                    f"{a:.1%} of the source's tokens achieved vs {t:.1%} targeted ({100 * (a - t):+.1f} pp; tolerance "
                    f"{100 * bucket_tolerance:.0f} pp){at}{why}")
