@@ -184,7 +184,7 @@ $(O)/needle/results.json: $(O)/run/final/config.json $(call stage_changed,needle
 	@$(call stage_record,needle)
 
 $(O)/eval-loss/loss.json: $(O)/run/final/config.json $(O)/heldout/manifest.json $(call stage_changed,eval-loss)
-	$(TORCH_LCDATA) eval-loss --model $(call q,$(OUT)/run) --labels $(MODEL)-$(STRATEGY) --shards $(call q,$(OUT)/heldout) \
+	$(TORCH_LCDATA) eval-loss --model $(call q,$(OUT)/run) --name $(MODEL)-$(STRATEGY) --shards $(call q,$(OUT)/heldout) \
 		--position-buckets $(POS_BUCKETS) --position $(call q,$(EVAL_POSITION)) --max-sequences $(EVAL_SEQUENCES) \
 		--out $(call q,$(OUT)/eval-loss) --overwrite
 	@$(call stage_record,eval-loss)
@@ -305,7 +305,7 @@ $(ABL)/%/needle/results.json: $(ABL)/%/run/final/config.json $$(call abl_changed
 $(ABL)/eval-loss/loss.json: $(foreach r,$(ABL_RUNS),$(ABL)/$(r)/run/final/config.json $(ABL)/$(r)/shards/manifest.json) \
 		$(ABL)/heldout/manifest.json $(call abl_changed,eval-loss)
 	$(TORCH_LCDATA) eval-loss --model $(foreach r,$(ABL_RUNS),$(ABL)/$(r)/run) $(foreach r,$(ABL_RUNS),unigram:$(ABL)/$(r)/shards) \
-		--labels $(foreach r,$(ABL_RUNS),$(call abl_label,$(r))) $(foreach r,$(ABL_RUNS),unigram:$(call abl_label,$(r))) \
+		--name $(foreach r,$(ABL_RUNS),$(call abl_label,$(r))) $(foreach r,$(ABL_RUNS),unigram:$(call abl_label,$(r))) \
 		--shards $(ABL)/heldout --position-buckets $(ABL_POS_BUCKETS) --max-sequences $(ABL_EVAL_SEQUENCES) \
 		--out $(ABL)/eval-loss --overwrite --quiet
 	@$(call abl_record,eval-loss)

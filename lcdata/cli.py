@@ -228,7 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
         command(name, add_help=False)
 
     r = command("report", description="Write DIR/report.md from DIR/{stats,plan,shards,run,needle,eval-loss}.")
-    r.add_argument("dir", help="the run folder (the Makefile's OUT)")
+    r.add_argument("dir", help="the run folder (the Makefile's OUT): its stage folders are found by their manifests, "
+                               "whatever their names")
+    r.add_argument("--name", default=None, help="the report's title (default: the run folder's name)")
     r.add_argument("--ablation", nargs="+", default=None, metavar="STRATEGY",
                    help="paper-ablation layout: DIR/<strategy>/seed-K/... side by side, the first strategy the baseline "
                         "(default: a pipeline run's report)")
@@ -243,7 +245,7 @@ def cmd_report(a) -> int:
 
     if a.seeds and not a.ablation:
         raise ConfigError("--seeds only applies with --ablation (the paper-ablation layout)")
-    path = write_ablation_report(a.dir, a.ablation, a.seeds) if a.ablation else write_report(a.dir)
+    path = write_ablation_report(a.dir, a.ablation, a.seeds) if a.ablation else write_report(a.dir, a.name)
     print(f"wrote {path}")
     return 0
 

@@ -178,6 +178,8 @@ def add_needle_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the random parts of each cell's needles (passkeys, magic numbers)")
     _add_device_args(p, EVAL_DTYPES, "compute dtype (auto: bfloat16 on CUDA, float32 on CPU)")
     p.add_argument("--out", required=True, help="output folder (results.parquet, results.json, heatmap.png)")
+    p.add_argument("--name", default=None,
+                   help="the run's label in results.json, the heatmap and report.md (default: the model's folder name)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the needle folder --out holds (only ever a folder `lcdata needle` wrote)")
     p.add_argument("--quiet", action="store_true", help="no progress lines and no summary")
@@ -191,10 +193,11 @@ def run_needle_cmd(a: argparse.Namespace) -> int:
                        needle=a.needle, question=a.question, answer=a.answer, target=a.target, template=a.template,
                        n_needles=a.n_needles, reserve=a.reserve, max_new_tokens=a.max_new_tokens, seed=a.seed,
                        scoring=a.scoring, bos=a.bos,
-                       device=a.device, dtype=a.dtype, rope_theta=a.rope_theta, quiet=a.quiet, overwrite=a.overwrite)
+                       device=a.device, dtype=a.dtype, rope_theta=a.rope_theta, quiet=a.quiet, overwrite=a.overwrite,
+                       name=a.name)
     res = run_needle(cfg)
     if not a.quiet:
-        print_summary(res, a.out)
+        print_summary(res, a.out, cfg.name)
     return 0
 
 
@@ -202,7 +205,10 @@ def add_eval_loss_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", nargs="+", required=True, metavar="MODEL",
                    help="one model, or several to compare (deltas against the first); `unigram:SHARDS` is the "
                         "unigram model of a shard folder's token counts (the frequency-shift baseline, docs/eval.md)")
-    p.add_argument("--labels", nargs="+", default=None, metavar="LABEL", help="a name per model (default: folder names)")
+    add_alias(p, "--labels", p.add_argument(
+        "--name", dest="name", nargs="+", default=None, metavar="NAME",
+        help="a name per model, labelling its rows in the table, loss.parquet and report.md (default: "
+             "the model's folder name)"))
     p.add_argument("--shards", required=True, help="held-out shard folder from `lcdata build`")
     p.add_argument("--position-buckets", default="0,4096", metavar="EDGES",
                    help="token-position bucket edges, e.g. 0,4096,32Ki (the paper's 0,4Ki; Ki = 1024)")
@@ -230,7 +236,7 @@ def add_eval_loss_arguments(p: argparse.ArgumentParser) -> None:
 def run_eval_loss_cmd(a: argparse.Namespace) -> int:
     from .eval_loss import EvalLossConfig, format_table, parse_edges, run_eval_loss
 
-    cfg = EvalLossConfig(models=tuple(a.model), labels=tuple(a.labels) if a.labels else None, shards=a.shards,
+    cfg = EvalLossConfig(models=tuple(a.model), labels=tuple(a.name) if a.name else None, shards=a.shards,
                          out=a.out, position_buckets=with_notes("lcdata eval-loss", parse_edges, a.position_buckets), seq_len=a.seq_len, doc_mask=a.doc_mask,
                          position=a.position, max_sequences=a.max_sequences, threshold=a.delta_threshold,
                          rope_theta=a.rope_theta, device=a.device, dtype=a.dtype, quiet=a.quiet, overwrite=a.overwrite)

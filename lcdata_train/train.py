@@ -189,6 +189,8 @@ def _folders(*paths: str) -> list[str]:
 def _train(cfg: TrainConfig, info: D.DistInfo) -> TrainResult:
     """Set up data and model (restored from the newest checkpoint when resuming), then the step loop: one
     optimizer step, its log record, and a checkpoint when one is due."""
+    if info.main and not cfg.quiet:  # the first line, before the model and data load
+        print(f"lcdata train: reading {cfg.shards}, loading {cfg.model} on {info.device} ...", file=sys.stderr, flush=True)
     run = _setup(cfg, info)
     log_path = os.path.join(cfg.out, "log.jsonl")
     if info.main:
@@ -197,13 +199,14 @@ def _train(cfg: TrainConfig, info: D.DistInfo) -> TrainResult:
     result = TrainResult(run_dir=cfg.out, first_step=run.start, step=run.start, total_steps=run.total_steps)
     run.model.train()
     step = run.start
+    t_loop = time.perf_counter()
     while step < stop:
         rec = _step(cfg, info, run, step)
         step = rec["step"]
         result.losses.append(rec["loss"])
         result.records.append(rec)
         if info.main:
-            _log_step(cfg, log_path, rec, run.total_steps, stop)
+            _log_step(cfg, log_path, rec, run.total_steps, stop, (step - run.start, time.perf_counter() - t_loop))
         if cfg.save and (step == stop or (cfg.save_every and step % cfg.save_every == 0)):
             final_dir = _save(cfg, info, run, step)
             if final_dir:
@@ -454,17 +457,31 @@ def _step(cfg: TrainConfig, info: D.DistInfo, run: _Run, step: int) -> dict:
             "mfu": flops / (dt * info.world * run.peak) if run.peak else None, "model_flops": flops}
 
 
-def _log_step(cfg: TrainConfig, log_path: str, rec: dict, total_steps: int, stop: int) -> None:
+def _log_step(cfg: TrainConfig, log_path: str, rec: dict, total_steps: int, stop: int,
+              pace: tuple[int, float] = (0, 0.0)) -> None:
     """Rank 0: append the step's record to the log (then the ``train.step`` fault point) and print a progress
-    line every ``log_every`` steps and at the last step of this invocation."""
+    line at the first step of this invocation, every ``log_every`` steps and at its last step. ``pace``: (steps
+    done by this invocation, seconds they took): the line's steps/s and the ETA of this invocation's last step."""
     append_record(log_path, rec)
     fault_point("train.step")
     step = rec["step"]
-    if not cfg.quiet and (step % cfg.log_every == 0 or step == stop):
+    done, secs = pace
+    if not cfg.quiet and (step % cfg.log_every == 0 or step == stop or done == 1):
         mfu = f"MFU {rec['mfu']:.1%}" if rec["mfu"] is not None else "MFU n/a"
+        rate = done / secs if done and secs > 0 else 1.0 / max(rec["step_s"], 1e-9)
         print(f"step {step}/{total_steps} | loss {rec['loss']:.4f} | lr {rec['lr']:.2e} | grad {rec['grad_norm']:.3f} | "
-              f"{rec['tokens_per_s']:,.0f} tok/s | {mfu} | data {rec['data_share']:.1%} | {rec['step_s']:.2f} s",
-              file=sys.stderr, flush=True)
+              f"{rate:.2f} steps/s | {rec['tokens_per_s']:,.0f} tok/s | {mfu} | data {rec['data_share']:.1%} | "
+              f"{rec['step_s']:.2f} s | ETA {eta((stop - step) / rate)}", file=sys.stderr, flush=True)
+
+
+def eta(seconds: float) -> str:
+    """``42s``, ``3m05s``, ``2h07m``: a remaining time as the progress lines show it."""
+    s = max(0, round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
 def _save(cfg: TrainConfig, info: D.DistInfo, run: _Run, step: int) -> str | None:

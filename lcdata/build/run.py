@@ -35,7 +35,7 @@ from ..util.config import check_workers
 from ..util.faults import fault_point
 from ..util.io import command_line
 from ..util.parallel import ordered_map, resolve_workers
-from ..util.progress import Progress
+from ..util.progress import Stage
 from ..version import VERSION
 from .config import BuildConfig
 from .layout import PackLayout, load_units, pack_layout, unit_doc_ids, write_documents, write_shard
@@ -65,23 +65,27 @@ def _build_into(job: PreparedBuild, *, workers, progress) -> BuildResult:
         rows = job.plan_rows(job.plan, job.files[i].rel) if job.plan is not None else None
         per_file.append(job.tokenize_args(i, rows))
     n_workers = resolve_workers(workers, len(per_file), (f.protocol for f in job.files))
-    prog = Progress(len(per_file), sum(a[1].size for a in per_file), progress, label="tokenize")
+    prog = Stage("tokenize", sum(a[1].size for a in per_file), enabled=progress, items=len(per_file))
     reports = []
     n_resumed = 0
-    for args, res in zip(per_file, ordered_map(tokenize_file, per_file, n_workers, describe=lambda a: a[1].url)):
-        reports.append(res["report"])
-        n_resumed += res["resumed"]
-        prog.update(args[1].size)
+    with prog:
+        for k, (args, res) in enumerate(zip(per_file, ordered_map(tokenize_file, per_file, n_workers,
+                                                                  describe=lambda a: a[1].url, meter=prog.meter))):
+            reports.append(res["report"])
+            n_resumed += res["resumed"]
+            prog.item_done(k, args[1].size, res["report"].n_counted)
     units = load_units(job.work_dir, job.active)
     doc_ids = unit_doc_ids(job.work_dir, job.active) if job.cfg.read.id_field else None
 
     # phase 2: order, pack, permute, write
     lay = pack_layout(units, [f.rel for f in job.files], job.cfg)
     shards = []
-    prog = Progress(lay.n_shards, lay.n_shards, progress, label="pack")
-    for k in range(lay.n_shards):
-        shards.append(write_shard(lay, k, job.cfg, job.out_dir, job.work_dir, job.specials, np.dtype(job.dtype)))
-        prog.update(1)
+    written = 0
+    with Stage("pack", lay.n_seq, enabled=progress, unit="seq", items=0) as prog:
+        for k in range(lay.n_shards):
+            shards.append(write_shard(lay, k, job.cfg, job.out_dir, job.work_dir, job.specials, np.dtype(job.dtype)))
+            written += sum(f["bytes"] for f in shards[-1]["files"].values())
+            prog.update(shards[-1]["n_sequences"], note=f"{k + 1}/{lay.n_shards} shards, {written / 1e6:,.1f} MB written")
     manifest = pack_manifest(job, lay, shards, doc_ids)
     return finish_build(job, manifest, reports, n_resumed)
 

@@ -26,7 +26,7 @@ RENAMED: dict[str, dict[str, str]] = {
     "sample": {"--threshold": "--long-threshold"},
     "build": {"--dtype": "--token-dtype"},
     "train": {"--num-workers": "--workers"},
-    "eval-loss": {"--threshold": "--delta-threshold"},
+    "eval-loss": {"--threshold": "--delta-threshold", "--labels": "--name"},
 }
 
 

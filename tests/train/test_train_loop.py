@@ -3,6 +3,7 @@ input fails with the values named, the CLI runs, and 2 processes (gloo; FSDP2 an
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -191,6 +192,12 @@ def test_cli_trains_from_a_hf_folder_with_a_new_rope_base(train_shards, tmp_path
     p = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300)
     assert p.returncode == 0, p.stderr
     assert "step 2/2 | loss" in p.stderr and "MFU n/a" in p.stderr
+    lines = p.stderr.splitlines()
+    assert lines[0].startswith("lcdata train: reading ")  # printed before the model and the data load
+    steps = [ln for ln in lines if ln.startswith("step ")]
+    assert [s.split()[1] for s in steps] == ["1/2", "2/2"]  # the first step is always shown
+    assert all(re.search(r"\| [\d.]+ steps/s \| [\d,]+ tok/s \|.*\| ETA \d+s$", s) for s in steps), steps
+    assert steps[-1].endswith("ETA 0s")
     final = json.loads((tmp_path / "run" / "final" / "config.json").read_text())
     assert final["rope_theta"] == 5e6 and final["torch_dtype"] == "bfloat16"
     run = json.loads((tmp_path / "run" / "run.json").read_text())
