@@ -375,6 +375,14 @@ def cmd_sample(a) -> int:
                      + ([] if a.no_figure else ["sample.png"]) + ["plan.json"]))
     for w in res.manifest.get("recipe_warnings", []):  # even with --quiet: the recipe did not hold
         print(f"lcdata sample: warning: {w}", file=sys.stderr)
+    from .report.warnings import target_misses
+
+    misses = target_misses(res.plan.report, cfg.budget_tokens)  # the lines report.md gives (docs/sample.md)
+    for w in misses if not a.quiet else []:
+        print(f"lcdata sample: warning: {w}", file=sys.stderr)
+    if misses and a.quiet:
+        print(f"lcdata sample: warning: {len(misses)} source or length-bucket targets missed by more than their "
+              f"tolerance (run without --quiet, or see report.md)", file=sys.stderr)
     _warn_read(res.manifest["read_report"])
     return 0
 
