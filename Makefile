@@ -1,4 +1,6 @@
-# lcdata front door. `make demo` and `make test` each create .venv if missing and install everything.
+# lcdata front door. `make demo` creates .venv if missing and installs what the pipeline needs (`.[train,fast]`);
+# `make test` (and lint, bench) also installs `[dev]` and megatron-core into it. Each install is a stamp file in
+# .venv, redone when pyproject.toml changes: STAMP (the pipeline's), DEV_STAMP (test tools, after STAMP).
 # torch==2.13.0 is installed first: it is the locally available CPU wheel, inside the package's range.
 #
 # The pipeline uses file targets with real dependencies, so a re-run redoes only what changed:
@@ -7,10 +9,12 @@
 # `make shards`, `make train`, `make needle`, `make eval-loss`, `make report` stop at each stage.
 # `make paper-ablation`: natural vs per-source vs one-domain-upsampled data, same base model, same budget.
 
-PYTHON    ?= python3
+# the interpreter: the venv's when there is one (gpu-check runs on a GPU image's python as it is, installing nothing)
+PYTHON    ?= $(if $(wildcard $(VENV)/bin/python),$(VENV)/bin/python,python3)
 VENV      ?= .venv
 BIN       ?= $(VENV)/bin
 STAMP     ?= $(VENV)/.lcdata-installed
+DEV_STAMP ?= $(if $(STAMP),$(VENV)/.lcdata-dev-installed)
 OUT       ?= out/demo
 CORPUS    ?= data/demo
 TOKENIZER ?= data/demo/tokenizer.json
@@ -21,13 +25,31 @@ SEQ_LEN   ?= 16384
 PACKING   ?= concat
 SEED      ?= 0
 WORKERS   ?=
-# training (CPU-sized defaults: a debug model from scratch on 1K-token windows of the shards, a few minutes)
+# training (CPU-sized defaults: a debug model from scratch on 1K-token windows of the shards). DEMO picks the
+# size of the training run and of the loss evaluation: `quick` (default; the demo's main job in about two
+# minutes on 2 shared cores), `full` (4x the training tokens and the evaluated windows: the longer run). Any of
+# the variables it sets can still be given on its own (make demo TRAIN_TOKENS=1M).
+DEMO      ?= quick
+ifeq ($(DEMO),full)
+TRAIN_TOKENS  ?= 131072
+EVAL_SEQUENCES ?= 64
+LOG_EVERY     ?= 8
+else ifeq ($(DEMO),quick)
+TRAIN_TOKENS  ?= 32768
+EVAL_SEQUENCES ?= 16
+LOG_EVERY     ?= 2
+else
+$(error DEMO='$(DEMO)' is not quick or full)
+endif
 MODEL     ?= debug
 TRAIN_SEQ_LEN ?= 1024
 BATCH_TOKENS  ?= 4096
-TRAIN_TOKENS  ?= 131072
 LR        ?= 3e-3
 TRAIN_ARGS ?=
+# CPU threads of the torch stages (train, needle, eval-loss; OMP_NUM_THREADS): 1 by default, as the debug model
+# gains nothing from more, and on 2 shared cores 2 threads trained 2-4x slower than 1 (OpenMP's spinning
+# threads; same losses). Empty: torch's default (all cores), for bigger models on a machine of your own.
+TORCH_THREADS ?= 1
 # evaluation
 NEEDLE_TASK    ?= needle
 NEEDLE_MODE    ?= teacher-forced
@@ -37,7 +59,6 @@ NEEDLE_ARGS    ?=
 POS_BUCKETS    ?= 0,512
 # a token's position: in its own document, or in the packed window as the paper (docs/eval.md)
 EVAL_POSITION  ?= document
-EVAL_SEQUENCES ?= 64
 # Paths with spaces (OUT, CORPUS, TOKENIZER, BIN). Make splits file names on spaces, so the two places a path
 # goes are kept apart: $(call q,PATH) is one quoted shell word, for commands; $(call t,PATH) is the same path
 # with spaces and colons escaped by a backslash, for make's own file names (targets and prerequisites of the
@@ -51,6 +72,7 @@ q = '$(subst ','\'',$(1))'
 t = $(subst :,\:,$(subst $(space),\$(space),$(1)))
 O := $(call t,$(OUT))
 LCDATA    := $(call q,$(BIN)/lcdata)
+TORCH_LCDATA = $(if $(TORCH_THREADS),OMP_NUM_THREADS=$(TORCH_THREADS) )$(LCDATA)
 TOK       := $(call q,$(TOKENIZER))
 
 # A stage also re-runs when its variables change. Reading the Makefile writes nothing (`make -n` and `make -q`
@@ -76,22 +98,31 @@ HELDOUT   ?=
 endif
 
 .SECONDARY:
-.PHONY: venv test demo stats sample shards heldout train needle eval-loss report paper-ablation lint bench clean FORCE
+.PHONY: venv venv-dev test demo stats sample shards heldout train needle eval-loss report paper-ablation lint bench \
+	gpu-check clean FORCE
 
+# the pipeline's install (make demo and every stage)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e ".[train,fast]"
+	touch $(STAMP)
+
+# the test tools on top (make test, lint, bench): upgrades a demo venv; redone after the pipeline's install
+$(DEV_STAMP): $(STAMP)
 	$(BIN)/python -m pip install -q -e ".[train,fast,dev]"
 	$(BIN)/python -m pip install -q --no-deps megatron-core
-	touch $(STAMP)
+	touch $(DEV_STAMP)
 
 venv: $(STAMP)
 
-test: venv
+venv-dev: $(DEV_STAMP)
+
+test: venv-dev
 	$(BIN)/python -m pytest -q tests
 
-lint: venv
+lint: venv-dev
 	$(BIN)/ruff check lcdata lcdata_train tests benchmarks scripts
 
 # The main job on the embedded demo corpus: statistics, a per-source sample, packed shards (verified), a short
@@ -106,7 +137,7 @@ VARS_stats     = $(INPUTS) $(TOKENIZER)
 VARS_plan      = $(STRATEGY) $(BUDGET) $(SEED) $(SAMPLE_ARGS)
 VARS_shards    = $(SEQ_LEN) $(PACKING) $(SEED)
 VARS_heldout   = $(HELDOUT) $(TOKENIZER) $(TRAIN_SEQ_LEN)
-VARS_train     = $(MODEL) $(TRAIN_SEQ_LEN) $(BATCH_TOKENS) $(TRAIN_TOKENS) $(LR) $(SEED) $(TRAIN_ARGS)
+VARS_train     = $(MODEL) $(TRAIN_SEQ_LEN) $(BATCH_TOKENS) $(TRAIN_TOKENS) $(LR) $(SEED) $(LOG_EVERY) $(TRAIN_ARGS)
 VARS_needle    = $(NEEDLE_TASK) $(NEEDLE_MODE) $(NEEDLE_LENGTHS) $(NEEDLE_DEPTHS) $(NEEDLE_ARGS)
 VARS_eval-loss = $(POS_BUCKETS) $(EVAL_POSITION) $(EVAL_SEQUENCES)
 stage_changed = $(call changed,$(V),$(1),$(VARS_$(1)))
@@ -142,18 +173,18 @@ $(O)/heldout/manifest.json: $(STAMP) $(CORPUS_FILES) $(TOK_FILE) $(call stage_ch
 	@$(call stage_record,heldout)
 
 $(O)/run/final/config.json: $(O)/shards/manifest.json $(call stage_changed,train)
-	$(LCDATA) train --shards $(call q,$(OUT)/shards) --model $(MODEL) --seq-len $(TRAIN_SEQ_LEN) \
+	$(TORCH_LCDATA) train --shards $(call q,$(OUT)/shards) --model $(MODEL) --seq-len $(TRAIN_SEQ_LEN) \
 		--batch-tokens $(BATCH_TOKENS) --tokens $(TRAIN_TOKENS) --lr $(LR) --seed $(SEED) --save-every 0 \
-		--log-every 8 --out $(call q,$(OUT)/run) --overwrite $(TRAIN_ARGS)
+		--log-every $(LOG_EVERY) --out $(call q,$(OUT)/run) --overwrite $(TRAIN_ARGS)
 	@$(call stage_record,train)
 
 $(O)/needle/results.json: $(O)/run/final/config.json $(call stage_changed,needle)
-	$(LCDATA) needle --model $(call q,$(OUT)/run) --tokenizer $(TOK) --task $(NEEDLE_TASK) --mode $(NEEDLE_MODE) \
+	$(TORCH_LCDATA) needle --model $(call q,$(OUT)/run) --tokenizer $(TOK) --task $(NEEDLE_TASK) --mode $(NEEDLE_MODE) \
 		--lengths $(NEEDLE_LENGTHS) --depths $(NEEDLE_DEPTHS) --out $(call q,$(OUT)/needle) --overwrite $(NEEDLE_ARGS)
 	@$(call stage_record,needle)
 
 $(O)/eval-loss/loss.json: $(O)/run/final/config.json $(O)/heldout/manifest.json $(call stage_changed,eval-loss)
-	$(LCDATA) eval-loss --model $(call q,$(OUT)/run) --labels $(MODEL)-$(STRATEGY) --shards $(call q,$(OUT)/heldout) \
+	$(TORCH_LCDATA) eval-loss --model $(call q,$(OUT)/run) --name $(MODEL)-$(STRATEGY) --shards $(call q,$(OUT)/heldout) \
 		--position-buckets $(POS_BUCKETS) --position $(call q,$(EVAL_POSITION)) --max-sequences $(EVAL_SEQUENCES) \
 		--out $(call q,$(OUT)/eval-loss) --overwrite
 	@$(call stage_record,eval-loss)
@@ -248,14 +279,14 @@ $(ABL)/base/shards/manifest.json: $(ABL)/base/plan/plan.json $(call abl_changed,
 	@$(call abl_record,shards,base)
 
 $(ABL)/base/run/final/config.json: $(ABL)/base/shards/manifest.json $(call abl_changed,base)
-	$(LCDATA) train --shards $(ABL)/base/shards --model $(MODEL) --batch-tokens $(BATCH_TOKENS) \
+	$(TORCH_LCDATA) train --shards $(ABL)/base/shards --model $(MODEL) --batch-tokens $(BATCH_TOKENS) \
 		--tokens $(ABL_BASE_TOKENS) --lr $(LR) --seed $(SEED) --save-every 0 --log-every 16 --out $(ABL)/base/run \
 		--overwrite
 	@$(call abl_record,base)
 
 $(ABL)/%/run/final/config.json: $(ABL)/%/shards/manifest.json $$(call abl_changed,train,$$*) \
 		$(if $(ABL_BASE),,$(ABL)/base/run/final/config.json)
-	$(LCDATA) train --shards $(ABL)/$*/shards --model $(call q,$(ABL_BASE_MODEL)) --seq-len $(ABL_SEQ_LEN) \
+	$(TORCH_LCDATA) train --shards $(ABL)/$*/shards --model $(call q,$(ABL_BASE_MODEL)) --seq-len $(ABL_SEQ_LEN) \
 		--batch-tokens $(BATCH_TOKENS) --tokens $(ABL_TOKENS) --lr $(ABL_LR) --seed $(call abl_seed,$*) \
 		--save-every 0 --log-every 16 --out $(ABL)/$*/run --overwrite $(TRAIN_ARGS)
 	@$(call abl_record,train,$*)
@@ -266,15 +297,15 @@ $(ABL)/heldout/manifest.json: $(STAMP) $(CORPUS_FILES) $(TOK_FILE) $(call abl_ch
 	@$(call abl_record,eval-loss,heldout) && $(call abl_record,shards,heldout)
 
 $(ABL)/%/needle/results.json: $(ABL)/%/run/final/config.json $$(call abl_changed,needle,$$*)
-	$(LCDATA) needle --model $(ABL)/$*/run --tokenizer $(TOK) --task $(NEEDLE_TASK) --mode $(NEEDLE_MODE) \
+	$(TORCH_LCDATA) needle --model $(ABL)/$*/run --tokenizer $(TOK) --task $(NEEDLE_TASK) --mode $(NEEDLE_MODE) \
 		--lengths $(NEEDLE_LENGTHS) --depths $(NEEDLE_DEPTHS) --out $(ABL)/$*/needle --overwrite --quiet $(NEEDLE_ARGS)
 	@$(call abl_record,needle,$*)
 
 # every run, and the unigram model of every run's shards (the token-frequency baseline), on the same windows
 $(ABL)/eval-loss/loss.json: $(foreach r,$(ABL_RUNS),$(ABL)/$(r)/run/final/config.json $(ABL)/$(r)/shards/manifest.json) \
 		$(ABL)/heldout/manifest.json $(call abl_changed,eval-loss)
-	$(LCDATA) eval-loss --model $(foreach r,$(ABL_RUNS),$(ABL)/$(r)/run) $(foreach r,$(ABL_RUNS),unigram:$(ABL)/$(r)/shards) \
-		--labels $(foreach r,$(ABL_RUNS),$(call abl_label,$(r))) $(foreach r,$(ABL_RUNS),unigram:$(call abl_label,$(r))) \
+	$(TORCH_LCDATA) eval-loss --model $(foreach r,$(ABL_RUNS),$(ABL)/$(r)/run) $(foreach r,$(ABL_RUNS),unigram:$(ABL)/$(r)/shards) \
+		--name $(foreach r,$(ABL_RUNS),$(call abl_label,$(r))) $(foreach r,$(ABL_RUNS),unigram:$(call abl_label,$(r))) \
 		--shards $(ABL)/heldout --position-buckets $(ABL_POS_BUCKETS) --max-sequences $(ABL_EVAL_SEQUENCES) \
 		--out $(ABL)/eval-loss --overwrite --quiet
 	@$(call abl_record,eval-loss)
@@ -291,8 +322,16 @@ heldout_error := $(shell sh scripts/check_heldout.sh $(INPUTS) -- $(HELDOUT))
 $(if $(heldout_error),$(error $(heldout_error)))
 endif
 
-bench: venv
+bench: venv-dev
 	$(BIN)/python benchmarks/run_all.py
+
+# One command for a lent GPU (benchmarks/gpu_check.py, < 8 minutes on one H200): correctness, speed, end to
+# end, each part under a hard time budget; results in $OUT when set, else out/gpu-check (summary.md first).
+# It installs nothing and needs no venv: PYTHON is the venv's python if there is one, else python3.
+# DRY=1: the same script on CPU at tiny sizes (under a minute; tests/test_gpu_check.py runs it in `make test`).
+GPU_CHECK_ARGS ?=
+gpu-check:
+	$(PYTHON) benchmarks/gpu_check.py $(if $(DRY),--dry) $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf out .pytest_cache

@@ -49,13 +49,36 @@ def timed(fn, reps: int, cuda: bool) -> float:
     return statistics.median(times)
 
 
+def make_model(name: str, max_len: int, dev, folder: str | None = None):
+    """The preset ``name`` (demo vocabulary, 16K) with seeded random weights, on ``dev``, in eval mode; or the
+    model of a Hugging Face ``folder`` (the same weights, already drawn: `bench_train.init_model_folder`)."""
+    from lcdata_train.checkpoint import load_pretrained
+    from lcdata_train.config import preset
+    from lcdata_train.model import Llama, init_state_dict
+
+    if folder:
+        return load_pretrained(folder, max_seq_len=max_len + 64).to(dev).eval()
+    cfg = preset(name, 16384, max_len + 64)
+    model = Llama(cfg)
+    model.load_state_dict(init_state_dict(cfg, 0))
+    return model.to(dev).eval()
+
+
+def teacher_forced_tps(model, length: int, reps: int, cuda: bool, seed: int = 0) -> float:
+    """Tokens/s of `infer.teacher_forced` on ``length`` random ids (12 answer tokens; median of ``reps``)."""
+    import numpy as np
+
+    from lcdata_train.infer import teacher_forced
+
+    ids = np.random.default_rng(seed).integers(0, model.cfg.vocab_size, length)
+    return length / timed(lambda: teacher_forced(model, ids[:-12], ids[-12:], "auto"), reps, cuda)
+
+
 def main() -> int:
     import numpy as np
     import torch
 
-    from lcdata_train.config import preset
     from lcdata_train.infer import greedy_generate, teacher_forced, token_losses
-    from lcdata_train.model import Llama, init_state_dict
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--lengths", default=None, help="comma list (default: 32768,65536,131072 on GPU; 1024,2048,4096 CPU)")
@@ -68,10 +91,8 @@ def main() -> int:
     lengths = [int(x) for x in (a.lengths or ("32768,65536,131072" if cuda else "1024,2048,4096")).split(",")]
     name = a.model or ("1b" if cuda else "debug")
     where = torch.cuda.get_device_name() if cuda else "CPU (no GPU in this environment: tiny size, fp32)"
-    cfg = preset(name, 16384, max(lengths) + 64)
-    model = Llama(cfg)
-    model.load_state_dict(init_state_dict(cfg, 0))
-    model = model.to(dev).eval()
+    model = make_model(name, max(lengths), dev)
+    cfg = model.cfg
     dtype = "auto"
     hf = None
     if not a.no_transformers:

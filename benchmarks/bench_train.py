@@ -50,30 +50,52 @@ def measured_cpu_peak(n: int = 2048, reps: int = 5) -> float:
     return 2 * n**3 / best
 
 
-def build_shards(seq_len: int, root: Path) -> str:
+def build_shards(seq_len: int, root: Path, inputs: list[str] | None = None, workers: int | None = None) -> str:
+    """Shards of ``inputs`` (default: the whole demo corpus) at ``seq_len`` under ``root`` (reused if there)."""
     from lcdata.build import BuildConfig, run_build
 
     out = root / f"shards-{seq_len}"
     if not (out / "manifest.json").exists():
-        run_build([str(DEMO)], str(out), BuildConfig(tokenizer=str(DEMO / "tokenizer.json"), seq_len=seq_len),
-                  overwrite=True)
+        run_build(inputs or [str(DEMO)], str(out),
+                  BuildConfig(tokenizer=str(DEMO / "tokenizer.json"), seq_len=seq_len), overwrite=True, workers=workers)
+    return str(out)
+
+
+def init_model_folder(model: str, shards: str, root: Path) -> str:
+    """The preset ``model`` with the initial weights `train()` would draw (`init_state_dict`, seed 0) as a Hugging
+    Face folder under ``root``, made once: each row then loads it (seconds) instead of drawing the ~1B normal
+    numbers of ``1b`` again on one CPU thread (about 12 s). Without checksums.json: such a folder loads
+    unverified, where hashing 4 GB would cost every row seconds again."""
+    from lcdata_train.checkpoint import save_hf
+    from lcdata_train.config import preset
+    from lcdata_train.data import ShardDataset
+    from lcdata_train.model import init_state_dict
+
+    out = root / f"init-{model}"
+    if not (out / "config.json").exists():
+        cfg = preset(model, ShardDataset(shards).vocab_size)
+        save_hf(init_state_dict(cfg, 0), cfg, str(out))
+        (out / "checksums.json").unlink(missing_ok=True)
     return str(out)
 
 
 def run_one(shards: str, model: str, seq_len: int, doc_mask: bool, steps: int, cuda: bool, peak_tflops, root: Path):
+    """``steps`` optimizer steps of one sequence of ``seq_len`` with the real `train()` loop, from ``model`` (a
+    preset or a folder, `init_model_folder`); no checkpoint is written (``save=False``: at ``1b`` one would be
+    12 GB). Returns (the step records, wall seconds)."""
     from lcdata_train.config import TrainConfig
     from lcdata_train.train import train
 
-    out = root / f"run-{model}-{seq_len}-{int(doc_mask)}"
+    out = root / f"run-{Path(model).name}-{seq_len}-{int(doc_mask)}"
     shutil.rmtree(out, ignore_errors=True)
     cfg = TrainConfig(shards=shards, out=str(out), model=model, seq_len=seq_len, lr=2e-5, batch_tokens=seq_len,
-                      tokens=seq_len * steps, doc_mask=doc_mask, act_ckpt=cuda, save_every=0, quiet=True,
+                      tokens=seq_len * steps, doc_mask=doc_mask, act_ckpt=cuda, save_every=0, save=False, quiet=True,
                       peak_tflops=peak_tflops)
     t = time.perf_counter()
     res = train(cfg)
-    shutil.rmtree(out / "checkpoints", ignore_errors=True)
-    shutil.rmtree(out / "final", ignore_errors=True)
-    return res.records, time.perf_counter() - t
+    wall = time.perf_counter() - t
+    shutil.rmtree(out, ignore_errors=True)
+    return res.records, wall
 
 
 def main() -> int:
@@ -105,9 +127,10 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     rows, raw = [], []
     shards = build_shards(max(seq_lens), work)  # shorter runs train on windows of these sequences
+    init = init_model_folder(model, shards, work)
     for L in seq_lens:
         for doc_mask in (False, True):
-            recs, wall = run_one(shards, model, L, doc_mask, a.steps, cuda, peak_tflops, work)
+            recs, wall = run_one(shards, init, L, doc_mask, a.steps, cuda, peak_tflops, work)
             keep = recs[a.warmup:] or recs
             med = {k: statistics.median(r[k] for r in keep) for k in ("tokens_per_s", "step_s", "data_share")}
             mfu = statistics.median(r["mfu"] for r in keep) if keep[0]["mfu"] is not None else None

@@ -23,7 +23,8 @@ from .corpus.config import ReadConfig
 from .errors import ConfigError, cli_errors
 from .scaleout.executors import add_executor_args, executor_from_args
 from .stats.config import StatsConfig
-from .util.config import ENGINES, PAPER_CHARS_PER_TOKEN, parse_buckets, parse_count
+from .util.config import ENGINES, LONG_THRESHOLD, PAPER_CHARS_PER_TOKEN, SIZE_HELP, parse_buckets
+from .util.flags import HelpFormatter, add_alias, size_help, size_type, with_notes
 from .version import VERSION
 
 
@@ -37,12 +38,14 @@ def _add_read_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--source-field", default=None,
                    help="dotted path of the source field (default: meta.redpajama_set_name, as in SlimPajama)")
     g.add_argument("--source-from-path", action="store_true", default=None,
-                   help="source = the name of each file's parent folder")
-    g.add_argument("--source", default=None, metavar="NAME", help="one source name for every document")
+                   help="source = the name of each file's parent folder (default: off)")
+    g.add_argument("--source", default=None, metavar="NAME", help="one source name for every document (default: off)")
     g.add_argument("--id-field", default=None, help="field holding a document id (default: file:row)")
     g.add_argument("--on-error", choices=["raise", "skip"], default=None,
-                   help="on a bad record: stop with an error (default) or skip it and count it by reason")
-    g.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+                   help="on a bad record: stop with an error (raise) or skip it and count it by reason "
+                        "(default: raise)")
+    g.add_argument("--workers", type=size_type("processes"), default=None, metavar="N",
+                   help="worker processes on this machine (default: all cores; 0 = all cores)")
 
 
 def _add_engine_arg(p: argparse.ArgumentParser) -> None:
@@ -63,121 +66,171 @@ def _read_config(a) -> ReadConfig:
     return ReadConfig(**_read_options(a))
 
 
+def _add_quiet_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quiet", action="store_true", help="no progress line and no summary table (warnings still print)")
+
+
+def _add_long_threshold_arg(p: argparse.ArgumentParser, what: str):
+    return p.add_argument("--long-threshold", type=size_type(), default=LONG_THRESHOLD, metavar="TOKENS",
+                          help=size_help(f"a document of at least this many tokens is long; {what}"))
+
+
+def _add_buckets_arg(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--buckets", default=None, metavar="EDGES",
+                   help=f"{what}: length-bucket edges in tokens, e.g. 0,1Ki,4Ki,32Ki (default: 0,1Ki,2Ki,...,128Ki, "
+                        "the paper's; Ki = 1024)")
+
+
+# (name, one line) of every command, in pipeline order: the top-level help lists them all
+COMMANDS = (
+    ("stats", "per-source document-length statistics of a corpus"),
+    ("sample", "decide how many copies of each document to keep (the paper's mixtures)"),
+    ("build", "tokenize and write packed token shards"),
+    ("verify", "check every claim of a shard folder's manifest against its data"),
+    ("inspect", "decode a sequence with document boundaries and sources marked"),
+    ("export", "export shards for datatrove or Megatron-Core readers"),
+    ("train", "continual pretraining on shards (lcdata_train; `lcdata train --help`)"),
+    ("needle", "needle-in-a-haystack evaluation (lcdata_train; `lcdata needle --help`)"),
+    ("eval-loss", "validation loss per source x position (lcdata_train; `lcdata eval-loss --help`)"),
+    ("report", "one Markdown page from a pipeline run's output folders"),
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lcdata", description="Long-context training data: stats, sample, build.")
+    p = argparse.ArgumentParser(prog="lcdata", formatter_class=HelpFormatter,
+                                description="Long-context training data (Fu et al. 2024): measure a corpus, sample "
+                                            "it under a length distribution, write packed token shards, train on "
+                                            "them and evaluate. Ten commands, in pipeline order; `lcdata COMMAND "
+                                            "--help` for each. Counts take " + SIZE_HELP + ".")
     p.add_argument("--version", action="version", version=f"lcdata {VERSION}")
     p.add_argument("--debug", action="store_true",
                    help="show the Python traceback of an error (as LCDATA_DEBUG=1); by default one line")
-    sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("train", help="continual pretraining on shards (lcdata_train; `lcdata train --help`)", add_help=False)
-    sub.add_parser("needle", help="needle-in-a-haystack evaluation (lcdata_train; `lcdata needle --help`)", add_help=False)
-    sub.add_parser("eval-loss", help="validation loss per source x position (lcdata_train; `lcdata eval-loss --help`)",
-                   add_help=False)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    line = dict(COMMANDS)
 
-    s = sub.add_parser("stats", help="per-source document-length statistics",
-                       description="Per-source and per-length-bucket document statistics of a corpus.")
+    def command(name: str, **kw) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=line[name], formatter_class=HelpFormatter, **kw)
+
+    s = command("stats", description="Per-source and per-length-bucket document statistics of a corpus.")
     _add_read_args(s)
     s.add_argument("--out", required=True, help="output folder (local path or fsspec URL)")
     m = s.add_mutually_exclusive_group()
-    m.add_argument("--tokenizer", default=None, help="local tokenizer.json for exact token counts")
+    m.add_argument("--tokenizer", default=None, help="local tokenizer.json for exact token counts (default: none, "
+                                                     "lengths estimated from characters)")
     m.add_argument("--chars-per-token", type=float, default=None,
-                   help=f"estimate tokens as chars / this (default {PAPER_CHARS_PER_TOKEN}, the paper's)")
+                   help=f"estimate tokens as characters / this (default: {PAPER_CHARS_PER_TOKEN}, the paper's)")
     s.add_argument("--calibrate", action="store_true", help="with --tokenizer: report the char estimate's error")
     _add_engine_arg(s)
-    s.add_argument("--buckets", default=None, help="length-bucket edges, e.g. 0,1K,2K,4K,...,128K (default)")
-    s.add_argument("--long-threshold", type=int, default=4096, help="'long document' threshold in tokens")
+    _add_buckets_arg(s, "table rows")
+    _add_long_threshold_arg(s, "the share of tokens in long documents per source")
     s.add_argument("--no-doc-lengths", action="store_true", help="do not write doc_lengths.parquet")
     s.add_argument("--no-figure", action="store_true", help="do not write the PNG figure")
-    s.add_argument("--quiet", action="store_true", help="no progress line and no table")
+    _add_quiet_arg(s)
     s.add_argument("--overwrite", action="store_true",
                    help="replace the stats folder --out holds (only ever a folder `lcdata stats` wrote)")
     s.set_defaults(func=cmd_stats)
     add_executor_args(s)
 
-    sp = sub.add_parser("sample", help="sample under a target length distribution (the paper's mixtures)",
-                        description="Decide how many copies of each document go into the training data.")
+    sp = command("sample", description="Decide how many copies of each document go into the training data.")
     _add_read_args(sp)
     sp.set_defaults(inputs=[])
     sp._actions[[a.dest for a in sp._actions].index("inputs")].nargs = "*"
     sp.add_argument("--strategy", required=True,
                     choices=["natural", "cut", "per-source", "global", "upsample-sources", "upsample-code-arxiv-book",
-                             "target"])
-    sp.add_argument("--budget-tokens", required=True, type=_count_arg, help="total tokens, e.g. 5000000 or 5M or 1B")
-    sp.add_argument("--seed", type=int, default=0)
+                             "target"], help="the mixture (docs/sample.md); per-source is the paper's recipe")
+    sp.add_argument("--budget-tokens", required=True, type=size_type(minimum=0), metavar="TOKENS",
+                    help=size_help("total tokens of the plan, e.g. 5000000, 5M or 1B"))
+    sp.add_argument("--seed", type=int, default=0, help="seed of the document draw")
     sp.add_argument("--out", required=True, help="plan folder")
-    sp.add_argument("--stats", default=None, help="stats folder from `lcdata stats` (else lengths are computed now)")
-    sp.add_argument("--tokenizer", default=None, help="tokenizer.json (when computing lengths now, or to check --stats)")
-    sp.add_argument("--chars-per-token", type=float, default=None, help="char estimate when no tokenizer (3.68)")
-    sp.add_argument("--max-repeat", type=int, default=4, help="most copies of one document (default 4)")
+    sp.add_argument("--stats", default=None, help="stats folder from `lcdata stats` (default: lengths computed now)")
+    sp.add_argument("--tokenizer", default=None, help="tokenizer.json, when computing lengths now or to check --stats "
+                                                      "(default: none, lengths estimated from characters)")
+    sp.add_argument("--chars-per-token", type=float, default=None,
+                    help=f"character estimate when there is no tokenizer (default: {PAPER_CHARS_PER_TOKEN})")
+    _add_engine_arg(sp)
+    sp.add_argument("--max-repeat", type=size_type("copies"), default=4, metavar="N", help="most copies of one document")
     sp.add_argument("--cap", action="store_true", help="cap unreachable targets and report them instead of failing")
-    sp.add_argument("--threshold", type=int, default=4096, help="per-source/global: short/long threshold (tokens)")
-    sp.add_argument("--short-keep", type=float, default=0.1, help="per-source/global: relative weight of short docs")
-    sp.add_argument("--max-length", type=int, default=None, help="cut: truncate documents to this many tokens")
+    add_alias(sp, "--threshold", _add_long_threshold_arg(sp, "per-source/global: shorter ones are down-weighted "
+                                                             "by --short-keep"))
+    sp.add_argument("--short-keep", type=float, default=0.1,
+                    help="per-source/global: relative sampling weight of a short document (a ratio, long = 1)")
+    sp.add_argument("--max-length", type=size_type(), default=None, metavar="TOKENS",
+                    help=size_help("cut: truncate documents to this many tokens (default: none)"))
     sp.add_argument("--chunk", action="store_true", help="cut: split long documents into max-length chunks instead")
     sp.add_argument("--source-share", action="append", default=[], metavar="NAME=SHARE",
-                    help="upsample-sources: target share of a source (repeatable)")
+                    help="upsample-sources: target share of a source, a fraction (repeatable; default: none)")
     sp.add_argument("--source-shares", default=None, metavar="slimpajama|FILE",
                     help="fixed source shares instead of the input's own: the paper's SlimPajama table, or a "
-                         "JSON/YAML file {source: share}")
+                         "JSON/YAML file {source: share} (default: the input's own)")
     sp.add_argument("--upsampled-sources", default=None, metavar="NAME,NAME,...",
                     help="upsample-code-arxiv-book: the code/arXiv/book sources (default: SlimPajama's names)")
-    sp.add_argument("--target-spec", default=None, help="target: JSON/YAML spec file (see docs/sample.md)")
-    sp.add_argument("--buckets", default=None, help="report length buckets (default 0,1K,...,128K)")
-    sp.add_argument("--no-figure", action="store_true")
-    sp.add_argument("--quiet", action="store_true")
+    sp.add_argument("--target-spec", default=None, help="target: JSON/YAML spec file (see docs/sample.md; default: none)")
+    _add_buckets_arg(sp, "report rows")
+    sp.add_argument("--no-figure", action="store_true", help="do not write sample.png")
+    _add_quiet_arg(sp)
     sp.add_argument("--overwrite", action="store_true",
                     help="replace the plan folder --out holds (only ever a folder `lcdata sample` wrote)")
     sp.set_defaults(func=cmd_sample)
     add_executor_args(sp)
 
-    b = sub.add_parser("build", help="tokenize and write packed token shards",
-                       description="Tokenize a corpus (optionally through a sample plan) into packed token shards.")
+    b = command("build", description="Tokenize a corpus (optionally through a sample plan) into packed token shards.")
     _add_read_args(b)
     b.add_argument("--plan", default=None, help="plan folder from `lcdata sample` (default: every document once)")
     b.add_argument("--tokenizer", required=True, help="local tokenizer.json")
-    b.add_argument("--seq-len", type=int, required=True, help="tokens per sequence, e.g. 131072")
+    b.add_argument("--seq-len", type=size_type(), required=True, metavar="TOKENS",
+                   help=size_help("tokens per sequence, e.g. 131072 or 128Ki"))
     b.add_argument("--out", required=True, help="shard folder (local path or fsspec URL)")
     b.add_argument("--packing", choices=["concat", "best-fit"], default="concat",
                    help="concat = the paper's concatenate-and-chunk; best-fit = best-fit-decreasing bins + padding")
     b.add_argument("--bos", default="auto", help="BOS at each document: auto (the tokenizer's, if any), none, or a token")
     b.add_argument("--eos", default="auto", help="EOS after each document: auto (only if there is no BOS), none, or a token")
-    b.add_argument("--shard-size", type=_count_arg, default=1 << 26, help="tokens per shard file (default 64Mi)")
+    b.add_argument("--shard-size", type=size_type(), default="64Mi", metavar="TOKENS",
+                   help=size_help("tokens per shard file"))
     b.add_argument("--seed", type=int, default=0, help="seed of the document and sequence shuffles")
     b.add_argument("--overwrite", action="store_true",
                    help="replace the shard folder --out holds (only ever a folder `lcdata build` wrote)")
     b.add_argument("--resume", action="store_true", help="continue an interrupted build with the same config")
     b.add_argument("--no-split", action="store_true", help="never cut long texts before encoding")
-    b.add_argument("--dtype", choices=["auto", "uint16", "uint32"], default="auto",
-                   help="token dtype (auto: uint16 when the tokenizer's largest id fits, else uint32)")
+    add_alias(b, "--dtype", b.add_argument(
+        "--token-dtype", dest="token_dtype", choices=["auto", "uint16", "uint32"], default="auto",
+        help="integer type of the stored token ids (auto: uint16 when the tokenizer's largest id fits, else uint32)"))
     _add_engine_arg(b)
-    b.add_argument("--quiet", action="store_true")
+    _add_quiet_arg(b)
     b.set_defaults(func=cmd_build)
     add_executor_args(b)
 
-    v = sub.add_parser("verify", help="check every claim of a shard folder's manifest against its data",
-                       description="Prints one FAIL line per problem (exit 1) or one OK line (docs/format.md).")
-    v.add_argument("folder")
+    v = command("verify", description="Prints one FAIL line per problem (exit 1) or one OK line (docs/format.md).")
+    v.add_argument("folder", help="shard folder from `lcdata build`")
     v.set_defaults(func=cmd_verify)
 
-    i = sub.add_parser("inspect", help="decode a sequence with document boundaries and sources marked")
-    i.add_argument("folder")
-    i.add_argument("--seq", type=int, default=0, help="sequence number, 0 to n_sequences - 1 (default 0)")
+    i = command("inspect", description="Decode one packed sequence, with document boundaries and sources marked.")
+    i.add_argument("folder", help="shard folder from `lcdata build`")
+    i.add_argument("--seq", type=int, default=0, metavar="INDEX", help="sequence number, 0 to n_sequences - 1")
     i.add_argument("--tokenizer", default=None, help="tokenizer.json (default: the one in the manifest)")
-    i.add_argument("--max-chars", type=int, default=400, help="characters shown per document piece")
+    i.add_argument("--max-chars", type=size_type("characters"), default=400, metavar="CHARS",
+                   help=size_help("characters shown per document piece", "characters"))
     i.set_defaults(func=cmd_inspect)
 
-    e = sub.add_parser("export", help="export shards for datatrove or Megatron-Core readers",
-                       description="Verifies the shard folder first; --out may not be, contain or lie inside it.")
-    e.add_argument("folder")
-    e.add_argument("--format", choices=["datatrove", "megatron"], required=True)
-    e.add_argument("--out", required=True)
+    e = command("export", description="Verifies the shard folder first; --out may not be, contain or lie inside it.")
+    e.add_argument("folder", help="shard folder from `lcdata build`")
+    e.add_argument("--format", choices=["datatrove", "megatron"], required=True,
+                   help="datatrove (its token-file reader) or megatron (Megatron-Core's .bin/.idx indexed dataset)")
+    e.add_argument("--megatron-layout", choices=["document", "pieces"], default="document",
+                   help="with --format megatron: 'document' = one Megatron sequence per document instance, its "
+                        "pieces joined (Megatron packs itself), 'pieces' = one sequence per piece as lcdata's "
+                        "packing cut it (docs/format.md)")
+    e.add_argument("--out", required=True, help="export folder")
     e.add_argument("--overwrite", action="store_true",
                    help="replace the export folder --out holds (only ever a folder `lcdata export` wrote)")
     e.set_defaults(func=cmd_export)
 
-    r = sub.add_parser("report", help="one Markdown page from a pipeline run's output folders",
-                       description="Write DIR/report.md from DIR/{stats,plan,shards,run,needle,eval-loss}.")
-    r.add_argument("dir", help="the run folder (the Makefile's OUT)")
+    for name in TRAIN_COMMANDS:  # parsed by lcdata_train (torch), listed here
+        command(name, add_help=False)
+
+    r = command("report", description="Write DIR/report.md from DIR/{stats,plan,shards,run,needle,eval-loss}.")
+    r.add_argument("dir", help="the run folder (the Makefile's OUT): its stage folders are found by their manifests, "
+                               "whatever their names")
+    r.add_argument("--name", default=None, help="the report's title (default: the run folder's name)")
     r.add_argument("--ablation", nargs="+", default=None, metavar="STRATEGY",
                    help="paper-ablation layout: DIR/<strategy>/seed-K/... side by side, the first strategy the baseline "
                         "(default: a pipeline run's report)")
@@ -192,7 +245,7 @@ def cmd_report(a) -> int:
 
     if a.seeds and not a.ablation:
         raise ConfigError("--seeds only applies with --ablation (the paper-ablation layout)")
-    path = write_ablation_report(a.dir, a.ablation, a.seeds) if a.ablation else write_report(a.dir)
+    path = write_ablation_report(a.dir, a.ablation, a.seeds) if a.ablation else write_report(a.dir, a.name)
     print(f"wrote {path}")
     return 0
 
@@ -201,7 +254,7 @@ def cmd_build(a) -> int:
     from .build import BuildConfig, run_build
 
     cfg = BuildConfig(tokenizer=a.tokenizer, seq_len=a.seq_len, packing=a.packing, bos=a.bos, eos=a.eos,
-                      shard_tokens=a.shard_size, seed=a.seed, plan=a.plan, split_long=not a.no_split, dtype=a.dtype,
+                      shard_tokens=a.shard_size, seed=a.seed, plan=a.plan, split_long=not a.no_split, dtype=a.token_dtype,
                       read=_read_config(a), engine=a.engine)
     r = _run(a, lambda: run_build(a.inputs, a.out, cfg, workers=a.workers, overwrite=a.overwrite,
                                   resume=a.resume, progress=not a.quiet),
@@ -225,7 +278,10 @@ def cmd_build(a) -> int:
                               "share": v["tokens"] / max(1, m["n_tokens"])} for k, v in m["per_source"].items()])
         print(render(rows, [("source", "source", "str"), ("documents", "docs", "int"), ("tokens", "tokens", "int"),
                             ("share", "share", "pct")]))
-        print(f"wrote {a.out}/ (manifest.json, shard-*.bin, shard-*.seg.npy, documents.parquet)")
+        n = len(m["shards"])
+        print(_plan_line(a.plan))
+        print(_engine_line(m.get("engine")))
+        print(_wrote(a.out, [f"{n} shard file(s) shard-*.bin + shard-*.seg.npy", "documents.parquet", "manifest.json"]))
     _warn_read(r.manifest["read_report"])
     return 0
 
@@ -275,17 +331,9 @@ def cmd_inspect(a) -> int:
 def cmd_export(a) -> int:
     from .shards.export import export_shards
 
-    man = export_shards(a.folder, a.format, a.out, overwrite=a.overwrite)
+    man = export_shards(a.folder, a.format, a.out, overwrite=a.overwrite, megatron_layout=a.megatron_layout)
     print(f"wrote {len(man['files'])} files to {a.out}/; read with {man['read_with']}")
     return 0
-
-
-def _count_arg(s: str) -> int:
-    """An argparse type: a token count as `lcdata.util.config.parse_count` reads it (5000000, 5M, 1B)."""
-    try:
-        return parse_count(s, minimum=0)[0]
-    except ConfigError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def cmd_sample(a) -> int:
@@ -298,17 +346,17 @@ def cmd_sample(a) -> int:
     if a.upsampled_sources:
         kw["upsampled_sources"] = tuple(sorted(x for x in a.upsampled_sources.split(",") if x))
     if a.buckets:
-        kw["report_buckets"] = parse_buckets(a.buckets)
+        kw["report_buckets"] = with_notes("lcdata sample", parse_buckets, a.buckets)
     cfg = SampleConfig(
         strategy=a.strategy, budget_tokens=a.budget_tokens, seed=a.seed, max_repeat=a.max_repeat,
-        threshold=a.threshold, short_keep=a.short_keep, max_length=a.max_length, chunk=a.chunk,
+        threshold=a.long_threshold, short_keep=a.short_keep, max_length=a.max_length, chunk=a.chunk,
         source_shares=parse_source_shares(a.source_share),
         target=TargetSpec.load(a.target_spec) if a.target_spec else None,
         on_cap="cap" if a.cap else "error", **kw)
     scfg = None
     if a.stats is None or a.tokenizer:
         skw = {"chars_per_token": a.chars_per_token} if a.chars_per_token else {}
-        scfg = StatsConfig(tokenizer=a.tokenizer, read=_read_config(a), **skw)
+        scfg = StatsConfig(tokenizer=a.tokenizer, read=_read_config(a), engine=a.engine, **skw)
     requested = None
     if a.stats is not None:  # flags that would change the lengths: must agree with the stats folder's
         requested = {f"read.{k}": v for k, v in _read_options(a).items()}
@@ -324,9 +372,20 @@ def cmd_sample(a) -> int:
         return 0
     if not a.quiet:
         print(sample_table(res, cfg.threshold))
-        print(f"\nwrote {a.out}/ (plan.parquet, report.parquet, report.json, plan.json, sample.png)")
+        print()
+        print(_engine_line(res.manifest.get("engine"), res.manifest["length_unit"]))
+        print(_wrote(a.out, ["plan.parquet", "report.parquet", "groups.parquet", "report.json"]
+                     + ([] if a.no_figure else ["sample.png"]) + ["plan.json"]))
     for w in res.manifest.get("recipe_warnings", []):  # even with --quiet: the recipe did not hold
         print(f"lcdata sample: warning: {w}", file=sys.stderr)
+    from .report.warnings import target_misses
+
+    misses = target_misses(res.plan.report, cfg.budget_tokens)  # the lines report.md gives (docs/sample.md)
+    for w in misses if not a.quiet else []:
+        print(f"lcdata sample: warning: {w}", file=sys.stderr)
+    if misses and a.quiet:
+        print(f"lcdata sample: warning: {len(misses)} source or length-bucket targets missed by more than their "
+              f"tolerance (run without --quiet, or see report.md)", file=sys.stderr)
     _warn_read(res.manifest["read_report"])
     return 0
 
@@ -334,7 +393,7 @@ def cmd_sample(a) -> int:
 def cmd_stats(a) -> int:
     kw = {}
     if a.buckets:
-        kw["buckets"] = parse_buckets(a.buckets)
+        kw["buckets"] = with_notes("lcdata stats", parse_buckets, a.buckets)
     if a.chars_per_token is not None:
         kw["chars_per_token"] = a.chars_per_token
     cfg = StatsConfig(tokenizer=a.tokenizer, calibrate=a.calibrate, long_threshold=a.long_threshold,
@@ -351,9 +410,38 @@ def cmd_stats(a) -> int:
 
     if not a.quiet:
         print(stats_table(result))
-        print(f"\nwrote {a.out}/ (sources.parquet, buckets.parquet, stats.json, ...)")
+        print()
+        print(_engine_line(result.engine, "tokens" if cfg.tokenizer else f"characters / {cfg.chars_per_token}"))
+        print(_wrote(a.out, ["sources.parquet", "buckets.parquet", "histogram.parquet", "files.parquet", "skips.parquet"]
+                     + ([] if a.no_doc_lengths else ["doc_lengths.parquet"])
+                     + ([] if a.no_figure else ["length_distribution.png"]) + ["stats.json"]))
     _warn_read(result.read_report)
     return 0
+
+
+def _engine_line(engine: dict | None, lengths: str = "tokens") -> str:
+    """The line that says which tokenizer engine counted the tokens (or that lengths are estimated)."""
+    if not engine:
+        return f"tokenizer engine: none (lengths in estimated tokens: {lengths})" if lengths != "tokens" \
+            else "tokenizer engine: none"
+    return f"tokenizer engine: {engine['name']} ({engine.get('reason', '')})"
+
+
+def _plan_line(plan: str | None) -> str:
+    """The line that says which documents a build took: a plan's strategy, budget, seed and source shares, or
+    every document once."""
+    if plan is None:
+        return "documents: every document once (no --plan)"
+    from .util.io import join, read_json
+
+    c = read_json(join(plan, "plan.json"))["config"]
+    return (f"documents: plan {plan} (strategy {c['strategy']}, budget {c['budget_tokens']:,} tokens, seed {c['seed']}, "
+            f"source shares: {c.get('source_share_origin', 'input')})")
+
+
+def _wrote(out: str, files: list[str]) -> str:
+    """The line that says where a command's outputs went (every file, in the order written)."""
+    return f"wrote {out.rstrip('/')}/: {', '.join(files)}"
 
 
 def _warn_read(read_report: dict) -> None:

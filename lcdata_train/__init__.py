@@ -4,7 +4,8 @@ The thin training companion of `lcdata` (which never imports torch; this package
 other way). Pipeline: shards -> `data.ShardDataset` / `data.ShardLoader` (memory-mapped, rank-sharded,
 exact resume) -> `model.Llama` (Hugging Face LLaMA-compatible) with `attention.attention` (the one GPU
 seam: flash-attn / SDPA / varlen, exact CPU fallback) and `loss.chunked_cross_entropy` -> `train.train`
-(AdamW, grad accumulation, FSDP2 or DDP via `distributed`, checkpoints in `checkpoint`).
+(AdamW, grad accumulation, FSDP2 or DDP via `distributed`, checkpoints in `checkpoint` and, sharded,
+in `sharded`; the memory estimate in `memory`).
 
     python -m lcdata_train train --shards out/shards --model debug --lr 1e-3 --batch-tokens 16384 \\
         --tokens 2M --out runs/debug

@@ -10,7 +10,8 @@ Backends, in order of preference:
 - ``flash_attn``: flash-attn 2's ``flash_attn_func`` / ``flash_attn_varlen_func`` (CUDA, if installed).
 - ``sdpa``: PyTorch's fused ``scaled_dot_product_attention`` (flash / cuDNN / memory-efficient on CUDA,
   a fused C++ kernel on CPU), ``is_causal=True``; the unmasked path everywhere.
-- ``torch_varlen``: ``torch.nn.attention.varlen.varlen_attn`` for document masks on CUDA without flash-attn.
+- ``torch_varlen``: ``torch.nn.attention.varlen.varlen_attn`` for document masks on CUDA without flash-attn
+  (called with the arguments its signature has: `varlen_arguments`).
 - ``sdpa_docs``: SDPA run per document (exact; the document-mask path on CPU). A Python loop over the
   documents: fine for tests and tiny runs, slow for thousands of short documents per sequence.
 
@@ -22,6 +23,7 @@ variable ``LCDATA_ATTN``) forces a backend, for tests and benchmarks.
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 
 import torch
@@ -97,15 +99,40 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: tor
         if cu_seqlens is None:
             cu_seqlens = torch.arange(0, (B + 1) * L, L, dtype=torch.int32, device=q.device)
             max_seqlen = L
+        kw, repeat = varlen_arguments(varlen_parameters(), H, k.shape[2])
+        if repeat > 1:
+            k, v = k.repeat_interleave(repeat, 2), v.repeat_interleave(repeat, 2)
         out = varlen_attn(q.reshape(B * L, H, D), k.reshape(B * L, -1, D), v.reshape(B * L, -1, D),
-                          cu_seqlens, cu_seqlens, max_seqlen, max_seqlen, window_size=(-1, 0),
-                          enable_gqa=k.shape[2] != H)
+                          cu_seqlens, cu_seqlens, max_seqlen, max_seqlen, **kw)
         return out.view(B, L, H, D)
     if name == "sdpa":
         return _sdpa(q, k, v)
     if name == "sdpa_docs":
         return _sdpa_docs(q, k, v, cu_seqlens)
     raise ConfigError(f"attention backend {name!r} is not one of {BACKENDS}")
+
+
+@functools.cache
+def varlen_parameters() -> frozenset[str]:
+    """The parameter names of the installed ``torch.nn.attention.varlen.varlen_attn``."""
+    from torch.nn.attention.varlen import varlen_attn
+
+    return frozenset(inspect.signature(varlen_attn).parameters)
+
+
+def varlen_arguments(params: frozenset[str] | set[str], n_heads: int, n_kv_heads: int) -> tuple[dict, int]:
+    """Keyword arguments for a causal ``varlen_attn`` whose parameters are ``params``, and how many times to
+    repeat each KV head first. Its signature changed between torch releases: 2.9 takes ``is_causal``, later
+    ones ``window_size=(-1, 0)`` for causal, and ``enable_gqa`` came later still (without it, the KV heads
+    are repeated to the query heads, as grouped-query attention means)."""
+    kw = {"window_size": (-1, 0)} if "window_size" in params else {"is_causal": True}
+    repeat = 1
+    if n_kv_heads != n_heads:
+        if "enable_gqa" in params:
+            kw["enable_gqa"] = True
+        else:
+            repeat = n_heads // n_kv_heads
+    return kw, repeat
 
 
 def _sdpa(q, k, v):

@@ -66,17 +66,21 @@ def file_sha256(path: str, block: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def write_checksums(folder: str, names: Iterable[str]) -> None:
-    """Record size and SHA-256 of the files ``names`` of ``folder`` in its checksums.json (call it last)."""
+def write_checksums(folder: str, names: Iterable[str], known: dict | None = None) -> None:
+    """Record size and SHA-256 of the files ``names`` of ``folder`` in its checksums.json (call it last).
+    ``known``: entries ``{name: {"bytes", "sha256"}}`` already computed (by the ranks that wrote them)."""
     files = {n: {"bytes": os.path.getsize(os.path.join(folder, n)), "sha256": file_sha256(os.path.join(folder, n))}
-             for n in sorted(names)}
-    _atomic_json({"algorithm": "sha256", "files": files}, os.path.join(folder, CHECKSUMS))
+             for n in names}
+    files.update(known or {})
+    write_json({"algorithm": "sha256", "files": dict(sorted(files.items()))}, os.path.join(folder, CHECKSUMS))
 
 
-def verify_checksums(folder: str, need: Iterable[str], fix: str) -> bool:
+def verify_checksums(folder: str, need: Iterable[str], fix: str, part: tuple[int, int] = (0, 1)) -> bool:
     """Check the files of ``folder`` against its checksums.json: each listed file present with its size and
     SHA-256, and every name in ``need`` (the files the caller will read) listed. False when the folder has no
-    checksums.json (nothing to verify); a failed check raises `CheckpointError` naming the file and ``fix``."""
+    checksums.json (nothing to verify); a failed check raises `CheckpointError` naming the file and ``fix``.
+    ``part=(i, n)``: hash only the i-th of every n listed files (sorted by name; sizes are checked for all),
+    so n processes share the reading of a sharded checkpoint."""
     path = os.path.join(folder, CHECKSUMS)
     if not os.path.isfile(path):
         return False
@@ -89,7 +93,7 @@ def verify_checksums(folder: str, need: Iterable[str], fix: str) -> bool:
     unlisted = [n for n in need if n not in sizes]
     if unlisted:
         raise CheckpointError(f"{path} does not list {unlisted}, which are read from this folder; {fix}")
-    for name, (size, digest) in sizes.items():
+    for j, (name, (size, digest)) in enumerate(sorted(sizes.items())):
         f = os.path.join(folder, name)
         if not os.path.isfile(f):
             raise CheckpointError(f"{f}: missing (listed in {CHECKSUMS}); {fix}")
@@ -97,7 +101,7 @@ def verify_checksums(folder: str, need: Iterable[str], fix: str) -> bool:
         if have != size:
             raise CheckpointError(f"{f}: {have:,} bytes, but {CHECKSUMS} records {size:,} (truncated or replaced); "
                                   f"{fix}")
-        if file_sha256(f) != digest:
+        if j % part[1] == part[0] and file_sha256(f) != digest:
             raise CheckpointError(f"{f}: SHA-256 differs from {CHECKSUMS} (the file changed after it was written: a "
                                   f"disk error or an edit); {fix}")
     return True
@@ -115,7 +119,7 @@ def verify_model_folder(folder: str, fix: str, extra: Iterable[str] = ()) -> boo
 RESTORE = "the file is damaged: restore the folder or re-create it"
 
 
-def _read_json(path: str, fix: str = RESTORE) -> dict:
+def read_json(path: str, fix: str = RESTORE) -> dict:
     """A JSON object from ``path``; a damaged file is a `CheckpointError` naming it and ``fix``."""
     try:
         with open(path) as fh:
@@ -146,7 +150,7 @@ def read_hf_config(folder: str, fix: str = RESTORE) -> tuple[ModelConfig, str]:
         raise CheckpointError(f"{folder!r} has no config.json (it holds {have}); a Hugging Face LLaMA folder needs "
                               "config.json and model.safetensors" if have is not None else
                               f"{folder!r} is neither a model preset nor a folder")
-    j = _read_json(path, fix)
+    j = read_json(path, fix)
     if j.get("model_type", "llama") != "llama":
         raise CheckpointError(f"{path}: model_type {j.get('model_type')!r} is not 'llama'; only LLaMA-architecture "
                               "checkpoints load here")
@@ -231,7 +235,7 @@ def _weight_files(folder: str) -> list[str]:
         return [single]
     if os.path.isfile(index):
         try:
-            files = sorted(set(_read_json(index)["weight_map"].values()))
+            files = sorted(set(read_json(index)["weight_map"].values()))
         except (KeyError, TypeError, AttributeError):
             raise CheckpointError(f"{index}: has no weight_map of tensor name -> file name") from None
         missing = [f for f in files if not os.path.isfile(os.path.join(folder, f))]
@@ -283,7 +287,8 @@ def load_hf_state(folder: str, cfg: ModelConfig, dtype: torch.dtype | None = tor
     return sd
 
 
-def _atomic_json(obj, path: str) -> None:
+def write_json(obj, path: str) -> None:
+    """``obj`` as indented JSON at ``path``, atomically (temporary file, rename)."""
     with atomic_open(path) as fh:
         fh.write(json.dumps(obj, indent=2).encode())
 
@@ -313,7 +318,7 @@ def _write_hf_files(sd: dict[str, torch.Tensor], cfg: ModelConfig, folder: str, 
         os.remove(os.path.join(folder, CHECKSUMS))
     with atomic_path(os.path.join(folder, "model.safetensors")) as tmp:
         save_file(out, tmp, metadata={"format": "pt"})
-    _atomic_json(hf_config_dict(cfg, dtype), os.path.join(folder, "config.json"))
+    write_json(hf_config_dict(cfg, dtype), os.path.join(folder, "config.json"))
     return ["model.safetensors", "config.json"]
 
 
@@ -346,9 +351,7 @@ def latest_checkpoint(run_dir: str) -> str | None:
 
 def save_training_checkpoint(run_dir: str, step: int, model_sd: dict, cfg: ModelConfig, optim_sd: dict,
                              state: dict, keep: int = 2) -> str:
-    root = os.path.join(run_dir, "checkpoints")
-    final = os.path.join(root, f"step-{step:08d}")
-    tmp = final + ".tmp"
+    final, tmp = checkpoint_paths(run_dir, step)
     shutil.rmtree(tmp, ignore_errors=True)
     names = _write_hf_files(model_sd, cfg, tmp, "float32")
     tensors, scalars = {}, {}
@@ -360,10 +363,23 @@ def save_training_checkpoint(run_dir: str, step: int, model_sd: dict, cfg: Model
                 scalars[f"{name}/{k}"] = v
     save_file(tensors, os.path.join(tmp, "optimizer.safetensors"))
     state = dict(state, step=step, optimizer={"param_groups": optim_sd["param_groups"], "scalars": scalars})
-    _atomic_json(state, os.path.join(tmp, "state.json"))
+    write_json(state, os.path.join(tmp, "state.json"))
     write_checksums(tmp, [*names, "optimizer.safetensors", "state.json"])
+    return commit_checkpoint(tmp, final, keep)
+
+
+def checkpoint_paths(run_dir: str, step: int) -> tuple[str, str]:
+    """(final folder ``RUN/checkpoints/step-NNNNNNNN``, the temporary folder it is written in first)."""
+    final = os.path.join(run_dir, "checkpoints", f"step-{step:08d}")
+    return final, final + ".tmp"
+
+
+def commit_checkpoint(tmp: str, final: str, keep: int) -> str:
+    """Rename the complete folder ``tmp`` to ``final`` (a folder named ``step-*`` is complete) and delete all
+    but the newest ``keep`` checkpoints beside it. Returns ``final``."""
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
+    root = os.path.dirname(final)
     done = sorted(n for n in os.listdir(root) if _STEP.match(n))
     for old in done[:-keep]:
         shutil.rmtree(os.path.join(root, old), ignore_errors=True)
@@ -371,9 +387,16 @@ def save_training_checkpoint(run_dir: str, step: int, model_sd: dict, cfg: Model
 
 
 _TRAINING_FILES = ("config.json", "model.safetensors", "optimizer.safetensors", "state.json")
+SHARDED_MARK = ".metadata"  # torch.distributed.checkpoint's index of a sharded checkpoint
+SHARDED_FILES = ("config.json", "state.json", SHARDED_MARK)
 
 
-def _resume_fix(path: str) -> str:
+def is_sharded(path: str) -> bool:
+    """Whether ``path`` is a sharded (torch.distributed.checkpoint) training checkpoint (`sharded.py`)."""
+    return os.path.isfile(os.path.join(path, SHARDED_MARK))
+
+
+def resume_fix(path: str) -> str:
     """What to do about a damaged training checkpoint: fall back to the one before it, if any."""
     root, name = os.path.split(os.path.normpath(path))
     before = sorted(n for n in (os.listdir(root) if os.path.isdir(root) else []) if _STEP.match(n) and n < name)
@@ -381,28 +404,35 @@ def _resume_fix(path: str) -> str:
     return f"delete {path} to {then} (keep a copy if you want to investigate)"
 
 
-def check_training_checkpoint(path: str) -> dict:
-    """Verify a training checkpoint folder (files present; checksums.json, when there is one) and return its
-    state.json. Raises `CheckpointError` naming the first bad file."""
-    fix = _resume_fix(path)
-    missing = [f for f in _TRAINING_FILES if not os.path.isfile(os.path.join(path, f))]
+def check_training_checkpoint(path: str, part: tuple[int, int] = (0, 1)) -> dict:
+    """Verify a training checkpoint folder, full or sharded (files present; checksums.json, when there is one)
+    and return its state.json. Raises `CheckpointError` naming the first bad file. ``part``: see
+    `verify_checksums` (each of n ranks hashes a share of the files)."""
+    fix = resume_fix(path)
+    need = SHARDED_FILES if is_sharded(path) else _TRAINING_FILES
+    missing = [f for f in need if not os.path.isfile(os.path.join(path, f))]
     if missing:
         raise CheckpointError(f"training checkpoint {path} lacks {missing}; {fix}")
-    verify_checksums(path, _TRAINING_FILES, fix)
-    return _read_json(os.path.join(path, "state.json"), fix)
+    verify_checksums(path, need, fix, part)
+    return read_json(os.path.join(path, "state.json"), fix)
 
 
-def load_training_checkpoint(path: str, cfg: ModelConfig, verify: bool = True) -> tuple[dict, dict, dict]:
-    """(model state dict, optimizer state dict, state.json) of a training checkpoint folder. ``verify``:
-    `check_training_checkpoint` it first (False: the caller just did)."""
-    fix = _resume_fix(path)
-    state = check_training_checkpoint(path) if verify else _read_json(os.path.join(path, "state.json"), fix)
-    saved_cfg, _ = read_hf_config(path, fix)
+def check_same_model(path: str, cfg: ModelConfig) -> None:
+    """Refuse a training checkpoint whose config.json describes another model than ``cfg``."""
+    saved_cfg, _ = read_hf_config(path, resume_fix(path))
     diff = [f"{k}: {getattr(saved_cfg, k)!r} (checkpoint) != {getattr(cfg, k)!r} (now)"
             for k in ("vocab_size", "dim", "n_layers", "n_heads", "n_kv_heads", "ffn_dim", "head_dim", "rope_theta",
                       "rope_scaling", "tie_embeddings") if getattr(saved_cfg, k) != getattr(cfg, k)]
     if diff:
         raise CheckpointError(f"training checkpoint {path!r} is of another model: " + "; ".join(diff))
+
+
+def load_training_checkpoint(path: str, cfg: ModelConfig, verify: bool = True) -> tuple[dict, dict, dict]:
+    """(model state dict, optimizer state dict, state.json) of a training checkpoint folder. ``verify``:
+    `check_training_checkpoint` it first (False: the caller just did)."""
+    fix = resume_fix(path)
+    state = check_training_checkpoint(path) if verify else read_json(os.path.join(path, "state.json"), fix)
+    check_same_model(path, cfg)
     model_sd = load_hf_state(path, cfg, fix=fix)
     flat = _load_safetensors(os.path.join(path, "optimizer.safetensors"), fix)
     osd_state: dict[str, dict] = {}

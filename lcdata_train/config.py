@@ -162,7 +162,8 @@ PARALLEL = ("fsdp", "ddp")
 DTYPES = ("auto", "float32", "bfloat16")
 # TrainConfig fields a resumed run may change; every other one must equal the checkpoint's.
 RESUMABLE_CHANGES = ("out", "resume", "overwrite", "tokens", "stop_after", "save_every", "keep", "log_every", "num_workers",
-                     "quiet", "peak_tflops", "save_dtype")
+                     "quiet", "peak_tflops", "save_dtype", "save", "checkpoint_format", "memory_check")
+CHECKPOINT_FORMATS = ("auto", "full", "sharded")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -206,6 +207,10 @@ class TrainConfig:
     num_workers: int = 0
     peak_tflops: float | None = None  # for MFU; default: known GPUs, None on CPU
     save_dtype: str = "auto"  # final model: the source checkpoint's dtype, float32 for presets
+    save: bool = True  # False: no checkpoint and no final model at all (benchmarks time the steps only)
+    checkpoint_format: str = "auto"  # full (rank 0 gathers), sharded (DCP, each rank its shards); auto: sharded
+    #                                  under FSDP with several ranks, else full
+    memory_check: bool = True  # refuse a CUDA run whose memory estimate exceeds the GPU's memory
     quiet: bool = False
 
     def __post_init__(self):
@@ -217,6 +222,8 @@ class TrainConfig:
             raise ConfigError(f"schedule={self.schedule!r} must be one of {SCHEDULES}")
         if self.parallel not in PARALLEL:
             raise ConfigError(f"parallel={self.parallel!r} must be one of {PARALLEL}")
+        if self.checkpoint_format not in CHECKPOINT_FORMATS:
+            raise ConfigError(f"checkpoint_format={self.checkpoint_format!r} must be one of {CHECKPOINT_FORMATS}")
         if self.dtype not in DTYPES or self.save_dtype not in DTYPES:
             raise ConfigError(f"dtype={self.dtype!r} / save_dtype={self.save_dtype!r} must be one of {DTYPES}")
         for name in ("micro_batch", "loss_chunk", "log_every", "keep"):

@@ -12,8 +12,9 @@ both strategies on CPU (fp32).
 Weights enter as a *full* state dict (CPU): the model is built on the meta device, sharded, materialised
 with ``to_empty`` and filled by ``set_model_state_dict(..., broadcast_from_rank0=True)``, so only rank 0
 reads a checkpoint and no rank ever holds an unsharded fp32 model on the GPU. Saving gathers full state
-dicts onto rank 0's CPU (``get_model_state_dict`` / ``get_optimizer_state_dict``); the files are the same
-whatever the world size.
+dicts onto rank 0's CPU (``get_model_state_dict`` / ``get_optimizer_state_dict``) for the *full* checkpoint
+format; the *sharded* one (`sharded.py`, default under FSDP2 with several ranks) has each rank write its own
+shards with ``torch.distributed.checkpoint``, so no rank ever holds the whole model or optimizer state.
 """
 
 from __future__ import annotations
@@ -89,20 +90,22 @@ def _tie(model) -> None:
         model.lm_head.weight = model.model.embed_tokens.weight
 
 
-def prepare_model(model, full_sd: dict, info: DistInfo, parallel: str = "fsdp", param_dtype=None):
+def prepare_model(model, full_sd: dict | None, info: DistInfo, parallel: str = "fsdp", param_dtype=None):
     """Materialise a meta-device ``model`` on ``info.device`` with ``full_sd`` (needed on rank 0 only when
-    world > 1) and wrap it for data parallelism. Returns the model to train."""
+    world > 1; None: left uninitialised, for a sharded checkpoint to fill) and wrap it for data parallelism.
+    Returns the model to train."""
     if info.world == 1:
         model.to_empty(device=info.device)
         _tie(model)
-        model.load_state_dict(full_sd, strict=True)
+        if full_sd is not None:
+            model.load_state_dict(full_sd, strict=True)
         return model
     if parallel == "ddp":
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         model.to_empty(device=info.device)
         _tie(model)
-        if info.main:
+        if info.main and full_sd is not None:
             model.load_state_dict(full_sd, strict=True)
         ddp = DDP(model, device_ids=[info.device.index] if info.device.type == "cuda" else None)  # broadcasts rank 0
         ddp.cfg = model.cfg
@@ -115,8 +118,9 @@ def prepare_model(model, full_sd: dict, info: DistInfo, parallel: str = "fsdp", 
     fully_shard(model, mp_policy=mp)
     model.to_empty(device=info.device)
     _tie(model)
-    opts = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
-    set_model_state_dict(model, full_sd if info.main else {}, options=opts)
+    if full_sd is not None:
+        opts = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
+        set_model_state_dict(model, full_sd if info.main else {}, options=opts)
     return model
 
 

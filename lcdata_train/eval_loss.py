@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,7 +53,7 @@ POSITIONS = {"document": "a token's offset in its own document, within the windo
 
 
 def parse_edges(spec) -> tuple[int, ...]:
-    """``"0,4096,32K"`` -> (0, 4096, 32768) (K = 1024): increasing edges starting at 0."""
+    """``"0,4096,32Ki"`` -> (0, 4096, 32768) (`lcdata.util.config.parse_buckets`): increasing edges from 0."""
     from lcdata.util.config import parse_buckets
 
     vals = tuple(int(v) for v in (parse_buckets(spec) if isinstance(spec, str) else spec))
@@ -87,7 +86,7 @@ class EvalLossConfig:
         if not self.models:
             raise ConfigError("eval-loss needs at least one --model")
         object.__setattr__(self, "position_buckets", parse_edges(self.position_buckets))
-        labels = tuple(self.labels) if self.labels else tuple(_label(m) for m in self.models)
+        labels = tuple(self.labels) if self.labels else tuple(model_label(m) for m in self.models)
         if len(labels) != len(self.models) or len(set(labels)) != len(labels):
             raise ConfigError(f"labels {labels} must be distinct, one per model ({len(self.models)})")
         object.__setattr__(self, "labels", labels)
@@ -113,13 +112,13 @@ class EvalLossConfig:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
-def _label(path: str) -> str:
+def model_label(path: str) -> str:
     """A model's name from its path: the first folder that is not ``final``, ``run`` or a checkpoint
     (``unigram:`` kept in front of a unigram model's)."""
     from .unigram import PREFIX, is_unigram
 
     if is_unigram(path):
-        return PREFIX + _label(path[len(PREFIX):])
+        return PREFIX + model_label(path[len(PREFIX):])
     parts = [x for x in os.path.normpath(path).split(os.sep) if x]
     while len(parts) > 1 and (parts[-1] in ("final", "run", "checkpoints") or parts[-1].startswith("step-")):
         parts.pop()
@@ -140,9 +139,12 @@ def window_tokens(shards, i: int, a: int, L: int, position: str = "document") ->
     return src, (np.arange(L, dtype=np.int64) if position == "sequence" else pos)
 
 
-def _model_sums(model, ds, cfg: EvalLossConfig, n_src: int) -> tuple[np.ndarray, np.ndarray]:
+def _model_sums(model, ds, cfg: EvalLossConfig, n_src: int, label: str = "") -> tuple[np.ndarray, np.ndarray]:
     """Per (window, source, bucket): summed loss (float64) and token counts. ``model`` is a `Llama` or a
-    `UnigramModel` (scored at the same positions: the loss of predicting each scored label)."""
+    `UnigramModel` (scored at the same positions: the loss of predicting each scored label). Progress: one
+    `lcdata.util.progress.Stage` per model, labelled by its name, counting windows up to their total."""
+    from lcdata.util.progress import Stage
+
     from .unigram import UnigramModel
 
     edges = np.asarray(cfg.position_buckets)
@@ -154,7 +156,8 @@ def _model_sums(model, ds, cfg: EvalLossConfig, n_src: int) -> tuple[np.ndarray,
         from .infer import token_losses
 
         dev = next(model.parameters()).device
-    every = max(1, n // 10)
+    prog = Stage(f"eval-loss {label}".strip(), n, enabled=not cfg.quiet, unit="seq")
+    scored_total = 0
     for j in range(n):
         item = ds[j]
         i, w = divmod(j, ds.windows)
@@ -172,8 +175,9 @@ def _model_sums(model, ds, cfg: EvalLossConfig, n_src: int) -> tuple[np.ndarray,
         b = np.searchsorted(edges, tpos, side="right") - 1
         np.add.at(loss_sum[j], (tsrc, b), tl)
         np.add.at(count[j], (tsrc, b), 1)
-        if not cfg.quiet and ((j + 1) % every == 0 or j + 1 == n):
-            print(f"eval-loss: {j + 1}/{n} sequences", file=sys.stderr, flush=True)
+        scored_total += len(tl)
+        prog.update(1, note=f"{scored_total:,} tokens scored")
+    prog.close()
     return loss_sum, count
 
 
@@ -211,7 +215,7 @@ def evaluate(cfg: EvalLossConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
     frames, units = [], []
     for path, label in zip(cfg.models, cfg.labels):
         model = _load(path, cfg, ds)
-        s3, c3 = _model_sums(model, ds, cfg, len(shards.sources))
+        s3, c3 = _model_sums(model, ds, cfg, len(shards.sources), label)
         s, c = s3.sum(0), c3.sum(0)
         rows = []
         for k, name in enumerate([*shards.sources, ALL]):

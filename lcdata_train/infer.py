@@ -3,7 +3,8 @@ scoring, and per-token losses. Shared by `needle` and `eval_loss`.
 
 * `load_model(path)`: ``path`` is a run folder of `lcdata train` (its ``final/`` model, else its newest
   training checkpoint), a training checkpoint folder, or any Hugging Face LLaMA folder (config.json +
-  safetensors). Weights load through `checkpoint.load_hf_state` (shapes checked, nothing unpickled).
+  safetensors). Weights load through `checkpoint.load_hf_state` (shapes checked, nothing unpickled), or, from
+  a sharded (DCP) training checkpoint, through `sharded.load_sharded_model_state` in this one process.
 * `resolve_tokenizer(path, tokenizer)`: an explicit tokenizer.json, else the one saved beside the model,
   else the one the run's shards were built with (``run.json`` names the shards, whose manifest records it).
 * `greedy_generate`: one prefill of the prompt (through the attention seam: fused kernels on GPU), then one
@@ -29,9 +30,18 @@ import torch.nn.functional as F
 
 from lcdata.errors import ConfigError
 
-from .checkpoint import CheckpointError, latest_checkpoint, load_hf_state, read_hf_config, verify_model_folder
+from .checkpoint import (
+    CheckpointError,
+    check_training_checkpoint,
+    is_sharded,
+    latest_checkpoint,
+    load_hf_state,
+    read_hf_config,
+    verify_model_folder,
+)
 from .device import pick_device
 from .model import KVCache, Llama
+from .sharded import load_sharded_model_state
 
 IGNORE = -100
 
@@ -72,9 +82,14 @@ def load_model(path: str, device: str = "auto", rope_theta: float | None = None,
     ``max_seq_len`` raises the model's position limit (RoPE extrapolates; nothing is learned for it)."""
     folder = model_folder(path)
     fix = _damaged_fix(folder)
-    verify_model_folder(folder, fix)
-    cfg, _ = read_hf_config(folder, fix)
-    sd = load_hf_state(folder, cfg, fix=fix)
+    if is_sharded(folder):  # a sharded training checkpoint: read in this one process
+        check_training_checkpoint(folder)
+        cfg, _ = read_hf_config(folder, fix)
+        sd = load_sharded_model_state(folder, cfg)
+    else:
+        verify_model_folder(folder, fix)
+        cfg, _ = read_hf_config(folder, fix)
+        sd = load_hf_state(folder, cfg, fix=fix)
     over = {}
     if rope_theta is not None:
         over["rope_theta"] = float(rope_theta)

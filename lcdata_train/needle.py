@@ -78,15 +78,24 @@ _CLOSERS = "\"')]}\u201d\u2019"
 
 def parse_grid(spec: str, integer: bool) -> tuple:
     """``"1000:128000:40"`` -> ``linspace(1000, 128000, 40)`` (rounded to integers when ``integer``, as the
-    public code does for lengths and depths); ``"1000,2000"`` -> those values."""
+    public code does for lengths and depths); ``"1000,2000"`` -> those values. A value may carry a count
+    suffix (`lcdata.util.config.parse_size`: ``4K`` = 4000, ``4Ki`` = 4096)."""
+    from lcdata.util.config import parse_size
+
+    def num(x: str) -> float:  # 1500, 0.5, or a count with a suffix as every flag takes it (32Ki, 1M)
+        try:
+            return float(x)
+        except ValueError:
+            return float(parse_size(x, None)[0])
+
     try:
         if ":" in spec:
             a, b, n = spec.split(":")
-            vals = np.linspace(float(a), float(b), int(n))
+            vals = np.linspace(num(a), num(b), int(n))
         else:
-            vals = np.array([float(x) for x in spec.split(",") if x.strip()])
+            vals = np.array([num(x) for x in spec.split(",") if x.strip()])
             integer = integer and all(float(v).is_integer() for v in vals)  # a list keeps the values given
-    except ValueError:
+    except (ValueError, ConfigError):
         raise ConfigError(f"grid {spec!r}: use START:STOP:COUNT (e.g. 1000:128000:40) or a comma list") from None
     if len(vals) == 0:
         raise ConfigError(f"grid {spec!r} is empty")
@@ -121,6 +130,7 @@ class NeedleConfig:
     rope_theta: float | None = None
     quiet: bool = False
     overwrite: bool = False  # replace the needle folder --out holds (only ever one `lcdata needle` wrote)
+    name: str | None = None  # the run's label in results.json, the heatmap and report.md (None: the model's folder)
 
     def __post_init__(self):
         if self.task not in TASKS:
@@ -131,6 +141,10 @@ class NeedleConfig:
             raise ConfigError(f"bos {self.bos!r} is not one of {BOS_MODES}")
         if self.scoring is None:
             object.__setattr__(self, "scoring", default_scoring(self))
+        if not self.name:
+            from .eval_loss import model_label
+
+            object.__setattr__(self, "name", model_label(self.model))
         if self.scoring not in SCORINGS:
             raise ConfigError(f"scoring {self.scoring!r} is not one of {SCORINGS}")
         if (self.scoring == "exact") != (self.mode == "teacher-forced"):
@@ -521,14 +535,15 @@ def _write_outputs(cfg: NeedleConfig, res: pl.DataFrame, info: dict) -> None:
     cells = cell_scores(res)
     avg = float(cells["score"].mean())
     write_parquet(res, os.path.join(cfg.out, "results.parquet"))
-    summary = {"average_score": avg, "scoring": cfg.scoring, "task": cfg.task, "mode": cfg.mode,
+    summary = {"name": cfg.name, "average_score": avg, "scoring": cfg.scoring, "seed": cfg.seed, "task": cfg.task,
+               "mode": cfg.mode,
                "config": cfg.to_dict(), **info,
                "cells": cells.to_dicts()}
     if "logprob" in res.columns:
         summary["mean_answer_logprob"] = float(res["logprob"].mean())
     if "token_acc" in res.columns:
         summary["mean_token_acc"] = float(res["token_acc"].mean())
-    name = f"{cfg.task} ({cfg.mode}, scoring {cfg.scoring}) - {os.path.basename(cfg.model.rstrip('/'))}"
+    name = f"{cfg.task} ({cfg.mode}, scoring {cfg.scoring}) - {cfg.name}"
     title = f"{name}: average {avg:.1f}"
     summary["heatmaps"] = {"heatmap.png": title}
     if is_flat(res):
@@ -577,13 +592,13 @@ def heatmap(cells: pl.DataFrame, title: str, value: str = "score", label: str = 
     return buf.getvalue()
 
 
-def print_summary(res: pl.DataFrame, out: str) -> None:
+def print_summary(res: pl.DataFrame, out: str, name: str | None = None) -> None:
+    from lcdata.util.table import render
+
     cells = cell_scores(res)
     by_len = cells.group_by("length").agg(pl.col("score").mean()).sort("length")
-    print("length   score")
-    for r in by_len.iter_rows(named=True):
-        print(f"{r['length']:>7,}  {r['score']:6.1f}")
-    line = f"average score {cells['score'].mean():.1f} over {len(cells)} cells"
+    print(render(by_len, [("length", "length", "int"), ("score", "score", "float")]))
+    line = (f"{name}: " if name else "") + f"average score {cells['score'].mean():.1f} over {len(cells)} cells"
     if "token_acc" in res.columns:
         line += f"; mean answer log-prob {res['logprob'].mean():.3f}, token accuracy {res['token_acc'].mean():.3f}"
     files = "results.parquet, results.json, heatmap.png"

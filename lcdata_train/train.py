@@ -19,9 +19,16 @@ attention blocks (whole sequences, or documents with ``doc_mask``; causal, forwa
 activation recomputation not counted). Peak = the GPU's dense bf16 peak from a table, ``peak_tflops``
 if given, else MFU is None (on CPU: there is no meaningful published peak).
 
-Checkpoints every ``save_every`` steps and at the end (`checkpoint.py`); the finished model is also
-written to ``RUN/final`` in Hugging Face format (with the shards' tokenizer.json beside it when the file the
-manifest names is still there). Resume (``resume=True``) restores weights, optimizer and
+Before the model is built, rank 0 prints the run's memory estimate per rank (`memory.py`: weights, gradients,
+AdamW state, activations at this seq_len and micro-batch, with and without activation checkpointing); on CUDA
+a run whose estimate exceeds the GPU's usable memory is refused with the numbers and the fix.
+
+Checkpoints every ``save_every`` steps and at the end (none with ``save=False``, which benchmarks use: a
+``1b`` checkpoint with its optimizer is 12 GB): *full* (`checkpoint.py`, rank 0 gathers model and
+optimizer) or *sharded* (`sharded.py`, torch.distributed.checkpoint: each rank writes its own shards; the
+default under FSDP with several ranks); either resumes, on any number of ranks. The finished model is also
+written to ``RUN/final`` in Hugging Face format, one safetensors shard of at most 5 GB at a time (with the
+shards' tokenizer.json beside it when the file the manifest names is still there). Resume (``resume=True``) restores weights, optimizer and
 the data position from the newest checkpoint and refuses a changed config; with no randomness after
 initialisation, the resumed losses equal the uninterrupted run's (bitwise on CPU).
 
@@ -36,9 +43,10 @@ checkpoint it restores, and redoes those steps); a resume refuses a changed conf
 computes the same step count, LR and loss (the reductions are sums over ranks).
 
 Cost per step: ``accum`` forward + backward passes per rank, two small all-reduces (scored tokens; loss and
-attention FLOPs) besides the gradient sync on the last micro-batch, one JSON line appended. A checkpoint
-gathers the full model and optimizer state onto rank 0's CPU (collective) and writes it: about 3x the fp32
-model size on disk per checkpoint (the newest ``keep`` stay), plus the model once more in ``RUN/final``.
+attention FLOPs) besides the gradient sync on the last micro-batch, one JSON line appended. A full checkpoint
+gathers the model and optimizer state onto rank 0's CPU (collective) and writes it; a sharded one writes
+1/world of it from each rank: about 3x the fp32 model size on disk either way (the newest ``keep`` stay), plus
+the model once more in ``RUN/final``.
 """
 
 from __future__ import annotations
@@ -62,18 +70,22 @@ from lcdata.util.outdir import claim_out
 from . import distributed as D
 from .attention import pick_backend
 from .checkpoint import (
+    CheckpointError,
+    check_same_model,
     check_training_checkpoint,
+    is_sharded,
     latest_checkpoint,
     load_hf_state,
     load_training_checkpoint,
     read_hf_config,
-    save_hf,
     save_training_checkpoint,
     verify_model_folder,
 )
 from .config import PRESETS, ModelConfig, TrainConfig, config_changes, parse_count, preset, resolve_batch
 from .data import IGNORE, ShardDataset, ShardLoader
+from .memory import GIB, MemoryEstimate, check_fits, estimate_memory, usable_bytes
 from .model import Llama, init_state_dict
+from .sharded import export_hf, load_sharded_checkpoint, model_fetcher, save_sharded_checkpoint
 
 # dense bf16 peak, TFLOP/s, by a substring of torch.cuda.get_device_name()
 PEAK_TFLOPS = {"H200": 989.0, "H100 PCIe": 756.0, "H100": 989.0, "B200": 2250.0, "A100": 312.0, "L40S": 362.0,
@@ -177,6 +189,8 @@ def _folders(*paths: str) -> list[str]:
 def _train(cfg: TrainConfig, info: D.DistInfo) -> TrainResult:
     """Set up data and model (restored from the newest checkpoint when resuming), then the step loop: one
     optimizer step, its log record, and a checkpoint when one is due."""
+    if info.main and not cfg.quiet:  # the first line, before the model and data load
+        print(f"lcdata train: reading {cfg.shards}, loading {cfg.model} on {info.device} ...", file=sys.stderr, flush=True)
     run = _setup(cfg, info)
     log_path = os.path.join(cfg.out, "log.jsonl")
     if info.main:
@@ -185,14 +199,15 @@ def _train(cfg: TrainConfig, info: D.DistInfo) -> TrainResult:
     result = TrainResult(run_dir=cfg.out, first_step=run.start, step=run.start, total_steps=run.total_steps)
     run.model.train()
     step = run.start
+    t_loop = time.perf_counter()
     while step < stop:
         rec = _step(cfg, info, run, step)
         step = rec["step"]
         result.losses.append(rec["loss"])
         result.records.append(rec)
         if info.main:
-            _log_step(cfg, log_path, rec, run.total_steps, stop)
-        if step == stop or (cfg.save_every and step % cfg.save_every == 0):
+            _log_step(cfg, log_path, rec, run.total_steps, stop, (step - run.start, time.perf_counter() - t_loop))
+        if cfg.save and (step == stop or (cfg.save_every and step % cfg.save_every == 0)):
             final_dir = _save(cfg, info, run, step)
             if final_dir:
                 result.final_dir = final_dir
@@ -220,6 +235,7 @@ class _Run:
     peak: float | None  # peak FLOP/s of one device, None: no MFU
     backend: str
     autocast: contextlib.AbstractContextManager  # mixed precision of the forward pass (none in float32)
+    memory: MemoryEstimate  # per rank, printed at the start
 
 
 def _setup(cfg: TrainConfig, info: D.DistInfo) -> _Run:
@@ -235,6 +251,7 @@ def _setup(cfg: TrainConfig, info: D.DistInfo) -> _Run:
     cuda = info.device.type == "cuda"
     cdtype = {"auto": torch.bfloat16 if cuda else torch.float32, "float32": torch.float32,
               "bfloat16": torch.bfloat16}[cfg.dtype]
+    mem = _memory_check(cfg, info, mcfg, L, cdtype)
     ckpt, state = _restore_point(cfg, info, ds)
     model, opt = _model_and_optimizer(cfg, info, mcfg, cdtype, ckpt, folder)
     start = int(state["step"]) if ckpt else 0
@@ -242,12 +259,33 @@ def _setup(cfg: TrainConfig, info: D.DistInfo) -> _Run:
                          seed=cfg.seed, start_step=start, num_workers=cfg.num_workers, pin_memory=cuda)
     if state:
         loader.check_state(state["data"])
-    return _Run(ds=ds, mcfg=mcfg, save_dtype=save_dtype, cdtype=cdtype, per_step=per_step, accum=accum,
+    return _Run(ds=ds, mcfg=mcfg, save_dtype=save_dtype, cdtype=cdtype, per_step=per_step, accum=accum, memory=mem,
                 batch_tokens=batch_tokens, total_steps=total_steps, start=start, ckpt=ckpt, model=model, opt=opt,
                 loader=loader, peak=peak_flops(info.device, cdtype, cfg.peak_tflops),
                 backend=pick_backend(info.device, cfg.doc_mask),
                 autocast=(torch.autocast(info.device.type, dtype=cdtype) if cdtype != torch.float32
                           else contextlib.nullcontext()))
+
+
+def _memory_check(cfg: TrainConfig, info: D.DistInfo, mcfg: ModelConfig, seq_len: int,
+                  cdtype: torch.dtype) -> MemoryEstimate:
+    """The run's memory estimate per rank (`memory.py`), printed by rank 0 before the model is built; on CUDA
+    a run that does not fit is refused (every rank alike) unless ``memory_check`` is off."""
+    est = estimate_memory(mcfg, seq_len, cfg.micro_batch, info.world, cfg.parallel, cfg.act_ckpt,
+                          2 if cdtype != torch.float32 else 4, cfg.loss_chunk)
+    where = "CPU: not checked"
+    if info.device.type == "cuda":
+        props = torch.cuda.get_device_properties(info.device)
+        where = f"{props.name}: {props.total_memory / GIB:.1f} GiB, {usable_bytes(props.total_memory) / GIB:.1f} usable"
+    if info.main and not cfg.quiet:
+        other = estimate_memory(mcfg, seq_len, cfg.micro_batch, info.world, cfg.parallel, not cfg.act_ckpt,
+                                est.compute_bytes, cfg.loss_chunk)
+        print(f"lcdata train: memory estimate per rank ({where}): {est.line()}; activation checkpointing "
+              f"{'on' if cfg.act_ckpt else 'off'} (with it {'off' if cfg.act_ckpt else 'on'}: activations "
+              f"{other.activations / GIB:.2f} GiB, total {other.total / GIB:.2f} GiB)", file=sys.stderr)
+    if info.device.type == "cuda" and cfg.memory_check:
+        check_fits(mcfg, est, props.total_memory, props.name, info.world, cfg.parallel, cfg.loss_chunk)
+    return est
 
 
 def _restore_point(cfg: TrainConfig, info: D.DistInfo, ds: ShardDataset) -> tuple[str | None, dict | None]:
@@ -261,7 +299,7 @@ def _restore_point(cfg: TrainConfig, info: D.DistInfo, ds: ShardDataset) -> tupl
     if cfg.resume and not ckpt and info.main and not cfg.quiet:
         print(f"lcdata train: --resume: {cfg.out!r} holds no checkpoint yet, starting from step 0", file=sys.stderr)
     if ckpt:
-        state = check_training_checkpoint(ckpt)  # every rank: all fail alike on a damaged checkpoint
+        state = _check_checkpoint(ckpt, info)
         changes = config_changes(state["config"], cfg)
         ident = ds.shards.manifest.get("identity")
         if state.get("shards_identity") != ident:
@@ -272,12 +310,34 @@ def _restore_point(cfg: TrainConfig, info: D.DistInfo, ds: ShardDataset) -> tupl
     return ckpt, state
 
 
+def _check_checkpoint(ckpt: str, info: D.DistInfo) -> dict:
+    """`check_training_checkpoint` with the hashing shared by the ranks; every rank raises the first error any
+    rank found, so all fail alike on a damaged checkpoint."""
+    err, state = None, None
+    try:
+        state = check_training_checkpoint(ckpt, part=(info.rank, info.world))
+    except CheckpointError as e:
+        err = str(e)
+    if info.world > 1:
+        import torch.distributed as dist
+
+        errs = [None] * info.world
+        dist.all_gather_object(errs, err)
+        err = next((e for e in errs if e), None)
+    if err:
+        raise CheckpointError(err)
+    return state
+
+
 def _model_and_optimizer(cfg: TrainConfig, info: D.DistInfo, mcfg: ModelConfig, cdtype: torch.dtype,
                          ckpt: str | None, folder: str | None) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
     """The model on the device, wrapped for data parallelism, and its AdamW: weights and optimizer state from
     ``ckpt``, else weights from the HF ``folder`` or a seeded init. Rank 0 reads them; the others get a broadcast."""
     model_sd = osd = None
-    if info.main or info.world == 1:
+    sharded = bool(ckpt) and is_sharded(ckpt)
+    if sharded:
+        check_same_model(ckpt, mcfg)  # every rank reads config.json; the weights come below, each rank its shards
+    elif info.main or info.world == 1:
         if ckpt:
             model_sd, osd, _ = load_training_checkpoint(ckpt, mcfg, verify=False)
         elif folder:
@@ -287,14 +347,17 @@ def _model_and_optimizer(cfg: TrainConfig, info: D.DistInfo, mcfg: ModelConfig, 
     with torch.device("meta"):
         model = Llama(mcfg)
     model.act_ckpt, model.loss_chunk = cfg.act_ckpt, cfg.loss_chunk
-    model = D.prepare_model(model, model_sd or {}, info, cfg.parallel, cdtype if cdtype != torch.float32 else None)
+    model = D.prepare_model(model, None if sharded else (model_sd or {}), info, cfg.parallel,
+                            cdtype if cdtype != torch.float32 else None)
     del model_sd
     decay = [p for p in model.parameters() if p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.ndim < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=cfg.betas, eps=1e-8,
                             fused=True if info.device.type == "cuda" and info.world == 1 else None)
-    if ckpt:
+    if sharded:
+        load_sharded_checkpoint(ckpt, model, opt)
+    elif ckpt:
         D.load_optim_state(model, opt, osd, info)
     return model, opt
 
@@ -318,6 +381,7 @@ def _start_run_folder(cfg: TrainConfig, info: D.DistInfo, run: _Run, log_path: s
             "batch_tokens": run.batch_tokens, "batch_tokens_asked": nominal[0], "total_steps": run.total_steps,
             "world": info.world, "device": str(info.device), "compute_dtype": dtype,
             "attention_backend": run.backend, "peak_flops": run.peak, "resumed_from": run.ckpt,
+            "memory_estimate": run.memory.to_dict(),
             "data": data_coverage(run.ds, run.total_steps * run.per_step)}
     write_bytes(json.dumps(meta, indent=2, default=str).encode(), os.path.join(cfg.out, "run.json"))
     if not cfg.quiet:
@@ -393,37 +457,67 @@ def _step(cfg: TrainConfig, info: D.DistInfo, run: _Run, step: int) -> dict:
             "mfu": flops / (dt * info.world * run.peak) if run.peak else None, "model_flops": flops}
 
 
-def _log_step(cfg: TrainConfig, log_path: str, rec: dict, total_steps: int, stop: int) -> None:
+def _log_step(cfg: TrainConfig, log_path: str, rec: dict, total_steps: int, stop: int,
+              pace: tuple[int, float] = (0, 0.0)) -> None:
     """Rank 0: append the step's record to the log (then the ``train.step`` fault point) and print a progress
-    line every ``log_every`` steps and at the last step of this invocation."""
+    line at the first step of this invocation, every ``log_every`` steps and at its last step. ``pace``: (steps
+    done by this invocation, seconds they took): the line's steps/s and the ETA of this invocation's last step."""
     append_record(log_path, rec)
     fault_point("train.step")
     step = rec["step"]
-    if not cfg.quiet and (step % cfg.log_every == 0 or step == stop):
+    done, secs = pace
+    if not cfg.quiet and (step % cfg.log_every == 0 or step == stop or done == 1):
         mfu = f"MFU {rec['mfu']:.1%}" if rec["mfu"] is not None else "MFU n/a"
+        rate = done / secs if done and secs > 0 else 1.0 / max(rec["step_s"], 1e-9)
         print(f"step {step}/{total_steps} | loss {rec['loss']:.4f} | lr {rec['lr']:.2e} | grad {rec['grad_norm']:.3f} | "
-              f"{rec['tokens_per_s']:,.0f} tok/s | {mfu} | data {rec['data_share']:.1%} | {rec['step_s']:.2f} s",
-              file=sys.stderr, flush=True)
+              f"{rate:.2f} steps/s | {rec['tokens_per_s']:,.0f} tok/s | {mfu} | data {rec['data_share']:.1%} | "
+              f"{rec['step_s']:.2f} s | ETA {eta((stop - step) / rate)}", file=sys.stderr, flush=True)
+
+
+def eta(seconds: float) -> str:
+    """``42s``, ``3m05s``, ``2h07m``: a remaining time as the progress lines show it."""
+    s = max(0, round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
 def _save(cfg: TrainConfig, info: D.DistInfo, run: _Run, step: int) -> str | None:
-    """Checkpoint after ``step`` steps (collective: every rank calls it); after the last step of the run also
-    the model in HF format, whose folder it returns (rank 0; None otherwise)."""
+    """Checkpoint after ``step`` steps (collective: every rank calls it), full or sharded (`sharded_checkpoints`);
+    after the last step of the run also the model in HF format, written shard by shard, whose folder it
+    returns (rank 0; None otherwise)."""
+    manifest = run.ds.shards.manifest
+    st = {"tokens": step * run.batch_tokens, "data": run.loader.state_dict(), "config": cfg.to_dict(),
+          "shards_identity": manifest.get("identity"), "world": info.world, "total_steps": run.total_steps}
+    if sharded_checkpoints(cfg, info):
+        save_sharded_checkpoint(cfg.out, step, run.model, run.opt, run.mcfg, st, info, keep=cfg.keep)
+        fetch = model_fetcher(run.model, info)
+    else:
+        sd = D.model_state(run.model, info)
+        osd = D.optim_state(run.model, run.opt, info)
+        if info.main:
+            save_training_checkpoint(cfg.out, step, sd, run.mcfg, osd, st, keep=cfg.keep)
+        del osd
+
+        def fetch(group):
+            return {k: sd[k] for k, _ in group} if info.main else {}
     final_dir = None
-    sd = D.model_state(run.model, info)
-    osd = D.optim_state(run.model, run.opt, info)
-    if info.main:
-        manifest = run.ds.shards.manifest
-        st = {"tokens": step * run.batch_tokens, "data": run.loader.state_dict(), "config": cfg.to_dict(),
-              "shards_identity": manifest.get("identity"), "world": info.world, "total_steps": run.total_steps}
-        save_training_checkpoint(cfg.out, step, sd, run.mcfg, osd, st, keep=cfg.keep)
-        if step == run.total_steps:
-            final_dir = os.path.join(cfg.out, "final")
-            save_hf(sd, run.mcfg, final_dir, run.save_dtype,
-                    tokenizer=_shards_tokenizer(manifest.get("tokenizer") or {}))
-    del sd, osd
+    if step == run.total_steps:
+        final_dir = os.path.join(cfg.out, "final")
+        export_hf(fetch, run.mcfg, final_dir, run.save_dtype, info.main,
+                  tokenizer=_shards_tokenizer(manifest.get("tokenizer") or {}) if info.main else None)
     D.barrier(info)
-    return final_dir
+    return final_dir if info.main else None
+
+
+def sharded_checkpoints(cfg: TrainConfig, info: D.DistInfo) -> bool:
+    """Whether this run writes sharded (DCP) checkpoints: ``--checkpoint-format sharded``, or ``auto`` under
+    FSDP with several ranks (where gathering the optimizer state on one rank is what does not scale)."""
+    if cfg.checkpoint_format != "auto":
+        return cfg.checkpoint_format == "sharded"
+    return info.world > 1 and cfg.parallel == "fsdp"
 
 
 def _shards_tokenizer(tok: dict) -> str | None:

@@ -17,6 +17,12 @@ DEMO = ROOT / "data" / "demo"
 TOKENIZER = DEMO / "tokenizer.json"
 
 
+def pytest_configure(config):
+    # here, not in pyproject.toml: an edit there re-runs the Makefile's venv install
+    config.addinivalue_line("markers", "cuda: needs a CUDA GPU (skipped without one; `make gpu-check` runs "
+                            "them with pytest -m cuda)")
+
+
 @pytest.fixture(scope="module")
 def torch_one_thread():
     """One intra-op thread for a torch test module: on a shared 2-core machine, OpenMP's spinning threads slow

@@ -128,7 +128,7 @@ def test_needle_flag_errors(tmp_path, tokenizer_path, capsys, flags, expect):
 
 @pytest.mark.parametrize("flags,expect", [
     (["--seq-len", "-3"], "seq_len=-3 must be >= 2"),
-    (["--threshold", "-1"], "threshold=-1.0 must be >= 0"),
+    (["--delta-threshold", "-1"], "threshold=-1.0 must be >= 0"),
     (["--position", "sequence", "--doc-mask"], "position='sequence' with doc_mask"),
     (["--out", "s3x://bucket/e"], "Protocol not known: s3x")])
 def test_eval_loss_flag_errors(train_shards, tmp_path, capsys, flags, expect):

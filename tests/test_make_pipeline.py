@@ -142,5 +142,35 @@ def test_eval_position_reaches_eval_loss_and_names_its_stage(tmp_path):
         assert r.returncode == 0, r.stderr
         line = next(ln for ln in r.stdout.replace("\\\n", " ").splitlines() if "lcdata' eval-loss" in ln)
         assert f"--position '{want}' " in line, r.stdout
-        assert f"printf '%s\\n' '0,512 {want} 64' > '{out}/.vars/eval-loss'" in r.stdout, r.stdout
+        assert f"printf '%s\\n' '0,512 {want} 16' > '{out}/.vars/eval-loss'" in r.stdout, r.stdout
     assert not out.exists()
+
+
+def _recipe(r: subprocess.CompletedProcess) -> str:
+    assert r.returncode == 0, r.stderr
+    return r.stdout.replace("\\\n", " ")
+
+
+def test_demo_sizes_and_installs(tmp_path):
+    """`make demo` installs the pipeline's extras only (`.[train,fast]`), `make test` adds `[dev]` after them
+    (two stamps: a demo venv is upgraded, not rebuilt); DEMO=quick (default) trains and evaluates a quarter
+    of DEMO=full, and a variable given on its own wins; the torch stages run on TORCH_THREADS (1) threads. Dry runs (`make -n`) on a venv path that does not
+    exist: nothing is installed or written."""
+    venv = tmp_path / "venv"
+    base = [f"VENV={venv}", f"BIN={venv}/bin", f"STAMP={venv}/.stamp", f"OUT={tmp_path / 'out'}"]
+    demo = _recipe(_make("-n", "demo", *base))
+    assert 'pip install -q -e ".[train,fast]"' in demo and "dev]" not in demo and "megatron" not in demo
+    assert "--tokens 32768 " in demo and "--max-sequences 16 " in demo and "--log-every 2 " in demo
+    test = _recipe(_make("-n", "test", *base))
+    assert test.index('-e ".[train,fast]"') < test.index('-e ".[train,fast,dev]"') < test.index("-m pytest -q tests")
+    assert "--no-deps megatron-core" in test and f"touch {venv}/.lcdata-dev-installed" in test
+    full = _recipe(_make("-n", "demo", *base, "DEMO=full"))
+    assert "--tokens 131072 " in full and "--max-sequences 64 " in full and "--log-every 8 " in full
+    for stage in ("train", "needle", "eval-loss"):  # torch stages on 1 CPU thread unless TORCH_THREADS says
+        assert f"OMP_NUM_THREADS=1 '{venv}/bin/lcdata' {stage} " in demo
+        assert f"\n'{venv}/bin/lcdata' {stage} " in _recipe(_make("-n", "demo", *base, "TORCH_THREADS="))
+    assert demo.count("OMP_NUM_THREADS") == 3  # the data stages keep their own threads
+    assert "--tokens 1M " in _recipe(_make("-n", "demo", *base, "TRAIN_TOKENS=1M"))
+    bad = _make("-n", "demo", *base, "DEMO=huge")
+    assert bad.returncode == 2 and "DEMO='huge' is not quick or full" in bad.stderr
+    assert not venv.exists() and not (tmp_path / "out").exists()

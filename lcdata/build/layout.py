@@ -393,7 +393,8 @@ def write_shards(lay: PackLayout, cfg: PackOptions, out_dir: str, work_dir: str,
     in shard order, so the bytes are those of one writer. Writers are processes (each maps the layout, saved
     once to ``WORK/layout``, and opens the spills) when the shards hold at least `PROCESS_WRITE_MIN_BYTES`,
     else threads of this process (the reads, gathers, hashing and writes release the GIL, the loop over long
-    pieces does not; a process costs about 0.5 CPU-s to start). ``on_shard()`` is called after each shard (progress)."""
+    pieces does not; a process costs about 0.5 CPU-s to start). ``on_shard(entry)`` is called after each
+    shard, in shard order (progress)."""
     from ..util.parallel import ordered_map
 
     ks = list(range(lay.n_shards))
@@ -413,7 +414,7 @@ def write_shards(lay: PackLayout, cfg: PackOptions, out_dir: str, work_dir: str,
         for e in ordered_map(_write_one, items, workers, threads=threads, describe=lambda a: shard_name(a[1])):
             entries.append(e)
             if on_shard is not None:
-                on_shard()
+                on_shard(e)
     finally:
         if spills is not None:
             spills.close()

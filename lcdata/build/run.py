@@ -49,7 +49,7 @@ from ..util.config import check_workers
 from ..util.faults import fault_point
 from ..util.io import command_line
 from ..util.parallel import ordered_map, resolve_workers
-from ..util.progress import Progress
+from ..util.progress import Stage
 from ..version import VERSION
 from .config import BuildConfig
 from .layout import PackLayout, load_units, pack_layout, unit_doc_ids, write_documents, write_shards
@@ -80,13 +80,15 @@ def _build_into(job: PreparedBuild, *, workers, progress) -> BuildResult:
         rows = job.plan_rows(job.plan, job.files[i].rel) if job.plan is not None else None
         per_file.append(job.tokenize_args(i, rows))
     n_workers = resolve_workers(workers, len(per_file), (f.protocol for f in job.files))
-    prog = Progress(len(per_file), sum(a[1].size for a in per_file), progress, label="tokenize")
+    prog = Stage("tokenize", sum(a[1].size for a in per_file), enabled=progress, items=len(per_file))
     reports = []
     n_resumed = 0
-    for args, res in zip(per_file, ordered_map(tokenize_file, per_file, n_workers, describe=lambda a: a[1].url)):
-        reports.append(res["report"])
-        n_resumed += res["resumed"]
-        prog.update(args[1].size)
+    with prog:
+        for k, (args, res) in enumerate(zip(per_file, ordered_map(tokenize_file, per_file, n_workers,
+                                                                  describe=lambda a: a[1].url, meter=prog.meter))):
+            reports.append(res["report"])
+            n_resumed += res["resumed"]
+            prog.item_done(k, args[1].size, res["report"].n_counted)
     clock.lap("tokenize")
 
     # phase 2: order, pack, permute (one process), then write the shards (all workers)
@@ -95,16 +97,23 @@ def _build_into(job: PreparedBuild, *, workers, progress) -> BuildResult:
     lay = pack_layout(units, [f.rel for f in job.files], job.cfg)
     del units
     clock.lap("layout")
-    prog = Progress(lay.n_shards, lay.n_shards, progress, label="pack")
     out_proto = job.out_dir.split("://", 1)[0] if "://" in job.out_dir else "file"
     w_workers = resolve_workers(workers, lay.n_shards, [out_proto])  # a memory:// folder: this process only
+    written = done = 0
     # documents.parquet is written by this process while the writers write the shards (its own file, from the
     # layout): the "documents" phase is only the time it runs past them
-    with ThreadPoolExecutor(1, thread_name_prefix="lcdata-documents") as pool:
+    with Stage("pack", lay.n_seq, enabled=progress, unit="seq", items=0) as prog, \
+            ThreadPoolExecutor(1, thread_name_prefix="lcdata-documents") as pool:
+        def on_shard(entry: dict) -> None:
+            nonlocal written, done
+            written += sum(f["bytes"] for f in entry["files"].values())
+            done += 1
+            prog.update(entry["n_sequences"], note=f"{done}/{lay.n_shards} shards, {written / 1e6:,.1f} MB written")
+
         documents = pool.submit(write_documents, lay, job.out_dir, doc_ids)
         try:
             shards = write_shards(lay, job.cfg, job.out_dir, job.work_dir, job.specials, np.dtype(job.dtype),
-                                  w_workers, on_shard=lambda: prog.update(1))
+                                  w_workers, on_shard=on_shard)
         except BaseException:
             documents.cancel()
             raise

@@ -159,5 +159,5 @@ def _fit(ids: np.ndarray, dtype: np.dtype, f: InputFile) -> np.ndarray:
     if ids.size and (int(ids.max()) > np.iinfo(dtype).max or int(ids.min()) < 0):
         bad = int(ids.max()) if int(ids.max()) > np.iinfo(dtype).max else int(ids.min())
         raise LcdataError(f"{f.url}: the tokenizer emitted id {bad:,}, which dtype {dtype.name} cannot hold "
-                          "(larger than the tokenizer's largest id?); rebuild with --dtype uint32")
+                          "(larger than the tokenizer's largest id?); rebuild with --token-dtype uint32")
     return ids.astype(dtype)

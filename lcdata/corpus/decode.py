@@ -50,13 +50,15 @@ class Corrupt(Exception):
         self.offset, self.row, self.checksum = offset, row, checksum
 
 
-def zstd_pieces(raw, path: str, max_out: int = 32 << 20) -> Iterator[bytes]:
+def zstd_pieces(raw, path: str, max_out: int = 32 << 20, source: list | None = None) -> Iterator[bytes]:
     """Decompress a (multi-frame) zstd stream; raise on corruption *and* on truncation.
 
     Fast path: a file of at most ``ONE_SHOT_BYTES`` holding one frame whose header gives a content size of
     at most ``max_out`` is decompressed in one call into one exactly-sized buffer (about 1.5x faster than
     the streaming object, and it releases the GIL, so threads scale). Anything else (several frames,
     unknown size, or an error, which the streaming path then locates) goes through the streaming decoder.
+    ``source``: a list that receives the file object the streaming decoder reads from (its ``tell()`` is the
+    compressed bytes consumed, whatever was read ahead: what progress shows).
     """
     dctx = zstandard.ZstdDecompressor()
     head = raw.read(ONE_SHOT_BYTES + 1)
@@ -77,6 +79,8 @@ def zstd_pieces(raw, path: str, max_out: int = 32 << 20) -> Iterator[bytes]:
         raw = io.BytesIO(head)
     else:
         raw = _Prefixed(head, raw)
+    if source is not None:
+        source.append(raw)
     yield from _frames(raw, dctx.decompressobj, zstandard.ZstdError, "zstd", "frame")
 
 
@@ -92,6 +96,9 @@ class _Prefixed:
             self.pos += len(out)
             return out
         return self.raw.read(n)
+
+    def tell(self) -> int:
+        return self.pos if self.pos < len(self.head) else self.raw.tell()
 
     def seek(self, offset: int) -> None:
         self.pos = min(offset, len(self.head))

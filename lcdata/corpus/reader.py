@@ -41,6 +41,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 
 from ..errors import InputError
+from ..util import progress
 from .config import ReadConfig
 from .decode import Corrupt, gzip_pieces, line_chunks, plain_pieces, zstd_pieces
 from .inputs import InputFile, resolve_inputs
@@ -463,8 +464,18 @@ def iter_lengths(f: InputFile, cfg: ReadConfig, report: FileReport | None = None
     return _read(f, cfg, report, _Parser(f, cfg, report, lengths=True))
 
 
+def _tell(raw, size: int) -> int:
+    try:
+        return min(int(raw.tell()), size)
+    except (OSError, ValueError, AttributeError):
+        return 0
+
+
 def _read(f: InputFile, cfg: ReadConfig, report: FileReport, parser: _Parser) -> Iterator:
+    """The batches of ``f`` (`iter_batches` / `iter_lengths`); each chunk's compressed byte span and documents
+    go to `lcdata.util.progress` (a no-op unless a progress meter is bound to this thread)."""
     produced = False
+    counted = report.n_counted
 
     def fail(reason: str, detail: str, line: int | None = None, lost: Corrupt | None = None):
         if lost is not None:
@@ -484,7 +495,10 @@ def _read(f: InputFile, cfg: ReadConfig, report: FileReport, parser: _Parser) ->
                 try:
                     for batch in parser.parquet_batches(raw):
                         produced = True
+                        progress.chunk_read(0, 0, report.n_counted - counted)  # bytes: when the file ends
+                        counted = report.n_counted
                         yield batch
+                        progress.chunk_done()
                 except Corrupt as e:
                     fail("corrupt_file", str(e), lost=e)
                     return
@@ -492,17 +506,22 @@ def _read(f: InputFile, cfg: ReadConfig, report: FileReport, parser: _Parser) ->
                     fail("corrupt_file", f"parquet: {e}", lost=Corrupt("", 0, row=report.n_read))
                     return
             else:
+                source = [raw]  # the object whose tell() is the compressed bytes consumed (the zstd decoder's)
                 if f.format == "jsonl.zst":
-                    pieces = zstd_pieces(raw, f.url, cfg.chunk_bytes)
+                    pieces = zstd_pieces(raw, f.url, cfg.chunk_bytes, source)
                 else:
                     pieces = {"jsonl.gz": gzip_pieces, "jsonl": plain_pieces}[f.format](raw, f.url)
-                line = 0
+                line = start = 0
                 try:
                     for chunk in line_chunks(pieces, cfg.chunk_bytes):
                         produced = True
                         batch = parser.jsonl_chunk(chunk, line)
                         line += parser.chunk_lines
+                        end = _tell(source[-1], f.size)  # compressed bytes decoded so far
+                        progress.chunk_read(start, end, report.n_counted - counted)
+                        start, counted = end, report.n_counted
                         yield batch
+                        progress.chunk_done()
                 except Corrupt as e:
                     # Complete lines before the break were yielded; the first line lost is the next one.
                     e.row = line

@@ -1,9 +1,14 @@
 """`lcdata report`: one Markdown page per pipeline run, assembled from the stages' own output files.
 
 A run folder (the Makefile's ``OUT``) holds ``stats/``, ``plan/``, ``shards/``, ``run/`` (training),
-``needle/``, ``eval-loss/``; `write_report` reads whichever exist and writes ``report.md`` beside them with
-a section per stage: its table (read from the stage's parquet/JSON, never recomputed) and its figure
-(linked by relative path; the loss curve is drawn here from ``run/log.jsonl`` into ``loss_curve.png``).
+``needle/``, ``eval-loss/``, or the same stages under other names: `find_stages` recognises each folder by
+its manifest (`lcdata.util.outdir.folder_kind`). `write_report` reads whichever exist and writes
+``report.md`` beside them with the seeds of every stage and the needle scorer, then a section per stage: its
+table (read from the stage's parquet/JSON, never recomputed) and its figure (linked by relative path; the
+loss curve is drawn here from ``run/log.jsonl`` into ``loss_curve.png``). The page warns (``**Warning:**``
+lines) where a plan missed a target by more than its tolerance (`lcdata.report.warnings`, with the
+long-document share per source), where every needle cell scores the same and where training repeated its
+data. It holds no absolute path (`shown_path`, `scrub_paths`); shares are percentages, as on the terminal.
 A missing stage gets a line saying so, not an error, so the page can be written at any point; a folder
 that is not a run folder (missing, a file, a URL, or holding none of the stage folders) is refused before
 anything is written, and a stage file that cannot be read is an `InputError` naming it. A torn last line of
@@ -29,9 +34,13 @@ from ..errors import ConfigError, InputError
 from ..util.figure import label as bucket_label
 from ..util.io import write_bytes
 from ..util.jsonlog import read_log
+from ..util.outdir import folder_kind
 from ..util.table import frame_table
+from .warnings import long_shares, target_misses
 
 STAGES = ("stats", "plan", "shards", "run", "needle", "eval-loss")
+STAGE_OF_KIND = {"stats": "stats", "plan": "plan", "shards": "shards", "train": "run", "needle": "needle",
+                 "eval-loss": "eval-loss"}  # `lcdata.util.outdir.KINDS` -> the stage (and the Makefile's folder name)
 _RERUN = "the file is damaged or from another lcdata version: run that stage again"
 
 
@@ -64,9 +73,60 @@ def check_run_folder(d: str, names: tuple[str, ...] = STAGES) -> None:
                           f"{', '.join(STAGES)})")
     if not os.path.isdir(d):
         raise ConfigError(f"{d!r} is a file, not a folder; pass the run folder (the Makefile's OUT)")
-    if not any(os.path.isdir(os.path.join(d, n)) for n in names):
-        raise ConfigError(f"{d!r} holds none of {', '.join(names)}: it is not a run folder (pass the folder above "
-                          "the stages, the Makefile's OUT, not a stage's own folder)")
+    if not any(os.path.isdir(os.path.join(d, n)) for n in names) and not (names == STAGES and find_stages(d)):
+        raise ConfigError(f"{d!r} holds none of {', '.join(names)} and no folder an lcdata stage wrote: it is not a run "
+                          "folder (pass the folder above the stages, the Makefile's OUT, not a stage's own folder)")
+
+
+def find_stages(d: str) -> dict[str, str]:
+    """{stage: its folder, relative to ``d``}: every folder directly in ``d`` that an lcdata command wrote is
+    recognised by its manifest (`lcdata.util.outdir.folder_kind`: the ``.lcdata.json`` marker, else the
+    completion file), whatever its name. Where several folders are of one kind, the Makefile's name wins
+    (``stats``, ``plan``, ``shards``, ``run``, ``needle``, ``eval-loss``), then for shards the folder the
+    training run read (its ``run.json``), then a folder that is not the eval-loss's held-out shards, then the
+    first by name. A folder with the Makefile's name and no manifest still counts (a run still in progress)."""
+    found: dict[str, list[str]] = {}
+    for n in sorted(os.listdir(d)) if os.path.isdir(d) else []:
+        p = os.path.join(d, n)
+        if os.path.isdir(p) and not n.startswith("."):
+            kind = folder_kind(p)
+            stage = STAGE_OF_KIND.get(kind or "") or (n if n in STAGES else None)
+            if stage:
+                found.setdefault(stage, []).append(n)
+    out = {}
+    for stage, names in found.items():
+        out[stage] = stage if stage in names else names[0]
+    if len(found.get("shards", [])) > 1 and "shards" not in found["shards"]:
+        used = _config_path(d, out.get("run"), "run.json", "shards")
+        held = _config_path(d, out.get("eval-loss"), "loss.json", "shards")
+        names = found["shards"]
+        out["shards"] = next((n for n in names if used and os.path.basename(used.rstrip("/")) == n),
+                             next((n for n in names if not held or os.path.basename(held.rstrip("/")) != n), names[0]))
+    return out
+
+
+def _config_path(d: str, rel: str | None, name: str, key: str) -> str | None:
+    """``config[key]`` of ``d/rel/name`` (a path a stage recorded), or None."""
+    if rel is None or not _exists(d, rel, name):
+        return None
+    try:
+        v = _read_json(os.path.join(d, rel, name)).get("config", {}).get(key)
+    except (InputError, AttributeError):
+        return None
+    return v if isinstance(v, str) else None
+
+
+def shown_path(path, d: str) -> str:
+    """A path as report.md shows it: relative to the run folder ``d`` when inside it, else its last part (a
+    report holds no absolute path of the machine it was written on). A name that is no path stays."""
+    if not isinstance(path, str) or not path:
+        return str(path)
+    if not os.path.isabs(path) and not os.path.exists(path):
+        return path  # a preset name such as `debug`
+    a, base = os.path.abspath(path), os.path.abspath(d)
+    if a == base or a.startswith(base + os.sep):
+        return os.path.relpath(a, base)
+    return os.path.basename(a.rstrip(os.sep)) or a
 
 
 def _exists(*parts: str) -> bool:
@@ -78,24 +138,25 @@ def _count(v) -> str:
     return f"{v:,}" if isinstance(v, int) else "?"
 
 
-def md_table(df: pl.DataFrame, floats: int = 4) -> str:
-    """A Markdown table of ``df`` (floats rounded, nulls as '-'): `util.table.frame_table`."""
-    return frame_table(df, floats, markdown=True)
+def md_table(df: pl.DataFrame, floats: int = 4, kinds: dict[str, str] | None = None) -> str:
+    """A Markdown table of ``df`` (floats rounded, shares as percentages as on the terminal, nulls as '-'):
+    `util.table.frame_table`."""
+    return frame_table(df, floats, markdown=True, kinds=kinds)
 
 
 # -------------------------------------------------------------------------------------- sections
 
 
-def stats_section(d: str) -> list[str]:
+def stats_section(d: str, rel: str = "stats") -> list[str]:
     out = ["## 1. Corpus statistics (`lcdata stats`)", ""]
-    if not _exists(d, "stats", "sources.parquet"):
-        return out + ["(no stats/ folder)", ""]
-    src = _read_parquet(os.path.join(d, "stats", "sources.parquet"))
+    if not _exists(d, rel, "sources.parquet"):
+        return out + [f"(no {rel}/ folder)", ""]
+    src = _read_parquet(os.path.join(d, rel, "sources.parquet"))
     cols = [c for c in ("source", "n_docs", "n_tokens", "token_share", "p50_tokens", "max_tokens", "long_token_share",
                         "est_error") if c in src.columns]
-    out += [md_table(src.select(cols)), ""]
-    if _exists(d, "stats", "length_distribution.png"):
-        out += ["![token share by length bucket](stats/length_distribution.png)", ""]
+    out += [md_table(src.select(cols), kinds={"est_error": "signed_pct"}), ""]
+    if _exists(d, rel, "length_distribution.png"):
+        out += [f"![token share by length bucket]({rel}/length_distribution.png)", ""]
     return out
 
 
@@ -114,6 +175,12 @@ def sample_section(d: str, rel: str = "plan") -> list[str]:
         "source", "original_share", "target_share", "achieved_share", pl.col("target_tokens").round().cast(pl.Int64),
         "achieved_tokens", "n_docs", "n_copies")
     out += [md_table(src), ""]
+    thr = cfg.get("threshold", 4096)
+    out += [f"Long-document share per source: the share of the source's tokens in documents of at least {thr:,} "
+            "tokens, in the corpus, in the target and in the plan (the recipe's key number):", "",
+            md_table(long_shares(rep, thr)), ""]
+    misses = target_misses(rep, cfg.get("budget_tokens"))
+    out += [f"- **Warning:** {m}." for m in misses] + ([""] if misses else [])
     rj = os.path.join(d, rel, "report.json")
     recipe = _read_json(rj).get("recipe") if os.path.exists(rj) else None
     if recipe:
@@ -122,7 +189,7 @@ def sample_section(d: str, rel: str = "plan") -> list[str]:
                 "L/(L + short_keep x S), and the largest budget at which the recipe holds:", "",
                 md_table(pl.DataFrame(recipe).select("source", "requested_short_rate", "planned_short_rate",
                                                       "achieved_short_rate", "long_share", "paper_long_share",
-                                                      "recipe_budget")), ""]
+                                                      "recipe_budget"), 3), ""]  # rates with 3 decimals, as on the terminal
     for w in plan.get("recipe_warnings") or []:
         out += [f"**Warning:** {w}", ""]
     if os.path.exists(os.path.join(d, rel, "sample.png")):
@@ -130,11 +197,11 @@ def sample_section(d: str, rel: str = "plan") -> list[str]:
     return out
 
 
-def shards_section(d: str) -> list[str]:
+def shards_section(d: str, rel: str = "shards", plan_rel: str = "plan") -> list[str]:
     out = ["## 3. Shards (`lcdata build`)", ""]
-    if not _exists(d, "shards", "manifest.json"):
-        return out + ["(no shards/ folder)", ""]
-    m = _read_json(os.path.join(d, "shards", "manifest.json"))
+    if not _exists(d, rel, "manifest.json"):
+        return out + [f"(no {rel}/ folder)", ""]
+    m = _read_json(os.path.join(d, rel, "manifest.json"))
     c = m.get("config", {})
     t = m.get("totals", m)
     out += [f"{_count(t.get('n_sequences'))} sequences of {_count(c.get('seq_len'))} tokens, packing "
@@ -143,7 +210,7 @@ def shards_section(d: str) -> list[str]:
     if per:
         out += [md_table(pl.DataFrame([{"source": s, "documents": v["documents"], "tokens": v["tokens"]}
                                         for s, v in per.items()])), ""]
-        out += planned_vs_shards(d, per, m)
+        out += planned_vs_shards(d, per, m, plan_rel)
     return out
 
 
@@ -165,7 +232,7 @@ def planned_vs_shards(d: str, per: dict, m: dict, plan_rel: str = "plan") -> lis
     return ["Planned vs trained mixture: `planned_share` is the plan's (document tokens, as sampled); "
             f"`shard_share` is what the trainer reads: the shards' tokens, with the specials the build adds per "
             f"document ({added}) and without the {m.get('dropped_tokens', 0):,} dropped tokens. A source of short "
-            "documents gains share from its specials.", "", md_table(pl.DataFrame(rows)), ""]
+            "documents gains share from its specials.", "", md_table(pl.DataFrame(rows), kinds={"difference_pp": "signed:2"}), ""]
 
 
 def loss_curve(log_path: str, title: str) -> bytes:
@@ -202,12 +269,20 @@ def train_section(d: str, rel: str = "run") -> list[str]:
     first, last = recs[0], recs[-1]
     tps = sorted(r["tokens_per_s"] for r in recs)[len(recs) // 2]
     cfg = run.get("config", {})
-    out += [f"Model `{cfg.get('model')}` ({run.get('n_params', 0) / 1e6:.1f}M parameters), sequence length "
+    model = shown_path(cfg.get("model"), d)
+    data = run.get("data") or {}
+    epochs = f", {data['epochs']:.2f} epoch(s) of the shards" if isinstance(data.get("epochs"), (int, float)) else ""
+    out += [f"Model `{model}` ({run.get('n_params', 0) / 1e6:.1f}M parameters), sequence length "
             f"{_count(run.get('seq_len'))}, {_count(run.get('batch_tokens'))} tokens per step, {last['step']} steps "
-            f"({last['tokens']:,} tokens) on {run.get('device')} ({run.get('attention_backend')} attention).", "",
+            f"({last['tokens']:,} tokens{epochs}) on {run.get('device')} ({run.get('attention_backend')} attention), "
+            f"seed {cfg.get('seed', '?')}.", "",
             md_table(pl.DataFrame({"": ["first step", "last step"], "loss": [first["loss"], last["loss"]]})), "",
             f"Median throughput {tps:,.0f} tokens/s" + (f", MFU {last['mfu']:.1%}" if last.get("mfu") else "") + ".", ""]
-    write_bytes(loss_curve(log, f"training loss: {cfg.get('model')}"), os.path.join(d, "loss_curve.png"))
+    if isinstance(data.get("epochs"), (int, float)) and data["epochs"] > 1:
+        out += [f"**Warning:** training repeated its data: {data.get('sequences', 0):,} windows read from "
+                f"{data.get('windows', 0):,} per epoch = {data['epochs']:.2f} epochs of the shards (documents seen "
+                "more than once); build more shards or train on fewer tokens for one pass.", ""]
+    write_bytes(loss_curve(log, f"training loss: {model}"), os.path.join(d, "loss_curve.png"))
     out += ["![loss curve](loss_curve.png)", ""]
     return out
 
@@ -220,29 +295,70 @@ def needle_section(d: str, rel: str = "needle") -> list[str]:
     cells = pl.DataFrame(r["cells"])
     by_len = cells.group_by("length").agg(pl.col("score").mean()).sort("length")
     scoring = f", scorer `{r['scoring']}`" if r.get("scoring") else ""  # results.json of older runs: not recorded
-    line = (f"Task `{r['task']}`, mode `{r['mode']}`{scoring}: average score **{r['average_score']:.1f}** over "
+    name = r.get("name") or shown_path((r.get("config") or {}).get("model"), d)
+    seed = (r.get("config") or {}).get("seed")
+    line = (f"Run `{name}`: task `{r['task']}`, mode `{r['mode']}`{scoring}"
+            + (f", seed {seed}" if seed is not None else "") + f": average score **{r['average_score']:.1f}** over "
             f"{len(cells)} cells")
     if r.get("scoring") == "paper":
         line += " (the paper's formula: a perfect answer scores 91.7 with its needle)"
     if "mean_answer_logprob" in r:
         line += f"; mean answer log-probability {r['mean_answer_logprob']:.3f}, token accuracy {r['mean_token_acc']:.3f}"
     out += [line + ".", "", md_table(by_len, 1), "", f"![needle heatmap]({rel}/heatmap.png)", ""]
+    if len(cells) > 1 and cells["score"].n_unique() == 1:
+        out += [f"**Warning:** every needle cell scores {cells['score'][0]:.1f}: the score cannot tell lengths or "
+                "depths apart at this model size or training length; compare the answer log-probabilities "
+                "(`--mode teacher-forced`, or the log-probability heatmap) instead.", ""]
     if r.get("logprob_heatmap"):  # every cell scored the same: the answer's log-probability still ranks the cells
         out += ["Every cell has the same score, so the answer's mean log-probability per cell is shown too:", "",
                 f"![needle answer log-probability]({rel}/{r['logprob_heatmap']})", ""]
     return out
 
 
-def eval_loss_section(d: str) -> list[str]:
+def eval_loss_section(d: str, rel: str = "eval-loss") -> list[str]:
     out = ["## 6. Validation loss by source and position (`lcdata eval-loss`)", ""]
-    if not _exists(d, "eval-loss", "loss.parquet"):
-        return out + ["(no eval-loss/ folder)", ""]
-    losses = _read_parquet(os.path.join(d, "eval-loss", "loss.parquet"))
-    out += [_position_line(os.path.join(d, "eval-loss")), "", md_table(pivot_losses(losses)), ""]
-    if _exists(d, "eval-loss", "compare.parquet"):
-        cmp = _read_parquet(os.path.join(d, "eval-loss", "compare.parquet"))
-        out += [f"Difference to the first model (`*`: |delta| > {_threshold(os.path.join(d, 'eval-loss'))}):", "",
+    if not _exists(d, rel, "loss.parquet"):
+        return out + [f"(no {rel}/ folder)", ""]
+    losses = _read_parquet(os.path.join(d, rel, "loss.parquet"))
+    out += [_position_line(os.path.join(d, rel)), "", md_table(pivot_losses(losses)), ""]
+    if _exists(d, rel, "compare.parquet"):
+        cmp = _read_parquet(os.path.join(d, rel, "compare.parquet"))
+        out += [f"Difference to the first model (`*`: |delta| > {_threshold(os.path.join(d, rel))}):", "",
                 md_table(pivot_deltas(cmp)), ""]
+    return out
+
+
+def settings_section(d: str, stages: dict[str, str]) -> list[str]:
+    """The seeds of every stage and the needle scorer, from the stages' own files (a stage not run: absent)."""
+    rows = []
+
+    def cfg_of(stage: str, name: str) -> dict | None:
+        rel = stages.get(stage)
+        if rel is None or not _exists(d, rel, name):
+            return None
+        doc = _read_json(os.path.join(d, rel, name))
+        return doc if isinstance(doc, dict) else None
+
+    if (p := cfg_of("plan", "plan.json")) is not None:
+        rows.append({"stage": "sample", "seed": (p.get("config") or {}).get("seed"), "what it drives":
+                     "which documents and copies are drawn"})
+    if (m := cfg_of("shards", "manifest.json")) is not None:
+        rows.append({"stage": "build", "seed": m.get("seed", (m.get("config") or {}).get("seed")),
+                     "what it drives": "document order and sequence permutation"})
+    if (r := cfg_of("run", "run.json")) is not None:
+        rows.append({"stage": "train", "seed": (r.get("config") or {}).get("seed"),
+                     "what it drives": "initialisation and data order"})
+    scorer = None
+    if (n := cfg_of("needle", "results.json")) is not None:
+        rows.append({"stage": "needle", "seed": (n.get("config") or {}).get("seed"),
+                     "what it drives": "needle placement and haystack"})
+        scorer = n.get("scoring")
+    if not rows:
+        return []
+    out = ["## Seeds and scorer", "", md_table(pl.DataFrame(rows, schema={"stage": pl.String, "seed": pl.Int64,
+                                                                        "what it drives": pl.String})), ""]
+    if scorer:
+        out += [f"Needle scorer: `{scorer}` (docs/eval.md).", ""]
     return out
 
 
@@ -295,18 +411,36 @@ def _section(section, d: str, stage: str) -> list[str]:
                          f"({type(e).__name__}: {e})", _RERUN) from None
 
 
-def write_report(d: str) -> str:
-    """Write ``d/report.md`` from the stage folders in ``d``; returns its path."""
+def write_report(d: str, name: str | None = None) -> str:
+    """Write ``d/report.md`` from the stage folders in ``d`` (found by their manifests, `find_stages`); the page
+    is titled ``name`` (default: the folder's name) and holds no absolute path. Returns its path."""
     check_run_folder(d)
-    lines = [f"# lcdata report: `{os.path.abspath(d)}`", "",
+    stages = find_stages(d)
+    title = name or os.path.basename(os.path.abspath(d).rstrip(os.sep))
+    lines = [f"# lcdata report: `{title}`", "",
              "Stages: stats -> sample -> build -> train -> needle + eval-loss (Fu et al. 2024, per-source length "
-             "upsampling). Every number below is read from the stage's own output files in this folder.", ""]
+             "upsampling). Every number below is read from the stage's own output files in this folder"
+             + (": " + ", ".join(f"{s} `{r}/`" for s, r in stages.items() if r != s) if any(
+                 r != s for s, r in stages.items()) else "") + ".", ""]
+    lines += settings_section(d, stages)
     for section, stage in ((stats_section, "stats"), (sample_section, "plan"), (shards_section, "shards"),
                            (train_section, "run"), (needle_section, "needle"), (eval_loss_section, "eval-loss")):
-        lines += _section(section, d, stage)
+        rel = stages.get(stage, stage)
+        if section is shards_section:
+            lines += _section(lambda d, rel=rel: shards_section(d, rel, stages.get("plan", "plan")), d, rel)
+        else:
+            lines += _section(lambda d, section=section, rel=rel: section(d, rel), d, rel)
     path = os.path.join(d, "report.md")
-    write_bytes("\n".join(lines).encode(), path)
+    write_bytes(scrub_paths("\n".join(lines), d).encode(), path)
     return path
+
+
+def scrub_paths(text: str, d: str) -> str:
+    """``text`` with the run folder's absolute path (as given and resolved) made relative: a report carries
+    no path of the machine it was written on."""
+    for base in {os.path.realpath(d), os.path.abspath(d)}:
+        text = text.replace(base + os.sep, "").replace(base, ".")
+    return text
 
 
 def ablation_seeds(d: str, strategies: list[str]) -> list[int | None]:
@@ -423,12 +557,13 @@ def write_ablation_report(d: str, strategies: list[str], seeds: list[int | None]
     if rows:
         mix = (pl.DataFrame(rows).group_by("strategy", "source", maintain_order=True).agg(pl.col("achieved_share").mean())
                .pivot(on="strategy", index="source", values="achieved_share"))
-        lines += [md_table(mix.select("source", *[s for s in strategies if s in mix.columns])), ""]
+        lines += [md_table(mix.select("source", *[s for s in strategies if s in mix.columns]),
+                           kinds={s: "pct" for s in strategies}), ""]
     if long_rows:
         lr = (pl.DataFrame(long_rows).group_by("strategy", maintain_order=True)
               .agg(pl.col("long").mean().alias("share of tokens in documents >= 4K (mean)"),
                    pl.col("long").min().alias("min"), pl.col("long").max().alias("max")))
-        lines += [md_table(lr), ""]
+        lines += [md_table(lr, kinds={"min": "pct", "max": "pct"}), ""]
     lines += ["## Held-out loss by source and position", ""]
     lines += ablation_loss_section(d, strategies, seeds)
     lines += ["## Needle in a haystack", ""]
@@ -469,5 +604,5 @@ def write_ablation_report(d: str, strategies: list[str], seeds: list[int | None]
     if trows:
         lines += [md_table(pl.DataFrame(trows)), ""]
     path = os.path.join(d, "report.md")
-    write_bytes("\n".join(lines).encode(), path)
+    write_bytes(scrub_paths("\n".join(lines), d).encode(), path)
     return path

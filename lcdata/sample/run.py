@@ -167,6 +167,7 @@ def sample_into(inputs, out_dir, config, stats_dir=None, stats_config=None, work
         "stats_identity": {"chars_per_token": st.config.chars_per_token},
         "length_unit": "tokens" if st.config.tokenizer else f"estimated tokens (chars / {st.config.chars_per_token})",
         "tokenizer": st.tokenizer,
+        "engine": st.engine,  # the tokenizer engine that counted the lengths (None: estimated from characters)
         "inputs": [{"url": f.url, "rel": f.rel, "bytes": f.size, "format": f.format, "version": f.version}
                    for f in st.inputs],
         "totals": {"budget_tokens": config.budget_tokens, **copies_stats(plan),

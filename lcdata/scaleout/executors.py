@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from ..errors import ConfigError, LcdataError, MissingDependencyError
 from ..util.config import default_workers
+from ..util.flags import size_type
 
 EXECUTORS = ("local", "slurm", "ray")
 
@@ -189,24 +190,30 @@ class StageFailed(LcdataError):
 # ------------------------------------------------------------------------------------------- CLI
 
 
+SCALE_OUT_GROUP = "scale-out (Slurm, Ray or local datatrove executors; docs/scale-out.md)"
+
+
 def add_executor_args(parser: argparse.ArgumentParser) -> None:
     """Add the scale-out flags (``--executor`` and the executor's own options) to a subcommand."""
-    g = parser.add_argument_group("scale-out on datatrove executors (docs/scale-out.md)")
+    g = parser.add_argument_group(SCALE_OUT_GROUP, "run the per-file work as datatrove tasks, here or on a cluster; "
+                                  "without --executor these flags are ignored")
     g.add_argument("--executor", choices=EXECUTORS, default=None,
                    help="run the per-file work as datatrove tasks: local, slurm or ray (default: lcdata's own "
                         "process pool, --workers)")
-    g.add_argument("--tasks", type=int, default=None,
+    g.add_argument("--tasks", type=size_type("tasks"), default=None, metavar="N",
                    help="datatrove tasks of the per-file stages (default: one per input file, at most the cores "
                         "for local, 1000 otherwise)")
-    g.add_argument("--executor-workers", type=int, default=None,
+    g.add_argument("--executor-workers", type=size_type("tasks"), default=None, metavar="N",
                    help="tasks running at once (default: the cores for local, no limit for slurm/ray)")
-    g.add_argument("--partition", default=None, help="slurm: partition (required)")
-    g.add_argument("--time", default=None, help="slurm: time limit per job, e.g. 04:00:00 (required); ray: per task")
+    g.add_argument("--partition", default=None, help="slurm: partition (required with slurm)")
+    g.add_argument("--time", default=None, metavar="HH:MM:SS",
+                   help="slurm: time limit per job, e.g. 04:00:00 (required with slurm); ray: per task")
     g.add_argument("--logging-dir", default=None,
-                   help="datatrove logging folder: completions, stats, logs (default OUT/_scaleout/logs)")
-    g.add_argument("--cpus-per-task", type=int, default=1, help="slurm/ray: CPUs per task (default 1)")
-    g.add_argument("--mem-per-cpu-gb", type=float, default=2.0, help="slurm/ray: memory per CPU in GB (default 2)")
-    g.add_argument("--job-name", default="lcdata", help="slurm: job name prefix (default lcdata)")
+                   help="datatrove logging folder: completions, stats, logs (default: OUT/_scaleout/logs)")
+    g.add_argument("--cpus-per-task", type=size_type("CPUs"), default=1, metavar="N", help="slurm/ray: CPUs per task")
+    g.add_argument("--mem-per-cpu-gb", type=float, default=2.0, metavar="GiB",
+                   help="slurm/ray: memory per CPU in GiB (Slurm's G = 1024^3 bytes)")
+    g.add_argument("--job-name", default="lcdata", help="slurm: job name prefix")
     g.add_argument("--qos", default=None, help="slurm: QOS (default: the partition's)")
     g.add_argument("--env-command", default=None,
                    help="slurm: shell command run before each job (default: source the running venv)")

@@ -288,5 +288,7 @@ def run_sample_distributed(inputs, out_dir: str, config, executor: str | Executo
 
     report = read_parquet(join(out_dir, "report.parquet"))
     groups = read_parquet(join(out_dir, "groups.parquet"))
-    return SampleResult(plan=Plan(plan=plan, groups=groups, report=report, capped=manifest["capped"], config=config),
+    recipe = read_json(join(out_dir, "report.json")).get("recipe")  # the length-upsampling table, as solved
+    return SampleResult(plan=Plan(plan=plan, groups=groups, report=report, capped=manifest["capped"], config=config,
+                                  recipe=pl.DataFrame(recipe) if recipe else None),
                         manifest=manifest)

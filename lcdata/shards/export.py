@@ -4,15 +4,17 @@
   little-endian uint16/uint32) and ``shard-NNNNN.ds.index`` (uint64 cumulative end offsets of every piece
   and padding run). `DatatroveFolderDataset(folder, seq_len=SEQ_LEN - 1, token_size=2|4)` then yields
   exactly our sequences (it reads windows of seq_len + 1 tokens), with positions reset at document starts.
-- ``megatron``: per shard ``shard-NNNNN.bin`` + ``.idx`` (Megatron-Core ``MMIDIDX`` v1): one Megatron
-  sequence per document piece, without padding; dtype by Megatron's rule (uint16 when the vocabulary is
-  < 65,500, else int32). Invariant: one Megatron document (``document_indices``: a run of consecutive
-  sequences) is exactly one lcdata document instance, its pieces in document order. The shards cut documents
-  across sequences and shuffle the sequences, so a document's pieces are rarely adjacent (nor always in one
-  shard): each document goes whole to the file of the shard holding its first piece, at that piece's place,
-  its later pieces moved up behind it. Documents keep the shards' order (of their first pieces); a build
-  whose cut documents are adjacent exports in exactly the shards' order. A shard left with no document
-  writes no files (Megatron cannot map an empty ``.bin``).
+- ``megatron``: per shard ``shard-NNNNN.bin`` + ``.idx`` (Megatron-Core ``MMIDIDX`` v1), without padding; dtype
+  by Megatron's rule (uint16 when the vocabulary is < 65,500, else int32). Two layouts (``megatron_layout``):
+  ``document`` (default, Megatron's convention: it packs and shuffles itself): one Megatron sequence, and one
+  Megatron document, per lcdata document instance, its pieces joined back in document order; ``pieces``
+  (the layout before issue 17): one Megatron sequence per piece as lcdata's packing cut it, the pieces of an
+  instance consecutive and forming one Megatron document (``document_indices``). Invariant of both: a
+  Megatron document is exactly one instance. The shards cut documents across sequences and shuffle the
+  sequences, so a document's pieces are rarely adjacent (nor always in one shard): each document goes whole
+  to the file of the shard holding its first piece, at that piece's place. Documents keep the shards' order
+  (of their first pieces). A shard left with no document writes no files (Megatron cannot map an empty
+  ``.bin``).
 
 Safety: the output may not be, contain or lie inside the input folder (`lcdata.util.io.path_relation`), and
 the input is verified in full first (`verify_shards`: every claim of its manifest, every checksum), so a
@@ -36,6 +38,7 @@ from .reader import open_shards
 from .verify import verify_shards
 
 FORMATS = ("datatrove", "megatron")
+MEGATRON_LAYOUTS = ("document", "pieces")
 MEGATRON_CODES = {np.dtype(np.uint16): 8, np.dtype(np.int32): 4}
 
 
@@ -90,21 +93,27 @@ def check_export(folder: str, out_dir: str) -> None:
                           "rebuild it")
 
 
-def export_shards(folder: str, fmt: str, out_dir: str, *, overwrite: bool = False) -> dict:
+def export_shards(folder: str, fmt: str, out_dir: str, *, overwrite: bool = False,
+                  megatron_layout: str = "document") -> dict:
     """Write ``folder``'s shards in format ``fmt`` to ``out_dir`` (after `check_export`); returns a small manifest.
     A folder that is not empty is refused unless it is an export folder and ``overwrite`` (`outdir.claim_out`).
+    ``megatron_layout`` (``megatron`` only): ``document`` (one sequence per document instance) or ``pieces``.
 
     >>> export_shards("out/shards", "megatron", "out/megatron")  # doctest: +SKIP
     """
     if fmt not in FORMATS:
         raise ConfigError(f"export format {fmt!r} is not one of {FORMATS}")
+    if megatron_layout not in MEGATRON_LAYOUTS:
+        raise ConfigError(f"megatron layout {megatron_layout!r} is not one of {MEGATRON_LAYOUTS}")
+    if fmt != "megatron" and megatron_layout != "document":
+        raise ConfigError(f"--megatron-layout {megatron_layout} applies to --format megatron only, not {fmt}")
     check_export(folder, out_dir)
     s = open_shards(folder)
     with claim_out(out_dir, "export", overwrite=overwrite, resume_flag=None, protect={"the shard folder": [folder]}):
-        return _export(s, folder, fmt, out_dir)
+        return _export(s, folder, fmt, out_dir, megatron_layout)
 
 
-def _export(s, folder: str, fmt: str, out_dir: str) -> dict:
+def _export(s, folder: str, fmt: str, out_dir: str, layout: str) -> dict:
     L = s.seq_len
     files = []
     n_docs = 0
@@ -133,11 +142,19 @@ def _export(s, folder: str, fmt: str, out_dir: str) -> dict:
             data = np.concatenate(pieces).astype(dt) if pieces else np.zeros(0, dt)  # verified: ids <= max_id
             starts = np.flatnonzero(np.r_[True, mine["doc"][1:] != mine["doc"][:-1]]) if len(mine) else []
             write_bytes(data.tobytes(), join(out_dir, f"{name}.bin"))
-            write_bytes(megatron_idx(mine["length"], dt, starts), join(out_dir, f"{name}.idx"))
+            if layout == "document":  # each instance's pieces joined: one sequence (and one document) each
+                lengths = np.add.reduceat(mine["length"].astype(np.int64), starts)
+                if lengths.max() > np.iinfo(np.int32).max:
+                    raise LcdataError(f"a document of {int(lengths.max()):,} tokens exceeds Megatron's int32 "
+                                      "sequence length; export with --megatron-layout pieces")
+                idx = megatron_idx(lengths, dt)
+            else:
+                idx = megatron_idx(mine["length"], dt, starts)
+            write_bytes(idx, join(out_dir, f"{name}.idx"))
             files += [f"{name}.bin", f"{name}.idx"]
             n_docs += len(starts)
     man = {"format": fmt, "source": folder, "seq_len": L, "dtype": str(s.dtype), "files": files,
-           **({"documents": n_docs} if fmt == "megatron" else {}),
+           **({"documents": n_docs, "layout": layout} if fmt == "megatron" else {}),
            "read_with": f"DatatroveFolderDataset(folder, seq_len={L - 1}, token_size={s.dtype.itemsize})"
            if fmt == "datatrove" else "megatron.core.datasets.indexed_dataset.IndexedDataset(prefix)"}
     write_json(man, join(out_dir, f"export-{fmt}.json"))  # last: marks a complete export folder

@@ -73,7 +73,7 @@ def choose_token_dtype(max_id: int, forced: str = "auto") -> np.dtype:
     dt = np.dtype(forced).newbyteorder("<")
     if max_id > np.iinfo(dt).max:
         raise ConfigError(f"the tokenizer's largest id ({max_id:,}) does not fit dtype {forced} (largest "
-                          f"{np.iinfo(dt).max:,}); use --dtype uint32 or auto")
+                          f"{np.iinfo(dt).max:,}); use --token-dtype uint32 or auto")
     return dt
 
 

@@ -36,7 +36,7 @@ from ..util.config import check_workers
 from ..util.io import command_line, join, make_dirs, read_json, write_bytes, write_json, write_parquet
 from ..util.outdir import check_outputs, claim_out, input_roots, outputs_record
 from ..util.parallel import ordered_map, resolve_workers
-from ..util.progress import Progress
+from ..util.progress import Stage
 from ..version import VERSION
 from .config import StatsConfig
 from .lengths import (
@@ -182,22 +182,23 @@ def compute_stats(inputs, config: StatsConfig | None = None, *, workers: int | N
     files = resolve_inputs(inputs)
     tok_info, engine = stats_tokenizer(config)  # fails here, before any worker starts
     n_workers = resolve_workers(workers, len(files), (f.protocol for f in files))
-    prog = Progress(len(files), sum(f.size for f in files), progress)
+    prog = Stage("stats", sum(f.size for f in files), enabled=progress, items=len(files))
     reports, hists, keep = [], [], []
     # Character mode is zstd + Arrow's JSON parser + Polars: threads of this process (no interpreter start
     # and imports per worker, no pickling of the results); a tokenizer runs in worker processes.
     results = ordered_map(stats_one_file, [(f, config, engine and engine["name"]) for f in files], n_workers, threads=not config.tokenizer,
-                          describe=lambda a: a[0].url)
-    for f, (report, hist, docs) in zip(files, results):
-        reports.append(report)
-        hists.append(hist)
-        if isinstance(doc_sink, DocWriter):
-            doc_sink.write_arrow(docs)
-        elif doc_sink is not None:
-            doc_sink(pl.from_arrow(docs))
-        elif config.doc_lengths:
-            keep.append(docs)
-        prog.update(f.size)
+                          describe=lambda a: a[0].url, meter=prog.meter)
+    with prog:
+        for i, (f, (report, hist, docs)) in enumerate(zip(files, results)):
+            reports.append(report)
+            hists.append(hist)
+            if isinstance(doc_sink, DocWriter):
+                doc_sink.write_arrow(docs)
+            elif doc_sink is not None:
+                doc_sink(pl.from_arrow(docs))
+            elif config.doc_lengths:
+                keep.append(docs)
+            prog.item_done(i, f.size, report.n_counted)
     files_df, skips_df = reports_to_frames(reports)
     return StatsResult(
         config=config, inputs=files, histogram=merge_histograms(hists), files=files_df, skips=skips_df,

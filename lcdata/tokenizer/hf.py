@@ -24,6 +24,7 @@ import fsspec
 import numpy as np
 
 from ..errors import ConfigError, TokenizerError
+from ..util import progress
 from ..util.config import check_engine, default_workers
 from .tiktoken_engine import check_equivalence, require_tiktoken, tiktoken_available, tiktoken_engine
 
@@ -103,6 +104,7 @@ def count_tokens(tok, texts: list[str], engine=None) -> np.ndarray:
             out[start:end] = engine.count_batch(texts[start:end])
         else:
             out[start:end] = [len(e) for e in tok.encode_batch_fast(texts[start:end], add_special_tokens=False)]
+        progress.partial(end / len(texts))
     return out
 
 
@@ -294,5 +296,6 @@ def encode_texts(tok, texts: list[str], split: bool, piece_chars: int = SPLIT_CH
                        for e in tok.encode_batch_fast(items[start:end], add_special_tokens=False)]
         for j, ids in enumerate(encoded):
             out[owners[start + j]].append(ids)
+        progress.partial(end / len(items))
     return [parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else np.zeros(0, np.int64)
             for parts in out]

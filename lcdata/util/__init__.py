@@ -1,1 +1,1 @@
-"""What every stage shares: fsspec and atomic I/O (`io`), output folders (`outdir`), the worker pool (`parallel`), hashing, progress, tables, figures, the JSON-lines log, fault points and the shared config checks (`config`)."""
+"""What every stage shares: fsspec and atomic I/O (`io`), output folders (`outdir`), the worker pool (`parallel`), hashing, progress, tables, figures, the JSON-lines log, fault points, the shared config checks (`config`) and the command lines' shared flags (`flags`)."""

@@ -33,6 +33,7 @@ from typing import TypeVar
 
 from ..errors import ConfigError, LcdataError
 from .config import default_workers
+from .progress import Meter, bind
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -99,19 +100,31 @@ class WorkerDiedError(LcdataError):
 
 
 _RUNNING = None  # in a worker: the shared array of `ordered_map`, pid of the worker running item i (0: none)
+_COUNTERS = None  # in a worker: the `progress.Meter` array its items report into, or None
 
 
-def _init_worker(running) -> None:
-    global _RUNNING
-    _RUNNING = running
+def _init_worker(running, counters=None) -> None:
+    global _RUNNING, _COUNTERS
+    _RUNNING, _COUNTERS = running, counters
 
 
 def _tracked(fn, i, item):
     _RUNNING[i] = os.getpid()
     try:
-        return fn(item)
+        return _metered(fn, _COUNTERS, i, item)
     finally:
         _RUNNING[i] = 0
+
+
+def _metered(fn, counters, i, item):
+    """``fn(item)`` with this thread's progress counters bound to item ``i`` (`progress.bind`)."""
+    if counters is None:
+        return fn(item)
+    bind(counters, i)
+    try:
+        return fn(item)
+    finally:
+        bind(None, 0)
 
 
 def _how(exitcode: int | None) -> str:
@@ -137,28 +150,30 @@ def _worker_died(running, procs, items, describe) -> WorkerDiedError:
 
 
 def ordered_map(fn: Callable[[T], R], items: list[T], workers: int, threads: bool = False,
-                describe: Callable[[T], str] = str) -> Iterator[R]:
+                describe: Callable[[T], str] = str, meter: Meter | None = None) -> Iterator[R]:
     """Yield ``fn(item)`` for each item, in order, using ``workers`` processes (1 = in this process), or
     ``workers`` threads of this process with ``threads``.
 
     A worker process that dies (killed, out of memory) raises `WorkerDiedError` naming ``describe(item)`` of
     the item it was running, instead of hanging; an exception raised by ``fn`` is re-raised here with its type
-    (lcdata errors pickle with their fields).
+    (lcdata errors pickle with their fields). ``meter``: a `progress.Meter` of ``len(items)`` items that
+    ``fn`` reports into while it runs (`progress.chunk_read`, `progress.partial`).
     """
+    counters = meter.array if meter is not None else None
     if workers <= 1 or len(items) <= 1:
-        for it in items:
-            yield fn(it)
+        for i, it in enumerate(items):
+            yield _metered(fn, counters, i, it)
         return
     running = procs = None
     if threads:
         ex = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lcdata")
-        futures = [ex.submit(fn, it) for it in items]
+        futures = [ex.submit(_metered, fn, counters, i, it) for i, it in enumerate(items)]
     else:
         ctx = mp.get_context("spawn")
         running = ctx.Array("q", len(items), lock=False)
         with child_env(workers), spawnable_main():
             ex = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                                     initargs=(running,))
+                                     initargs=(running, counters))
             # workers start here, inside the child env
             futures = [ex.submit(_tracked, fn, i, it) for i, it in enumerate(items)]
         procs = list((getattr(ex, "_processes", None) or {}).values())  # their exit codes name the dead one

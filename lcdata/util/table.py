@@ -53,17 +53,27 @@ def render(df: pl.DataFrame, columns: list[tuple[str, str, str]], total: dict | 
     return "\n".join(out + body)
 
 
-def frame_table(df: pl.DataFrame, floats: int = 4, markdown: bool = True) -> str:
-    """Every column of ``df`` with a kind from its type (integers with separators, floats with ``floats``
-    decimals, anything else as text)."""
-    def kind(dtype) -> str:
+def is_share(column: str) -> bool:
+    """A float column named ``*share*`` holds a share (0-1): shown as a percentage, as the terminal shows it."""
+    return "share" in column
+
+
+def frame_table(df: pl.DataFrame, floats: int = 4, markdown: bool = True, kinds: dict[str, str] | None = None) -> str:
+    """Every column of ``df`` with a kind from ``kinds`` ({column: kind}), else from its name and type: a float
+    share (`is_share`) as ``pct`` (the terminal's percentages), integers with separators, other floats with
+    ``floats`` decimals, anything else as text."""
+    kinds = kinds or {}
+
+    def kind(c, dtype) -> str:
+        if c in kinds:
+            return kinds[c]
         if dtype.is_integer():
             return "int"
         if dtype.is_float():
-            return f"float:{floats}"
+            return "pct" if is_share(c) else f"float:{floats}"
         return "str"
 
-    return render(df, [(c, c, kind(t)) for c, t in df.schema.items()], markdown=markdown)
+    return render(df, [(c, c, kind(c, t)) for c, t in df.schema.items()], markdown=markdown)
 
 
 def stats_table(result) -> str:

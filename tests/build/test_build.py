@@ -327,11 +327,73 @@ def _plan_checks(out: str, plan_dir: Path, raw, hf_tok, packing: str) -> tuple[d
     return m, plan
 
 
-def test_build_with_per_source_plan(plan_per_source, slice_dir, tmp_path, raw, hf_tok):
-    out = _build(slice_dir, tmp_path / "ps", packing="concat", plan=str(plan_per_source))
-    m, plan = _plan_checks(out, plan_per_source, raw, hf_tok, "concat")
+@pytest.fixture(scope="session")
+def per_source_build(plan_per_source, slice_dir, tmp_path_factory) -> str:
+    return _build(slice_dir, tmp_path_factory.mktemp("b") / "ps", packing="concat", plan=str(plan_per_source))
+
+
+def test_build_with_per_source_plan(per_source_build, plan_per_source, raw, hf_tok):
+    m, plan = _plan_checks(per_source_build, plan_per_source, raw, hf_tok, "concat")
     assert plan["copies"].max() >= 2  # repeated documents are really exercised
     assert m["n_instances"] == plan["copies"].sum()
+
+
+def test_megatron_export_one_sequence_per_document(per_source_build, plan_per_source, tmp_path, raw):
+    """Issue 17: Megatron's convention is one sequence per document (GPTDataset packs and shuffles itself). The
+    default export, read back with megatron-core's own `IndexedDataset`, holds one sequence (and one Megatron
+    document) per document instance of the plan, each equal to the document's tokens, independently tokenized;
+    instances cut across shuffled sequences and shard files are joined back. `pieces` keeps one per piece."""
+    try:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from megatron.core.datasets.indexed_dataset import IndexedDataset
+    except ImportError as e:  # pragma: no cover
+        pytest.skip(f"megatron-core's IndexedDataset cannot be imported: {e}")
+    from lcdata.shards.export import export_shards
+
+    s = open_shards(per_source_build)
+    docs = s.documents
+    plan = pl.read_parquet(plan_per_source / "plan.parquet")
+    assert docs.height == plan["copies"].sum()  # a row per instance of the plan
+    segs = s.all_segments()
+    n_pieces = np.bincount(segs["doc"].astype(np.int64), minlength=docs.height)
+    assert n_pieces.max() >= 2  # instances really were cut across sequences
+    ranges = {(f, r, c): (a, b) for f, r, c, a, b in plan.select("file", "row", "chunk", "token_start",
+                                                                 "token_end").iter_rows()}
+    man = export_shards(per_source_build, "megatron", str(tmp_path / "mg"))
+    assert man["layout"] == "document" and man["documents"] == s.manifest["n_documents"]
+    got = []  # (tokens) of every Megatron sequence, file by file
+    for f in sorted(x for x in man["files"] if x.endswith(".bin")):
+        ds = IndexedDataset(str(tmp_path / "mg" / f.removesuffix(".bin")))
+        assert np.array_equal(np.array(ds.document_indices), np.arange(len(ds) + 1))  # a document per sequence
+        got += [np.array(ds[i]) for i in range(len(ds))]  # copies: the map goes with ds
+    # the order: instances by their first piece in the shards (the shards' shuffled order)
+    _, first = np.unique(segs["doc"], return_index=True)
+    order = segs["doc"][np.sort(first)].astype(np.int64)
+    assert len(got) == len(order) == s.manifest["n_documents"]
+    # every instance of the plan is a sequence but those wholly in the concat's dropped tail (none, or a few)
+    assert docs.height - len(got) == int((n_pieces == 0).sum()) < 5
+    cut = 0
+    for tokens, doc in zip(got, order.tolist()):
+        d = docs.row(doc, named=True)
+        want = expected_instance(raw, d, ranges)
+        assert len(want) == d["length"]
+        if len(tokens) < len(want):  # the one instance the dropped tail cuts
+            cut += 1
+        assert tokens.tolist() == want[: len(tokens)], doc
+    assert cut <= 1 and sum(len(t) for t in got) == s.manifest["n_tokens"]
+    # `pieces`: the pre-issue-17 layout, a Megatron sequence per piece, an instance's pieces one Megatron document
+    man = export_shards(per_source_build, "megatron", str(tmp_path / "pieces"), megatron_layout="pieces")
+    n_seq = n_doc = 0
+    for f in (x for x in man["files"] if x.endswith(".bin")):
+        ds = IndexedDataset(str(tmp_path / "pieces" / f.removesuffix(".bin")))
+        n_seq += len(ds)
+        n_doc += len(ds.document_indices) - 1
+    assert n_seq == len(segs) > n_doc == len(got)
+    with pytest.raises(ConfigError, match="megatron only"):
+        export_shards(per_source_build, "datatrove", str(tmp_path / "dt"), megatron_layout="pieces")
 
 
 def test_build_with_cut_chunk_plan(plan_chunk, slice_dir, tmp_path, raw, hf_tok):

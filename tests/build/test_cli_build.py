@@ -312,7 +312,8 @@ def test_export_datatrove_read_back(build_w1, tmp_path):
 def test_export_megatron_read_back(build_w1, tmp_path, raw_texts, hf_tok):
     """Megatron-Core's own IndexedDataset: every document it reports (``document_indices``) is exactly one of
     our document instances, pieces in order, though the shards cut documents across shuffled sequences and
-    shards; each instance once, in the file of the shard holding its first piece, in the shards' order."""
+    shards; each instance once, in the file of the shard holding its first piece, in the shards' order. With
+    ``--megatron-layout pieces`` a document is one Megatron sequence per piece; by default one sequence."""
     try:
         import warnings
 
@@ -322,7 +323,9 @@ def test_export_megatron_read_back(build_w1, tmp_path, raw_texts, hf_tok):
     except ImportError as e:  # pragma: no cover
         pytest.skip(f"megatron-core's IndexedDataset cannot be imported: {e}")
     out = tmp_path / "mg"
-    lcdata("export", build_w1, "--format", "megatron", "--out", out, check=True)
+    lcdata("export", build_w1, "--format", "megatron", "--megatron-layout", "pieces", "--out", out, check=True)
+    whole_doc = tmp_path / "mg-doc"
+    lcdata("export", build_w1, "--format", "megatron", "--out", whole_doc, check=True)  # default: document
     s = open_shards(str(build_w1))
     whole = s.instance_tokens()
     segs = s.all_segments()  # shard order
@@ -345,6 +348,9 @@ def test_export_megatron_read_back(build_w1, tmp_path, raw_texts, hf_tok):
             assert not (out / f"{e['name']}.bin").exists()
             continue
         ds = IndexedDataset(str(out / e["name"]))
+        one = IndexedDataset(str(whole_doc / e["name"]))  # the same documents, one sequence each
+        assert np.array_equal(np.array(one.document_indices), np.arange(len(want) + 1))
+        assert all(np.array_equal(np.array(one[j]), whole[doc]) for j, doc in enumerate(want))
         assert ds.index.dtype == np.uint16
         di = np.array(ds.document_indices)
         assert di[0] == 0 and di[-1] == len(ds) and len(di) == len(want) + 1
@@ -359,7 +365,10 @@ def test_export_megatron_read_back(build_w1, tmp_path, raw_texts, hf_tok):
         n_seen += len(want)
     assert n_seen == len(whole) == docs.height
     man = json.loads((out / "export-megatron.json").read_text())
-    assert man["documents"] == docs.height
+    assert man["documents"] == docs.height and man["layout"] == "pieces"
+    man = json.loads((whole_doc / "export-megatron.json").read_text())
+    assert man["documents"] == docs.height and man["layout"] == "document"
+    assert sorted(man["files"]) == sorted(p.name for p in whole_doc.iterdir() if p.suffix in (".bin", ".idx"))
 
 
 # ------------------------------------------------------------------------------------------ bad input
@@ -382,7 +391,7 @@ def test_bad_values_are_refused(slice_dir, tmp_path, tokenizer_path):
     big = Tokenizer.from_file(tokenizer_path)
     big.add_tokens([f"tok{i}" for i in range(60000)])
     big.save(str(tmp_path / "big.json"))
-    p = lcdata("build", slice_dir, "--tokenizer", tmp_path / "big.json", "--seq-len", L, "--dtype", "uint16",
+    p = lcdata("build", slice_dir, "--tokenizer", tmp_path / "big.json", "--seq-len", L, "--token-dtype", "uint16",
                "--out", tmp_path / "o1")
     assert_user_error(p, "uint16", f"largest id ({big.get_vocab_size() - 1:,})")
     p = lcdata(*build_args(slice_dir, tmp_path / "o2", "--seq-len", 1))

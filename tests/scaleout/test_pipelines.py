@@ -22,6 +22,7 @@ from polars.testing import assert_frame_equal
 from lcdata.build import BuildConfig, run_build
 from lcdata.errors import ConfigError
 from lcdata.sample import SampleConfig, run_sample
+from lcdata.sample.run import sample_table
 from lcdata.scaleout import ExecutorConfig, add_executor_args, executor_from_args, parse_time
 from lcdata.scaleout.pipelines import (
     FAIL_ENV,
@@ -39,6 +40,7 @@ STATS_FRAMES = ["sources", "buckets", "histogram", "files", "skips", "doc_length
 PLAN_FRAMES = ["plan", "report", "groups"]
 SAMPLE = SampleConfig(strategy="per-source", budget_tokens=600_000)
 LOCAL = {"tasks": 3, "workers": 2}
+NATIVE = {}  # results of the single-process runs (the `native` fixture)
 
 
 def build_cfg(tokenizer_path, plan) -> BuildConfig:
@@ -66,7 +68,8 @@ def assert_same_build(ref: Path, got: Path, files_resumed: int = 0) -> None:
 def native(tmp_path_factory, demo_dir, tokenizer_path):
     d = tmp_path_factory.mktemp("native")
     run_stats([str(demo_dir)], str(d / "stats"), StatsConfig(), workers=1, figure=False)
-    run_sample([str(demo_dir)], str(d / "plan"), SAMPLE, stats_config=StatsConfig(), workers=1, figure=False)
+    NATIVE["sample"] = run_sample([str(demo_dir)], str(d / "plan"), SAMPLE, stats_config=StatsConfig(), workers=1,
+                                  figure=False)
     run_build([str(demo_dir)], str(d / "build"), build_cfg(tokenizer_path, d / "plan"), workers=1)
     return d
 
@@ -103,6 +106,10 @@ def test_sample_plan_equal_single_process(native, demo_dir, tmp_path):
     assert res.manifest["plan_fingerprint"] == want["plan_fingerprint"]
     assert res.manifest["totals"] == want["totals"]
     assert (out / "stats" / "stats.json").exists()  # the merged stats it was solved from
+    # the terminal shows the same tables, the recipe's (short rate, long share vs L/(L+0.1 S)) included
+    assert_frame_equal(res.plan.recipe, NATIVE["sample"].plan.recipe)
+    table = sample_table(res)
+    assert table == sample_table(NATIVE["sample"]) and "length upsampling" in table and "L/(L+kS)" in table
 
 
 def test_build_shards_byte_identical_and_written_per_task(native, demo_dir, tokenizer_path, tmp_path):

@@ -136,7 +136,7 @@ def test_bad_input_fails_with_one_message(tmp_path):
     proc = lcdata("stats", tmp_path / "corpus", "--out", tmp_path / "out3", "--tokenizer", DEMO / "README.md")
     assert proc.returncode == 2 and "README.md" in error_paragraph(proc.stderr)
 
-    proc = lcdata("stats", tmp_path / "corpus", "--out", tmp_path / "out4", "--buckets", "0,4K,1K")
+    proc = lcdata("stats", tmp_path / "corpus", "--out", tmp_path / "out4", "--buckets", "0,4Ki,1Ki")
     assert proc.returncode == 2 and "buckets" in error_paragraph(proc.stderr)
 
 

@@ -191,7 +191,7 @@ def test_custom_buckets(exact, edges):
 
 
 def test_custom_buckets_through_config(demo_dir):
-    edges = parse_buckets("0, 256, 1k, 8K")
+    edges = parse_buckets("0, 256, 1ki, 8KiB")
     assert edges == (0, 256, 1024, 8192)
     r = compute_stats([f"{demo_dir}/*/part-001.jsonl.zst"], StatsConfig(buckets=edges), workers=1)
     check_buckets_table(r.buckets, r.doc_lengths, edges)
@@ -304,10 +304,13 @@ def test_read_config_errors(kw):
 
 
 def test_parse_buckets():
-    assert parse_buckets("0,1K,2k,4K,1M") == (0, 1024, 2048, 4096, 1 << 20)
-    assert parse_buckets("0, 1.5K,") == (0, 1536)
+    assert parse_buckets("0,1Ki,2ki,4KiB,1Mi") == (0, 1024, 2048, 4096, 1 << 20)
+    assert parse_buckets("0, 1.5Ki,") == (0, 1536)
+    with pytest.warns(FutureWarning) as w:  # the old spelling: K = 1024 in bucket edges, for one release
+        assert parse_buckets("0,1K,2k,4K,1M") == (0, 1024, 2048, 4096, 1 << 20)
+    assert [str(x.message).rsplit(": write ", 1)[1] for x in w] == ["1Ki", "2Ki", "4Ki", "1Mi"]
     with pytest.raises(ConfigError, match="not a number"):
-        parse_buckets("0,1K,lots")
+        parse_buckets("0,1Ki,lots")
 
 
 @pytest.mark.parametrize("kind", ["missing", "readme", "json_not_tokenizer", "corpus_file", "directory"])

@@ -3,6 +3,7 @@ input fails with the values named, the CLI runs, and 2 processes (gloo; FSDP2 an
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -88,6 +89,13 @@ def test_resume_reproduces_losses_exactly(train_shards, tmp_path, deterministic)
     a = (tmp_path / "a" / "final" / "model.safetensors").read_bytes()
     assert a == (tmp_path / "b" / "final" / "model.safetensors").read_bytes()
     assert sorted(os.listdir(tmp_path / "b" / "checkpoints")) == ["step-00000003", "step-00000006"]
+
+
+def test_save_false_writes_no_checkpoint_and_no_final_model(train_shards, tmp_path):
+    """Benchmarks time the steps only (`save=False`): the log and run.json are written, nothing else."""
+    res = train(_cfg(train_shards, tmp_path / "a", tokens=512 * 2, save=False))
+    assert res.step == 2 and res.final_dir is None and len(res.losses) == 2
+    assert sorted(f for f in os.listdir(tmp_path / "a") if not f.startswith(".")) == ["log.jsonl", "run.json"]
 
 
 def test_shorter_seq_len_uses_every_token_reports_it_and_resumes_exactly(train_shards, tmp_path, deterministic,
@@ -184,6 +192,12 @@ def test_cli_trains_from_a_hf_folder_with_a_new_rope_base(train_shards, tmp_path
     p = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300)
     assert p.returncode == 0, p.stderr
     assert "step 2/2 | loss" in p.stderr and "MFU n/a" in p.stderr
+    lines = p.stderr.splitlines()
+    assert lines[0].startswith("lcdata train: reading ")  # printed before the model and the data load
+    steps = [ln for ln in lines if ln.startswith("step ")]
+    assert [s.split()[1] for s in steps] == ["1/2", "2/2"]  # the first step is always shown
+    assert all(re.search(r"\| [\d.]+ steps/s \| [\d,]+ tok/s \|.*\| ETA \d+s$", s) for s in steps), steps
+    assert steps[-1].endswith("ETA 0s")
     final = json.loads((tmp_path / "run" / "final" / "config.json").read_text())
     assert final["rope_theta"] == 5e6 and final["torch_dtype"] == "bfloat16"
     run = json.loads((tmp_path / "run" / "run.json").read_text())

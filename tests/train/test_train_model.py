@@ -290,6 +290,27 @@ def test_cpu_backends_match_reference():
     assert A.pick_backend(torch.device("cpu"), True) == "sdpa_docs"
 
 
+def test_varlen_arguments_follow_the_installed_signature():
+    """torch.nn.attention.varlen.varlen_attn took is_causal in torch 2.9, window_size later, enable_gqa later still:
+    the call asks for causal attention in whichever form the signature has, and repeats KV heads without
+    enable_gqa. The installed torch's real signature first (read on CPU too), then the older forms."""
+    if _has_varlen_module():
+        kw, rep = A.varlen_arguments(A.varlen_parameters(), 8, 2)
+        assert ("window_size" in kw) != ("is_causal" in kw) and (rep == 1) == ("enable_gqa" in kw), kw
+    assert A.varlen_arguments({"is_causal", "return_aux"}, 8, 2) == ({"is_causal": True}, 4)
+    assert A.varlen_arguments({"is_causal", "window_size"}, 8, 8) == ({"window_size": (-1, 0)}, 1)
+    assert A.varlen_arguments({"window_size", "enable_gqa"}, 8, 2) == ({"window_size": (-1, 0), "enable_gqa": True}, 1)
+
+
+def _has_varlen_module() -> bool:
+    try:
+        from torch.nn.attention.varlen import varlen_attn  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.mark.cuda
 @pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (flash-attn / SDPA flash / varlen kernels)")
 @pytest.mark.parametrize("backend", ["flash_attn", "sdpa", "torch_varlen"])
 @pytest.mark.parametrize("masked", [False, True])

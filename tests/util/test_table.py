@@ -31,10 +31,13 @@ def test_markdown_table_of_a_frame_formats_by_type():
 def test_eval_loss_table_aligns_long_source_names():
     from lcdata_train.eval_loss import format_table
 
-    losses = pl.DataFrame({"model": ["base"] * 4, "source": ["RedPajamaCommonCrawl"] * 2 + ["RedPajamaBook"] * 2,
-                           "position": ["document"] * 4, "bucket_min": [0, 4096] * 2, "bucket_max": [4096, None] * 2,
-                           "loss": [2.5, None, 1.25, 1.5]})
+    losses = pl.DataFrame({"model": ["base"] * 6, "source": ["RedPajamaCommonCrawl"] * 2 + ["RedPajamaBook"] * 2
+                           + ["RedPajamaStackExchange"] * 2, "position": ["document"] * 6,
+                           "bucket_min": [0, 4096] * 3, "bucket_max": [4096, None] * 3,
+                           "loss": [2.5, None, 1.25, 1.5, 0.75, 11.0]})
     title, *lines = format_table(losses).splitlines()
     assert "position = document" in title
     assert len({len(ln) for ln in lines}) == 1, lines
     assert lines[2].split()[:3] == ["base", "RedPajamaCommonCrawl", "2.5000"] and lines[2].endswith("-")
+    assert lines[4].split() == ["base", "RedPajamaStackExchange", "0.7500", "11.0000"]
+    assert lines[0].index("0-4K") + len("0-4K") == lines[4].index("0.7500") + len("0.7500")  # right-aligned
