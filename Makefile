@@ -76,7 +76,7 @@ HELDOUT   ?=
 endif
 
 .SECONDARY:
-.PHONY: venv test demo stats sample shards heldout train needle eval-loss report paper-ablation lint bench clean FORCE
+.PHONY: slurm-up slurm-down slurm-status venv test demo stats sample shards heldout train needle eval-loss report paper-ablation lint bench clean FORCE
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -296,3 +296,14 @@ bench: venv
 
 clean:
 	rm -rf out .pytest_cache
+
+# A single-node Slurm cluster on this machine (root; installs slurm-wlm and munge with apt-get if missing), for
+# `--executor slurm` and tests/scaleout/test_slurm_real.py; no venv needed (docs/scale-out.md, "Slurm locally").
+slurm-up:
+	bash scripts/slurm_local.sh up
+
+slurm-down:
+	bash scripts/slurm_local.sh down
+
+slurm-status:
+	bash scripts/slurm_local.sh status
