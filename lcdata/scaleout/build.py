@@ -199,7 +199,7 @@ def run_build_distributed(inputs, out_dir: str, cfg: BuildConfig, executor: str 
     stages = _build_stages(job, ex.n_tasks(len(job.active)))
     logs = prepare_logging_dir(ex, out_dir, job.ident, stages, fresh=overwrite)
     run_stages(stages, ex, logs)
-    if ex.kind == "slurm":
+    if ex.kind == "slurm" and not ex.wait:
         return None
     check_done(join(out_dir, "manifest.json"), logs)
     return BuildResult(out_dir=out_dir, manifest=read_json(join(out_dir, "manifest.json")))
