@@ -198,5 +198,7 @@ def _failure(stage: str, e, left: list[int], job_id: str | None, time_limit: str
 def _not_started(later: list) -> str:
     if not later:
         return ""
-    return ("stages " + ", ".join(repr(s.name) for s in later) + " did not start (they wait for this one: "
-            "afterok; their jobs are cancelled)")
+    names = ", ".join(repr(s.name) for s in later)
+    if len(later) == 1:
+        return f"stage {names} did not start (it waits for this one, afterok; its jobs are cancelled)"
+    return f"stages {names} did not start (they wait for this one, afterok; their jobs are cancelled)"

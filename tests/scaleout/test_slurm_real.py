@@ -199,6 +199,9 @@ def test_a_failed_task_stops_its_dependents_and_is_named_with_its_log(demo_dir, 
     assert re.search(r"task 1 \(Slurm job \d+_1\) FAILED", text), text
     assert str(log) in text and "'stats-merge' did not start" in text
     assert "InjectedFailure" in log.read_text()  # the log named holds the task's error
+    slurm_log = Path(re.search(r"Slurm log (\S+\.out)", text)[1])
+    assert slurm_log.parent == log.parent.parent / "slurm_logs"
+    assert str(ROOT / "lcdata" / "scaleout" / "steps.py") in slurm_log.read_text()  # the job ran this checkout
     assert not (out / "stats.json").exists()
     assert not (out / "_scaleout" / "logs" / "stats-merge" / "completions").exists()
     q = subprocess.run(["squeue", "-h", "-n", "lcdt-fail-stats-merge,lcdt-fail-stats"], capture_output=True,
