@@ -49,8 +49,9 @@ HINTS = {
 }
 
 
-def _slurm(args: list[str], what: str, tries: int = 5) -> str:
-    """stdout of a Slurm command; retried a few times (a busy controller answers late), then a clear error."""
+def _slurm(args: list[str], what: str, tries: int = 5, gone: str | None = None) -> str:
+    """stdout of a Slurm command; retried a few times (a busy controller answers late), then a clear error.
+    An error message holding ``gone`` reads as an empty answer (squeue -j on jobs the controller forgot)."""
     if shutil.which(args[0]) is None:
         raise LcdataError(f"{args[0]!r} is not on PATH: waiting for Slurm jobs needs the Slurm client commands "
                           "(run on a login node of the cluster)")
@@ -60,6 +61,8 @@ def _slurm(args: list[str], what: str, tries: int = 5) -> str:
         if p.returncode == 0:
             return p.stdout
         err = (p.stderr or p.stdout).strip()
+        if gone and gone in err:
+            return ""
         time.sleep(min(5.0, 0.5 * 2**i))
     raise LcdataError(f"{what}: `{' '.join(args)}` failed: {err}")
 
@@ -69,7 +72,8 @@ def queue(job_ids: list[str]) -> list[tuple[str, str, str, str]]:
     task; finished jobs are not listed)."""
     if not job_ids:
         return []
-    out = _slurm(["squeue", "-h", "-r", "-j", ",".join(job_ids), "-o", "%i|%T|%r|%E"], "polling the jobs")
+    out = _slurm(["squeue", "-h", "-r", "-j", ",".join(job_ids), "-o", "%i|%T|%r|%E"], "polling the jobs",
+                 gone="Invalid job id")  # every job ended longer ago than the cluster's MinJobAge
     return [tuple(line.split("|", 3)) for line in out.splitlines() if line.count("|") >= 3]
 
 
