@@ -166,7 +166,9 @@ def run_stages(stages: list, ex: ExecutorConfig, logging_dir: str) -> list:
         if ex.wait:
             from .slurm import wait_for_stages
 
-            wait_for_stages(stages, executors, time_limit=ex.time)
+            failed = wait_for_stages(stages, executors, time_limit=ex.time)
+            if failed:
+                raise StageFailed(*failed)
         return executors
     if ex.kind == "ray":
         import ray

@@ -10,17 +10,19 @@
 3. takes each stage in order and reads datatrove's completion markers (``LOGS/<stage>/completions``): the
    first stage with a task not completed is the failure. Its tasks' Slurm states come from ``sacct`` where the
    cluster keeps accounting, else from ``scontrol show job`` (finished jobs stay there ``MinJobAge`` seconds),
-   and the error (`StageFailed`) names every such task with its state (FAILED, TIMEOUT, CANCELLED,
-   OUT_OF_MEMORY, NODE_FAIL...), its datatrove log (``LOGS/<stage>/logs/task_NNNNN.log``) and its Slurm
-   log (``LOGS/<stage>/slurm_logs/JOB_INDEX.out``), what to do, and the stages that never started.
+   and the failure (raised by `run_stages` as `StageFailed`) names every such task with its state (FAILED,
+   TIMEOUT, CANCELLED, OUT_OF_MEMORY, NODE_FAIL...), its datatrove log (``LOGS/<stage>/logs/task_NNNNN.log``)
+   and its Slurm log (``LOGS/<stage>/slurm_logs/JOB_INDEX.out``), what to do, and the stages that never
+   started.
 
 Completion markers, not Slurm states, decide success: a task requeued by Slurm that completed later counts as
 done, and a task Slurm reports COMPLETED without a marker (it did not run its rank) counts as not done.
 Nothing is re-submitted here: the rerun of the same command submits the incomplete tasks only.
 
 Cost: one ``squeue`` call per poll (a few ms on the controller), one ``sacct``/``scontrol`` call per failed
-stage at the end. Array jobs split by datatrove's ``max_array_size`` (more than 1001 tasks) are followed
-through their last part only.
+stage at the end. A stage of more than datatrove's ``max_array_size`` (1001) tasks is several array jobs, each
+after the one before (``afterany``): waiting for the last waits for all, but the states of tasks in the
+earlier ones are not looked up (the message gives their array index; `sacct` has them).
 """
 
 from __future__ import annotations
@@ -135,6 +137,8 @@ def task_states(job_id: str) -> dict[int, tuple[str, str]]:
                     states[int(idx)] = (state.split()[0] if state else "UNKNOWN", f"exit code {code}")
             if states:
                 return states
+    if shutil.which("scontrol") is None:
+        return states
     p = subprocess.run(["scontrol", "-o", "show", "job", job_id], capture_output=True, text=True)
     if p.returncode == 0:
         for line in p.stdout.splitlines():
@@ -147,16 +151,15 @@ def task_states(job_id: str) -> dict[int, tuple[str, str]]:
 
 
 def wait_for_stages(stages: list, executors: list, *, time_limit: str | None = None, poll: float = 1.0,
-                    log=None) -> None:
-    """Block until the submitted stages have ended; raise `StageFailed` naming the first stage with incomplete
-    tasks (each task's state and logs), after cancelling the jobs that can no longer start."""
-    from .executors import StageFailed
-
+                    log=None) -> tuple[str, str] | None:
+    """Block until the submitted stages have ended; None when every task completed, else (the first stage with
+    incomplete tasks, what happened: each task's state and logs, the stages that did not start), after
+    cancelling the jobs that can no longer start (`run_stages` raises it as `StageFailed`)."""
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     arrays = {st.name: str(e.job_id) for st, e in zip(stages, executors) if e.job_id not in (None, -1, "-1")}
     ids = list(arrays.values())
     if not ids:
-        return
+        return None
     ids += merge_jobs(ids)
     log("lcdata: waiting for Slurm jobs " + ", ".join(f"{j} ({n})" for n, j in arrays.items())
         + f" (and {len(ids) - len(arrays)} merge_stats)")
@@ -172,11 +175,13 @@ def wait_for_stages(stages: list, executors: list, *, time_limit: str | None = N
         left = e.get_incomplete_ranks(skip_completed=True)
         if not left:
             continue
-        raise StageFailed(st.name, _failure(st.name, e, left, arrays.get(st.name), time_limit)
-                          + _not_started(stages[i + 1:]))
+        return st.name, failure_report(e, left, arrays.get(st.name), time_limit) + _not_started(stages[i + 1:])
+    return None
 
 
-def _failure(stage: str, e, left: list[int], job_id: str | None, time_limit: str | None) -> str:
+def failure_report(e, left: list[int], job_id: str | None, time_limit: str | None) -> str:
+    """What happened to the incomplete tasks ``left`` of the stage run by executor ``e`` (array job ``job_id``):
+    per task (at most 10), its Slurm array task, state, a hint, its datatrove log and its Slurm log."""
     logs = e.logging_dir.resolve_paths("")
     if job_id is None:
         return f"tasks {left} have no completion marker in {logs} and no job was submitted for them"
@@ -186,14 +191,27 @@ def _failure(stage: str, e, left: list[int], job_id: str | None, time_limit: str
     except OSError:
         ranks = []
     states = task_states(job_id)
+    # datatrove's submission: array index i runs ranks_to_run[i*tasks_per_job ...]; more than max_array_size
+    # indices are split over several array jobs (RUN_OFFSET k), of which e.job_id is the last
+    per_job = max(1, getattr(e, "tasks_per_job", 1))
+    n_idx = -(-len(ranks) // per_job)
+    width = min(n_idx, e.max_array_size) if e.max_array_size != -1 else n_idx
+    last_part = (n_idx - 1) // max(1, width)
     lines = []
     for rank in left[:10]:
-        idx = ranks.index(rank) if rank in ranks else None
-        state, detail = states.get(idx, ("UNKNOWN", "not known to Slurm any more")) if idx is not None else (
-            "NOT SUBMITTED", "not in this submission")
+        where, state, detail, slurm_log = "", "NOT SUBMITTED", "not in this submission", "-"
+        if rank in ranks:
+            part, idx = divmod(ranks.index(rank) // per_job, max(1, width))
+            if part == last_part:
+                where = f" (Slurm job {job_id}_{idx})"
+                state, detail = states.get(idx, ("UNKNOWN", "not known to Slurm any more"))
+                slurm_log = os.path.join(e.slurm_logs_folder, f"{job_id}_{idx}.out")
+            else:
+                where = f" (array index {idx} of the stage's array job number {part + 1} of {last_part + 1})"
+                state, detail = "UNKNOWN", "an earlier array job of this stage: see sacct"
+                slurm_log = os.path.join(e.slurm_logs_folder, f"*_{idx}.out")
         hint = HINTS.get(state, "read its logs, then rerun the same command").format(time=time_limit)
-        slurm_log = os.path.join(e.slurm_logs_folder, f"{job_id}_{idx}.out") if idx is not None else "-"
-        lines.append(f"task {rank} (Slurm job {job_id}_{idx}) {state} ({detail}): {hint}; log "
+        lines.append(f"task {rank}{where} {state} ({detail}): {hint}; log "
                      f"{os.path.join(logs, f'logs/task_{rank:05d}.log')}, Slurm log {slurm_log}")
     more = f"; and {len(left) - 10} more" if len(left) > 10 else ""
     return f"{len(left)} of {e.world_size} tasks did not complete:\n  " + "\n  ".join(lines) + more + "\n"

@@ -294,3 +294,18 @@ def test_slurm_wait_reads_held_jobs_and_dependencies():
             ("20", "PENDING", "Dependency", "afterok:21_*(unfulfilled)"),  # after a running one: waits
             ("21_1", "RUNNING", "None", "(null)")]
     assert held_for_ever(rows) == {"16_0", "19_0"}
+
+
+def test_slurm_failure_names_task_array_index_and_logs(tmp_path):
+    """Ranks to array indices as datatrove submits them: 5 tasks over arrays of at most 2 (3 array jobs)."""
+    from datatrove.executor import SlurmPipelineExecutor
+
+    from lcdata.scaleout.slurm import failure_report
+
+    e = SlurmPipelineExecutor([], tasks=5, time="10", partition="p", max_array_size=2, logging_dir=str(tmp_path))
+    (tmp_path / "ranks_to_run.json").write_text("[0, 1, 2, 3, 4]")
+    text = failure_report(e, [1, 4], "999999", "00:05:00")  # a job no controller knows: state UNKNOWN
+    assert "2 of 5 tasks did not complete" in text
+    assert "task 1 (array index 1 of the stage's array job number 1 of 3) UNKNOWN" in text
+    assert "task 4 (Slurm job 999999_0) UNKNOWN" in text and str(tmp_path / "slurm_logs" / "999999_0.out") in text
+    assert str(tmp_path / "logs" / "task_00004.log") in text
