@@ -1,5 +1,6 @@
 """`lcdata stats`, `sample` and `build --executor slurm --wait` on a real Slurm cluster: real sbatch, job arrays,
-afterok dependencies, scancel, a failed task, a time limit; the outputs equal the local path's bytes.
+afterok dependencies, scancel then the same command (stats; build with --resume), a failed task, a time limit;
+the outputs equal the local path's bytes.
 
 Runs only when `sinfo` answers with a node that is up (idle, mixed or allocated), e.g. after `make slurm-up`
 (scripts/slurm_local.sh: a one-node cluster on this machine); skipped with the reason otherwise. The commands
@@ -148,14 +149,41 @@ def test_sample_and_build_on_slurm_equal_the_local_path(local, demo_dir, tokeniz
         assert all(st == "COMPLETED" for st, _, _ in before + after)
         assert min(start for _, start, _ in after) >= max(end for _, _, end in before)
 
+    # the build, with task 1 of its shards stage cancelled mid-run, then the same command with --resume
     out = tmp_path / "build"
-    r = lcdata("build", demo_dir, "--plan", local / "plan", "--tokenizer", tokenizer_path, "--out", out, *BUILD,
-               *slurm("--time", "5", name="lcdt-build"))
+    cmd = ["build", demo_dir, "--plan", local / "plan", "--tokenizer", tokenizer_path, "--out", out, *BUILD,
+           *slurm("--time", "5", name="lcdt-build")]
+    logs = out / "_scaleout" / "logs"
+    proc = lcdata(*cmd, env_extra={SLOW_ENV: "shards:1:120"}, popen=True)
+    job = cancel_when_running("lcdt-build-shards", 1, logs / "shards" / "completions" / "00000")
+    text, _ = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and re.search(rf"task 1 \(Slurm job {job}\) CANCELLED", text), text
+    assert "'finish' did not start" in text and "--resume" in text
+    assert not (out / "manifest.json").exists()
+    kept = (logs / "shards" / "stats" / "00000.json").stat().st_mtime_ns
+    lcdata(*cmd, "--resume")
+    assert json.loads((logs / "shards" / "ranks_to_run.json").read_text()) == [1]  # only the cancelled task
+    assert (logs / "shards" / "stats" / "00000.json").stat().st_mtime_ns == kept
     same_build(local / "build", out)
-    jobs = slurm_jobs(out / "_scaleout" / "logs")
+    jobs = slurm_jobs(logs)
     assert {s: idx for s, (_, idx) in jobs.items()} == {"tokenize": [0, 1], "pack": [0], "shards": [0, 1],
                                                         "finish": [0]}
     assert not (out / "_work").exists()
+
+
+def cancel_when_running(name: str, rank: int, done: Path) -> str:
+    """scancel array task ``rank`` of job ``name`` once it runs and the marker ``done`` (another task's) exists;
+    returns the Slurm id of the cancelled task (JOB_INDEX)."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 90:
+        q = subprocess.run(["squeue", "-h", "-r", "-n", name, "-o", "%i|%T"], capture_output=True,
+                           text=True).stdout.split()
+        running = [i for i, st in (x.split("|") for x in q) if st == "RUNNING" and i.endswith(f"_{rank}")]
+        if running and done.exists():
+            subprocess.run(["scancel", running[0]], check=True)
+            return running[0]
+        time.sleep(0.5)
+    raise AssertionError(f"task {rank} of {name} never ran beside {done}")
 
 
 def test_scancel_a_task_then_the_same_command_runs_only_it(local, demo_dir, tmp_path):
@@ -163,16 +191,7 @@ def test_scancel_a_task_then_the_same_command_runs_only_it(local, demo_dir, tmp_
     cmd = ["stats", demo_dir, "--out", out, "--no-figure", *slurm("--time", "5", name="lcdt-cancel")]
     proc = lcdata(*cmd, env_extra={SLOW_ENV: "stats:1:120"}, popen=True)  # task 1 sleeps before its work
     logs = out / "_scaleout" / "logs" / "stats"
-    t0, job = time.monotonic(), None
-    while time.monotonic() - t0 < 60 and job is None:  # task 0 done, task 1 running: cancel task 1
-        q = subprocess.run(["squeue", "-h", "-r", "-n", "lcdt-cancel-stats", "-o", "%i|%T"], capture_output=True,
-                           text=True).stdout.split()
-        running = [i for i, st in (x.split("|") for x in q) if st == "RUNNING" and i.endswith("_1")]
-        if running and (logs / "completions" / "00000").exists():
-            job = running[0]
-        time.sleep(0.5)
-    assert job, "task 1 of the stats array never ran beside a completed task 0"
-    subprocess.run(["scancel", job], check=True)
+    job = cancel_when_running("lcdt-cancel-stats", 1, logs / "completions" / "00000")
     text, _ = proc.communicate(timeout=120)
     assert proc.returncode != 0
     assert re.search(rf"task 1 \(Slurm job {job}\) CANCELLED", text), text
