@@ -163,12 +163,16 @@ def wait_for_stages(stages: list, executors: list, *, time_limit: str | None = N
     ids += merge_jobs(ids)
     log("lcdata: waiting for Slurm jobs " + ", ".join(f"{j} ({n})" for n, j in arrays.items())
         + f" (and {len(ids) - len(arrays)} merge_stats)")
-    while True:
-        rows = queue(ids)
-        held = held_for_ever(rows)
-        if not [r for r in rows if r[1] in ACTIVE and r[0] not in held]:
-            break
-        time.sleep(poll)
+    try:
+        while True:
+            rows = queue(ids)
+            held = held_for_ever(rows)
+            if not [r for r in rows if r[1] in ACTIVE and r[0] not in held]:
+                break
+            time.sleep(poll)
+    except KeyboardInterrupt:
+        log(f"lcdata: stopped waiting; the jobs keep running (squeue; scancel {' '.join(ids)} stops them)")
+        raise
     if held:
         subprocess.run(["scancel", *sorted({h.split("_")[0] for h in held})], capture_output=True)
     for i, (st, e) in enumerate(zip(stages, executors)):
