@@ -2,8 +2,9 @@
 afterok dependencies, scancel then the same command (stats; build with --resume), a failed task, a time limit;
 the outputs equal the local path's bytes.
 
-Runs only when `sinfo` answers with a node that is up (idle, mixed or allocated), e.g. after `make slurm-up`
-(scripts/slurm_local.sh: a one-node cluster on this machine); skipped with the reason otherwise. The commands
+Runs only when `sinfo` answers with a node of this machine that is up (idle, mixed or allocated), e.g. after
+`make slurm-up` (scripts/slurm_local.sh: a one-node cluster on this machine); skipped with the reason otherwise
+(the tests' temporary folders are not shared with other nodes). The commands
 run as subprocesses with PYTHONPATH set to this checkout, which sbatch exports to the jobs (`--export=ALL`),
 and each job sources the venv of the Python running the tests. Demo corpus, 2 tasks per per-file stage.
 The time-limit test needs a bit over a minute: Slurm's limits are whole minutes.
@@ -15,6 +16,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -35,21 +37,27 @@ BUILD = ["--seq-len", "4096", "--shard-size", "65536"]
 
 
 def _cluster() -> tuple[str | None, str]:
-    """(the default partition, '') when a node is up, else (None, why not)."""
+    """(the partition to use, '') when a node of this machine is up, else (None, why not). Only this machine's
+    node: the tests' temporary folders are not on a filesystem other nodes see."""
     if shutil.which("sinfo") is None:
         return None, "no Slurm here (sinfo not on PATH): `make slurm-up` starts a one-node cluster (root)"
     try:
-        p = subprocess.run(["sinfo", "-h", "-N", "-o", "%P|%T"], capture_output=True, text=True, timeout=15)
+        p = subprocess.run(["sinfo", "-h", "-N", "-o", "%P|%T|%N"], capture_output=True, text=True, timeout=15)
     except subprocess.TimeoutExpired:
         return None, "sinfo did not answer in 15 s (slurmctld down?): `make slurm-up`"
     if p.returncode != 0:
         return None, f"sinfo failed ({p.stderr.strip()}): `make slurm-up` starts a one-node cluster"
     rows = [line.split("|") for line in p.stdout.split()]
-    up = [part for part, state in rows if state.rstrip("*~#") in ("idle", "mixed", "allocated")]
+    up = [(part, node) for part, state, node in rows if state.rstrip("*~#") in ("idle", "mixed", "allocated")]
     if not up:
         return None, f"no Slurm node is up (sinfo: {p.stdout.strip() or 'no node'}): `make slurm-up`"
-    default = [x for x in up if x.endswith("*")]
-    return (default or up)[0].rstrip("*"), ""
+    host = socket.gethostname().split(".")[0]
+    mine = [part for part, node in up if node == host]
+    if not mine:
+        return None, (f"no Slurm node up on this machine ({host}; up: {sorted({n for _, n in up})}): the tests' "
+                      "temporary folders would not be seen there; `make slurm-up` starts a one-node cluster here")
+    default = [x for x in mine if x.endswith("*")]
+    return (default or mine)[0].rstrip("*"), ""
 
 
 PARTITION, WHY = _cluster()
