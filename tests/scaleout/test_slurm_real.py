@@ -163,7 +163,7 @@ def test_sample_and_build_on_slurm_equal_the_local_path(local, demo_dir, tokeniz
            *slurm("--time", "5", name="lcdt-build")]
     logs = out / "_scaleout" / "logs"
     proc = lcdata(*cmd, env_extra={SLOW_ENV: "shards:1:120"}, popen=True)
-    job = cancel_when_running("lcdt-build-shards", 1, logs / "shards" / "completions" / "00000")
+    job = cancel_when_running("lcdt-build-shards", 1, logs / "shards")
     text, _ = proc.communicate(timeout=120)
     assert proc.returncode != 0 and re.search(rf"task 1 \(Slurm job {job}\) CANCELLED", text), text
     assert "'finish' did not start" in text and "--resume" in text
@@ -179,19 +179,21 @@ def test_sample_and_build_on_slurm_equal_the_local_path(local, demo_dir, tokeniz
     assert not (out / "_work").exists()
 
 
-def cancel_when_running(name: str, rank: int, done: Path) -> str:
-    """scancel array task ``rank`` of job ``name`` once it runs and the marker ``done`` (another task's) exists;
-    returns the Slurm id of the cancelled task (JOB_INDEX)."""
+def cancel_when_running(name: str, rank: int, logs: Path) -> str:
+    """scancel array task ``rank`` of job ``name`` (stage folder ``logs``) mid-run: Slurm says RUNNING, its
+    datatrove log exists (the task is in its work, not being launched) and task 0 has completed; returns the
+    Slurm id of the cancelled task (JOB_INDEX)."""
     t0 = time.monotonic()
     while time.monotonic() - t0 < 90:
         q = subprocess.run(["squeue", "-h", "-r", "-n", name, "-o", "%i|%T"], capture_output=True,
                            text=True).stdout.split()
         running = [i for i, st in (x.split("|") for x in q) if st == "RUNNING" and i.endswith(f"_{rank}")]
-        if running and done.exists():
+        done = (logs / "completions" / "00000").exists() and (logs / "logs" / f"task_{rank:05d}.log").exists()
+        if running and done:
             subprocess.run(["scancel", running[0]], check=True)
             return running[0]
         time.sleep(0.5)
-    raise AssertionError(f"task {rank} of {name} never ran beside {done}")
+    raise AssertionError(f"task {rank} of {name} never ran beside a completed task 0")
 
 
 def test_scancel_a_task_then_the_same_command_runs_only_it(local, demo_dir, tmp_path):
@@ -199,7 +201,7 @@ def test_scancel_a_task_then_the_same_command_runs_only_it(local, demo_dir, tmp_
     cmd = ["stats", demo_dir, "--out", out, "--no-figure", *slurm("--time", "5", name="lcdt-cancel")]
     proc = lcdata(*cmd, env_extra={SLOW_ENV: "stats:1:120"}, popen=True)  # task 1 sleeps before its work
     logs = out / "_scaleout" / "logs" / "stats"
-    job = cancel_when_running("lcdt-cancel-stats", 1, logs / "completions" / "00000")
+    job = cancel_when_running("lcdt-cancel-stats", 1, logs)
     text, _ = proc.communicate(timeout=120)
     assert proc.returncode != 0
     assert re.search(rf"task 1 \(Slurm job {job}\) CANCELLED", text), text
