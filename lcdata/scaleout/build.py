@@ -201,7 +201,7 @@ def run_build_distributed(inputs, out_dir: str, cfg: BuildConfig, executor: str 
     try:
         run_stages(stages, ex, logs)
     except StageFailed as e:  # as run_build, the rerun must say that it continues
-        raise StageFailed(e.stage, e.what.rstrip() + "\n(lcdata build: rerun with --resume)") from None
+        raise StageFailed(e.stage, e.what, "rerun the same command with --resume") from None
     if ex.kind == "slurm" and not ex.wait:
         return None
     check_done(join(out_dir, "manifest.json"), logs)

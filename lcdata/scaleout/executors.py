@@ -201,13 +201,13 @@ def run_stages(stages: list, ex: ExecutorConfig, logging_dir: str) -> list:
 class StageFailed(LcdataError):
     """A stage ended with tasks not completed; a rerun of the same command runs only those."""
 
-    def __init__(self, stage: str, what: str):
-        self.stage, self.what = stage, what
-        super().__init__(f"stage {stage!r}: {what}; fix the cause and rerun the same command: completed tasks "
-                         "are skipped (datatrove completion markers)")
+    def __init__(self, stage: str, what: str, rerun: str = "rerun the same command"):
+        self.stage, self.what, self.rerun = stage, what, rerun
+        super().__init__(f"stage {stage!r}: {what}; fix the cause and {rerun}: completed tasks are skipped "
+                         "(datatrove completion markers)")
 
     def __reduce__(self):
-        return (StageFailed, (self.stage, self.what))
+        return (StageFailed, (self.stage, self.what, self.rerun))
 
 
 # ------------------------------------------------------------------------------------------- CLI

@@ -27,6 +27,7 @@ earlier ones are not looked up (the message gives their array index; `sacct` has
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import shutil
@@ -107,7 +108,7 @@ def merge_jobs(job_ids: list[str]) -> list[str]:
     (``afterok:ID``, pending); a merge job already running or finished is not waited for."""
     if not job_ids:
         return []
-    out = _slurm(["squeue", "-h", "-o", "%i|%E"], "listing the queue")
+    out = _slurm(["squeue", "-h", "-u", getpass.getuser(), "-o", "%i|%E"], "listing the queue")  # ours only
     ids = set(job_ids)
     found: set[str] = set()
     while True:  # and the merge_stats jobs of those merge_stats jobs' ... (none today; cheap to follow)
@@ -179,7 +180,8 @@ def wait_for_stages(stages: list, executors: list, *, time_limit: str | None = N
         left = e.get_incomplete_ranks(skip_completed=True)
         if not left:
             continue
-        return st.name, failure_report(e, left, arrays.get(st.name), time_limit) + _not_started(stages[i + 1:])
+        later = _not_started(stages[i + 1:])
+        return st.name, failure_report(e, left, arrays.get(st.name), time_limit) + (f"\n{later}" if later else "")
     return None
 
 
@@ -218,7 +220,7 @@ def failure_report(e, left: list[int], job_id: str | None, time_limit: str | Non
         lines.append(f"task {rank}{where} {state} ({detail}): {hint}; log "
                      f"{os.path.join(logs, f'logs/task_{rank:05d}.log')}, Slurm log {slurm_log}")
     more = f"; and {len(left) - 10} more" if len(left) > 10 else ""
-    return f"{len(left)} of {e.world_size} tasks did not complete:\n  " + "\n  ".join(lines) + more + "\n"
+    return f"{len(left)} of {e.world_size} tasks did not complete:\n  " + "\n  ".join(lines) + more
 
 
 def _not_started(later: list) -> str:
