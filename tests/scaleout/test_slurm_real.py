@@ -64,6 +64,16 @@ PARTITION, WHY = _cluster()
 pytestmark = pytest.mark.skipif(PARTITION is None, reason=WHY)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _cancel_leftovers():
+    """After the module: cancel any job these tests submitted that is still queued (a test that failed midway)."""
+    yield
+    q = subprocess.run(["squeue", "-h", "-o", "%i|%j"], capture_output=True, text=True).stdout.split()
+    ids = sorted({i.split("_")[0] for i, name in (x.split("|", 1) for x in q) if name.startswith("lcdt-")})
+    if ids:
+        subprocess.run(["scancel", *ids], capture_output=True)
+
+
 def lcdata(*args, env_extra: dict | None = None, check: bool = True, timeout: float = 150,
            popen: bool = False):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
