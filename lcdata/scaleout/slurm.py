@@ -4,7 +4,8 @@
 ``wait=True`` it then calls `wait_for_stages`, which:
 
 1. polls ``squeue -h -r -j IDS`` (the stages' array jobs and datatrove's ``merge_stats`` job of each stage)
-   every ``poll`` seconds until none is pending or running; a job held on a dependency that can no longer be
+   every ``poll`` seconds until none is pending or running, printing a line of task states per stage when
+   it changes (a reason a job cannot start, e.g. ``PENDING (PartitionTimeLimit)``, shows there); a job held on a dependency that can no longer be
    satisfied (reason ``DependencyNeverSatisfied``: the stage before it failed) does not count as waiting;
 2. cancels (``scancel``) those held jobs, so that nothing of the run is left in the queue for ever;
 3. takes each stage in order and reads datatrove's completion markers (``LOGS/<stage>/completions``): the
@@ -164,12 +165,17 @@ def wait_for_stages(stages: list, executors: list, *, time_limit: str | None = N
     ids += merge_jobs(ids)
     log("lcdata: waiting for Slurm jobs " + ", ".join(f"{j} ({n})" for n, j in arrays.items())
         + f" (and {len(ids) - len(arrays)} merge_stats)")
+    last = ""
     try:
         while True:
             rows = queue(ids)
             held = held_for_ever(rows)
             if not [r for r in rows if r[1] in ACTIVE and r[0] not in held]:
                 break
+            now = progress(rows, arrays)
+            if now != last:  # a line when something changed: a reason a job cannot start is seen here
+                log(f"lcdata: {time.strftime('%H:%M:%S')} {now}")
+                last = now
             time.sleep(poll)
     except KeyboardInterrupt:
         log(f"lcdata: stopped waiting; the jobs keep running (squeue; scancel {' '.join(ids)} stops them)")
@@ -183,6 +189,22 @@ def wait_for_stages(stages: list, executors: list, *, time_limit: str | None = N
         later = _not_started(stages[i + 1:])
         return st.name, failure_report(e, left, arrays.get(st.name), time_limit) + (f"\n{later}" if later else "")
     return None
+
+
+def progress(rows: list[tuple[str, str, str, str]], arrays: dict[str, str]) -> str:
+    """One line of the stages' task states, e.g. ``stats: 2 RUNNING; stats-merge: 1 PENDING (Dependency)``."""
+    stage_of = {j: name for name, j in arrays.items()}
+    parts = []
+    for name in arrays:
+        mine = [r for r in rows if stage_of.get(r[0].split("_")[0]) == name]
+        if not mine:
+            continue
+        counts: dict[str, int] = {}
+        for r in mine:
+            key = r[1] if r[1] != "PENDING" else f"PENDING ({r[2]})"
+            counts[key] = counts.get(key, 0) + 1
+        parts.append(f"{name}: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
+    return "; ".join(parts) or "merge_stats jobs"
 
 
 def failure_report(e, left: list[int], job_id: str | None, time_limit: str | None) -> str:
