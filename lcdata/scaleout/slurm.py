@@ -204,7 +204,7 @@ def progress(rows: list[tuple[str, str, str, str]], arrays: dict[str, str]) -> s
             key = r[1] if r[1] != "PENDING" else f"PENDING ({r[2]})"
             counts[key] = counts.get(key, 0) + 1
         parts.append(f"{name}: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
-    return "; ".join(parts) or "merge_stats jobs"
+    return "; ".join(parts) or "the merge_stats jobs (run statistics)"
 
 
 def failure_report(e, left: list[int], job_id: str | None, time_limit: str | None) -> str:
