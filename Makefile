@@ -99,7 +99,7 @@ endif
 
 .SECONDARY:
 .PHONY: venv venv-dev test demo stats sample shards heldout train needle eval-loss report paper-ablation lint bench \
-	gpu-check clean FORCE
+	gpu-check slurm-up slurm-down slurm-status clean FORCE
 
 # the pipeline's install (make demo and every stage)
 $(STAMP): pyproject.toml
@@ -335,3 +335,14 @@ gpu-check:
 
 clean:
 	rm -rf out .pytest_cache
+
+# A single-node Slurm cluster on this machine (root; installs slurm-wlm and munge with apt-get if missing), for
+# `--executor slurm` and tests/scaleout/test_slurm_real.py; no venv needed (docs/scale-out.md, "Slurm locally").
+slurm-up:
+	bash scripts/slurm_local.sh up
+
+slurm-down:
+	bash scripts/slurm_local.sh down
+
+slurm-status:
+	bash scripts/slurm_local.sh status

@@ -298,7 +298,8 @@ def _run(a, local, scaled, *, scale: bool = True):
     r = scaled(ex, pipelines)
     if r is None:
         logs = getattr(ex, "logging_dir", None) or f"{a.out}/_scaleout/logs"
-        print(f"submitted to {getattr(ex, 'kind', 'the executor')}; the last job writes {a.out}/; logs in {logs}")
+        print(f"submitted to {getattr(ex, 'kind', 'the executor')}; the last job writes {a.out}/; logs in {logs} "
+              "(follow with squeue; --wait waits for the jobs and names any task that fails)")
     return r
 
 

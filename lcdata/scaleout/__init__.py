@@ -31,6 +31,7 @@ _EXPORTS = {
     "sample_pipeline": "pipelines",
     "stats_pipeline": "pipelines",
     "FAIL_ENV": "steps",
+    "SLOW_ENV": "steps",
     "InjectedFailure": "steps",
     "Stage": "steps",
     "Step": "steps",

@@ -45,7 +45,7 @@ from ..build.layout import (
 from ..corpus.reader import FileReport
 from ..errors import LcdataError
 from ..util.io import exists, is_local, join, read_json, write_text
-from .executors import ExecutorConfig, run_stages
+from .executors import ExecutorConfig, StageFailed, run_stages
 from .steps import Stage, Step, as_executor, assign_files, check_done, prepare_logging_dir
 
 
@@ -208,8 +208,11 @@ def run_build_distributed(inputs, out_dir: str, cfg: BuildConfig, executor: str 
                remote_work=ex.kind == "local")
     stages = _build_stages(job, ex.n_tasks(len(job.active)))
     logs = prepare_logging_dir(ex, out_dir, job.ident, stages, fresh=overwrite)
-    run_stages(stages, ex, logs)
-    if ex.kind == "slurm":
+    try:
+        run_stages(stages, ex, logs)
+    except StageFailed as e:  # as run_build, the rerun must say that it continues
+        raise StageFailed(e.stage, e.what, "rerun the same command with --resume") from None
+    if ex.kind == "slurm" and not ex.wait:
         return None
     check_done(join(out_dir, "manifest.json"), logs)
     return BuildResult(out_dir=out_dir, manifest=read_json(join(out_dir, "manifest.json")))

@@ -7,7 +7,9 @@ merge stage); `ExecutorConfig.make` builds the datatrove executor of one stage a
 - ``local``: `LocalPipelineExecutor`, stage after stage in this process; ``workers`` tasks at a time.
 - ``ray``: `RayPipelineExecutor` on the cluster of ``ray.init()`` (``RAY_ADDRESS``, else a local one).
 - ``slurm``: `SlurmPipelineExecutor`, one job array per stage chained with ``afterok`` dependencies;
-  `run_stages` submits them and returns at once (the last stage writes the final folder).
+  `run_stages` submits them and returns at once (the last stage writes the final folder), or with ``wait``
+  (``--wait``) blocks until they end and raises `StageFailed` naming each failed task's Slurm state
+  (FAILED, TIMEOUT, CANCELLED...) and logs (`lcdata.scaleout.slurm`).
 
 Every stage keeps datatrove's logging folder (``LOGS/<stage>/``: completions, stats, logs, sbatch script):
 a task with a completion marker is skipped by the next run of the same command.
@@ -69,7 +71,8 @@ class ExecutorConfig:
     cores for ``local``, no limit for ``slurm``/``ray``); ``logging_dir``: datatrove's logging folder (default
     under the output folder, ``OUT/_scaleout/logs``). ``partition``/``time`` are required for ``slurm``;
     ``time`` is also the per-task limit for ``ray``. ``venv_path`` (Slurm): the ``activate`` script sourced
-    by each job, by default the running virtual environment's."""
+    by each job, by default the running virtual environment's. ``wait`` (Slurm): block until the jobs end and
+    report failed tasks (default: return once submitted)."""
 
     kind: str = "local"
     tasks: int | None = None
@@ -84,6 +87,7 @@ class ExecutorConfig:
     env_command: str | None = None
     venv_path: str | None = None
     sbatch_args: dict = field(default_factory=dict)
+    wait: bool = False
 
     def __post_init__(self):
         if self.kind not in EXECUTORS:
@@ -120,11 +124,14 @@ class ExecutorConfig:
         venv = self.venv_path
         if venv is None and self.env_command is None and sys.prefix != sys.base_prefix:
             venv = os.path.join(sys.prefix, "bin", "activate")
+        # sbatch takes whole units only (--mem-per-cpu=2.0G is refused): whole GB as "2G", else megabytes
+        gb = self.mem_per_cpu_gb
+        mem = {} if float(gb).is_integer() else {"mem-per-cpu": f"{max(1, round(gb * 1024))}M"}
         return ex.SlurmPipelineExecutor(
             pipeline, tasks=tasks, time=self.time, partition=self.partition, workers=self.workers or -1,
-            cpus_per_task=self.cpus_per_task, mem_per_cpu_gb=self.mem_per_cpu_gb, job_name=f"{self.job_name}-{name}",
-            qos=self.qos or "", env_command=self.env_command, venv_path=venv, sbatch_args=dict(self.sbatch_args),
-            logging_dir=logging_dir, depends=depends,
+            cpus_per_task=self.cpus_per_task, mem_per_cpu_gb=int(gb) if float(gb).is_integer() else gb,
+            job_name=f"{self.job_name}-{name}", qos=self.qos or "", env_command=self.env_command, venv_path=venv,
+            sbatch_args={**mem, **self.sbatch_args}, logging_dir=logging_dir, depends=depends,
         )
 
 
@@ -133,7 +140,8 @@ def run_stages(stages: list, ex: ExecutorConfig, logging_dir: str) -> list:
 
     ``local``/``ray``: each stage runs to its end before the next starts; a stage with a task that did not
     complete raises an `LcdataError` naming the tasks (rerun the same command: finished tasks are skipped).
-    ``slurm``: the stages are submitted as job arrays chained by dependencies and this returns at once.
+    ``slurm``: the stages are submitted as job arrays chained by dependencies and this returns at once, or
+    with ``ex.wait`` when they have ended (`StageFailed` if a task did not complete).
     """
     from ..util.io import join
     from ..util.parallel import child_env, spawnable_main
@@ -145,7 +153,23 @@ def run_stages(stages: list, ex: ExecutorConfig, logging_dir: str) -> list:
         executors.append(e)
         prev = e
     if ex.kind == "slurm":
-        executors[-1].run()  # launches the dependencies first
+        import subprocess
+
+        try:
+            executors[-1].run()  # launches the dependencies first
+        except subprocess.CalledProcessError as err:
+            done = [f"{st.name}: job {e.job_id}" for st, e in zip(stages, executors) if e.job_id not in (None, -1)]
+            raise LcdataError(f"sbatch refused a job (exit status {err.returncode}; its message is above)"
+                              + (f"; already submitted: {', '.join(done)} (scancel them)" if done else "")) from None
+        except FileNotFoundError as err:
+            raise LcdataError(f"{err.filename or 'sbatch'} is not on PATH: --executor slurm submits with sbatch; "
+                              "run on a login node of the cluster") from None
+        if ex.wait:
+            from .slurm import wait_for_stages
+
+            failed = wait_for_stages(stages, executors, time_limit=ex.time)
+            if failed:
+                raise StageFailed(*failed)
         return executors
     if ex.kind == "ray":
         import ray
@@ -178,13 +202,13 @@ def run_stages(stages: list, ex: ExecutorConfig, logging_dir: str) -> list:
 class StageFailed(LcdataError):
     """A stage ended with tasks not completed; a rerun of the same command runs only those."""
 
-    def __init__(self, stage: str, what: str):
-        self.stage, self.what = stage, what
-        super().__init__(f"stage {stage!r}: {what}; fix the cause and rerun the same command: completed tasks "
-                         "are skipped (datatrove completion markers)")
+    def __init__(self, stage: str, what: str, rerun: str = "rerun the same command"):
+        self.stage, self.what, self.rerun = stage, what, rerun
+        super().__init__(f"stage {stage!r}: {what}; fix the cause and {rerun}: completed tasks are skipped "
+                         "(datatrove completion markers)")
 
     def __reduce__(self):
-        return (StageFailed, (self.stage, self.what))
+        return (StageFailed, (self.stage, self.what, self.rerun))
 
 
 # ------------------------------------------------------------------------------------------- CLI
@@ -215,6 +239,9 @@ def add_executor_args(parser: argparse.ArgumentParser) -> None:
                    help="slurm/ray: memory per CPU in GiB (Slurm's G = 1024^3 bytes)")
     g.add_argument("--job-name", default="lcdata", help="slurm: job name prefix")
     g.add_argument("--qos", default=None, help="slurm: QOS (default: the partition's)")
+    g.add_argument("--wait", action="store_true",
+                   help="slurm: wait until the jobs end, print the result as the local run does, and fail naming "
+                        "each task that did not complete (state, logs) (default: return once submitted)")
     g.add_argument("--env-command", default=None,
                    help="slurm: shell command run before each job (default: source the running venv)")
 
@@ -226,4 +253,5 @@ def executor_from_args(args: argparse.Namespace, logging_dir: str | None = None)
     return ExecutorConfig(kind=args.executor, tasks=args.tasks, workers=args.executor_workers,
                           logging_dir=args.logging_dir or logging_dir, partition=args.partition, time=args.time,
                           cpus_per_task=args.cpus_per_task, mem_per_cpu_gb=args.mem_per_cpu_gb,
-                          job_name=args.job_name, qos=args.qos, env_command=args.env_command)
+                          job_name=args.job_name, qos=args.qos, env_command=args.env_command,
+                          wait=getattr(args, "wait", False))

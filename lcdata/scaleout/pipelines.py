@@ -186,6 +186,16 @@ class StatsMerge(Step):
         _rm_partials(job)
 
 
+def _run_keeping_folder(stages: list[Stage], ex: ExecutorConfig, logs: str) -> StageFailed | None:
+    """`run_stages`, returning its `StageFailed` instead of raising it inside `claim_out`: a failed task is
+    not a user's error, so the folder (completion markers, logs, partials) stays for the rerun to continue."""
+    try:
+        run_stages(stages, ex, logs)
+    except StageFailed as e:
+        return e
+    return None
+
+
 def _rm_partials(job: StatsJob) -> None:
     fs, p = fsspec.core.url_to_fs(job.partials)
     for path in fs.ls(p, detail=False):
@@ -224,8 +234,10 @@ def run_stats_distributed(inputs, out_dir: str, config: StatsConfig | None = Non
         job = _stats_job(inputs, out_dir, config, figure)
         stages = _stats_stages(job, ex.n_tasks(len(job.files)))
         logs = prepare_logging_dir(ex, out_dir, job.identity, stages, fresh=overwrite)
-        run_stages(stages, ex, logs)
-    if ex.kind == "slurm":
+        failed = _run_keeping_folder(stages, ex, logs)
+    if failed:
+        raise failed
+    if ex.kind == "slurm" and not ex.wait:
         return None
     check_done(join(out_dir, "stats.json"), logs)
     return load_stats(out_dir)
@@ -279,8 +291,10 @@ def run_sample_distributed(inputs, out_dir: str, config, executor: str | Executo
         stages = _sample_stages(sjob, out_dir, config, ex.n_tasks(len(sjob.files)), figure)
         ident = identity_hash({"stats": sjob.identity, "sample": config.to_dict(), "figure": figure})
         logs = prepare_logging_dir(ex, out_dir, ident, stages, fresh=overwrite)
-        run_stages(stages, ex, logs)
-    if ex.kind == "slurm":
+        failed = _run_keeping_folder(stages, ex, logs)
+    if failed:
+        raise failed
+    if ex.kind == "slurm" and not ex.wait:
         return None
     check_done(join(out_dir, "plan.json"), logs)
     plan, manifest = load_plan(out_dir)

@@ -5,7 +5,8 @@ before it, does its work for (rank, world_size) and yields nothing. Its task's f
 `assign_files`, a pure function of the sorted input list, so which task does what never depends on timing.
 
 Test hook (tests only): ``LCDATA_TEST_FAIL_TASK=STAGE:RANK:N``, read when a step is built, makes task RANK of
-stage STAGE raise `InjectedFailure` after N files (or shards).
+stage STAGE raise `InjectedFailure` after N files (or shards); ``LCDATA_TEST_SLOW_TASK=STAGE:RANK:SECONDS`` makes
+it sleep that long before its work (a task to cancel, or to run past its time limit, on a real scheduler).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import hashlib
 import heapq
 import json
 import os
+import time
 from collections import deque
 from typing import NamedTuple
 
@@ -30,6 +32,7 @@ except ImportError:  # pragma: no cover - the extra is missing
     raise MissingDependencyError("lcdata.scaleout.pipelines needs datatrove: pip install 'lcdata[datatrove]'") from None
 
 FAIL_ENV = "LCDATA_TEST_FAIL_TASK"
+SLOW_ENV = "LCDATA_TEST_SLOW_TASK"
 
 
 class Stage(NamedTuple):
@@ -55,8 +58,8 @@ def assign_files(sizes: list[int], n_tasks: int) -> list[list[int]]:
     return [sorted(o) for o in out]
 
 
-def _fail_hook(stage: str) -> tuple[int, int] | None:
-    spec = os.environ.get(FAIL_ENV)
+def _fail_hook(stage: str, env: str = FAIL_ENV) -> tuple[int, int] | None:
+    spec = os.environ.get(env)
     if not spec or spec.split(":")[0] != stage:
         return None
     _, rank, n = spec.split(":")
@@ -76,6 +79,7 @@ class Step(PipelineStep):
         super().__init__()
         self.job = job
         self.fail = _fail_hook(self.name)
+        self.slow = _fail_hook(self.name, SLOW_ENV)
 
     def run(self, data=None, rank: int = 0, world_size: int = 1):
         if data:
@@ -83,6 +87,8 @@ class Step(PipelineStep):
         cpus = int(os.environ.get("DATATROVE_CPUS_PER_TASK", "-1") or -1)
         if cpus > 0:  # a Slurm/Ray task's share of the node for the tokenizer's thread pool
             os.environ.setdefault("RAYON_NUM_THREADS", str(cpus))
+        if self.slow is not None and self.slow[0] == rank:
+            time.sleep(self.slow[1])
         self.work(rank, world_size)
         return
         yield  # a generator, as datatrove steps are

@@ -20,7 +20,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from lcdata.build import BuildConfig, run_build
-from lcdata.errors import ConfigError
+from lcdata.errors import ConfigError, LcdataError
 from lcdata.sample import SampleConfig, run_sample
 from lcdata.sample.run import sample_table
 from lcdata.scaleout import ExecutorConfig, add_executor_args, executor_from_args, parse_time
@@ -158,10 +158,13 @@ def test_stats_task_fails_then_rerun_completes(native, demo_dir, tmp_path, monke
         run_stats_distributed([str(demo_dir)], str(out), StatsConfig(), "local", figure=False, **LOCAL)
     monkeypatch.delenv(FAIL_ENV)
     assert not (out / "stats.json").exists()
+    done = out / "_scaleout" / "logs" / "stats" / "completions" / "00000"
+    kept = done.stat().st_mtime_ns  # a failed stage keeps the folder: its completions are what a rerun skips
     run_stats_distributed([str(demo_dir)], str(out), StatsConfig(), "local", figure=False, **LOCAL)
     for name in STATS_FRAMES:
         assert_frame_equal(pl.read_parquet(out / f"{name}.parquet"), pl.read_parquet(native / "stats" / f"{name}.parquet"))
     assert pl.read_parquet(out / "doc_lengths.parquet")["doc_id"].is_duplicated().sum() == 0
+    assert done.stat().st_mtime_ns == kept
 
 
 def test_other_run_in_the_same_folder_does_not_reuse_completions(demo_dir, tmp_path):
@@ -272,3 +275,44 @@ def test_ray_local_build_byte_identical(native, demo_dir, tokenizer_path, tmp_pa
     finally:
         ray.shutdown()
     assert_same_build(native / "build", out)
+
+
+def test_slurm_memory_goes_to_sbatch_in_whole_units(tmp_path):
+    whole, half = (ExecutorConfig(kind="slurm", partition="p", time="10", mem_per_cpu_gb=gb).make(
+        [], 2, str(tmp_path / str(gb)), "stats").get_sbatch_args(2) for gb in (2.0, 1.5))
+    assert whole["mem-per-cpu"] == "2G" and half["mem-per-cpu"] == "1536M"  # sbatch refuses "2.0G"
+
+
+def test_sbatch_refusing_a_job_is_a_clear_error(demo_dir, tmp_path, fake_slurm):
+    sbatch = Path(os.environ["PATH"].split(os.pathsep)[0]) / "sbatch"
+    sbatch.write_text("#!/bin/bash\necho 'sbatch: error: invalid partition specified: nope' >&2\nexit 1\n")
+    with pytest.raises(LcdataError, match="sbatch refused a job"):
+        run_stats_distributed([str(demo_dir)], str(tmp_path / "stats"), StatsConfig(), "slurm", figure=False,
+                              tasks=2, partition="nope", time="10")
+
+
+def test_slurm_wait_reads_held_jobs_and_dependencies():
+    from lcdata.scaleout.slurm import dependency_targets, held_for_ever
+
+    assert dependency_targets("afterok:12_*(unfulfilled),afterany:13(failed)") == {"12", "13"}
+    assert dependency_targets("(null)") == set()
+    rows = [("16_0", "PENDING", "DependencyNeverSatisfied", "afterok:15_*(failed)"),  # after a failed stage
+            ("19_0", "PENDING", "Dependency", "afterok:16_*(unfulfilled)"),  # after a held one: held too
+            ("20", "PENDING", "Dependency", "afterok:21_*(unfulfilled)"),  # after a running one: waits
+            ("21_1", "RUNNING", "None", "(null)")]
+    assert held_for_ever(rows) == {"16_0", "19_0"}
+
+
+def test_slurm_failure_names_task_array_index_and_logs(tmp_path):
+    """Ranks to array indices as datatrove submits them: 5 tasks over arrays of at most 2 (3 array jobs)."""
+    from datatrove.executor import SlurmPipelineExecutor
+
+    from lcdata.scaleout.slurm import failure_report
+
+    e = SlurmPipelineExecutor([], tasks=5, time="10", partition="p", max_array_size=2, logging_dir=str(tmp_path))
+    (tmp_path / "ranks_to_run.json").write_text("[0, 1, 2, 3, 4]")
+    text = failure_report(e, [1, 4], "999999", "00:05:00")  # a job no controller knows: state UNKNOWN
+    assert "2 of 5 tasks did not complete" in text
+    assert "task 1 (array index 1 of the stage's array job number 1 of 3) UNKNOWN" in text
+    assert "task 4 (Slurm job 999999_0) UNKNOWN" in text and str(tmp_path / "slurm_logs" / "999999_0.out") in text
+    assert str(tmp_path / "logs" / "task_00004.log") in text
