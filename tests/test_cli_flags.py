@@ -24,7 +24,7 @@ from lcdata.util.flags import RENAMED, HelpFormatter
 ROOT = Path(__file__).resolve().parents[1]
 TEN = ("stats", "sample", "build", "verify", "inspect", "export", "train", "needle", "eval-loss", "report")
 TRAIN_ONLY = ("export-hf",)  # `python -m lcdata_train export-hf`: a sharded checkpoint -> HF safetensors
-SCALE_OUT = {"--executor", "--tasks", "--executor-workers", "--partition", "--time", "--logging-dir", "--cpus-per-task",
+SCALE_OUT = {"--executor", "--wait", "--tasks", "--executor-workers", "--partition", "--time", "--logging-dir", "--cpus-per-task",
              "--mem-per-cpu-gb", "--job-name", "--qos", "--env-command"}
 # one flag name used by two commands with different choices, because the idea is the same but its values are not:
 # where the BOS token goes (build: at each document, or a given token; needle: in the prompt)
