@@ -24,7 +24,7 @@ import json
 import mmap
 import os
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -144,15 +144,23 @@ class PackLayout:
     inst_src: np.ndarray
     inst_unit: np.ndarray  # per instance: its unit (index into the Units arrays) and copy number
     inst_copy: np.ndarray
-    unit_row: np.ndarray  # per unit: row, chunk and length (documents.parquet columns)
-    unit_chunk: np.ndarray
-    unit_length: np.ndarray
+    inst_row: np.ndarray  # per instance: row, chunk and length of its unit (documents.parquet columns)
+    inst_chunk: np.ndarray
+    inst_length: np.ndarray
     sources: list[str]
     files: list[str]  # input file names (rel) by file index
     n_seq: int
     per_shard: int
     padding: int
     dropped: int
+    stats: dict  # n_tokens, n_documents (instances with a piece), tokens_per_source, documents_per_source
+    maps: list = field(default_factory=list)  # the memory maps under the arrays (`release`), if any
+    dir: str | None = None  # a folder `load_layout` reads this layout from, if it is saved already
+
+    def release(self) -> None:
+        """Drop the pages of the memory-mapped arrays from this process (they stay in the page cache): a
+        reader of a saved or spilled layout holds only what it read since the last call."""
+        _madvise_dontneed(self.maps)
 
     @property
     def n_shards(self) -> int:
@@ -193,15 +201,28 @@ def pack_layout(units: Units, rels: list[str], cfg: PackOptions) -> PackLayout:
     per_shard = max(1, cfg.shard_tokens // L)
     n_shards = (n_seq + per_shard - 1) // per_shard
     bounds = np.searchsorted(out_pos, np.arange(n_shards + 1) * per_shard)
+    inst_src = units.src[inst_unit]
     return PackLayout(segs=segs, out_pos=out_pos, bounds=bounds, inst_file=units.file_index[inst_unit],
-                      inst_off=units.offset[inst_unit], inst_src=units.src[inst_unit], inst_unit=inst_unit,
-                      inst_copy=inst_copy, unit_row=units.row, unit_chunk=units.chunk, unit_length=units.length,
-                      sources=units.sources, files=list(rels), n_seq=int(n_seq), per_shard=per_shard,
-                      padding=int(padding), dropped=int(dropped))
+                      inst_off=units.offset[inst_unit], inst_src=inst_src, inst_unit=inst_unit,
+                      inst_copy=inst_copy, inst_row=units.row[inst_unit], inst_chunk=units.chunk[inst_unit],
+                      inst_length=units.length[inst_unit], sources=units.sources, files=list(rels),
+                      n_seq=int(n_seq), per_shard=per_shard, padding=int(padding), dropped=int(dropped),
+                      stats=layout_stats(segs, inst_src, len(units.sources)))
+
+
+def layout_stats(segs: np.ndarray, inst_src: np.ndarray, n_sources: int) -> dict:
+    """The manifest's counts of a layout: tokens packed, instances with at least one piece, both per source."""
+    seg_src = inst_src[segs["inst"].astype(np.int64)]
+    tok = np.bincount(seg_src, weights=segs["length"], minlength=n_sources).astype(np.int64)
+    used = np.unique(segs["inst"]).astype(np.int64)
+    docs = np.bincount(inst_src[used], minlength=n_sources)
+    return {"n_tokens": int(segs["length"].sum()), "n_documents": int(len(used)),
+            "tokens_per_source": [int(x) for x in tok], "documents_per_source": [int(x) for x in docs]}
 
 
 _LAYOUT_ARRAYS = ("segs", "out_pos", "bounds", "inst_file", "inst_off", "inst_src", "inst_unit", "inst_copy",
-                  "unit_row", "unit_chunk", "unit_length")
+                  "inst_row", "inst_chunk", "inst_length")
+LAYOUT_META = ("sources", "files", "n_seq", "per_shard", "padding", "dropped", "stats")
 
 
 def save_layout(lay: PackLayout, d: str) -> None:
@@ -210,17 +231,48 @@ def save_layout(lay: PackLayout, d: str) -> None:
     for name in _LAYOUT_ARRAYS:
         with atomic_open(os.path.join(d, f"{name}.npy")) as fh:
             np.save(fh, np.ascontiguousarray(getattr(lay, name)), allow_pickle=False)
-    meta = {"sources": lay.sources, "files": lay.files, "n_seq": lay.n_seq, "per_shard": lay.per_shard,
-            "padding": lay.padding, "dropped": lay.dropped}
-    write_bytes(json.dumps(meta).encode(), os.path.join(d, "layout.json"))
+    write_layout_meta(lay, d)
+
+
+def write_layout_meta(lay: PackLayout, d: str) -> None:
+    """``layout.json`` (the scalars of ``lay``), written last: it marks a saved layout complete."""
+    write_bytes(json.dumps({k: getattr(lay, k) for k in LAYOUT_META}).encode(), os.path.join(d, "layout.json"))
 
 
 def load_layout(d: str) -> PackLayout:
-    """Read a layout saved by `save_layout`; arrays are memory-mapped (each task reads only its shards' part)."""
+    """Read a layout saved by `save_layout`; arrays are memory-mapped (each task reads only its shards' part;
+    `PackLayout.release` drops what it read)."""
     with open(os.path.join(d, "layout.json")) as fh:
         meta = json.load(fh)
-    arrays = {name: np.load(os.path.join(d, f"{name}.npy"), mmap_mode="r") for name in _LAYOUT_ARRAYS}
-    return PackLayout(**arrays, **meta)
+    arrays, maps = {}, []
+    for name in _LAYOUT_ARRAYS:
+        arrays[name], m = map_npy(os.path.join(d, f"{name}.npy"))
+        if m is not None:
+            maps.append(m)
+    return PackLayout(**arrays, **meta, maps=maps, dir=d)
+
+
+def map_npy(path: str) -> tuple[np.ndarray, mmap.mmap | None]:
+    """A 1-d ``.npy`` file as a read-only array over its own memory map (returned too, for `_madvise_dontneed`;
+    None for an empty array, which is read)."""
+    with open(path, "rb") as fh:
+        version = np.lib.format.read_magic(fh)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read(fh)
+        at = fh.tell()
+        n = int(np.prod(shape))
+        if n == 0 or dtype.itemsize == 0:
+            return np.empty(shape, dtype), None
+        m = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+    return np.frombuffer(m, dtype=dtype, count=n, offset=at).reshape(shape), m
+
+
+def _madvise_dontneed(maps) -> None:
+    if not hasattr(mmap, "MADV_DONTNEED"):  # not on this platform: the kernel reclaims the pages itself
+        return
+    for m in list(maps):
+        with suppress(ValueError, OSError):  # closed meanwhile
+            m.madvise(mmap.MADV_DONTNEED)
 
 
 WRITE_BUFFER_BYTES = 8 << 20  # shard bytes assembled before each write (at least one sequence)
@@ -239,11 +291,7 @@ class Spills:
         self.work_dir, self.dtype, self._maps, self._mmaps, self._fds = work_dir, np.dtype(dtype), {}, [], {}
 
     def release(self) -> None:
-        if not hasattr(mmap, "MADV_DONTNEED"):  # not on this platform: the kernel reclaims the pages itself
-            return
-        for m in list(self._mmaps):
-            with suppress(ValueError, OSError):  # closed meanwhile
-                m.madvise(mmap.MADV_DONTNEED)
+        _madvise_dontneed(self._mmaps)
 
     def __getitem__(self, i: int) -> np.ndarray:
         arr = self._maps.get(i)
@@ -368,6 +416,7 @@ def write_shard(lay: PackLayout, k: int, cfg: PackOptions, out_dir: str, work_di
             spills.close()
         else:
             spills.release()
+        lay.release()
     seg_out = np.empty(len(s), dtype=SEG_FILE_DTYPE)
     seg_out["seq"], seg_out["start"], seg_out["length"] = lseq, s["start"], s["length"]
     seg_out["doc"], seg_out["offset"] = s["inst"], s["offset"]
@@ -403,8 +452,10 @@ def write_shards(lay: PackLayout, cfg: PackOptions, out_dir: str, work_dir: str,
     threads = lay.n_seq * cfg.seq_len * dtype.itemsize < PROCESS_WRITE_MIN_BYTES
     spills = None
     if workers > 1 and not threads:
-        d = os.path.join(work_dir, "layout")
-        save_layout(lay, d)
+        d = lay.dir
+        if d is None:
+            d = os.path.join(work_dir, "layout")
+            save_layout(lay, d)
         items = [(d, k, cfg, out_dir, work_dir, specials, dtype.str, None) for k in ks]
     else:  # this process's writers share the maps (mapping a spill twice would be harmless)
         spills = Spills(work_dir, dtype)
@@ -491,15 +542,16 @@ def _write_document_groups(w, lay: PackLayout, n: int, files: pl.Series, sources
                            doc_ids: pl.Series | None) -> None:
     for a in range(0, max(n, 1), DOCS_ROWS_PER_GROUP):
         b = min(n, a + DOCS_ROWS_PER_GROUP)
-        u = np.asarray(lay.inst_unit[a:b])
         f = files.gather(np.asarray(lay.inst_file[a:b]).astype(np.int64))
-        row = pl.Series(lay.unit_row[u], dtype=pl.Int64)
+        row = pl.Series(np.asarray(lay.inst_row[a:b]), dtype=pl.Int64)
         frame = pl.DataFrame({
             "doc": np.arange(a, b, dtype=np.int64),
-            "doc_id": doc_ids.gather(u) if doc_ids is not None else
+            "doc_id": doc_ids.gather(np.asarray(lay.inst_unit[a:b])) if doc_ids is not None else
             pl.DataFrame({"f": f, "r": row}).select(pl.format("{}:{}", "f", "r")).to_series(),
-            "file": f, "row": row, "chunk": lay.unit_chunk[u], "copy": np.asarray(lay.inst_copy[a:b]),
+            "file": f, "row": row, "chunk": np.array(lay.inst_chunk[a:b]), "copy": np.array(lay.inst_copy[a:b]),
             "source": sources.gather(np.asarray(lay.inst_src[a:b]).astype(np.int64)),
-            "length": lay.unit_length[u],
+            "length": np.array(lay.inst_length[a:b]),
         }, schema=DOCS_SCHEMA)
+        lay.release()
         w.write_table(frame.to_arrow())
+        del frame

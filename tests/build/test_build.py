@@ -74,9 +74,10 @@ def raw(slice_dir, hf_tok) -> dict[tuple[str, int], dict]:
 def _build(slice_dir, out, **kw) -> str:
     inputs = kw.pop("inputs", [str(slice_dir)])
     workers = kw.pop("workers", 1)
+    memory_limit = kw.pop("memory_limit", None)
     cfg = BuildConfig(tokenizer=str(ROOT / "data/demo/tokenizer.json"), seq_len=kw.pop("seq_len", L),
                       shard_tokens=kw.pop("shard_tokens", SHARD_TOKENS), **kw)
-    run_build(inputs, str(out), cfg, workers=workers)
+    run_build(inputs, str(out), cfg, workers=workers, memory_limit=memory_limit)
     return str(out)
 
 
@@ -625,3 +626,59 @@ def test_layout_segments_in_output_order(packing, slice_dir, tmp_path):
     pos = pos_of[segs["seq"].astype(np.int64)]
     order = np.lexsort((segs["start"], pos))
     assert lay.segs.tobytes() == segs[order].tobytes() and np.array_equal(lay.out_pos, pos[order])
+
+
+# ------------------------------------------------------------------------------------------ memory limit
+
+
+@pytest.mark.parametrize("packing,how", [("concat", "threads"), ("best-fit", "threads"), ("concat", "processes")])
+def test_memory_limit_spills_the_layout_same_bytes(packing, how, concat0, bestfit0, slice_dir, tmp_path,
+                                                   monkeypatch):
+    """Issue #19: under a memory limit the layout is computed through files in the work folder (here in
+    chunks of 1,024 instances: 16 buckets); every shard, documents.parquet and the manifest (but run
+    information) are those of the in-memory build, and the work folder is gone after."""
+    from lcdata.build import layout, spilled
+
+    calls = []
+    real = spilled.spilled_layout
+    monkeypatch.setattr(spilled, "spilled_layout", lambda *a, **k: calls.append(1) or real(*a, **k))
+    if how == "processes":  # writer processes read the spilled layout's own folder
+        monkeypatch.setattr(layout, "PROCESS_WRITE_MIN_BYTES", 0)
+    out = _build(slice_dir, tmp_path / how, packing=packing, workers=2 if how == "processes" else 1,
+                 memory_limit=1)
+    assert calls == [1]
+    compare_builds(concat0 if packing == "concat" else bestfit0, out)
+
+
+@pytest.mark.parametrize("packing,ties", [("concat", False), ("best-fit", False), ("concat", True)])
+def test_spilled_layout_equals_the_in_memory_one(packing, ties, slice_dir, tmp_path, monkeypatch):
+    """`spilled_layout` gives `pack_layout`'s arrays, with several buckets and chunks, and with every hash
+    forced equal (the tie order, sorted inside one bucket)."""
+    import dataclasses
+
+    import lcdata.build.layout as B
+    import lcdata.build.spilled as S
+
+    work = tmp_path / "work"
+    cfg = BuildConfig(tokenizer=str(ROOT / "data/demo/tokenizer.json"), seq_len=1024, packing=packing, seed=3,
+                      shard_tokens=1 << 14)
+    r = run_build([str(slice_dir)], str(tmp_path / "out"), cfg, workers=1, work_dir=str(work), keep_work=True)
+    rels = [f["rel"] for f in r.manifest["inputs"]]
+    if ties:
+        zero = lambda x: np.zeros_like(np.asarray(x, dtype=np.uint64))  # noqa: E731
+        monkeypatch.setattr(B, "splitmix64", zero)
+        monkeypatch.setattr(S, "splitmix64", zero)
+    mem = B.pack_layout(B.load_units(str(work), range(len(rels))), rels, cfg)
+    for limit in (1, 4 << 20):
+        sp = S.spilled_layout(str(work), range(len(rels)), rels, cfg, limit)
+        assert sp.dir == str(work / S.SPILL_DIR) and mem.n_shards > 2
+        for f in dataclasses.fields(B.PackLayout):
+            a, b = getattr(mem, f.name), getattr(sp, f.name)
+            if f.name in ("maps", "dir"):
+                continue
+            if isinstance(a, np.ndarray):
+                assert a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == np.asarray(b).tobytes(), f.name
+            else:
+                assert a == b, f.name
+        saved = B.load_layout(sp.dir)  # writer processes and scale-out tasks read it as a saved layout
+        assert saved.segs.tobytes() == mem.segs.tobytes() and saved.stats == mem.stats
