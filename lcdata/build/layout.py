@@ -211,13 +211,23 @@ def pack_layout(units: Units, rels: list[str], cfg: PackOptions) -> PackLayout:
 
 
 def layout_stats(segs: np.ndarray, inst_src: np.ndarray, n_sources: int) -> dict:
-    """The manifest's counts of a layout: tokens packed, instances with at least one piece, both per source."""
-    seg_src = inst_src[segs["inst"].astype(np.int64)]
-    tok = np.bincount(seg_src, weights=segs["length"], minlength=n_sources).astype(np.int64)
-    used = np.unique(segs["inst"]).astype(np.int64)
-    docs = np.bincount(inst_src[used], minlength=n_sources)
-    return {"n_tokens": int(segs["length"].sum()), "n_documents": int(len(used)),
+    """The manifest's counts of a layout: tokens packed, instances with at least one piece, both per source.
+    Memory: one byte per instance and temporaries of `STATS_CHUNK` segments."""
+    used = np.zeros(len(inst_src), dtype=bool)
+    tok = np.zeros(n_sources, dtype=np.int64)
+    for a in range(0, len(segs), STATS_CHUNK):
+        part = segs[a: a + STATS_CHUNK]
+        inst = part["inst"].astype(np.int64)
+        used[inst] = True
+        tok += np.bincount(inst_src[inst], weights=part["length"], minlength=n_sources).astype(np.int64)
+    docs = np.zeros(n_sources, dtype=np.int64)
+    for a in range(0, len(used), STATS_CHUNK):
+        docs += np.bincount(inst_src[a: a + STATS_CHUNK][used[a: a + STATS_CHUNK]], minlength=n_sources)
+    return {"n_tokens": int(tok.sum()), "n_documents": int(used.sum()),
             "tokens_per_source": [int(x) for x in tok], "documents_per_source": [int(x) for x in docs]}
+
+
+STATS_CHUNK = 1 << 20
 
 
 _LAYOUT_ARRAYS = ("segs", "out_pos", "bounds", "inst_file", "inst_off", "inst_src", "inst_unit", "inst_copy",
@@ -540,18 +550,28 @@ def write_documents(lay: PackLayout, out_dir: str, doc_ids: pl.Series | None) ->
 
 def _write_document_groups(w, lay: PackLayout, n: int, files: pl.Series, sources: pl.Series,
                            doc_ids: pl.Series | None) -> None:
+    """The row groups of documents.parquet, built as Arrow arrays straight from the layout's slices (the
+    ``file:row`` ids joined by Arrow: no Polars frame and no conversion copy of the strings)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    schema = pl.DataFrame(schema=DOCS_SCHEMA).to_arrow().schema
+    files_a, sources_a = files.to_arrow().cast(pa.large_string()), sources.to_arrow().cast(pa.large_string())
     for a in range(0, max(n, 1), DOCS_ROWS_PER_GROUP):
         b = min(n, a + DOCS_ROWS_PER_GROUP)
-        f = files.gather(np.asarray(lay.inst_file[a:b]).astype(np.int64))
-        row = pl.Series(np.asarray(lay.inst_row[a:b]), dtype=pl.Int64)
-        frame = pl.DataFrame({
-            "doc": np.arange(a, b, dtype=np.int64),
-            "doc_id": doc_ids.gather(np.asarray(lay.inst_unit[a:b])) if doc_ids is not None else
-            pl.DataFrame({"f": f, "r": row}).select(pl.format("{}:{}", "f", "r")).to_series(),
-            "file": f, "row": row, "chunk": np.array(lay.inst_chunk[a:b]), "copy": np.array(lay.inst_copy[a:b]),
-            "source": sources.gather(np.asarray(lay.inst_src[a:b]).astype(np.int64)),
-            "length": np.array(lay.inst_length[a:b]),
-        }, schema=DOCS_SCHEMA)
+        f = files_a.take(pa.array(np.asarray(lay.inst_file[a:b])))
+        row = pa.array(np.asarray(lay.inst_row[a:b], dtype=np.int64))
+        if doc_ids is not None:
+            ids = doc_ids.gather(np.asarray(lay.inst_unit[a:b])).to_arrow().cast(pa.large_string())
+        else:
+            ids = pc.binary_join_element_wise(f, pc.cast(row, pa.large_string()), pa.scalar(":", pa.large_string()))
+        cols = [pa.array(np.arange(a, b, dtype=np.int64)), ids, f, row,
+                pa.array(np.asarray(lay.inst_chunk[a:b], dtype=np.int32)),
+                pa.array(np.asarray(lay.inst_copy[a:b], dtype=np.int64)),
+                sources_a.take(pa.array(np.asarray(lay.inst_src[a:b]))),
+                pa.array(np.asarray(lay.inst_length[a:b], dtype=np.int64))]
+        table = pa.Table.from_arrays(cols, schema=schema)
+        del cols, f, row, ids
+        w.write_table(table)
+        del table
         lay.release()
-        w.write_table(frame.to_arrow())
-        del frame
