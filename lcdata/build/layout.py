@@ -12,9 +12,11 @@ tokens is one `os.preadv` straight into the write buffer, the shorter ones one f
 file over its read-only memory map; it hashes what it writes. Cost: O(tokens) copies plus O(long pieces) Python steps per shard.
 
 Memory: NumPy arrays only (no per-document strings; with an ``--id-field``, the ids as one Polars string
-column): `Units` about 42 bytes per unit, `PackLayout` about 90 bytes per instance, temporaries bounded by
+column): `Units` about 42 bytes per unit, `PackLayout` about 110 bytes per instance, temporaries bounded by
 chunks (`shards.packing.CONCAT_CHUNK`) except the instance sort (16 bytes per instance) and best-fit's packer
-(a Python loop holding a tuple per piece while it runs); each writer an 8 MiB buffer.
+(a Python loop holding a tuple per piece while it runs); each writer an 8 MiB buffer. `lcdata.build.spilled`
+computes the same `PackLayout` out of core (its arrays memory-mapped, `PackLayout.release` drops what was
+read: documents.parquet and the writers call it after each row group and shard).
 """
 
 from __future__ import annotations
@@ -134,7 +136,8 @@ class PackLayout:
     """Phase 2's global decisions, computed once from the spill unit tables: where each piece of each
     instance goes. Shard k is a pure function of (layout, spills), so shards can be written by any process,
     in any order (`lcdata.scaleout.pipelines` writes them per task), with the same bytes. Everything here is NumPy
-    (no per-document strings): about 100 bytes per instance."""
+    (no per-document strings): about 110 bytes per instance, in memory or memory-mapped (a saved or spilled
+    layout)."""
 
     segs: np.ndarray  # packing segments, sorted by (output sequence, start)
     out_pos: np.ndarray  # output sequence of each segment

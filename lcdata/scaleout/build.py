@@ -2,8 +2,9 @@
 
 ``tokenize`` runs `run_build`'s phase 1 (`tokenize_file`) on each task's files, into the spill names of
 `run_build` (``WORK/tok-NNNNN.*``), reading only those files' plan rows. ``pack`` computes the global packing
-once from the spill unit tables (`pack_layout`) and saves it (`save_layout`: NumPy arrays, memory-mapped by
-the writers). ``shards``: task t writes the shards k with k % N == t (`write_shard`: vectorised gathers from
+once from the spill unit tables (`build_layout`: in memory, or out of core above the memory limit) and saves
+it (`save_layout`, or the out-of-core layout's own folder moved there: NumPy arrays, memory-mapped by the
+writers). ``shards``: task t writes the shards k with k % N == t (`write_shard`: vectorised gathers from
 the memory-mapped spills, its own checksums), each token copied once from its spill into its shard; the last
 task (the fewest shards) also writes documents.parquet (`write_documents_once`, its entry kept in
 ``WORK/documents.done.json``). ``finish`` writes the manifest listing every shard, then removes the work
