@@ -170,12 +170,23 @@ class PackLayout:
         return len(self.bounds) - 1
 
 
-def pack_layout(units: Units, rels: list[str], cfg: PackOptions) -> PackLayout:
+def pack_layout(units: Units, rels: list[str], cfg: PackOptions, *, consume: bool = False) -> PackLayout:
     """The global packing of a build (`PackLayout`): instances in their stable order, packed into sequences
-    (concat or best-fit), the sequences permuted by the seed and cut into shards of ``shard_tokens``."""
+    (concat or best-fit), the sequences permuted by the seed and cut into shards of ``shard_tokens``.
+    ``consume``: each ``units`` array is dropped (set to None) once gathered per instance, so the unit and
+    the instance copies of a column are not both held (``units`` is unusable after)."""
     L = cfg.seq_len
     inst_unit, inst_copy = _instance_order(units, rels, cfg.seed)
-    lengths = units.length[inst_unit]
+    if consume:
+        units.copies = None
+
+    def take(name: str) -> np.ndarray:
+        arr = getattr(units, name)[inst_unit]
+        if consume:
+            setattr(units, name, None)
+        return arr
+
+    lengths = take("length")  # the layout's inst_length
     if cfg.packing == "concat":
         segs, n_seq, dropped = pack_concat(lengths, L)
         padding = 0
@@ -187,7 +198,6 @@ def pack_layout(units: Units, rels: list[str], cfg: PackOptions) -> PackLayout:
             f"the corpus{' (as planned)' if cfg.plan else ''} has {int(lengths.sum())} tokens, less than one "
             f"sequence of seq_len={L}; lower --seq-len or add data"
         )
-    del lengths
     perm = np.random.default_rng(cfg.seed).permutation(n_seq)  # output position -> packed sequence
     # segments by (output position, start): the packers give them by (seq, start), so output position p takes
     # the run of its sequence perm[p] as it is (what a stable sort by (position, start) gives), in O(segments)
@@ -204,13 +214,12 @@ def pack_layout(units: Units, rels: list[str], cfg: PackOptions) -> PackLayout:
     per_shard = max(1, cfg.shard_tokens // L)
     n_shards = (n_seq + per_shard - 1) // per_shard
     bounds = np.searchsorted(out_pos, np.arange(n_shards + 1) * per_shard)
-    inst_src = units.src[inst_unit]
-    return PackLayout(segs=segs, out_pos=out_pos, bounds=bounds, inst_file=units.file_index[inst_unit],
-                      inst_off=units.offset[inst_unit], inst_src=inst_src, inst_unit=inst_unit,
-                      inst_copy=inst_copy, inst_row=units.row[inst_unit], inst_chunk=units.chunk[inst_unit],
-                      inst_length=units.length[inst_unit], sources=units.sources, files=list(rels),
+    inst = {name: take(col) for name, col in (("inst_file", "file_index"), ("inst_off", "offset"),
+                                              ("inst_src", "src"), ("inst_row", "row"), ("inst_chunk", "chunk"))}
+    return PackLayout(segs=segs, out_pos=out_pos, bounds=bounds, **inst, inst_unit=inst_unit,
+                      inst_copy=inst_copy, inst_length=lengths, sources=units.sources, files=list(rels),
                       n_seq=int(n_seq), per_shard=per_shard, padding=int(padding), dropped=int(dropped),
-                      stats=layout_stats(segs, inst_src, len(units.sources)))
+                      stats=layout_stats(segs, inst["inst_src"], len(units.sources)))
 
 
 def layout_stats(segs: np.ndarray, inst_src: np.ndarray, n_sources: int) -> dict:

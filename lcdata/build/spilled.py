@@ -89,7 +89,7 @@ def build_layout(work_dir: str, indices, rels: list[str], cfg: PackOptions, memo
     limit = default_memory_limit() if memory_limit is None else int(memory_limit)
     n = count_instances(work_dir, indices)
     if n * IN_MEMORY_BYTES_PER_INSTANCE <= limit:
-        return pack_layout(load_units(work_dir, indices), rels, cfg)
+        return pack_layout(load_units(work_dir, indices), rels, cfg, consume=True)
     return spilled_layout(work_dir, indices, rels, cfg, limit, n_instances=n)
 
 
