@@ -185,7 +185,7 @@ def child_layout(work: str, out_dir: str, n_files: int, memory_limit: int = 0) -
     if memory_limit > 0:
         lay = spilled_layout(work, range(n_files), rels, cfg, memory_limit)
     else:
-        lay = pack_layout(load_units(work, range(n_files)), rels, cfg)
+        lay = pack_layout(load_units(work, range(n_files)), rels, cfg, consume=True)  # as `build_layout`
     t1 = time.perf_counter()
     layout_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     os.makedirs(out_dir, exist_ok=True)

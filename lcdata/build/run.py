@@ -17,12 +17,12 @@ on ``workers``, on which worker writes which shard, or on an interruption. The w
 printed and recorded in the manifest (``phase_s``: tokenize, layout, write, documents, verify).
 
 Memory: phase 1 holds one chunk of one file per worker. The parent holds NumPy arrays only (`Units`,
-`PackLayout`: a peak growth of about 130 bytes per instance measured from 100K to 10M synthetic documents
+`PackLayout`: a peak growth of about 105 bytes per instance measured from 100K to 10M synthetic documents
 (`benchmarks/bench_build.py --scaling`); no per-document strings, which stay in the spill tables; with an
 ``--id-field`` the ids are also held, as one Polars string column) and documents.parquet's row group of 1M
 rows; each writer an 8 MiB buffer and one shard's mapped spill pages. Above ``memory_limit`` the layout is
 computed out of core (`spilled`: chunks bounded by the limit, about 40 bytes per output sequence, the arrays
-in files under the work folder read through memory maps; 27 bytes per instance of peak growth measured
+in files under the work folder read through memory maps; 22 bytes per instance of peak growth measured
 from 100K to 10M documents at a 256 MiB limit).
 Serial (does not scale with workers): the layout, what documents.parquet takes beyond the shards, and the seal.
 """

@@ -47,7 +47,7 @@ from .layout import (
 )
 
 SPILL_DIR = "layout-spill"  # under the work folder (removed with it)
-IN_MEMORY_BYTES_PER_INSTANCE = 160  # `pack_layout`'s peak, about 130 measured (bench_build --scaling), + margin
+IN_MEMORY_BYTES_PER_INSTANCE = 160  # `pack_layout`'s peak, about 115 measured at 10M (bench_build --scaling), + margin
 MIN_CHUNK_ROWS = 1 << 10
 MAX_CHUNK_ROWS = 1 << 22
 CHUNK_BYTES_PER_ROW = 512  # a chunk of instances and its temporaries (records, sort order, gathers) at most
