@@ -51,7 +51,7 @@ IN_MEMORY_BYTES_PER_INSTANCE = 160  # `pack_layout`'s peak, about 115 measured a
 MIN_CHUNK_ROWS = 1 << 10
 MAX_CHUNK_ROWS = 1 << 22
 CHUNK_BYTES_PER_ROW = 512  # a chunk of instances and its temporaries (records, sort order, gathers) at most
-MAX_BUCKETS = 1024  # bucket files open at once
+MAX_BUCKETS = 256  # bucket files open at once (beyond 256 chunks of instances, the buckets grow instead)
 
 INST_REC = np.dtype([("key", "<u8"), ("unit", "<i8"), ("copy", "<i8"), ("row", "<i8"), ("length", "<i8"),
                      ("offset", "<i8"), ("file", "<i4"), ("chunk", "<i4"), ("src", "<u4")])
@@ -250,26 +250,41 @@ def _partition(work_dir: str, indices, rels: list[str], seed: int, n_b: int, row
                 names.extend(nm)
                 del t
                 copies = col["copies"].astype(np.int64)
-                unit = np.repeat(np.arange(n_u, dtype=np.int64), copies)
-                first = np.cumsum(copies) - copies
-                copy = np.arange(len(unit), dtype=np.int64) - np.repeat(first, copies)
-                h = file_row_hash(seed, rels, col["file_index"], col["row"])
-                mix = col["chunk"].astype(np.uint64)[unit]
-                mix <<= np.uint64(32)
-                mix |= copy.astype(np.uint64)
-                key = splitmix64(h[unit] ^ splitmix64(mix))
-                rec = np.empty(len(unit), INST_REC)
-                rec["key"], rec["unit"], rec["copy"] = key, unit + unit_base, copy
-                rec["row"], rec["length"] = col["row"][unit], col["length"][unit]
-                rec["offset"], rec["file"] = col["offset"][unit], col["file_index"][unit]
-                rec["chunk"], rec["src"] = col["chunk"][unit], local[unit]
-                total += int(rec["length"].sum())
+                for lo, hi in _spans(copies, rows):  # at most `rows` instances at a time (plan copies)
+                    c = copies[lo:hi]
+                    unit = np.repeat(np.arange(lo, hi, dtype=np.int64), c)
+                    first = np.cumsum(c) - c
+                    copy = np.arange(len(unit), dtype=np.int64) - np.repeat(first, c)
+                    h = file_row_hash(seed, rels, col["file_index"][lo:hi], col["row"][lo:hi])
+                    mix = col["chunk"].astype(np.uint64)[unit]
+                    mix <<= np.uint64(32)
+                    mix |= copy.astype(np.uint64)
+                    key = splitmix64(h[unit - lo] ^ splitmix64(mix))
+                    del h, mix
+                    rec = np.empty(len(unit), INST_REC)
+                    rec["key"], rec["unit"], rec["copy"] = key, unit + unit_base, copy
+                    rec["row"], rec["length"] = col["row"][unit], col["length"][unit]
+                    rec["offset"], rec["file"] = col["offset"][unit], col["file_index"][unit]
+                    rec["chunk"], rec["src"] = col["chunk"][unit], local[unit]
+                    total += int(rec["length"].sum())
+                    ids = (key >> shift).astype(np.int64) if n_b > 1 else np.zeros(len(key), np.int64)
+                    buckets.add(ids, rec)
+                    del rec, key, unit, copy, ids
                 unit_base += n_u
-                ids = (key >> shift).astype(np.int64) if n_b > 1 else np.zeros(len(key), np.int64)
-                buckets.add(ids, rec)
     finally:
         buckets.finish()
     return names, total
+
+
+def _spans(copies: np.ndarray, rows: int) -> list[tuple[int, int]]:
+    """Consecutive unit ranges [lo, hi) of at most ``rows`` instances each (one unit at least)."""
+    ends = np.cumsum(copies)
+    spans, lo, done = [], 0, 0
+    while lo < len(copies):
+        hi = max(lo + 1, int(np.searchsorted(ends, done + rows, side="right")))
+        spans.append((lo, hi))
+        done, lo = int(ends[hi - 1]), hi
+    return spans
 
 
 def _sorted_bucket(d: str, b: int, rank: np.ndarray) -> np.ndarray:

@@ -106,8 +106,10 @@ class Pack(Step):
         if lay.dir is None:
             save_layout(lay, d)
         else:  # computed under the memory limit: its folder is a saved layout already (layout.json last)
+            src = lay.dir
+            del lay  # its memory maps closed before the folder moves
             shutil.rmtree(d, ignore_errors=True)
-            os.replace(lay.dir, d)
+            os.replace(src, d)
 
 
 class WriteShards(Step):

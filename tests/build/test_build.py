@@ -682,3 +682,38 @@ def test_spilled_layout_equals_the_in_memory_one(packing, ties, slice_dir, tmp_p
                 assert a == b, f.name
         saved = B.load_layout(sp.dir)  # writer processes and scale-out tasks read it as a saved layout
         assert saved.segs.tobytes() == mem.segs.tobytes() and saved.stats == mem.stats
+
+
+@pytest.mark.parametrize("packing", ["concat", "best-fit"])
+def test_spilled_layout_with_plan_copies(packing, tmp_path):
+    """Synthetic unit tables with plan copies (0 to 4 per unit, so a chunk of 1,024 units holds up to 4,096
+    instances and is cut) and several sources per table: the spilled layout is the in-memory one."""
+    import dataclasses
+
+    import polars as pl
+
+    import lcdata.build.layout as B
+    import lcdata.build.spilled as S
+    from lcdata.build import UNIT_SCHEMA
+
+    rng = np.random.default_rng(5)
+    rels = ["b/x.jsonl", "a/y.jsonl", "c.jsonl"]
+    for i, n in enumerate((3000, 10, 2500)):
+        length = rng.integers(1, 2000, n)
+        pl.DataFrame({"file_index": np.full(n, i, np.int32), "file": rels[i], "row": np.arange(n, dtype=np.int64),
+                      "chunk": rng.integers(0, 2, n).astype(np.int32), "doc_id": None,
+                      "source": rng.choice(["web", "code", f"s{i}"], n), "doc_tokens": length, "length": length,
+                      "offset": np.cumsum(length) - length, "copies": rng.integers(0, 5, n)},
+                     schema=UNIT_SCHEMA).write_parquet(tmp_path / f"tok-{i:05d}.units.parquet")
+    cfg = BuildConfig(tokenizer=str(ROOT / "data/demo/tokenizer.json"), seq_len=512, packing=packing, seed=9,
+                      shard_tokens=1 << 15)
+    mem = B.pack_layout(B.load_units(str(tmp_path), range(3)), rels, cfg)
+    sp = S.spilled_layout(str(tmp_path), range(3), rels, cfg, 1)
+    assert len(mem.inst_unit) > 4 * 1024 and mem.sources == ["code", "s0", "s1", "s2", "web"]
+    for f in dataclasses.fields(B.PackLayout):
+        a, b = getattr(mem, f.name), getattr(sp, f.name)
+        if isinstance(a, np.ndarray):
+            assert a.dtype == b.dtype and a.tobytes() == np.asarray(b).tobytes(), f.name
+        elif f.name not in ("maps", "dir"):
+            assert a == b, f.name
+    assert S._spans(np.array([3, 0, 5, 1, 1]), 4) == [(0, 2), (2, 3), (3, 5)]
