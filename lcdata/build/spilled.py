@@ -4,9 +4,10 @@ per-segment arrays computed in chunks through files under ``WORK/layout-spill`` 
 `build_layout` picks the path: in memory (`load_units` + `pack_layout`) when the build's instances times
 `IN_MEMORY_BYTES_PER_INSTANCE` fit in ``memory_limit``, else `spilled_layout`:
 
-1. Partition (one pass over the spill unit tables, `PARTITION_ROWS` units at a time): each unit repeated by
+1. Partition (one pass over the spill unit tables, a chunk of instances at a time): each unit repeated by
    its copies into instance records (hash key, unit, copy and the unit's numeric columns), appended to one of
-   B bucket files by the top bits of the key. The key is uniform, so the buckets hold about n / B records.
+   B bucket files (B a power of two, enough for a chunk each, at most `MAX_BUCKETS`) by the top bits of the
+   key. The key is uniform, so the buckets hold about n / B records.
 2. Sort: bucket by bucket (ascending key ranges), a stable argsort by key (with equal keys the documented tie
    order, `layout._instance_order`'s lexsort, which only compares records of one bucket): the instances in
    their global order, appended to the per-instance ``.npy`` files; concat packing (`pack_concat`'s
@@ -21,7 +22,8 @@ The files are written with plain writes (no memory map), so this process's RSS h
 the fixed-size chunks, the per-*sequence* arrays (about 40 bytes per output sequence: the permutation, the
 segment counts and firsts) and the bucket files' write buffers; the resulting arrays are read through memory
 maps whose pages the readers drop (`PackLayout.release`). Same arrays, hence the same bytes, as in memory.
-Cost: the instance records written and read once (60 bytes each), the segments twice (40 bytes each).
+Chunks: ``memory_limit`` / `CHUNK_BYTES_PER_ROW` instances (1K to 4M). Cost: the instance records written and
+read once (60 bytes each), the segments twice (32-40 bytes each); disk at most about 150 bytes per instance.
 """
 
 from __future__ import annotations
