@@ -190,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--memory-limit", type=size_type("bytes", minimum=1), default=None, metavar="BYTES",
                    help=size_help("memory for the layout phase, e.g. 8Gi; above it the layout is computed in chunks "
                                   "through files in the work folder, with the same output bytes (default: a quarter "
-                                  "of this machine's memory)", "bytes"))
+                                  "of the memory this process may use: the machine's, or its cgroup limit)", "bytes"))
     b.add_argument("--overwrite", action="store_true",
                    help="replace the shard folder --out holds (only ever a folder `lcdata build` wrote)")
     b.add_argument("--resume", action="store_true", help="continue an interrupted build with the same config")

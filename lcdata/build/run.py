@@ -66,7 +66,7 @@ def run_build(inputs, out_dir: str, cfg: BuildConfig, *, workers: int | None = N
               keep_work: bool = False, memory_limit: int | None = None) -> BuildResult:
     """Tokenize and pack ``inputs`` into ``out_dir`` (local path or fsspec URL).
 
-    ``memory_limit`` (bytes; default a quarter of the machine's memory, `spilled.default_memory_limit`): above
+    ``memory_limit`` (bytes; default a quarter of the memory this process may use, `spilled.default_memory_limit`): above
     it, the layout is computed in chunks through files in the work folder (`spilled.build_layout`) instead of
     in memory. A run setting like ``workers``: the same output bytes either way, not in the build's identity.
 

@@ -65,11 +65,22 @@ PERM_REC = np.dtype([("dest", "<i8"), *((n, SEG_DTYPE.fields[n][0]) for n in SEG
 
 
 def default_memory_limit() -> int:
-    """A quarter of this machine's physical memory (4 GiB where it cannot be read)."""
+    """A quarter of the memory this process may use: the machine's physical memory, or its cgroup's limit
+    where lower (a container, a Slurm task); 4 GiB where neither can be read."""
+    total = None
     try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
-        return 4 << 30
+        pass
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(path) as fh:
+                v = fh.read().strip()
+        except OSError:
+            continue
+        if v.isdigit() and (total is None or int(v) < total):
+            total = int(v)
+    return total // 4 if total else 4 << 30
 
 
 def count_instances(work_dir: str, indices) -> int:

@@ -209,7 +209,7 @@ def run_build_distributed(inputs, out_dir: str, cfg: BuildConfig, executor: str 
                           keep_work: bool = False, memory_limit: int | None = None,
                           **executor_opts) -> BuildResult | None:
     """`run_build` on a datatrove executor: the same shard bytes, documents.parquet and manifest counts.
-    ``memory_limit``: the pack task's, as `run_build`'s (bytes; default a quarter of its machine's memory).
+    ``memory_limit``: the pack task's, as `run_build`'s (bytes; default a quarter of the memory the task may use).
     A rerun after a failure needs ``resume=True`` (as `run_build`); finished tasks, files and shards are
     skipped. Returns the result (None for Slurm: the jobs are submitted; the last writes manifest.json).
 
