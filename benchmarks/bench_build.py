@@ -28,6 +28,7 @@ MB = 10^6 bytes of UTF-8 document text (uncompressed); tokens/s counts document 
     python benchmarks/bench_build.py --repeat 2      # on a shared machine: fastest of 2 interleaved rounds
     python benchmarks/bench_build.py --scaling        # phase times, serial fraction, Amdahl, RSS per document
     python benchmarks/bench_build.py --scaling --copies 1,4,16 --layout-docs 100K,1M,10M
+    python benchmarks/bench_build.py --scaling --copies 1 --layout-docs 100K,1M,10M --layout-limits none,256Mi
 """
 
 from __future__ import annotations
@@ -167,26 +168,43 @@ def child_synth_units(work: str, n_docs: int, n_files: int) -> dict:
     return {}
 
 
-def child_layout(work: str, out_dir: str, n_files: int) -> dict:
-    """The parent's serial phase 2 on a synthetic unit table: `load_units`, `pack_layout` and documents.parquet;
-    peak RSS before (imports done) and after."""
+def child_layout(work: str, out_dir: str, n_files: int, memory_limit: int = 0) -> dict:
+    """The parent's serial phase 2 on a synthetic unit table: the layout (`load_units` + `pack_layout` in
+    memory, or `spilled_layout` under ``memory_limit`` bytes when it is > 0) and documents.parquet; peak RSS
+    before (imports done) and after, and the SHA-256 of documents.parquet (the same with and without a limit)."""
     import numpy as np  # noqa: F401  (imported before the baseline)
     import polars as pl  # noqa: F401
     import pyarrow.parquet  # noqa: F401
 
-    from lcdata.build import BuildConfig, load_units, pack_layout, write_documents
+    from lcdata.build import BuildConfig, load_units, pack_layout, spilled_layout, write_documents
 
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     cfg = BuildConfig(tokenizer=str(TOKENIZER), seq_len=SEQ_LEN)
     t0 = time.perf_counter()
     rels = [f"src{i % 4}/part-{i:05d}.jsonl" for i in range(n_files)]
-    lay = pack_layout(load_units(work, range(n_files)), rels, cfg)
+    if memory_limit > 0:
+        lay = spilled_layout(work, range(n_files), rels, cfg, memory_limit)
+    else:
+        lay = pack_layout(load_units(work, range(n_files)), rels, cfg, consume=True)  # as `build_layout`
     t1 = time.perf_counter()
+    layout_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     os.makedirs(out_dir, exist_ok=True)
-    write_documents(lay, out_dir, None)
+    entry = write_documents(lay, out_dir, None)
     t2 = time.perf_counter()
-    return {"base_kb": base, "peak_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-            "layout_s": t1 - t0, "documents_s": t2 - t1, "n_docs": int(len(lay.inst_unit))}
+    return {"base_kb": base, "layout_kb": layout_kb, "peak_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+            "layout_s": t1 - t0, "documents_s": t2 - t1, "n_docs": int(len(lay.inst_unit)),
+            "documents_sha256": entry["sha256"], "segs_sha256": _sha(lay.segs)}
+
+
+def _sha(arr) -> str:
+    import hashlib
+
+    import numpy as np
+
+    h = hashlib.sha256()
+    for a in range(0, len(arr), 1 << 20):
+        h.update(np.ascontiguousarray(arr[a: a + (1 << 20)]).tobytes())
+    return h.hexdigest()
 
 
 def _child_main(argv: list[str]) -> None:
@@ -207,7 +225,7 @@ def _child_main(argv: list[str]) -> None:
     elif kind == "synth":
         res = child_synth_units(rest[0], int(rest[1]), int(rest[2]))
     elif kind == "layout":
-        res = child_layout(rest[0], rest[1], int(rest[2]))
+        res = child_layout(rest[0], rest[1], int(rest[2]), int(rest[3]))
     else:
         raise SystemExit(f"unknown child {kind}")
     me, ch = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -239,6 +257,9 @@ def main() -> None:
                          "and the layout's peak RSS per document on synthetic unit tables")
     ap.add_argument("--copies", default="1,4", help="--scaling: demo corpus copies (default 1,4)")
     ap.add_argument("--layout-docs", default="100K,1M", help="--scaling: synthetic documents (default 100K,1M)")
+    ap.add_argument("--layout-limits", default="none",
+                    help="--scaling: memory limits of the synthetic layouts, e.g. none,256Mi (none = in memory; "
+                         "each is run on every --layout-docs size; documents.parquet must be the same)")
     a = ap.parse_args()
     if a.scaling:
         return scaling(a)
@@ -392,6 +413,8 @@ def main() -> None:
 
 def _count(s: str) -> int:
     s = s.strip().upper()
+    if s[-1:] == "I" and s[-2:-1] in ("K", "M", "G"):  # 256Mi: binary
+        return int(float(s[:-2]) * (1 << (10 * ("KMG".index(s[-2]) + 1))))
     mult = {"K": 10**3, "M": 10**6, "G": 10**9}.get(s[-1:], 1)
     return int(float(s[:-1] if mult > 1 else s) * mult)
 
@@ -418,7 +441,7 @@ def scaling(a) -> None:
     rows, lay_rows = [], []
     with tempfile.TemporaryDirectory(prefix="lcdata-bench-scaling-", dir=REPO / "out" / "bench") as tmp_s:
         tmp = Path(tmp_s)
-        for c in [int(x) for x in a.copies.split(",")]:
+        for c in [int(x) for x in a.copies.split(",") if x.strip() not in ("", "0")]:  # 0: no demo builds
             src = tmp / f"demo-x{c}"
             for k in range(c):
                 for rel in parts:
@@ -433,14 +456,21 @@ def scaling(a) -> None:
                 sys.exit(f"bench: demo x{c}: 1 and {cores} workers wrote different shards")
             rows.append((c, res[1], res[cores]))
             shutil.rmtree(src, ignore_errors=True)
+        limits = [(x.strip(), 0 if x.strip() == "none" else _count(x)) for x in a.layout_limits.split(",")]
         for n in [_count(x) for x in a.layout_docs.split(",")]:
             n_files = max(1, min(256, n // 20_000))
-            print(f"running: synthetic layout, {n:,} documents ...", flush=True)
+            print(f"running: synthetic unit tables, {n:,} documents ...", flush=True)
             run_child("synth", [str(tmp / f"w-{n}"), str(n), str(n_files)], tmp, f"synth-{n}")
-            lay_rows.append((n, run_child("layout", [str(tmp / f"w-{n}"), str(tmp / f"d-{n}"), str(n_files)], tmp,
-                                          f"layout-{n}")))
+            for name, lim in limits:
+                print(f"running: synthetic layout, {n:,} documents, memory limit {name} ...", flush=True)
+                lay_rows.append((n, name, run_child("layout", [str(tmp / f"w-{n}"), str(tmp / f"d-{n}"),
+                                                               str(n_files), str(lim)], tmp, f"layout-{n}-{name}")))
+                shutil.rmtree(tmp / f"d-{n}", ignore_errors=True)
+                shutil.rmtree(tmp / f"w-{n}" / "layout-spill", ignore_errors=True)
+            same = {(r["documents_sha256"], r["segs_sha256"]) for m, _, r in lay_rows if m == n}
+            if len(same) != 1:
+                sys.exit(f"bench: {n:,} synthetic documents: the memory limits gave different layouts")
             shutil.rmtree(tmp / f"w-{n}", ignore_errors=True)
-            shutil.rmtree(tmp / f"d-{n}", ignore_errors=True)
 
     print("\nphases (wall s) of `run_build` with 1 worker (one-core times) and the serial fraction f = (elapsed - "
           "tokenize - write) / elapsed;\nprojected speed-up = 1 / (f + (1 - f) / N) (Amdahl); measured = wall(1 "
@@ -462,18 +492,24 @@ def scaling(a) -> None:
     print(f"(write phase with {cores} workers: " + ", ".join(
         f"x{c} {rw['phase_s']['write']:.2f} s vs {r1['phase_s']['write']:.2f} s" for c, r1, rw in rows) + ")")
     if lay_rows:
-        print("\nlayout + documents.parquet on synthetic unit tables (the parent's serial phase 2; peak RSS "
-              "above the imports)")
-        print("  ".join(f"{h:>12}" for h in ("documents", "layout s", "docs.pq s", "peak RSS", "B/doc")))
-        for n, r in lay_rows:
+        print("\nlayout + documents.parquet on synthetic unit tables (the parent's serial phase 2; peak RSS of the "
+              "process, after the layout and at the end; B/doc = growth above the imports per document)")
+        print("  ".join(f"{h:>12}" for h in ("documents", "mem. limit", "layout s", "docs.pq s", "RSS layout",
+                                              "peak RSS", "B/doc")))
+        for n, name, r in lay_rows:
             grow = (r["peak_kb"] - r["base_kb"]) * 1024
-            print("  ".join(f"{x:>12}" for x in (f"{n:,}", f"{r['layout_s']:.2f}", f"{r['documents_s']:.2f}",
-                                                   _mib(r["peak_kb"]), f"{grow / n:.0f}")))
-        if len(lay_rows) > 1:
-            (n0, r0), (n1, r1) = lay_rows[0], lay_rows[-1]
-            slope = (r1["peak_kb"] - r0["peak_kb"]) * 1024 / (n1 - n0)
-            print(f"peak RSS growth {n0:,} -> {n1:,} documents: {slope:.0f} bytes/document (target < 40: "
-                  f"{'PASS' if slope < 40 else 'FAIL'})")
+            print("  ".join(f"{x:>12}" for x in (f"{n:,}", name, f"{r['layout_s']:.2f}", f"{r['documents_s']:.2f}",
+                                                   _mib(r["layout_kb"]), _mib(r["peak_kb"]), f"{grow / n:.0f}")))
+        for name, _ in limits:
+            rs = [(n, r) for n, m, r in lay_rows if m == name]
+            if len(rs) > 1:
+                (n0, r0), (n1, r1) = rs[0], rs[-1]
+                slope = (r1["peak_kb"] - r0["peak_kb"]) * 1024 / (n1 - n0)
+                lslope = (r1["layout_kb"] - r0["layout_kb"]) * 1024 / (n1 - n0)
+                print(f"memory limit {name}: peak RSS growth {n0:,} -> {n1:,} documents: {slope:.0f} bytes/document "
+                      f"(layout alone {lslope:.0f}; target < 40: {'PASS' if slope < 40 else 'FAIL'})")
+        if len(limits) > 1:
+            print("documents.parquet and the segments identical under every limit: yes")
 
 
 def _mib(kb: int) -> str:

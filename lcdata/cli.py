@@ -187,6 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--shard-size", type=size_type(), default="64Mi", metavar="TOKENS",
                    help=size_help("tokens per shard file"))
     b.add_argument("--seed", type=int, default=0, help="seed of the document and sequence shuffles")
+    b.add_argument("--memory-limit", type=size_type("bytes", minimum=1), default=None, metavar="BYTES",
+                   help=size_help("memory for the layout phase, e.g. 8Gi; above it the layout is computed in chunks "
+                                  "through files in the work folder, with the same output bytes (default: a quarter "
+                                  "of the memory this process may use: the machine's, or its cgroup limit)", "bytes"))
     b.add_argument("--overwrite", action="store_true",
                    help="replace the shard folder --out holds (only ever a folder `lcdata build` wrote)")
     b.add_argument("--resume", action="store_true", help="continue an interrupted build with the same config")
@@ -257,9 +261,9 @@ def cmd_build(a) -> int:
                       shard_tokens=a.shard_size, seed=a.seed, plan=a.plan, split_long=not a.no_split, dtype=a.token_dtype,
                       read=_read_config(a), engine=a.engine)
     r = _run(a, lambda: run_build(a.inputs, a.out, cfg, workers=a.workers, overwrite=a.overwrite,
-                                  resume=a.resume, progress=not a.quiet),
+                                  resume=a.resume, progress=not a.quiet, memory_limit=a.memory_limit),
              lambda ex, pipelines: pipelines.run_build_distributed(a.inputs, a.out, cfg, ex, overwrite=a.overwrite,
-                                                                   resume=a.resume))
+                                                                   resume=a.resume, memory_limit=a.memory_limit))
     if r is None:
         return 0
     if not a.quiet:

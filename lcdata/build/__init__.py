@@ -38,6 +38,9 @@ _EXPORTS = {
     "DOCS_ROWS_PER_GROUP": "layout",
     "unit_doc_ids": "layout",
     "write_documents": "layout",
+    "build_layout": "spilled",
+    "spilled_layout": "spilled",
+    "default_memory_limit": "spilled",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -12,9 +12,11 @@ tokens is one `os.preadv` straight into the write buffer, the shorter ones one f
 file over its read-only memory map; it hashes what it writes. Cost: O(tokens) copies plus O(long pieces) Python steps per shard.
 
 Memory: NumPy arrays only (no per-document strings; with an ``--id-field``, the ids as one Polars string
-column): `Units` about 42 bytes per unit, `PackLayout` about 90 bytes per instance, temporaries bounded by
+column): `Units` about 42 bytes per unit, `PackLayout` about 110 bytes per instance, temporaries bounded by
 chunks (`shards.packing.CONCAT_CHUNK`) except the instance sort (16 bytes per instance) and best-fit's packer
-(a Python loop holding a tuple per piece while it runs); each writer an 8 MiB buffer.
+(a Python loop holding a tuple per piece while it runs); each writer an 8 MiB buffer. `lcdata.build.spilled`
+computes the same `PackLayout` out of core (its arrays memory-mapped, `PackLayout.release` drops what was
+read: documents.parquet and the writers call it after each row group and shard).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import json
 import mmap
 import os
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -134,7 +136,8 @@ class PackLayout:
     """Phase 2's global decisions, computed once from the spill unit tables: where each piece of each
     instance goes. Shard k is a pure function of (layout, spills), so shards can be written by any process,
     in any order (`lcdata.scaleout.pipelines` writes them per task), with the same bytes. Everything here is NumPy
-    (no per-document strings): about 100 bytes per instance."""
+    (no per-document strings): about 110 bytes per instance, in memory or memory-mapped (a saved or spilled
+    layout)."""
 
     segs: np.ndarray  # packing segments, sorted by (output sequence, start)
     out_pos: np.ndarray  # output sequence of each segment
@@ -144,27 +147,46 @@ class PackLayout:
     inst_src: np.ndarray
     inst_unit: np.ndarray  # per instance: its unit (index into the Units arrays) and copy number
     inst_copy: np.ndarray
-    unit_row: np.ndarray  # per unit: row, chunk and length (documents.parquet columns)
-    unit_chunk: np.ndarray
-    unit_length: np.ndarray
+    inst_row: np.ndarray  # per instance: row, chunk and length of its unit (documents.parquet columns)
+    inst_chunk: np.ndarray
+    inst_length: np.ndarray
     sources: list[str]
     files: list[str]  # input file names (rel) by file index
     n_seq: int
     per_shard: int
     padding: int
     dropped: int
+    stats: dict  # n_tokens, n_documents (instances with a piece), tokens_per_source, documents_per_source
+    maps: list = field(default_factory=list)  # the memory maps under the arrays (`release`), if any
+    dir: str | None = None  # a folder `load_layout` reads this layout from, if it is saved already
+
+    def release(self) -> None:
+        """Drop the pages of the memory-mapped arrays from this process (they stay in the page cache): a
+        reader of a saved or spilled layout holds only what it read since the last call."""
+        _madvise_dontneed(self.maps)
 
     @property
     def n_shards(self) -> int:
         return len(self.bounds) - 1
 
 
-def pack_layout(units: Units, rels: list[str], cfg: PackOptions) -> PackLayout:
+def pack_layout(units: Units, rels: list[str], cfg: PackOptions, *, consume: bool = False) -> PackLayout:
     """The global packing of a build (`PackLayout`): instances in their stable order, packed into sequences
-    (concat or best-fit), the sequences permuted by the seed and cut into shards of ``shard_tokens``."""
+    (concat or best-fit), the sequences permuted by the seed and cut into shards of ``shard_tokens``.
+    ``consume``: each ``units`` array is dropped (set to None) once gathered per instance, so the unit and
+    the instance copies of a column are not both held (``units`` is unusable after)."""
     L = cfg.seq_len
     inst_unit, inst_copy = _instance_order(units, rels, cfg.seed)
-    lengths = units.length[inst_unit]
+    if consume:
+        units.copies = None
+
+    def take(name: str) -> np.ndarray:
+        arr = getattr(units, name)[inst_unit]
+        if consume:
+            setattr(units, name, None)
+        return arr
+
+    lengths = take("length")  # the layout's inst_length
     if cfg.packing == "concat":
         segs, n_seq, dropped = pack_concat(lengths, L)
         padding = 0
@@ -176,7 +198,6 @@ def pack_layout(units: Units, rels: list[str], cfg: PackOptions) -> PackLayout:
             f"the corpus{' (as planned)' if cfg.plan else ''} has {int(lengths.sum())} tokens, less than one "
             f"sequence of seq_len={L}; lower --seq-len or add data"
         )
-    del lengths
     perm = np.random.default_rng(cfg.seed).permutation(n_seq)  # output position -> packed sequence
     # segments by (output position, start): the packers give them by (seq, start), so output position p takes
     # the run of its sequence perm[p] as it is (what a stable sort by (position, start) gives), in O(segments)
@@ -193,15 +214,37 @@ def pack_layout(units: Units, rels: list[str], cfg: PackOptions) -> PackLayout:
     per_shard = max(1, cfg.shard_tokens // L)
     n_shards = (n_seq + per_shard - 1) // per_shard
     bounds = np.searchsorted(out_pos, np.arange(n_shards + 1) * per_shard)
-    return PackLayout(segs=segs, out_pos=out_pos, bounds=bounds, inst_file=units.file_index[inst_unit],
-                      inst_off=units.offset[inst_unit], inst_src=units.src[inst_unit], inst_unit=inst_unit,
-                      inst_copy=inst_copy, unit_row=units.row, unit_chunk=units.chunk, unit_length=units.length,
-                      sources=units.sources, files=list(rels), n_seq=int(n_seq), per_shard=per_shard,
-                      padding=int(padding), dropped=int(dropped))
+    inst = {name: take(col) for name, col in (("inst_file", "file_index"), ("inst_off", "offset"),
+                                              ("inst_src", "src"), ("inst_row", "row"), ("inst_chunk", "chunk"))}
+    return PackLayout(segs=segs, out_pos=out_pos, bounds=bounds, **inst, inst_unit=inst_unit,
+                      inst_copy=inst_copy, inst_length=lengths, sources=units.sources, files=list(rels),
+                      n_seq=int(n_seq), per_shard=per_shard, padding=int(padding), dropped=int(dropped),
+                      stats=layout_stats(segs, inst["inst_src"], len(units.sources)))
+
+
+def layout_stats(segs: np.ndarray, inst_src: np.ndarray, n_sources: int) -> dict:
+    """The manifest's counts of a layout: tokens packed, instances with at least one piece, both per source.
+    Memory: one byte per instance and temporaries of `STATS_CHUNK` segments."""
+    used = np.zeros(len(inst_src), dtype=bool)
+    tok = np.zeros(n_sources, dtype=np.int64)
+    for a in range(0, len(segs), STATS_CHUNK):
+        part = segs[a: a + STATS_CHUNK]
+        inst = part["inst"].astype(np.int64)
+        used[inst] = True
+        tok += np.bincount(inst_src[inst], weights=part["length"], minlength=n_sources).astype(np.int64)
+    docs = np.zeros(n_sources, dtype=np.int64)
+    for a in range(0, len(used), STATS_CHUNK):
+        docs += np.bincount(inst_src[a: a + STATS_CHUNK][used[a: a + STATS_CHUNK]], minlength=n_sources)
+    return {"n_tokens": int(tok.sum()), "n_documents": int(used.sum()),
+            "tokens_per_source": [int(x) for x in tok], "documents_per_source": [int(x) for x in docs]}
+
+
+STATS_CHUNK = 1 << 20
 
 
 _LAYOUT_ARRAYS = ("segs", "out_pos", "bounds", "inst_file", "inst_off", "inst_src", "inst_unit", "inst_copy",
-                  "unit_row", "unit_chunk", "unit_length")
+                  "inst_row", "inst_chunk", "inst_length")
+LAYOUT_META = ("sources", "files", "n_seq", "per_shard", "padding", "dropped", "stats")
 
 
 def save_layout(lay: PackLayout, d: str) -> None:
@@ -210,17 +253,48 @@ def save_layout(lay: PackLayout, d: str) -> None:
     for name in _LAYOUT_ARRAYS:
         with atomic_open(os.path.join(d, f"{name}.npy")) as fh:
             np.save(fh, np.ascontiguousarray(getattr(lay, name)), allow_pickle=False)
-    meta = {"sources": lay.sources, "files": lay.files, "n_seq": lay.n_seq, "per_shard": lay.per_shard,
-            "padding": lay.padding, "dropped": lay.dropped}
-    write_bytes(json.dumps(meta).encode(), os.path.join(d, "layout.json"))
+    write_layout_meta(lay, d)
+
+
+def write_layout_meta(lay: PackLayout, d: str) -> None:
+    """``layout.json`` (the scalars of ``lay``), written last: it marks a saved layout complete."""
+    write_bytes(json.dumps({k: getattr(lay, k) for k in LAYOUT_META}).encode(), os.path.join(d, "layout.json"))
 
 
 def load_layout(d: str) -> PackLayout:
-    """Read a layout saved by `save_layout`; arrays are memory-mapped (each task reads only its shards' part)."""
+    """Read a layout saved by `save_layout`; arrays are memory-mapped (each task reads only its shards' part;
+    `PackLayout.release` drops what it read)."""
     with open(os.path.join(d, "layout.json")) as fh:
         meta = json.load(fh)
-    arrays = {name: np.load(os.path.join(d, f"{name}.npy"), mmap_mode="r") for name in _LAYOUT_ARRAYS}
-    return PackLayout(**arrays, **meta)
+    arrays, maps = {}, []
+    for name in _LAYOUT_ARRAYS:
+        arrays[name], m = map_npy(os.path.join(d, f"{name}.npy"))
+        if m is not None:
+            maps.append(m)
+    return PackLayout(**arrays, **meta, maps=maps, dir=d)
+
+
+def map_npy(path: str) -> tuple[np.ndarray, mmap.mmap | None]:
+    """A 1-d ``.npy`` file as a read-only array over its own memory map (returned too, for `_madvise_dontneed`;
+    None for an empty array, which is read)."""
+    with open(path, "rb") as fh:
+        version = np.lib.format.read_magic(fh)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read(fh)
+        at = fh.tell()
+        n = int(np.prod(shape))
+        if n == 0 or dtype.itemsize == 0:
+            return np.empty(shape, dtype), None
+        m = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+    return np.frombuffer(m, dtype=dtype, count=n, offset=at).reshape(shape), m
+
+
+def _madvise_dontneed(maps) -> None:
+    if not hasattr(mmap, "MADV_DONTNEED"):  # not on this platform: the kernel reclaims the pages itself
+        return
+    for m in list(maps):
+        with suppress(ValueError, OSError):  # closed meanwhile
+            m.madvise(mmap.MADV_DONTNEED)
 
 
 WRITE_BUFFER_BYTES = 8 << 20  # shard bytes assembled before each write (at least one sequence)
@@ -239,11 +313,7 @@ class Spills:
         self.work_dir, self.dtype, self._maps, self._mmaps, self._fds = work_dir, np.dtype(dtype), {}, [], {}
 
     def release(self) -> None:
-        if not hasattr(mmap, "MADV_DONTNEED"):  # not on this platform: the kernel reclaims the pages itself
-            return
-        for m in list(self._mmaps):
-            with suppress(ValueError, OSError):  # closed meanwhile
-                m.madvise(mmap.MADV_DONTNEED)
+        _madvise_dontneed(self._mmaps)
 
     def __getitem__(self, i: int) -> np.ndarray:
         arr = self._maps.get(i)
@@ -368,6 +438,7 @@ def write_shard(lay: PackLayout, k: int, cfg: PackOptions, out_dir: str, work_di
             spills.close()
         else:
             spills.release()
+        lay.release()
     seg_out = np.empty(len(s), dtype=SEG_FILE_DTYPE)
     seg_out["seq"], seg_out["start"], seg_out["length"] = lseq, s["start"], s["length"]
     seg_out["doc"], seg_out["offset"] = s["inst"], s["offset"]
@@ -403,8 +474,10 @@ def write_shards(lay: PackLayout, cfg: PackOptions, out_dir: str, work_dir: str,
     threads = lay.n_seq * cfg.seq_len * dtype.itemsize < PROCESS_WRITE_MIN_BYTES
     spills = None
     if workers > 1 and not threads:
-        d = os.path.join(work_dir, "layout")
-        save_layout(lay, d)
+        d = lay.dir
+        if d is None:
+            d = os.path.join(work_dir, "layout")
+            save_layout(lay, d)
         items = [(d, k, cfg, out_dir, work_dir, specials, dtype.str, None) for k in ks]
     else:  # this process's writers share the maps (mapping a spill twice would be harmless)
         spills = Spills(work_dir, dtype)
@@ -489,17 +562,28 @@ def write_documents(lay: PackLayout, out_dir: str, doc_ids: pl.Series | None) ->
 
 def _write_document_groups(w, lay: PackLayout, n: int, files: pl.Series, sources: pl.Series,
                            doc_ids: pl.Series | None) -> None:
+    """The row groups of documents.parquet, built as Arrow arrays straight from the layout's slices (the
+    ``file:row`` ids joined by Arrow: no Polars frame and no conversion copy of the strings)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    schema = pl.DataFrame(schema=DOCS_SCHEMA).to_arrow().schema
+    files_a, sources_a = files.to_arrow().cast(pa.large_string()), sources.to_arrow().cast(pa.large_string())
     for a in range(0, max(n, 1), DOCS_ROWS_PER_GROUP):
         b = min(n, a + DOCS_ROWS_PER_GROUP)
-        u = np.asarray(lay.inst_unit[a:b])
-        f = files.gather(np.asarray(lay.inst_file[a:b]).astype(np.int64))
-        row = pl.Series(lay.unit_row[u], dtype=pl.Int64)
-        frame = pl.DataFrame({
-            "doc": np.arange(a, b, dtype=np.int64),
-            "doc_id": doc_ids.gather(u) if doc_ids is not None else
-            pl.DataFrame({"f": f, "r": row}).select(pl.format("{}:{}", "f", "r")).to_series(),
-            "file": f, "row": row, "chunk": lay.unit_chunk[u], "copy": np.asarray(lay.inst_copy[a:b]),
-            "source": sources.gather(np.asarray(lay.inst_src[a:b]).astype(np.int64)),
-            "length": lay.unit_length[u],
-        }, schema=DOCS_SCHEMA)
-        w.write_table(frame.to_arrow())
+        f = files_a.take(pa.array(np.asarray(lay.inst_file[a:b])))
+        row = pa.array(np.asarray(lay.inst_row[a:b], dtype=np.int64))
+        if doc_ids is not None:
+            ids = doc_ids.gather(np.asarray(lay.inst_unit[a:b])).to_arrow().cast(pa.large_string())
+        else:
+            ids = pc.binary_join_element_wise(f, pc.cast(row, pa.large_string()), pa.scalar(":", pa.large_string()))
+        cols = [pa.array(np.arange(a, b, dtype=np.int64)), ids, f, row,
+                pa.array(np.asarray(lay.inst_chunk[a:b], dtype=np.int32)),
+                pa.array(np.asarray(lay.inst_copy[a:b], dtype=np.int64)),
+                sources_a.take(pa.array(np.asarray(lay.inst_src[a:b]))),
+                pa.array(np.asarray(lay.inst_length[a:b], dtype=np.int64))]
+        table = pa.Table.from_arrays(cols, schema=schema)
+        del cols, f, row, ids
+        w.write_table(table)
+        del table
+        lay.release()

@@ -17,10 +17,13 @@ on ``workers``, on which worker writes which shard, or on an interruption. The w
 printed and recorded in the manifest (``phase_s``: tokenize, layout, write, documents, verify).
 
 Memory: phase 1 holds one chunk of one file per worker. The parent holds NumPy arrays only (`Units`,
-`PackLayout`: about 110 bytes per document instance held, a peak growth of about 130 bytes per instance
-measured from 100K to 10M synthetic documents (`benchmarks/bench_build.py --scaling`); no per-document strings,
-which stay in the spill tables; with an ``--id-field`` the ids are also held, as one Polars string column)
-and documents.parquet's row group of 1M rows; each writer an 8 MiB buffer and one shard's mapped spill pages.
+`PackLayout`: a peak growth of about 105 bytes per instance measured from 100K to 10M synthetic documents
+(`benchmarks/bench_build.py --scaling`); no per-document strings, which stay in the spill tables; with an
+``--id-field`` the ids are also held, as one Polars string column) and documents.parquet's row group of 1M
+rows; each writer an 8 MiB buffer and one shard's mapped spill pages. Above ``memory_limit`` the layout is
+computed out of core (`spilled`: chunks bounded by the limit, about 40 bytes per output sequence, the arrays
+in files under the work folder read through memory maps; 22 bytes per instance of peak growth measured
+from 100K to 10M documents at a 256 MiB limit).
 Serial (does not scale with workers): the layout, what documents.parquet takes beyond the shards, and the seal.
 """
 
@@ -52,15 +55,20 @@ from ..util.parallel import ordered_map, resolve_workers
 from ..util.progress import Stage
 from ..version import VERSION
 from .config import BuildConfig
-from .layout import PackLayout, load_units, pack_layout, unit_doc_ids, write_documents, write_shards
+from .layout import PackLayout, unit_doc_ids, write_documents, write_shards
+from .spilled import SPILL_DIR, build_layout
 from .start import BuildResult, PreparedBuild, prepare_build
 from .tokenize import tokenize_file
 
 
 def run_build(inputs, out_dir: str, cfg: BuildConfig, *, workers: int | None = None, overwrite: bool = False,
               resume: bool = False, progress: bool = False, work_dir: str | None = None,
-              keep_work: bool = False) -> BuildResult:
+              keep_work: bool = False, memory_limit: int | None = None) -> BuildResult:
     """Tokenize and pack ``inputs`` into ``out_dir`` (local path or fsspec URL).
+
+    ``memory_limit`` (bytes; default a quarter of the memory this process may use, `spilled.default_memory_limit`): above
+    it, the layout is computed in chunks through files in the work folder (`spilled.build_layout`) instead of
+    in memory. A run setting like ``workers``: the same output bytes either way, not in the build's identity.
 
     >>> run_build(["data/demo"], "out/shards", BuildConfig(tokenizer="data/demo/tokenizer.json",
     ...           seq_len=8192))  # doctest: +SKIP
@@ -68,10 +76,10 @@ def run_build(inputs, out_dir: str, cfg: BuildConfig, *, workers: int | None = N
     check_workers(workers)
     with prepare_build(inputs, out_dir, cfg, overwrite=overwrite, resume=resume, work_dir=work_dir,
                        keep_work=keep_work) as job:
-        return _build_into(job, workers=workers, progress=progress)
+        return _build_into(job, workers=workers, progress=progress, memory_limit=memory_limit)
 
 
-def _build_into(job: PreparedBuild, *, workers, progress) -> BuildResult:
+def _build_into(job: PreparedBuild, *, workers, progress, memory_limit=None) -> BuildResult:
     """Phases 1 and 2 of `run_build` into its claimed output folder."""
     clock = PhaseClock()
     # phase 1: tokenize each file to a spill
@@ -92,10 +100,8 @@ def _build_into(job: PreparedBuild, *, workers, progress) -> BuildResult:
     clock.lap("tokenize")
 
     # phase 2: order, pack, permute (one process), then write the shards (all workers)
-    units = load_units(job.work_dir, job.active)
     doc_ids = unit_doc_ids(job.work_dir, job.active) if job.cfg.read.id_field else None
-    lay = pack_layout(units, [f.rel for f in job.files], job.cfg)
-    del units
+    lay = build_layout(job.work_dir, job.active, [f.rel for f in job.files], job.cfg, memory_limit)
     clock.lap("layout")
     out_proto = job.out_dir.split("://", 1)[0] if "://" in job.out_dir else "file"
     w_workers = resolve_workers(workers, lay.n_shards, [out_proto])  # a memory:// folder: this process only
@@ -139,7 +145,7 @@ def remove_work(job: PreparedBuild) -> None:
         for p in glob.glob(os.path.join(glob.escape(job.work_dir), pat)):
             if os.path.isfile(p):
                 os.remove(p)
-            elif os.path.basename(p) == "layout":  # the scale-out layout folder (`scaleout.build`)
+            elif os.path.basename(p) in ("layout", SPILL_DIR):  # layout folders (`scaleout.build`, `spilled`)
                 shutil.rmtree(p, ignore_errors=True)
 
 
@@ -186,18 +192,15 @@ def pack_manifest(job: PreparedBuild, lay: PackLayout, shards: list[dict], doc_i
     `run_build` and the distributed ``finish`` step call this, so their manifests and documents.parquet are
     byte-identical."""
     cfg, info, specials = job.cfg, job.tokenizer, job.specials
-    segs, inst_src, sources = lay.segs, lay.inst_src, lay.sources
+    sources, st = lay.sources, lay.stats
     if documents is None:
         documents = write_documents(lay, job.out_dir, doc_ids)
-    seg_src = inst_src[segs["inst"].astype(np.int64)]
-    tok_per_src = np.bincount(seg_src, weights=segs["length"], minlength=len(sources)).astype(np.int64)
-    used = np.unique(segs["inst"]).astype(np.int64)
-    docs_per_src = np.bincount(inst_src[used], minlength=len(sources))
+    tok_per_src, docs_per_src = st["tokens_per_source"], st["documents_per_source"]
     return {
         "format": FORMAT, "format_version": FORMAT_VERSION, "lcdata_version": VERSION, "identity": job.ident,
         "dtype": np.dtype(job.dtype).name, "seq_len": cfg.seq_len, "packing": cfg.packing, "n_sequences": int(lay.n_seq),
-        "n_documents": int(len(used)), "n_instances": int(len(lay.inst_unit)),
-        "n_tokens": int(segs["length"].sum()), "padding_tokens": int(lay.padding), "dropped_tokens": int(lay.dropped),
+        "n_documents": st["n_documents"], "n_instances": int(len(lay.inst_unit)),
+        "n_tokens": st["n_tokens"], "padding_tokens": int(lay.padding), "dropped_tokens": int(lay.dropped),
         "tokenizer": {"path": cfg.tokenizer, "sha256": info.sha256, "vocab_size": info.vocab_size,
                       "max_id": info.max_id},
         "special_tokens": {"bos_id": specials.bos, "eos_id": specials.eos, "pad_id": specials.pad},

@@ -2,8 +2,9 @@
 
 ``tokenize`` runs `run_build`'s phase 1 (`tokenize_file`) on each task's files, into the spill names of
 `run_build` (``WORK/tok-NNNNN.*``), reading only those files' plan rows. ``pack`` computes the global packing
-once from the spill unit tables (`pack_layout`) and saves it (`save_layout`: NumPy arrays, memory-mapped by
-the writers). ``shards``: task t writes the shards k with k % N == t (`write_shard`: vectorised gathers from
+once from the spill unit tables (`build_layout`: in memory, or out of core above the memory limit) and saves
+it (`save_layout`, or the out-of-core layout's own folder moved there: NumPy arrays, memory-mapped by the
+writers). ``shards``: task t writes the shards k with k % N == t (`write_shard`: vectorised gathers from
 the memory-mapped spills, its own checksums), each token copied once from its spill into its shard; the last
 task (the fewest shards) also writes documents.parquet (`write_documents_once`, its entry kept in
 ``WORK/documents.done.json``). ``finish`` writes the manifest listing every shard, then removes the work
@@ -17,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 
 import fsspec
 import numpy as np
@@ -35,13 +37,12 @@ from ..build import (
 from ..build.layout import (
     Spills,
     load_layout,
-    load_units,
-    pack_layout,
     save_layout,
     unit_doc_ids,
     write_documents,
     write_shard,
 )
+from ..build.spilled import build_layout
 from ..corpus.reader import FileReport
 from ..errors import LcdataError
 from ..util.io import exists, is_local, join, read_json, write_text
@@ -92,13 +93,23 @@ class Pack(Step):
 
     name = "pack"
 
+    def __init__(self, job, memory_limit: int | None = None):
+        super().__init__(job)
+        self.memory_limit = memory_limit
+
     def work(self, rank, world_size):
         job = self.job
         d = os.path.join(job.work_dir, "layout")
         if os.path.exists(os.path.join(d, "layout.json")):
             return
-        units = load_units(job.work_dir, job.active)
-        save_layout(pack_layout(units, [f.rel for f in job.files], job.cfg), d)
+        lay = build_layout(job.work_dir, job.active, [f.rel for f in job.files], job.cfg, self.memory_limit)
+        if lay.dir is None:
+            save_layout(lay, d)
+        else:  # computed under the memory limit: its folder is a saved layout already (layout.json last)
+            src = lay.dir
+            del lay  # its memory maps closed before the folder moves
+            shutil.rmtree(d, ignore_errors=True)
+            os.replace(src, d)
 
 
 class WriteShards(Step):
@@ -188,15 +199,17 @@ def build_pipeline(inputs, out_dir: str, cfg: BuildConfig, *, tasks: int, overwr
     return _build_stages(job, tasks)
 
 
-def _build_stages(job: PreparedBuild, tasks: int) -> list[Stage]:
-    return [Stage("tokenize", [Tokenize(job)], tasks), Stage("pack", [Pack(job)], 1),
+def _build_stages(job: PreparedBuild, tasks: int, memory_limit: int | None = None) -> list[Stage]:
+    return [Stage("tokenize", [Tokenize(job)], tasks), Stage("pack", [Pack(job, memory_limit)], 1),
             Stage("shards", [WriteShards(job)], tasks), Stage("finish", [Finish(job)], 1)]
 
 
 def run_build_distributed(inputs, out_dir: str, cfg: BuildConfig, executor: str | ExecutorConfig = "local", *,
                           overwrite: bool = False, resume: bool = False, work_dir: str | None = None,
-                          keep_work: bool = False, **executor_opts) -> BuildResult | None:
+                          keep_work: bool = False, memory_limit: int | None = None,
+                          **executor_opts) -> BuildResult | None:
     """`run_build` on a datatrove executor: the same shard bytes, documents.parquet and manifest counts.
+    ``memory_limit``: the pack task's, as `run_build`'s (bytes; default a quarter of the memory the task may use).
     A rerun after a failure needs ``resume=True`` (as `run_build`); finished tasks, files and shards are
     skipped. Returns the result (None for Slurm: the jobs are submitted; the last writes manifest.json).
 
@@ -206,7 +219,7 @@ def run_build_distributed(inputs, out_dir: str, cfg: BuildConfig, executor: str 
     ex = as_executor(executor, executor_opts)
     job = _job(inputs, out_dir, cfg, overwrite=overwrite, resume=resume, work_dir=work_dir, keep_work=keep_work,
                remote_work=ex.kind == "local")
-    stages = _build_stages(job, ex.n_tasks(len(job.active)))
+    stages = _build_stages(job, ex.n_tasks(len(job.active)), memory_limit)
     logs = prepare_logging_dir(ex, out_dir, job.ident, stages, fresh=overwrite)
     try:
         run_stages(stages, ex, logs)

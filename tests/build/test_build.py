@@ -74,9 +74,10 @@ def raw(slice_dir, hf_tok) -> dict[tuple[str, int], dict]:
 def _build(slice_dir, out, **kw) -> str:
     inputs = kw.pop("inputs", [str(slice_dir)])
     workers = kw.pop("workers", 1)
+    memory_limit = kw.pop("memory_limit", None)
     cfg = BuildConfig(tokenizer=str(ROOT / "data/demo/tokenizer.json"), seq_len=kw.pop("seq_len", L),
                       shard_tokens=kw.pop("shard_tokens", SHARD_TOKENS), **kw)
-    run_build(inputs, str(out), cfg, workers=workers)
+    run_build(inputs, str(out), cfg, workers=workers, memory_limit=memory_limit)
     return str(out)
 
 
@@ -625,3 +626,94 @@ def test_layout_segments_in_output_order(packing, slice_dir, tmp_path):
     pos = pos_of[segs["seq"].astype(np.int64)]
     order = np.lexsort((segs["start"], pos))
     assert lay.segs.tobytes() == segs[order].tobytes() and np.array_equal(lay.out_pos, pos[order])
+
+
+# ------------------------------------------------------------------------------------------ memory limit
+
+
+@pytest.mark.parametrize("packing,how", [("concat", "threads"), ("best-fit", "threads"), ("concat", "processes")])
+def test_memory_limit_spills_the_layout_same_bytes(packing, how, concat0, bestfit0, slice_dir, tmp_path,
+                                                   monkeypatch):
+    """Issue #19: under a memory limit the layout is computed through files in the work folder (here in
+    chunks of 1,024 instances: 16 buckets); every shard, documents.parquet and the manifest (but run
+    information) are those of the in-memory build, and the work folder is gone after."""
+    from lcdata.build import layout, spilled
+
+    calls = []
+    real = spilled.spilled_layout
+    monkeypatch.setattr(spilled, "spilled_layout", lambda *a, **k: calls.append(1) or real(*a, **k))
+    if how == "processes":  # writer processes read the spilled layout's own folder
+        monkeypatch.setattr(layout, "PROCESS_WRITE_MIN_BYTES", 0)
+    out = _build(slice_dir, tmp_path / how, packing=packing, workers=2 if how == "processes" else 1,
+                 memory_limit=1)
+    assert calls == [1]
+    compare_builds(concat0 if packing == "concat" else bestfit0, out)
+
+
+@pytest.mark.parametrize("packing,ties", [("concat", False), ("best-fit", False), ("concat", True)])
+def test_spilled_layout_equals_the_in_memory_one(packing, ties, slice_dir, tmp_path, monkeypatch):
+    """`spilled_layout` gives `pack_layout`'s arrays, with several buckets and chunks, and with every hash
+    forced equal (the tie order, sorted inside one bucket)."""
+    import dataclasses
+
+    import lcdata.build.layout as B
+    import lcdata.build.spilled as S
+
+    work = tmp_path / "work"
+    cfg = BuildConfig(tokenizer=str(ROOT / "data/demo/tokenizer.json"), seq_len=1024, packing=packing, seed=3,
+                      shard_tokens=1 << 14)
+    r = run_build([str(slice_dir)], str(tmp_path / "out"), cfg, workers=1, work_dir=str(work), keep_work=True)
+    rels = [f["rel"] for f in r.manifest["inputs"]]
+    if ties:
+        zero = lambda x: np.zeros_like(np.asarray(x, dtype=np.uint64))  # noqa: E731
+        monkeypatch.setattr(B, "splitmix64", zero)
+        monkeypatch.setattr(S, "splitmix64", zero)
+    mem = B.pack_layout(B.load_units(str(work), range(len(rels))), rels, cfg)
+    for limit in (1, 4 << 20):
+        sp = S.spilled_layout(str(work), range(len(rels)), rels, cfg, limit)
+        assert sp.dir == str(work / S.SPILL_DIR) and mem.n_shards > 2
+        for f in dataclasses.fields(B.PackLayout):
+            a, b = getattr(mem, f.name), getattr(sp, f.name)
+            if f.name in ("maps", "dir"):
+                continue
+            if isinstance(a, np.ndarray):
+                assert a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == np.asarray(b).tobytes(), f.name
+            else:
+                assert a == b, f.name
+        saved = B.load_layout(sp.dir)  # writer processes and scale-out tasks read it as a saved layout
+        assert saved.segs.tobytes() == mem.segs.tobytes() and saved.stats == mem.stats
+
+
+@pytest.mark.parametrize("packing", ["concat", "best-fit"])
+def test_spilled_layout_with_plan_copies(packing, tmp_path):
+    """Synthetic unit tables with plan copies (0 to 4 per unit, so a chunk of 1,024 units holds up to 4,096
+    instances and is cut) and several sources per table: the spilled layout is the in-memory one."""
+    import dataclasses
+
+    import polars as pl
+
+    import lcdata.build.layout as B
+    import lcdata.build.spilled as S
+    from lcdata.build import UNIT_SCHEMA
+
+    rng = np.random.default_rng(5)
+    rels = ["b/x.jsonl", "a/y.jsonl", "c.jsonl"]
+    for i, n in enumerate((3000, 10, 2500)):
+        length = rng.integers(1, 2000, n)
+        pl.DataFrame({"file_index": np.full(n, i, np.int32), "file": rels[i], "row": np.arange(n, dtype=np.int64),
+                      "chunk": rng.integers(0, 2, n).astype(np.int32), "doc_id": None,
+                      "source": rng.choice(["web", "code", f"s{i}"], n), "doc_tokens": length, "length": length,
+                      "offset": np.cumsum(length) - length, "copies": rng.integers(0, 5, n)},
+                     schema=UNIT_SCHEMA).write_parquet(tmp_path / f"tok-{i:05d}.units.parquet")
+    cfg = BuildConfig(tokenizer=str(ROOT / "data/demo/tokenizer.json"), seq_len=512, packing=packing, seed=9,
+                      shard_tokens=1 << 15)
+    mem = B.pack_layout(B.load_units(str(tmp_path), range(3)), rels, cfg)
+    sp = S.spilled_layout(str(tmp_path), range(3), rels, cfg, 1)
+    assert len(mem.inst_unit) > 4 * 1024 and mem.sources == ["code", "s0", "s1", "s2", "web"]
+    for f in dataclasses.fields(B.PackLayout):
+        a, b = getattr(mem, f.name), getattr(sp, f.name)
+        if isinstance(a, np.ndarray):
+            assert a.dtype == b.dtype and a.tobytes() == np.asarray(b).tobytes(), f.name
+        elif f.name not in ("maps", "dir"):
+            assert a == b, f.name
+    assert S._spans(np.array([3, 0, 5, 1, 1]), 4) == [(0, 2), (2, 3), (3, 5)]

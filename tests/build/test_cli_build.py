@@ -121,6 +121,18 @@ def compare_builds(a: Path, b: Path, also_volatile: tuple[str, ...] = ()) -> Non
 # ------------------------------------------------------------------------------------------ determinism
 
 
+def test_memory_limit_flag_same_bytes(build_w1, slice_dir, tmp_path):
+    """`--memory-limit` (a size: 64Ki here, which spills the layout to the work folder) changes no byte and is
+    not recorded in the manifest's config (a run setting, like --workers); a bad value is one clear error."""
+    out = tmp_path / "lim"
+    lcdata(*build_args(slice_dir, out, "--workers", 1, "--memory-limit", "64Ki"), check=True)
+    assert json.loads((build_w1 / "manifest.json").read_text())["n_instances"] * 160 > 64 * 1024  # it spills
+    compare_builds(build_w1, out)
+    assert "memory" not in json.dumps(json.loads((out / "manifest.json").read_text())["config"])
+    p = lcdata(*build_args(slice_dir, tmp_path / "bad", "--memory-limit", "8GB"), check=False)
+    assert p.returncode == 2 and "--memory-limit" in p.stderr and "ambiguous" in p.stderr
+
+
 def test_workers_1_and_2_identical(build_w1, build_w2):
     """Same seed, different worker counts and runs: the same bytes (and the same manifest, minus timing)."""
     m = json.loads((build_w1 / "manifest.json").read_text())

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 from pathlib import Path
 
@@ -125,6 +126,17 @@ def test_build_shards_byte_identical_and_written_per_task(native, demo_dir, toke
         per_task.append(next(s["stats"]["shards"] for s in st if "shards" in s["stats"]))
     assert per_task == [len(range(t, n_shards, 3)) for t in range(3)]
     assert not (out / "_work").exists()
+
+
+def test_build_with_memory_limit_byte_identical(native, demo_dir, tokenizer_path, tmp_path):
+    """Issue #19: the pack task under a memory limit computes the layout through files (a plan with copies,
+    16 buckets of instances) and hands its folder to the shard tasks: the same bytes as the native build."""
+    out = tmp_path / "build"
+    run_build_distributed([str(demo_dir)], str(out), build_cfg(tokenizer_path, native / "plan"), "local",
+                          memory_limit=1, keep_work=True, **LOCAL)
+    assert (out / "_work" / "layout" / "inst_unit.npy").exists() and not (out / "_work" / "layout-spill").exists()
+    shutil.rmtree(out / "_work")
+    assert_same_build(native / "build", out)
 
 
 @pytest.mark.parametrize("stage", ["tokenize", "shards"])
