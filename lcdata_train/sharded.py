@@ -110,17 +110,22 @@ def _sum(folder: str, name: str) -> dict:
     return {"bytes": os.path.getsize(path), "sha256": file_sha256(path)}
 
 
+def _dcp_load(sd: dict, path: str, what: str, fix: str = "") -> None:
+    """`dcp.load` of ``sd`` in place from ``path`` (collective under a process group), its failure one
+    `CheckpointError` naming the folder, ``what`` failed, the cause and ``fix``."""
+    try:
+        with _quiet():
+            dcp.load(sd, checkpoint_id=path, no_dist=not dist.is_initialized())
+    except (RuntimeError, ValueError, OSError) as e:
+        raise CheckpointError(f"{path}: {what} ({type(e).__name__}: {str(e)[:300]}){fix}") from None
+
+
 def load_sharded_checkpoint(path: str, model, opt) -> None:
     """Fill ``model`` and ``opt`` (already on their devices, wrapped or not) from the sharded checkpoint
     ``path``; collective under a process group. Each rank reads only its slices."""
     msd, osd = get_state_dict(model, opt)
     sd = {"model": msd, "optim": osd}
-    try:
-        with _quiet():
-            dcp.load(sd, checkpoint_id=path, no_dist=not dist.is_initialized())
-    except (RuntimeError, ValueError, OSError) as e:
-        raise CheckpointError(f"{path}: the sharded checkpoint does not load into this model "
-                              f"({type(e).__name__}: {str(e)[:300]}); {resume_fix(path)}") from None
+    _dcp_load(sd, path, "the sharded checkpoint does not load into this model", f"; {resume_fix(path)}")
     set_state_dict(model, opt, model_state_dict=sd["model"], optim_state_dict=sd["optim"])
 
 
@@ -128,12 +133,7 @@ def read_tensors(path: str, shapes: dict[str, tuple[int, ...]]) -> dict[str, tor
     """The model tensors ``shapes`` (HF names -> shapes) of the sharded checkpoint ``path``, full and fp32 on
     this process's CPU (DCP reads only those keys); needs no process group."""
     sd = {f"model.{k}": torch.empty(s, dtype=torch.float32) for k, s in shapes.items()}
-    try:
-        with _quiet():
-            dcp.load(sd, checkpoint_id=path, no_dist=not dist.is_initialized())
-    except (RuntimeError, ValueError, OSError) as e:
-        raise CheckpointError(f"{path}: cannot read {sorted(shapes)[:3]}... from the sharded checkpoint "
-                              f"({type(e).__name__}: {str(e)[:300]})") from None
+    _dcp_load(sd, path, f"cannot read {sorted(shapes)[:3]}... from the sharded checkpoint")
     return {k: sd[f"model.{k}"] for k in shapes}
 
 
