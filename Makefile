@@ -184,7 +184,7 @@ $(O)/needle/results.json: $(O)/run/final/config.json $(call stage_changed,needle
 	@$(call stage_record,needle)
 
 $(O)/eval-loss/loss.json: $(O)/run/final/config.json $(O)/heldout/manifest.json $(call stage_changed,eval-loss)
-	$(TORCH_LCDATA) eval-loss --model $(call q,$(OUT)/run) --name $(MODEL)-$(STRATEGY) --shards $(call q,$(OUT)/heldout) \
+	$(TORCH_LCDATA) eval-loss --model $(call q,$(OUT)/run) --name $(call q,$(notdir $(patsubst %/,%,$(MODEL)))-$(STRATEGY)) --shards $(call q,$(OUT)/heldout) \
 		--position-buckets $(POS_BUCKETS) --position $(call q,$(EVAL_POSITION)) --max-sequences $(EVAL_SEQUENCES) \
 		--out $(call q,$(OUT)/eval-loss) --overwrite
 	@$(call stage_record,eval-loss)

@@ -249,6 +249,9 @@ def cmd_report(a) -> int:
 
     if a.seeds and not a.ablation:
         raise ConfigError("--seeds only applies with --ablation (the paper-ablation layout)")
+    if a.name and a.ablation:
+        raise ConfigError("--name titles a pipeline run's report; an --ablation report is titled by its folder: "
+                          "drop --name")
     path = write_ablation_report(a.dir, a.ablation, a.seeds) if a.ablation else write_report(a.dir, a.name)
     print(f"wrote {path}")
     return 0
@@ -390,7 +393,7 @@ def cmd_sample(a) -> int:
         print(f"lcdata sample: warning: {w}", file=sys.stderr)
     if misses and a.quiet:
         print(f"lcdata sample: warning: {len(misses)} source or length-bucket targets missed by more than their "
-              f"tolerance (run without --quiet, or see report.md)", file=sys.stderr)
+              f"tolerance (run without --quiet, or `lcdata report`)", file=sys.stderr)
     _warn_read(res.manifest["read_report"])
     return 0
 

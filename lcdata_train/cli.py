@@ -253,17 +253,16 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="new Hugging Face folder (config.json + safetensors shards)")
     p.add_argument("--save-dtype", choices=DTYPES, default="bfloat16",
                    help="dtype of the exported weights (auto: the checkpoint's, float32)")
-    p.add_argument("--max-shard-size", type=size_type("bytes"), default="5G",
-                   help=size_help("most bytes per safetensors file, as save_pretrained's", "bytes"))
+    p.add_argument("--max-shard-size", type=size_type("bytes", minimum=1), default="5G", metavar="BYTES",
+                   help=size_help("most bytes per safetensors file, as save_pretrained's 5GB (write 5G)", "bytes"))
     p.add_argument("--tokenizer", default=None, help="tokenizer.json to copy beside the model (default: none copied)")
 
 
 def run_export_cmd(a: argparse.Namespace) -> int:
     from .sharded import sharded_to_hf
 
-    n = a.max_shard_size if isinstance(a.max_shard_size, int) else size_type("bytes")(a.max_shard_size)
-    files = sharded_to_hf(a.checkpoint, a.out, "float32" if a.save_dtype == "auto" else a.save_dtype, n,
-                          a.tokenizer)
+    files = sharded_to_hf(a.checkpoint, a.out, "float32" if a.save_dtype == "auto" else a.save_dtype,
+                          a.max_shard_size, a.tokenizer)
     print(f"wrote {a.out}/ ({', '.join(files)})")
     return 0
 
@@ -285,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Validation loss per source and position bucket on held-out shards.")
     add_eval_loss_arguments(e)
     e.set_defaults(func=run_eval_loss_cmd)
-    x = sub.add_parser("export-hf", help="a sharded training checkpoint -> Hugging Face safetensors, shard by shard",
+    x = sub.add_parser("export-hf", formatter_class=HelpFormatter, help="a sharded training checkpoint -> Hugging Face safetensors, shard by shard",
                        description="Convert a sharded (torch.distributed.checkpoint) training checkpoint into a "
                                    "Hugging Face LLaMA folder in one process, one safetensors shard in memory at a time.")
     add_export_arguments(x)

@@ -46,6 +46,8 @@ def test_report_refuses_what_is_not_a_run_folder(train_shards, tmp_path, capsys)
     _user_error(capsys, ["report", "s3x://bucket/run"], "is a URL")
     _user_error(capsys, ["report", train_shards], "holds none of stats, plan, shards, run", "not a stage's own")
     _user_error(capsys, ["report", str(tmp_path), "--ablation", "natural", "global"], "holds none of natural, global")
+    _user_error(capsys, ["report", str(tmp_path), "--seeds", "0", "1"], "--seeds only applies with --ablation")
+    _user_error(capsys, ["report", str(tmp_path), "--ablation", "natural", "--name", "x"], "drop --name")
     assert sorted(os.listdir(tmp_path)) == ["afile"] and "report.md" not in os.listdir(train_shards)
 
 

@@ -92,7 +92,8 @@ def test_no_flag_name_has_two_meanings_across_commands():
     ("sample", "--threshold", "--long-threshold", "2Ki", 2048),
     ("build", "--dtype", "--token-dtype", "uint32", "uint32"),
     ("train", "--num-workers", "--workers", "3", 3),
-    ("eval-loss", "--threshold", "--delta-threshold", "0.05", 0.05)])
+    ("eval-loss", "--threshold", "--delta-threshold", "0.05", 0.05),
+    ("eval-loss", "--labels", "--name", "m", ["m"])])
 def test_old_spellings_still_parse_hidden_with_a_note(capsys, cmd, old, new, value, expect):
     assert RENAMED[cmd][old] == new
     p = _commands()[cmd]
